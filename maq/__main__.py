@@ -1,0 +1,5 @@
+import sys
+
+from maq.cli import main
+
+sys.exit(main())

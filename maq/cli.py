@@ -1,0 +1,59 @@
+"""`maq` command line: one entry point, subcommands registered by the modules that own them.
+
+Each module in SUBCOMMAND_MODULES defines ``register(subparsers)`` which adds its subcommand(s) and sets
+``func`` on the parser to a callable ``func(args) -> int``. Modules must not import torch at import time.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from maq.errors import MAQError
+
+SUBCOMMAND_MODULES = (
+    "maq.runtime.info",        # maq info
+    "maq.converter.cli",       # maq convert
+    "maq.runtime.cli",         # maq chat / generate / perplexity
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maq",
+        description="MAQ: memory-aligned 2/8-bit mixed-precision quantization of Llama-family models, "
+                    "and a CPU runtime for the resulting GGUF files.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("maq."):
+                continue  # that part of the product is not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MAQError as exc:
+        print(f"maq: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("maq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+/* maq.h -- the C core of MAQ: weight descriptors, activation preprocessing, mixed-width products,
+ * a persistent thread pool. Portable C99/C11. Python validates every argument; C trusts them.
+ *
+ * Logical weight W has P output rows and T inputs (GGUF ne = [T, P]); y = W x, y[p] = sum_t W[p,t] x[t].
+ * The MAQ2 byte layout is defined by runtime/format.py and docs/FORMAT.md (one 32-bit word per 16 inputs,
+ * 2-bit words: code of input j at bits 2j..2j+1; salient words: 4 int8 means, byte k covers inputs 4k..4k+3).
+ */
+#ifndef MAQ_H
+#define MAQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ SIMD path selection */
+/* Compiled paths, comma separated, e.g. "scalar,sse,avx2" or "scalar,neon". */
+const char *maq_compiled_paths(void);
+/* The active path ("scalar", "sse", "avx2", "neon"). Default: the widest compiled path the CPU supports,
+ * unless the environment variable MAQ_FORCE_PATH names another (read once, at first use). */
+const char *maq_active_path(void);
+/* Force a path by name; returns 0 on success, -1 if that path is not compiled in / not supported. */
+int maq_set_path(const char *name);
+
+/* ------------------------------------------------------------------ thread pool */
+typedef struct maq_pool maq_pool;
+/* A task is run as fn(ctx, ith, nth) for ith = 0..nth-1, one call per pool thread (the caller is thread 0). */
+typedef void (*maq_task_fn)(void *ctx, int ith, int nth);
+/* Create a pool of n_threads (>= 1) workers, created once; NULL on failure. Workers sleep on a condition
+ * variable between jobs (a short bounded spin first); no thread is created per call. */
+maq_pool *maq_pool_create(int n_threads);
+void maq_pool_destroy(maq_pool *pool);
+int maq_pool_size(const maq_pool *pool);
+/* Run fn on every thread of the pool and return when all are done. pool may be NULL (runs fn(ctx, 0, 1)). */
+void maq_pool_run(maq_pool *pool, maq_task_fn fn, void *ctx);
+
+/* ------------------------------------------------------------------ weights */
+enum maq_type {
+    MAQ_TYPE_F32  = 0,    /* ggml F32:  float  [P][T] */
+    MAQ_TYPE_F16  = 1,    /* ggml F16:  uint16 [P][T] (IEEE half) */
+    MAQ_TYPE_Q8_0 = 8,    /* ggml Q8_0: per row T/32 blocks of { uint16 d (half); int8 qs[32]; } = 34 bytes */
+    MAQ_TYPE_MAQ2 = 100   /* MAQ2: words + bitmap + scales + rowscale (format.py) */
+};
+
+typedef struct {
+    int type;                   /* enum maq_type */
+    int T, P;                   /* inputs per row, output rows */
+    int G;                      /* MAQ2: 2-bit scale group (32, 64, 128); else 0 */
+    const void *data;           /* F32/F16/Q8_0: rows; MAQ2: words int32 [P][T/16] */
+    const uint8_t *bitmap;      /* MAQ2: [P][ceil(T/128)] */
+    const uint8_t *scales;      /* MAQ2: [P][2*ceil(T/G)]: sc uint8 x ng, then m int8 x ng */
+    const uint16_t *rowscale;   /* MAQ2: [P][3] half: d, dmin, dsal */
+} maq_weight;
+
+/* Dequantize row p of w into out[T] (float). Used for embedding lookups and tests. */
+void maq_get_row(const maq_weight *w, int p, float *out);
+
+/* ------------------------------------------------------------------ activations */
+/* Bytes of scratch needed to hold B preprocessed activation rows for products with w. Depends only on
+ * (w->type, w->T): weights of the same type and T share one preprocessed activation. */
+size_t maq_act_bytes(const maq_weight *w, int B);
+/* Preprocess X [B][T] (float) for products with w (e.g. int8 quantization with block scales and sums). */
+void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act);
+
+/* ------------------------------------------------------------------ products */
+/* Y [B][P] = X W^T from a preprocessed activation; rows of W split across the pool's threads.
+ * B == 1 is the matrix-vector product (decode); B > 1 reuses each decoded word for all B tokens (prefill). */
+void maq_matmul_act(const maq_weight *w, const void *act, int B, float *Y, maq_pool *pool);
+/* Convenience: maq_act_prepare into scratch (>= maq_act_bytes(w, B) bytes) then maq_matmul_act. */
+void maq_matmul(const maq_weight *w, const float *X, int B, float *Y, void *scratch, maq_pool *pool);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MAQ_H */
