@@ -14,6 +14,7 @@ from maq.errors import MAQError
 
 SUBCOMMAND_MODULES = (
     "maq.runtime.info",        # maq info
+    "maq.runtime.models",      # maq fetch
     "maq.converter.cli",       # maq convert
     "maq.runtime.cli",         # maq chat / generate / perplexity
 )

