@@ -1,0 +1,590 @@
+"""Memory-mapped, validated loading of a Llama-family GGUF (standard types and MAQ2) for the runtime.
+
+A small GGUF reader of our own (header, metadata, tensor infos; numpy views of one read-only ``np.memmap``):
+the stock ``gguf.GGUFReader`` parses the 100k-entry tokenizer arrays one element at a time (about 2 s for
+SmolLM2); here string arrays are read in one pass and numeric arrays with ``np.frombuffer``.
+
+Every tensor is checked before any pointer can reach C: GGUF type, shape against the ``llama.*`` metadata, byte
+size inside the file, alignment, and for MAQ2 tensors the four parts against each other (``format.from_parts``).
+Errors are ``FormatError`` / ``MAQError`` naming the file, the tensor and what was expected.
+
+Weights stay in the mapped file (zero-copy) for F32, F16, Q8_0 and MAQ2. Other ggml types that ``gguf.quants``
+can dequantize (Q4_0, Q4_1, Q5_x, k-quants, BF16, ...) are dequantized **to F32 at load**: exact (a Q4_1 value
+``d*q + m`` needs more mantissa than F16 has, and a Q8_0 requantization would change the reference model), at the
+cost of 4 bytes per weight of RSS for those tensors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maq.errors import FormatError, MAQError
+from maq.runtime import format as fmt
+
+log = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+
+# GGUF metadata value types
+_VT_STRUCT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_VT_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8",
+             12: "<f8"}
+_VT_STRING, _VT_ARRAY = 8, 9
+
+# ggml tensor types used here (ids are ggml's)
+GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0 = 0, 1, 2, 3, 8
+GGML_I8, GGML_I16, GGML_I32 = 24, 25, 26
+
+# Logical weight kinds the C core reads directly (values match enum maq_type in csrc/maq.h).
+KIND_F32, KIND_F16, KIND_Q8_0, KIND_MAQ2 = 0, 1, 8, 100
+KIND_NAMES = {KIND_F32: "F32", KIND_F16: "F16", KIND_Q8_0: "Q8_0", KIND_MAQ2: "MAQ2"}
+Q8_0_BLOCK, Q8_0_BYTES = 32, 34
+
+
+def _ggml_sizes() -> dict[int, tuple[str, int, int]]:
+    """{ggml type id: (name, block size, bytes per block)} from the gguf package (the constants' owner)."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    return {int(t): (t.name, bs, ts) for t, (bs, ts) in GGML_QUANT_SIZES.items()
+            for t in [GGMLQuantizationType(t)]}
+
+
+_SIZES = _ggml_sizes()
+
+
+def ggml_type_name(t: int) -> str:
+    return _SIZES.get(t, (f"type{t}",))[0]
+
+
+# --------------------------------------------------------------------------- raw file
+@dataclasses.dataclass
+class TensorInfo:
+    """One tensor as the file declares it. ``ne`` is GGUF order (ne[0] fastest); ``data`` a read-only view."""
+
+    name: str
+    ne: tuple[int, ...]
+    ggml_type: int
+    offset: int           # absolute byte offset in the file
+    nbytes: int
+    data: np.ndarray      # uint8 view [nbytes] of the memmap
+
+    @property
+    def type_name(self) -> str:
+        return ggml_type_name(self.ggml_type)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """numpy order (reversed ne)."""
+        return tuple(reversed(self.ne))
+
+
+class GGUFFile:
+    """A parsed GGUF file: ``metadata`` {key: value} and ``tensors`` {name: TensorInfo} over one memmap.
+
+    Strings are str, string arrays list[str], numeric arrays numpy arrays, scalars Python numbers.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MAQError(f"{self.path}: no such file")
+        size = self.path.stat().st_size
+        if size < 24:
+            raise FormatError(f"{self.path}: {size} bytes is too small for a GGUF file")
+        self.mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+        self._buf = memoryview(self.mm)  # zero-copy byte view for struct parsing
+        self._pos = 0
+        self.metadata: dict[str, Any] = {}
+        self.tensors: dict[str, TensorInfo] = {}
+        try:
+            self._parse()
+        except (struct.error, UnicodeDecodeError, IndexError) as exc:
+            raise FormatError(f"{self.path}: truncated or corrupt GGUF header at byte {self._pos} ({exc})") from None
+
+    # -- primitive readers
+    def _unpack(self, f: str):
+        v = struct.unpack_from(f, self._buf, self._pos)
+        self._pos += struct.calcsize(f)
+        return v[0]
+
+    def _string(self) -> str:
+        n = self._unpack("<Q")
+        if self._pos + n > len(self._buf):
+            raise FormatError(f"{self.path}: string of {n} bytes at byte {self._pos} runs past the end of the file")
+        s = bytes(self._buf[self._pos:self._pos + n]).decode("utf-8")
+        self._pos += n
+        return s
+
+    def _value(self, vt: int, key: str):
+        if vt in _VT_STRUCT:
+            v = self._unpack(_VT_STRUCT[vt])
+            return bool(v) if vt == 7 else v
+        if vt == _VT_STRING:
+            return self._string()
+        if vt == _VT_ARRAY:
+            et = self._unpack("<I")
+            n = self._unpack("<Q")
+            if et in _VT_NUMPY:
+                dt = np.dtype(_VT_NUMPY[et])
+                end = self._pos + n * dt.itemsize
+                if end > len(self._buf):
+                    raise FormatError(f"{self.path}: metadata array {key} runs past the end of the file")
+                arr = np.frombuffer(self._buf[self._pos:end], dtype=dt).copy()
+                self._pos = end
+                return arr.astype(bool) if et == 7 else arr
+            if et == _VT_STRING:
+                return self._string_array(n, key)
+            if et == _VT_ARRAY:
+                return [self._value(_VT_ARRAY, key) for _ in range(n)]
+            raise FormatError(f"{self.path}: metadata {key}: unknown array element type {et}")
+        raise FormatError(f"{self.path}: metadata {key}: unknown value type {vt}")
+
+    def _string_array(self, n: int, key: str) -> list[str]:
+        buf, pos, out = self._buf, self._pos, []
+        unpack = struct.unpack_from
+        raw = bytes(buf[pos:]) if n > 1000 else None  # one copy of the tail beats n memoryview slices
+        base = pos
+        for _ in range(n):
+            (ln,) = unpack("<Q", buf, pos)
+            pos += 8
+            if raw is not None:
+                out.append(raw[pos - base:pos - base + ln].decode("utf-8", errors="surrogateescape"))
+            else:
+                out.append(bytes(buf[pos:pos + ln]).decode("utf-8", errors="surrogateescape"))
+            pos += ln
+        if pos > len(buf):
+            raise FormatError(f"{self.path}: metadata array {key} runs past the end of the file")
+        self._pos = pos
+        return out
+
+    def _parse(self) -> None:
+        if bytes(self._buf[:4]) != GGUF_MAGIC:
+            raise FormatError(f"{self.path}: not a GGUF file (magic {bytes(self._buf[:4])!r}, expected b'GGUF')")
+        self._pos = 4
+        version = self._unpack("<I")
+        if version not in (2, 3):
+            raise FormatError(f"{self.path}: GGUF version {version} unsupported (expected 2 or 3, little-endian)")
+        n_tensors = self._unpack("<Q")
+        n_kv = self._unpack("<Q")
+        if n_tensors > 1 << 24 or n_kv > 1 << 24:
+            raise FormatError(f"{self.path}: implausible header ({n_tensors} tensors, {n_kv} keys)")
+        self.version = version
+        for _ in range(n_kv):
+            key = self._string()
+            vt = self._unpack("<I")
+            self.metadata[key] = self._value(vt, key)
+        infos = []
+        for _ in range(n_tensors):
+            name = self._string()
+            nd = self._unpack("<I")
+            if nd > 4:
+                raise FormatError(f"{self.path}: tensor {name}: {nd} dimensions (GGUF allows at most 4)")
+            ne = tuple(self._unpack("<Q") for _ in range(nd))
+            t = self._unpack("<I")
+            off = self._unpack("<Q")
+            infos.append((name, ne, t, off))
+        align = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+        if not isinstance(align, int) or align <= 0 or align & (align - 1):
+            raise FormatError(f"{self.path}: general.alignment = {align!r}, expected a power of two")
+        self.alignment = align
+        self.data_start = -(-self._pos // align) * align
+        size = len(self._buf)
+        for name, ne, t, off in infos:
+            if name in self.tensors:
+                raise FormatError(f"{self.path}: tensor {name} appears twice")
+            if t not in _SIZES:
+                raise FormatError(f"{self.path}: tensor {name}: unknown ggml type id {t}")
+            tname, bs, ts = _SIZES[t]
+            if any(d <= 0 for d in ne) or not ne:
+                raise FormatError(f"{self.path}: tensor {name}: bad shape ne={list(ne)}")
+            if ne[0] % bs:
+                raise FormatError(f"{self.path}: tensor {name}: ne[0]={ne[0]} not a multiple of the {tname} "
+                                  f"block size {bs}")
+            nbytes = math.prod(ne) // bs * ts
+            start = self.data_start + off
+            if off % align:
+                raise FormatError(f"{self.path}: tensor {name}: data offset {off} not aligned to {align} bytes")
+            if start + nbytes > size:
+                raise FormatError(f"{self.path}: tensor {name}: {nbytes} bytes at offset {start} run past the end "
+                                  f"of the file ({size} bytes): truncated file?")
+            self.tensors[name] = TensorInfo(name, ne, t, start, nbytes, self.mm[start:start + nbytes])
+
+    def get(self, key: str, default=None):
+        return self.metadata.get(key, default)
+
+    def require(self, key: str, types=(int,)):
+        if key not in self.metadata:
+            raise FormatError(f"{self.path}: metadata key {key} is missing")
+        v = self.metadata[key]
+        if not isinstance(v, types) or isinstance(v, bool) and bool not in types:
+            raise FormatError(f"{self.path}: metadata {key} = {v!r}, expected {'/'.join(t.__name__ for t in types)}")
+        return v
+
+    def view(self, info: TensorInfo, dtype, shape) -> np.ndarray:
+        """The tensor's bytes as a read-only numpy array (zero-copy)."""
+        return info.data.view(np.dtype(dtype)).reshape(shape)
+
+
+# --------------------------------------------------------------------------- model config
+@dataclasses.dataclass
+class RopeConfig:
+    """RoPE on adjacent pairs (2i, 2i+1) of the first ``dim`` dims of each head (llama.cpp's LLAMA convention)."""
+
+    dim: int
+    base: float
+    scaling: str = "none"            # none | linear | llama3
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_context: int = 8192
+    freq_factors: np.ndarray | None = None  # llama.cpp's rope_freqs.weight [dim/2]: theta_i /= factor_i
+
+    def inv_freq(self) -> np.ndarray:
+        """float32 [dim/2]: the angle per position of pair i (scaling applied), as transformers computes it."""
+        inv = 1.0 / (self.base ** (np.arange(0, self.dim, 2, dtype=np.int64).astype(np.float32) / self.dim))
+        inv = inv.astype(np.float32)
+        if self.scaling == "linear":
+            inv = inv / np.float32(self.factor)
+        elif self.scaling == "llama3":
+            low_wl = self.original_context / self.low_freq_factor
+            high_wl = self.original_context / self.high_freq_factor
+            wl = 2 * math.pi / inv
+            scaled = np.where(wl > low_wl, inv / self.factor, inv)
+            smooth = (self.original_context / wl - self.low_freq_factor) / (self.high_freq_factor
+                                                                          - self.low_freq_factor)
+            smoothed = (1 - smooth) * scaled / self.factor + smooth * scaled
+            medium = ~(wl < high_wl) & ~(wl > low_wl)
+            inv = np.where(medium, smoothed, scaled).astype(np.float32)
+        if self.freq_factors is not None:
+            inv = (inv / self.freq_factors.astype(np.float32)).astype(np.float32)
+        return inv
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    n_layers: int
+    dim: int
+    hidden_dim: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    context_length: int
+    norm_eps: float
+    rope: RopeConfig
+    tied_output: bool = True
+
+    @property
+    def q_dim(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+
+# --------------------------------------------------------------------------- weights
+@dataclasses.dataclass
+class Weight:
+    """One logical weight [P, T] in a form the C core reads.
+
+    kind F32: data float32 [P, T]; F16: data uint16 [P, T]; Q8_0: data uint8 [P, T/32*34];
+    MAQ2: ``maq`` (words int32 [P, T/16], bitmap/scales uint8, rowscale float16). Views of the mapped file unless
+    ``copied`` (dequantized at load).
+    """
+
+    name: str
+    kind: int
+    P: int
+    T: int
+    data: np.ndarray | None = None
+    maq: fmt.MAQTensor | None = None
+    source_type: str = ""
+    copied: bool = False
+
+    @property
+    def G(self) -> int:
+        return self.maq.G if self.maq is not None else 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.maq.nbytes if self.maq is not None else int(self.data.nbytes)
+
+    def dequantize(self) -> np.ndarray:
+        """float32 [P, T] (reference: format.dequantize for MAQ2, gguf.quants for ggml types)."""
+        if self.kind == KIND_MAQ2:
+            return fmt.dequantize(self.maq)
+        if self.kind == KIND_F32:
+            return np.asarray(self.data, dtype=np.float32)
+        if self.kind == KIND_F16:
+            return self.data.view(np.float16).astype(np.float32)
+        from gguf.constants import GGMLQuantizationType
+        from gguf.quants import dequantize
+        return dequantize(np.asarray(self.data), GGMLQuantizationType.Q8_0).reshape(self.P, self.T).astype(np.float32)
+
+    def row(self, p: int) -> np.ndarray:
+        """float32 [T]: row p dequantized (embedding lookup in the reference)."""
+        if self.kind == KIND_MAQ2:
+            sub = fmt.MAQTensor(self.maq.words[p:p + 1], self.maq.bitmap[p:p + 1], self.maq.scales[p:p + 1],
+                                self.maq.rowscale[p:p + 1], T=self.T, G=self.G)
+            return fmt.dequantize(sub)[0]
+        if self.kind == KIND_F32:
+            return np.asarray(self.data[p], dtype=np.float32)
+        if self.kind == KIND_F16:
+            return self.data[p].view(np.float16).astype(np.float32)
+        blk = self.data[p].reshape(-1, Q8_0_BYTES)
+        d = blk[:, :2].copy().view("<f2").astype(np.float32)
+        q = blk[:, 2:].view(np.int8).astype(np.float32)
+        return (d * q).reshape(-1)
+
+
+@dataclasses.dataclass
+class Layer:
+    attn_norm: np.ndarray   # float32 [dim]
+    wq: Weight              # [q_dim, dim]
+    wk: Weight              # [kv_dim, dim]
+    wv: Weight              # [kv_dim, dim]
+    wo: Weight              # [dim, q_dim]
+    ffn_norm: np.ndarray    # float32 [dim]
+    w_gate: Weight          # [hidden, dim]
+    w_up: Weight            # [hidden, dim]
+    w_down: Weight          # [dim, hidden]
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    path: Path
+    gguf: GGUFFile
+    config: ModelConfig
+    tok_embd: Weight        # [vocab, dim]
+    layers: list[Layer]
+    output_norm: np.ndarray  # float32 [dim]
+    output: Weight          # [vocab, dim] (tok_embd when tied)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.gguf.metadata
+
+    def weights(self):
+        yield self.tok_embd
+        for L in self.layers:
+            yield from (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down)
+        if not self.config.tied_output:
+            yield self.output
+
+    def summary(self) -> dict[str, Any]:
+        kinds: dict[str, int] = {}
+        for w in self.weights():
+            key = KIND_NAMES[w.kind] + ("(from %s)" % w.source_type if w.copied else "")
+            kinds[key] = kinds.get(key, 0) + 1
+        return {"kinds": kinds, "copied_bytes": sum(w.nbytes for w in self.weights() if w.copied)}
+
+
+LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up",
+                 "ffn_down")
+OPTIONAL_TENSORS = ("rope_freqs.weight",)
+
+
+class _Loader:
+    def __init__(self, gf: GGUFFile, dequant_to: str = "f32"):
+        self.f = gf
+        self.where = str(gf.path)
+        self.used: set[str] = set()
+        self.dequant_to = dequant_to
+
+    def err(self, tensor: str, msg: str) -> FormatError:
+        return FormatError(f"{self.where}: tensor {tensor}: {msg}")
+
+    def info(self, name: str) -> TensorInfo:
+        t = self.f.tensors.get(name)
+        if t is None:
+            raise FormatError(f"{self.where}: tensor {name} is missing")
+        self.used.add(name)
+        return t
+
+    def _check_align(self, t: TensorInfo, need: int) -> None:
+        if t.offset % need:
+            raise self.err(t.name, f"data at byte {t.offset} is not {need}-byte aligned")
+
+    def vector(self, name: str, n: int) -> np.ndarray:
+        t = self.info(name)
+        if t.ne != (n,):
+            raise self.err(name, f"shape ne={list(t.ne)}, expected [{n}]")
+        if t.ggml_type == GGML_F32:
+            self._check_align(t, 4)
+            return self.f.view(t, "<f4", (n,))
+        if t.ggml_type == GGML_F16:
+            return self.f.view(t, "<f2", (n,)).astype(np.float32)
+        raise self.err(name, f"type {t.type_name}, expected F32 (or F16) for a norm/vector")
+
+    def weight(self, name: str, P: int, T: int) -> Weight:
+        key = fmt.key_tensor_type(name)
+        if key in self.f.metadata:
+            if self.f.metadata[key] != fmt.TYPE_MAQ2:
+                raise FormatError(f"{self.where}: metadata {key} = {self.f.metadata[key]!r}, expected "
+                                  f"{fmt.TYPE_MAQ2!r}")
+            return self.maq_weight(name, P, T)
+        t = self.info(name)
+        if t.ne != (T, P):
+            raise self.err(name, f"shape ne={list(t.ne)}, expected [{T}, {P}] (llama.* metadata)")
+        if t.ggml_type == GGML_F32:
+            self._check_align(t, 4)
+            return Weight(name, KIND_F32, P, T, self.f.view(t, "<f4", (P, T)), source_type="F32")
+        if t.ggml_type == GGML_F16:
+            self._check_align(t, 2)
+            return Weight(name, KIND_F16, P, T, self.f.view(t, "<u2", (P, T)), source_type="F16")
+        if t.ggml_type == GGML_Q8_0:
+            self._check_align(t, 2)
+            return Weight(name, KIND_Q8_0, P, T, self.f.view(t, np.uint8, (P, T // Q8_0_BLOCK * Q8_0_BYTES)),
+                          source_type="Q8_0")
+        return self.dequantized(t, P, T)
+
+    def dequantized(self, t: TensorInfo, P: int, T: int) -> Weight:
+        from gguf.constants import GGMLQuantizationType
+        from gguf.quants import dequantize
+
+        if t.ggml_type in (GGML_I8, GGML_I16, GGML_I32) or t.ggml_type not in _SIZES:
+            raise self.err(t.name, f"type {t.type_name} is not a weight type (a MAQ2 part without its "
+                                   f"{fmt.key_tensor_type(t.name)} metadata?)")
+        qt = GGMLQuantizationType(t.ggml_type)
+        try:
+            w = dequantize(np.asarray(t.data).reshape(P, -1), qt).reshape(P, T).astype(np.float32)
+        except NotImplementedError:
+            raise self.err(t.name, f"type {t.type_name} cannot be read (supported: F32, F16, Q8_0, MAQ2 and what "
+                                   "gguf.quants dequantizes)") from None
+        if not np.all(np.isfinite(w)):
+            raise self.err(t.name, f"{t.type_name} dequantizes to non-finite values")
+        log.debug("%s: %s dequantized to F32 at load", t.name, t.type_name)
+        return Weight(t.name, KIND_F32, P, T, np.ascontiguousarray(w), source_type=t.type_name, copied=True)
+
+    def maq_weight(self, name: str, P: int, T: int) -> Weight:
+        md = self.f.metadata
+        G = md.get(fmt.key_group_size(name), fmt.DEFAULT_GROUP)
+        coding = md.get(fmt.key_salient_coding(name), fmt.SALIENT_MEAN4)
+        if coding != fmt.SALIENT_MEAN4:
+            raise FormatError(f"{self.where}: metadata {fmt.key_salient_coding(name)} = {coding!r}, expected "
+                              f"{fmt.SALIENT_MEAN4!r}")
+        if not isinstance(G, int) or G not in fmt.GROUP_SIZES:
+            raise FormatError(f"{self.where}: metadata {fmt.key_group_size(name)} = {G!r}, expected one of "
+                              f"{fmt.GROUP_SIZES}")
+        if T % fmt.WORD_WEIGHTS:
+            raise self.err(name, f"MAQ2 needs the input dimension T={T} to be a multiple of {fmt.WORD_WEIGHTS}")
+        lay = fmt.Layout(T, P, G)
+        gguf_types = {fmt.PART_WORDS: (GGML_I32,), fmt.PART_BITMAP: (GGML_I8,), fmt.PART_SCALES: (GGML_I8,),
+                      fmt.PART_ROWSCALE: (GGML_F16,)}
+        parts = {}
+        for suffix, (shape, dtype) in lay.part_specs().items():
+            pname = name + suffix
+            t = self.info(pname)
+            if t.ggml_type not in gguf_types[suffix]:
+                raise self.err(pname, f"type {t.type_name}, expected "
+                                      f"{'/'.join(ggml_type_name(x) for x in gguf_types[suffix])} (MAQ2 part)")
+            want_ne = tuple(reversed(shape))
+            if t.ne != want_ne:
+                raise self.err(pname, f"shape ne={list(t.ne)}, expected {list(want_ne)} for MAQ2 "
+                                      f"[P={P}, T={T}, G={G}]")
+            self._check_align(t, dtype.itemsize)
+            parts[suffix] = self.f.view(t, dtype, shape)
+        try:
+            mt = fmt.from_parts(parts, T, G, what=f"{self.where}: tensor {name}")
+        except FormatError:
+            raise
+        rs = mt.rowscale.view(np.float16)
+        if not np.all(np.isfinite(rs)):
+            raise self.err(name + fmt.PART_ROWSCALE, "row scales contain inf/nan")
+        return Weight(name, KIND_MAQ2, P, T, maq=mt, source_type="MAQ2")
+
+
+def _config(gf: GGUFFile) -> ModelConfig:
+    where = str(gf.path)
+    arch = gf.get("general.architecture")
+    if arch != "llama":
+        raise MAQError(f"{where}: general.architecture = {arch!r}; only 'llama' models are supported")
+    a = "llama."
+    n_layers = gf.require(a + "block_count")
+    dim = gf.require(a + "embedding_length")
+    hidden = gf.require(a + "feed_forward_length")
+    n_heads = gf.require(a + "attention.head_count")
+    n_kv = gf.get(a + "attention.head_count_kv", n_heads)
+    if not isinstance(n_kv, int) or n_kv <= 0 or n_heads % n_kv:
+        raise FormatError(f"{where}: metadata {a}attention.head_count_kv = {n_kv!r}, expected a divisor of "
+                          f"head_count {n_heads}")
+    head_dim = gf.get(a + "attention.key_length", dim // n_heads)
+    if gf.get(a + "attention.value_length", head_dim) != head_dim:
+        raise FormatError(f"{where}: metadata {a}attention.value_length differs from key_length (unsupported)")
+    if any(not isinstance(v, int) or v <= 0 for v in (n_layers, dim, hidden, n_heads, head_dim)):
+        raise FormatError(f"{where}: llama.* dimensions must be positive integers")
+    if head_dim % 2:
+        raise FormatError(f"{where}: head dimension {head_dim} must be even for RoPE")
+    tokens = gf.get("tokenizer.ggml.tokens")
+    vocab = gf.get(a + "vocab_size", len(tokens) if tokens is not None else None)
+    emb = gf.tensors.get("token_embd.weight")
+    if vocab is None and emb is not None:
+        vocab = emb.ne[-1]
+    if not isinstance(vocab, int):
+        raise FormatError(f"{where}: vocabulary size unknown (no llama.vocab_size, no tokenizer.ggml.tokens)")
+    ctx = gf.get(a + "context_length", 2048)
+    eps = float(gf.get(a + "attention.layer_norm_rms_epsilon", 1e-5))
+    rope_dim = gf.get(a + "rope.dimension_count", head_dim)
+    if not isinstance(rope_dim, int) or rope_dim % 2 or not 0 < rope_dim <= head_dim:
+        raise FormatError(f"{where}: metadata {a}rope.dimension_count = {rope_dim!r}, expected even and <= "
+                          f"head dim {head_dim}")
+    rope = RopeConfig(dim=rope_dim, base=float(gf.get(a + "rope.freq_base", 10000.0)))
+    stype = gf.get(a + "rope.scaling.type", "none")
+    factor = float(gf.get(a + "rope.scaling.factor", 1.0) or 1.0)
+    if stype in ("none", None) or factor == 1.0 and stype == "linear":
+        pass
+    elif stype == "linear":
+        rope.scaling, rope.factor = "linear", factor
+    elif stype == "llama3":
+        rope.scaling, rope.factor = "llama3", factor
+        rope.low_freq_factor = float(gf.get(a + "rope.scaling.low_freq_factor", 1.0))
+        rope.high_freq_factor = float(gf.get(a + "rope.scaling.high_freq_factor", 4.0))
+        rope.original_context = int(gf.get(a + "rope.scaling.original_context_length", 8192))
+    else:
+        raise MAQError(f"{where}: metadata {a}rope.scaling.type = {stype!r} unsupported (none, linear, llama3; "
+                       "llama3 files from llama.cpp carry rope_freqs.weight instead)")
+    tied = "output.weight" not in gf.tensors
+    return ModelConfig(n_layers=n_layers, dim=dim, hidden_dim=hidden, n_heads=n_heads, n_kv_heads=n_kv,
+                       head_dim=head_dim, vocab_size=vocab, context_length=int(ctx), norm_eps=eps, rope=rope,
+                       tied_output=tied)
+
+
+def load(path: str | os.PathLike) -> LoadedModel:
+    """Open, validate and map a llama GGUF. Raises MAQError/FormatError naming file, tensor and expectation."""
+    gf = GGUFFile(path)
+    cfg = _config(gf)
+    ld = _Loader(gf)
+    D, H, Q, KV = cfg.dim, cfg.hidden_dim, cfg.q_dim, cfg.kv_dim
+    if "rope_freqs.weight" in gf.tensors:
+        cfg.rope.freq_factors = np.array(ld.vector("rope_freqs.weight", cfg.rope.dim // 2), dtype=np.float32)
+    tok = ld.weight("token_embd.weight", cfg.vocab_size, D)
+    layers = []
+    for i in range(cfg.n_layers):
+        b = f"blk.{i}."
+        layers.append(Layer(
+            attn_norm=ld.vector(b + "attn_norm.weight", D),
+            wq=ld.weight(b + "attn_q.weight", Q, D), wk=ld.weight(b + "attn_k.weight", KV, D),
+            wv=ld.weight(b + "attn_v.weight", KV, D), wo=ld.weight(b + "attn_output.weight", D, Q),
+            ffn_norm=ld.vector(b + "ffn_norm.weight", D),
+            w_gate=ld.weight(b + "ffn_gate.weight", H, D), w_up=ld.weight(b + "ffn_up.weight", H, D),
+            w_down=ld.weight(b + "ffn_down.weight", D, H)))
+    out_norm = ld.vector("output_norm.weight", D)
+    out = tok if cfg.tied_output else ld.weight("output.weight", cfg.vocab_size, D)
+    extra = sorted(set(gf.tensors) - ld.used)
+    if extra:
+        log.warning("%s: ignoring %d unused tensor(s): %s", gf.path, len(extra), ", ".join(extra[:5]))
+    return LoadedModel(path=gf.path, gguf=gf, config=cfg, tok_embd=tok, layers=layers, output_norm=out_norm,
+                       output=out)
+
+
+__all__ = ["GGUFFile", "TensorInfo", "ModelConfig", "RopeConfig", "Weight", "Layer", "LoadedModel", "load",
+           "KIND_F32", "KIND_F16", "KIND_Q8_0", "KIND_MAQ2"]

@@ -1,0 +1,103 @@
+"""Pure-numpy Llama forward: the test oracle for the C engine, and a slow fallback engine.
+
+Every weight is dequantized to float32 once (``format.dequantize`` for MAQ2, ``gguf.quants`` for ggml types),
+then the forward is the textbook one, in float32 (or float64 with ``dtype=np.float64``):
+RMSNorm -> Q/K/V -> RoPE on adjacent pairs (2i, 2i+1) (llama.cpp's LLAMA convention; GGUF Q/K rows were permuted
+by the HF->GGUF converter so this equals transformers' rotate-half) -> causal GQA attention over a KV cache ->
+output projection -> residual -> RMSNorm -> SwiGLU MLP -> residual; final RMSNorm and the (tied) output head.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from maq.errors import MAQError
+from maq.runtime.gguf_loader import LoadedModel
+
+
+class ReferenceModel:
+    """Same interface as the C engine (``forward(tokens, pos)`` -> logits), numpy only."""
+
+    def __init__(self, lm: LoadedModel, n_ctx: int | None = None, dtype=np.float32):
+        self.lm = lm
+        self.cfg = cfg = lm.config
+        self.n_ctx = int(n_ctx or min(cfg.context_length, 2048))
+        self.dt = np.dtype(dtype)
+        f = lambda w: w.dequantize().astype(self.dt)  # noqa: E731
+        self.layers = []
+        for L in lm.layers:
+            self.layers.append(dict(
+                attn_norm=np.asarray(L.attn_norm, self.dt), ffn_norm=np.asarray(L.ffn_norm, self.dt),
+                wq=f(L.wq), wk=f(L.wk), wv=f(L.wv), wo=f(L.wo),
+                w_gate=f(L.w_gate), w_up=f(L.w_up), w_down=f(L.w_down)))
+        self.output_norm = np.asarray(lm.output_norm, self.dt)
+        self.output = f(lm.output)
+        self.inv_freq = cfg.rope.inv_freq()
+        self.k_cache = np.zeros((cfg.n_layers, self.n_ctx, cfg.kv_dim), self.dt)
+        self.v_cache = np.zeros((cfg.n_layers, self.n_ctx, cfg.kv_dim), self.dt)
+
+    def embed(self, tokens) -> np.ndarray:
+        return np.stack([self.lm.tok_embd.row(int(t)) for t in tokens]).astype(self.dt)
+
+    def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        ms = np.mean(x * x, axis=-1, keepdims=True)
+        return x / np.sqrt(ms + self.dt.type(self.cfg.norm_eps)) * w
+
+    def _rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """x [n, heads, head_dim]; rotate pairs (2i, 2i+1) of the first rope.dim dims by angle pos*inv_freq[i]."""
+        ang = positions[:, None].astype(np.float32) * self.inv_freq[None, :]          # [n, rope_dim/2] float32
+        cos = np.cos(ang).astype(self.dt)[:, None, :]
+        sin = np.sin(ang).astype(self.dt)[:, None, :]
+        out = x.copy()
+        r = self.cfg.rope.dim
+        x0, x1 = x[..., 0:r:2], x[..., 1:r:2]
+        out[..., 0:r:2] = x0 * cos - x1 * sin
+        out[..., 1:r:2] = x0 * sin + x1 * cos
+        return out
+
+    def forward(self, tokens, pos: int, all_logits: bool = True) -> np.ndarray:
+        """Run tokens [n] at positions pos..pos+n-1 through the model; returns logits [n, vocab] (or [1, vocab])."""
+        cfg = self.cfg
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        n = len(tokens)
+        if pos < 0 or pos + n > self.n_ctx:
+            raise MAQError(f"context full: positions {pos}..{pos + n - 1} exceed n_ctx={self.n_ctx}")
+        if n == 0:
+            return np.zeros((0, cfg.vocab_size), np.float32)
+        hd, nh, nkv = cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
+        positions = np.arange(pos, pos + n)
+        x = self.embed(tokens)
+        scale = self.dt.type(1.0 / np.sqrt(hd))
+        mask = np.triu(np.full((n, pos + n), -np.inf, dtype=self.dt), k=pos + 1)   # [n, pos+n]
+        for li, L in enumerate(self.layers):
+            h = self._rms(x, L["attn_norm"])
+            q = (h @ L["wq"].T).reshape(n, nh, hd)
+            k = (h @ L["wk"].T).reshape(n, nkv, hd)
+            v = h @ L["wv"].T
+            q = self._rope(q, positions)
+            k = self._rope(k, positions)
+            self.k_cache[li, pos:pos + n] = k.reshape(n, -1)
+            self.v_cache[li, pos:pos + n] = v
+            K = self.k_cache[li, :pos + n].reshape(pos + n, nkv, hd)
+            V = self.v_cache[li, :pos + n].reshape(pos + n, nkv, hd)
+            rep = nh // nkv
+            att_out = np.empty((n, nh, hd), self.dt)
+            for hh in range(nh):
+                kv = hh // rep
+                s = (q[:, hh, :] @ K[:, kv, :].T) * scale + mask                  # [n, pos+n]
+                s = s - s.max(axis=1, keepdims=True)
+                p = np.exp(s)
+                p /= p.sum(axis=1, keepdims=True)
+                att_out[:, hh, :] = p @ V[:, kv, :]
+            x = x + att_out.reshape(n, -1) @ L["wo"].T
+            h = self._rms(x, L["ffn_norm"])
+            g = h @ L["w_gate"].T
+            u = h @ L["w_up"].T
+            a = g / (1 + np.exp(-g)) * u
+            x = x + a @ L["w_down"].T
+        if not all_logits:
+            x = x[-1:]
+        x = self._rms(x, self.output_norm)
+        return (x @ self.output.T).astype(np.float32)
+
+    def reset(self) -> None:
+        """Forget the cache (positions restart at 0; stale entries are overwritten before use)."""
