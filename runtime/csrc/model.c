@@ -1,0 +1,317 @@
+/* model.c -- Llama forward (decode and batched prefill) over the maq.h kernels. See model.h.
+ *
+ * Every matrix product goes through maq_act_prepare (once per shared input) + maq_matmul_act; attention is
+ * split over (token, head) pairs with maq_pool_run. All buffers are allocated in maq_model_create.
+ */
+#define _POSIX_C_SOURCE 199309L
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    /* activations for up to B = max_batch tokens, row-major, one row per token */
+    float *x;       /* [B][D] residual stream */
+    float *xb;      /* [B][D] normed input of attention / MLP */
+    float *q;       /* [B][n_heads*hd] queries (roped) */
+    float *att_out; /* [B][n_heads*hd] attention output (before wo) */
+    float *xb2;     /* [B][D] output of wo / w_down */
+    float *hb;      /* [B][H] gate, then silu(gate)*up */
+    float *hb2;     /* [B][H] up */
+    void *act;      /* preprocessed activation, >= maq_act_bytes of every weight for B rows */
+    float *att;     /* [n_threads][seq_len] attention scores, one row per pool thread */
+    float *key_cache;   /* [L][seq_len][n_kv_heads*hd] (roped keys) */
+    float *value_cache; /* [L][seq_len][n_kv_heads*hd] */
+    float *rope_cos;    /* [seq_len][rope_dim/2] */
+    float *rope_sin;    /* [seq_len][rope_dim/2] */
+} run_state;
+
+struct maq_model {
+    maq_model_config cfg;
+    maq_model_weights w;
+    maq_layer_weights *layers; /* [L] copy */
+    run_state s;
+    int max_batch;
+    int n_threads;
+    maq_pool *pool;
+    maq_model_stats stats;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *xcalloc(size_t n, size_t size, int *fail) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) *fail = 1;
+    return p;
+}
+
+static size_t act_need(const maq_weight *w, int B, size_t cur) {
+    size_t b = maq_act_bytes(w, B);
+    return b > cur ? b : cur;
+}
+
+void maq_model_free(maq_model *m) {
+    if (!m) return;
+    run_state *s = &m->s;
+    free(s->x); free(s->xb); free(s->q); free(s->att_out); free(s->xb2); free(s->hb); free(s->hb2);
+    free(s->act); free(s->att); free(s->key_cache); free(s->value_cache); free(s->rope_cos); free(s->rope_sin);
+    free(m->layers);
+    if (m->pool) maq_pool_destroy(m->pool);
+    free(m);
+}
+
+maq_model *maq_model_create(const maq_model_config *cfg, const maq_model_weights *w, int max_batch,
+                            int n_threads) {
+    if (!cfg || !w || max_batch < 1 || n_threads < 1) return NULL;
+    maq_model *m = (maq_model *)calloc(1, sizeof(maq_model));
+    if (!m) return NULL;
+    int fail = 0;
+    m->cfg = *cfg;
+    m->w = *w;
+    m->max_batch = max_batch;
+    m->n_threads = n_threads;
+    const int D = cfg->dim, H = cfg->hidden_dim, L = cfg->n_layers, B = max_batch;
+    const int QD = cfg->n_heads * cfg->head_dim, KVD = cfg->n_kv_heads * cfg->head_dim;
+    const int S = cfg->seq_len, R = cfg->rope_dim / 2;
+    m->layers = (maq_layer_weights *)xcalloc((size_t)L, sizeof(maq_layer_weights), &fail);
+    if (!fail) memcpy(m->layers, w->layers, (size_t)L * sizeof(maq_layer_weights));
+    m->w.layers = m->layers;
+    m->cfg.rope_inv_freq = NULL;
+    run_state *s = &m->s;
+    s->x = (float *)xcalloc((size_t)B * D, sizeof(float), &fail);
+    s->xb = (float *)xcalloc((size_t)B * D, sizeof(float), &fail);
+    s->xb2 = (float *)xcalloc((size_t)B * D, sizeof(float), &fail);
+    s->q = (float *)xcalloc((size_t)B * QD, sizeof(float), &fail);
+    s->att_out = (float *)xcalloc((size_t)B * QD, sizeof(float), &fail);
+    s->hb = (float *)xcalloc((size_t)B * H, sizeof(float), &fail);
+    s->hb2 = (float *)xcalloc((size_t)B * H, sizeof(float), &fail);
+    s->att = (float *)xcalloc((size_t)n_threads * S, sizeof(float), &fail);
+    s->key_cache = (float *)xcalloc((size_t)L * S * KVD, sizeof(float), &fail);
+    s->value_cache = (float *)xcalloc((size_t)L * S * KVD, sizeof(float), &fail);
+    s->rope_cos = (float *)xcalloc((size_t)S * (R ? R : 1), sizeof(float), &fail);
+    s->rope_sin = (float *)xcalloc((size_t)S * (R ? R : 1), sizeof(float), &fail);
+    size_t act = 0;
+    if (!fail) {
+        for (int l = 0; l < L; l++) {
+            const maq_layer_weights *lw = &m->layers[l];
+            act = act_need(&lw->wq, B, act); act = act_need(&lw->wk, B, act); act = act_need(&lw->wv, B, act);
+            act = act_need(&lw->wo, B, act); act = act_need(&lw->w_gate, B, act);
+            act = act_need(&lw->w_up, B, act); act = act_need(&lw->w_down, B, act);
+        }
+        act = act_need(&m->w.output, B, act);
+    }
+    s->act = xcalloc(act + 64, 1, &fail);
+    if (!fail && cfg->rope_inv_freq) {
+        /* angle = pos * inv_freq in float32, as transformers computes it; cos/sin in double, rounded once */
+        for (int p = 0; p < S; p++)
+            for (int i = 0; i < R; i++) {
+                float ang = (float)p * cfg->rope_inv_freq[i];
+                s->rope_cos[(size_t)p * R + i] = (float)cos((double)ang);
+                s->rope_sin[(size_t)p * R + i] = (float)sin((double)ang);
+            }
+    }
+    if (!fail) {
+        m->pool = maq_pool_create(n_threads);
+        if (!m->pool) fail = 1;
+    }
+    if (fail) {
+        maq_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+int maq_model_max_batch(const maq_model *m) { return m->max_batch; }
+int maq_model_threads(const maq_model *m) { return m->n_threads; }
+void maq_model_get_stats(const maq_model *m, maq_model_stats *out) { *out = m->stats; }
+void maq_model_reset_stats(maq_model *m) { memset(&m->stats, 0, sizeof(m->stats)); }
+
+/* ------------------------------------------------------------------ small kernels */
+/* out[B][D] = x[B][D] / rms(x) * w[D] */
+static void rmsnorm(float *out, const float *x, const float *w, int B, int D, float eps) {
+    for (int b = 0; b < B; b++) {
+        const float *xr = x + (size_t)b * D;
+        float *o = out + (size_t)b * D;
+        double ss = 0.0;
+        for (int i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
+        float inv = (float)(1.0 / sqrt(ss / D + (double)eps));
+        for (int i = 0; i < D; i++) o[i] = (xr[i] * inv) * w[i];
+    }
+}
+
+/* Rotate pairs (2i, 2i+1), i < R, of each of n_heads heads of B rows (row stride `stride` floats). */
+static void rope(float *v, int B, int stride, int n_heads, int hd, int R, int pos, const float *cos_t,
+                 const float *sin_t) {
+    for (int b = 0; b < B; b++) {
+        const float *c = cos_t + (size_t)(pos + b) * R;
+        const float *s = sin_t + (size_t)(pos + b) * R;
+        for (int h = 0; h < n_heads; h++) {
+            float *x = v + (size_t)b * stride + (size_t)h * hd;
+            for (int i = 0; i < R; i++) {
+                float x0 = x[2 * i], x1 = x[2 * i + 1];
+                x[2 * i] = x0 * c[i] - x1 * s[i];
+                x[2 * i + 1] = x0 * s[i] + x1 * c[i];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ matrix products */
+typedef struct {
+    int type, T;
+} act_tag;
+
+/* Y[B][w->P] = X[B][w->T] W^T, preparing X only when the previous product used another (type, T). */
+static void matmul(maq_model *m, act_tag *tag, const maq_weight *w, const float *X, int B, float *Y) {
+    if (tag->type != w->type || tag->T != w->T) {
+        maq_act_prepare(w, X, B, m->s.act);
+        tag->type = w->type;
+        tag->T = w->T;
+    }
+    maq_matmul_act(w, m->s.act, B, Y, m->pool);
+}
+
+/* ------------------------------------------------------------------ attention */
+typedef struct {
+    maq_model *m;
+    int layer, B, pos;
+} att_task;
+
+/* For each (token b, head h) pair of this thread: scores over positions 0..pos+b, softmax, weighted values. */
+static void attention_task(void *ctx, int ith, int nth) {
+    att_task *t = (att_task *)ctx;
+    maq_model *m = t->m;
+    const maq_model_config *c = &m->cfg;
+    const int hd = c->head_dim, nh = c->n_heads, rep = c->n_heads / c->n_kv_heads;
+    const int KVD = c->n_kv_heads * hd, QD = nh * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *kc = m->s.key_cache + (size_t)t->layer * c->seq_len * KVD;
+    const float *vc = m->s.value_cache + (size_t)t->layer * c->seq_len * KVD;
+    float *att = m->s.att + (size_t)ith * c->seq_len;
+    const int n_pairs = t->B * nh;
+    const int per = (n_pairs + nth - 1) / nth;
+    const int lo = ith * per, hi = lo + per < n_pairs ? lo + per : n_pairs;
+    for (int pr = lo; pr < hi; pr++) {
+        const int b = pr / nh, h = pr % nh, kvh = h / rep;
+        const int n_pos = t->pos + b + 1;
+        const float *q = m->s.q + (size_t)b * QD + (size_t)h * hd;
+        float mx = -INFINITY;
+        for (int p = 0; p < n_pos; p++) {
+            const float *k = kc + (size_t)p * KVD + (size_t)kvh * hd;
+            float sc = 0.0f;
+            for (int i = 0; i < hd; i++) sc += q[i] * k[i];
+            sc *= scale;
+            att[p] = sc;
+            if (sc > mx) mx = sc;
+        }
+        float sum = 0.0f;
+        for (int p = 0; p < n_pos; p++) {
+            float e = expf(att[p] - mx);
+            att[p] = e;
+            sum += e;
+        }
+        const float inv = 1.0f / sum;
+        float *o = m->s.att_out + (size_t)b * QD + (size_t)h * hd;
+        for (int i = 0; i < hd; i++) o[i] = 0.0f;
+        for (int p = 0; p < n_pos; p++) {
+            const float *v = vc + (size_t)p * KVD + (size_t)kvh * hd;
+            const float a = att[p] * inv;
+            for (int i = 0; i < hd; i++) o[i] += a * v[i];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ forward */
+/* One chunk of B <= max_batch tokens at positions pos..pos+B-1; logits per mode (see model.h). */
+static void forward_chunk(maq_model *m, const int32_t *tokens, int B, int pos, float *logits, int mode) {
+    const maq_model_config *c = &m->cfg;
+    run_state *s = &m->s;
+    const int D = c->dim, H = c->hidden_dim, hd = c->head_dim, R = c->rope_dim / 2;
+    const int QD = c->n_heads * hd, KVD = c->n_kv_heads * hd, S = c->seq_len;
+    double t0 = now_s(), tm = 0.0, ta = 0.0, t1;
+
+    for (int b = 0; b < B; b++) maq_get_row(&m->w.tok_embd, tokens[b], s->x + (size_t)b * D);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const maq_layer_weights *lw = &m->layers[l];
+        float *kdst = s->key_cache + ((size_t)l * S + pos) * KVD;   /* [B][KVD] rows of this chunk */
+        float *vdst = s->value_cache + ((size_t)l * S + pos) * KVD;
+        act_tag tag = {-1, -1};
+
+        rmsnorm(s->xb, s->x, lw->attn_norm, B, D, c->norm_eps);
+        t1 = now_s();
+        matmul(m, &tag, &lw->wq, s->xb, B, s->q);
+        matmul(m, &tag, &lw->wk, s->xb, B, kdst);
+        matmul(m, &tag, &lw->wv, s->xb, B, vdst);
+        tm += now_s() - t1;
+        rope(s->q, B, QD, c->n_heads, hd, R, pos, s->rope_cos, s->rope_sin);
+        rope(kdst, B, KVD, c->n_kv_heads, hd, R, pos, s->rope_cos, s->rope_sin);
+
+        t1 = now_s();
+        att_task at = {m, l, B, pos};
+        maq_pool_run(m->pool, attention_task, &at);
+        ta += now_s() - t1;
+
+        t1 = now_s();
+        tag.type = -1;
+        matmul(m, &tag, &lw->wo, s->att_out, B, s->xb2);
+        tm += now_s() - t1;
+        for (size_t i = 0; i < (size_t)B * D; i++) s->x[i] += s->xb2[i];
+
+        rmsnorm(s->xb, s->x, lw->ffn_norm, B, D, c->norm_eps);
+        t1 = now_s();
+        tag.type = -1;
+        matmul(m, &tag, &lw->w_gate, s->xb, B, s->hb);
+        matmul(m, &tag, &lw->w_up, s->xb, B, s->hb2);
+        tm += now_s() - t1;
+        for (size_t i = 0; i < (size_t)B * H; i++) {
+            float g = s->hb[i];
+            s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
+        }
+        t1 = now_s();
+        tag.type = -1;
+        matmul(m, &tag, &lw->w_down, s->hb, B, s->xb2);
+        tm += now_s() - t1;
+        for (size_t i = 0; i < (size_t)B * D; i++) s->x[i] += s->xb2[i];
+    }
+
+    if (mode != 0) {
+        const int first = mode == 1 ? B - 1 : 0, nb = B - first;
+        rmsnorm(s->xb, s->x + (size_t)first * D, m->w.output_norm, nb, D, c->norm_eps);
+        t1 = now_s();
+        act_tag tag = {-1, -1};
+        matmul(m, &tag, &m->w.output, s->xb, nb, logits);
+        tm += now_s() - t1;
+    }
+    double total = now_s() - t0;
+    m->stats.matmul += tm;
+    m->stats.attention += ta;
+    m->stats.other += total - tm - ta;
+}
+
+int maq_model_forward(maq_model *m, const int32_t *tokens, int n, int pos, float *logits, int logits_mode) {
+    const maq_model_config *c = &m->cfg;
+    if (n < 0 || pos < 0 || logits_mode < 0 || logits_mode > 2 || (logits_mode && !logits)) return -3;
+    if (n == 0) return 0;
+    if ((long long)pos + n > c->seq_len) return -1;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size) return -2;
+    double t0 = now_s();
+    for (int done = 0; done < n; done += m->max_batch) {
+        int B = n - done < m->max_batch ? n - done : m->max_batch;
+        int last = done + B == n;
+        int mode = logits_mode == 2 ? 2 : (logits_mode == 1 && last ? 1 : 0);
+        float *out = logits_mode == 2 ? logits + (size_t)done * c->vocab_size : logits;
+        forward_chunk(m, tokens + done, B, pos + done, out, mode);
+    }
+    m->stats.total += now_s() - t0;
+    m->stats.tokens += n;
+    m->stats.calls += 1;
+    return 0;
+}

@@ -1,0 +1,223 @@
+"""The C engine: a validated ``LoadedModel`` handed to ``csrc/model.c`` (one C call per forward).
+
+Python validates (gguf_loader), then builds the ``maq_model_config`` / ``maq_layer_weights`` / ``maq_model_weights``
+structs with pointers into the mapped file (``ffi.from_buffer``, zero-copy); C trusts them. Every buffer the C side
+reads is referenced from this object, so nothing is freed while the model lives.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from maq.errors import MAQError
+from maq.runtime.gguf_loader import KIND_MAQ2, LoadedModel, Weight
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 128
+LOGITS_NONE, LOGITS_LAST, LOGITS_ALL = 0, 1, 2
+_ERRORS = {-1: "positions beyond the context", -2: "token id outside the vocabulary", -3: "bad argument"}
+
+
+def _c():
+    """(ffi, lib) of the compiled extension, or raise MAQError if it lacks the model entry points."""
+    try:
+        from maq.runtime._maq_c import ffi, lib
+    except ImportError as exc:
+        raise MAQError(f"the C extension is not built ({exc}); run `python setup.py build_ext --inplace`") from None
+    if not hasattr(lib, "maq_model_create"):
+        raise MAQError("the C extension has no model entry points (csrc/model.c not compiled in); rebuild it")
+    return ffi, lib
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (falls back to logical CPUs)."""
+    try:
+        avail = os.sched_getaffinity(0)
+    except AttributeError:
+        avail = set(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in avail:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_id") as f:
+                core = f.read().strip()
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/physical_package_id") as f:
+                pkg = f.read().strip()
+            cores.add((pkg, core))
+        except OSError:
+            return max(1, len(avail))
+    return max(1, len(cores) or len(avail))
+
+
+class CModel:
+    """``forward(tokens, pos, mode)`` -> logits, over a KV cache of ``n_ctx`` positions, in C."""
+
+    def __init__(self, lm: LoadedModel, n_ctx: int | None = None, n_threads: int | None = None,
+                 max_batch: int = DEFAULT_MAX_BATCH, _c_api=None):
+        self.ffi, self.lib = _c_api or _c()
+        self.lm = lm
+        cfg = self.cfg = lm.config
+        self.n_ctx = int(n_ctx or min(cfg.context_length, 4096))
+        if self.n_ctx <= 0:
+            raise MAQError(f"n_ctx = {n_ctx}: expected a positive number of positions")
+        self.n_threads = int(n_threads or physical_cores())
+        if self.n_threads < 1 or self.n_threads > 256:
+            raise MAQError(f"n_threads = {n_threads}: expected 1..256")
+        self.max_batch = max(1, min(int(max_batch), self.n_ctx))
+        self._keep: list = []  # every buffer whose address C holds
+        ffi = self.ffi
+
+        self._inv_freq = np.ascontiguousarray(cfg.rope.inv_freq(), dtype=np.float32)
+        c = ffi.new("maq_model_config *")
+        c.dim, c.hidden_dim, c.n_layers = cfg.dim, cfg.hidden_dim, cfg.n_layers
+        c.n_heads, c.n_kv_heads, c.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        c.vocab_size, c.seq_len, c.rope_dim = cfg.vocab_size, self.n_ctx, cfg.rope.dim
+        c.norm_eps = cfg.norm_eps
+        c.rope_inv_freq = self._ptr("float *", self._inv_freq)
+
+        layers = ffi.new("maq_layer_weights[]", cfg.n_layers)
+        for i, L in enumerate(lm.layers):
+            lw = layers[i]
+            lw.attn_norm = self._ptr("float *", self._f32(L.attn_norm, cfg.dim))
+            lw.ffn_norm = self._ptr("float *", self._f32(L.ffn_norm, cfg.dim))
+            for field, w in (("wq", L.wq), ("wk", L.wk), ("wv", L.wv), ("wo", L.wo), ("w_gate", L.w_gate),
+                             ("w_up", L.w_up), ("w_down", L.w_down)):
+                self._fill(getattr(lw, field), w)
+        self._keep.append(layers)
+        weights = ffi.new("maq_model_weights *")
+        self._fill(weights.tok_embd, lm.tok_embd)
+        weights.layers = layers
+        weights.output_norm = self._ptr("float *", self._f32(lm.output_norm, cfg.dim))
+        self._fill(weights.output, lm.output)
+        self._cfg_c, self._weights_c = c, weights
+
+        ptr = self.lib.maq_model_create(c, weights, self.max_batch, self.n_threads)
+        if ptr == ffi.NULL:
+            raise MAQError(f"{lm.path}: could not allocate the run state (n_ctx={self.n_ctx}, "
+                           f"max_batch={self.max_batch})")
+        self._m = ffi.gc(ptr, self.lib.maq_model_free)
+        self._tok_buf = np.zeros(self.max_batch, dtype=np.int32)
+        self._last = np.zeros(cfg.vocab_size, dtype=np.float32)
+        self._last_p = ffi.cast("float *", ffi.from_buffer(self._last))
+
+    # -- struct filling
+    def _ptr(self, ctype: str, arr: np.ndarray):
+        buf = self.ffi.from_buffer(arr)
+        self._keep.append((arr, buf))
+        return self.ffi.cast(ctype, buf)
+
+    @staticmethod
+    def _f32(a: np.ndarray, n: int) -> np.ndarray:
+        a = np.ascontiguousarray(a)
+        if a.dtype != np.float32 or a.shape != (n,):
+            raise MAQError(f"internal: vector {a.dtype}{a.shape}, expected float32 [{n}]")
+        return a
+
+    def _fill(self, dst, w: Weight) -> None:
+        """Fill a maq_weight descriptor from a validated Weight (checks dtype, contiguity, shape again)."""
+        dst.type, dst.T, dst.P, dst.G = w.kind, w.T, w.P, w.G
+        if w.kind == KIND_MAQ2:
+            t = w.maq
+            t.validate(w.name)
+            for a in (t.words, t.bitmap, t.scales, t.rowscale):
+                if not a.flags.c_contiguous:
+                    raise MAQError(f"internal: {w.name} part not contiguous")
+            dst.data = self._ptr("void *", t.words)
+            dst.bitmap = self._ptr("uint8_t *", t.bitmap)
+            dst.scales = self._ptr("uint8_t *", t.scales)
+            dst.rowscale = self._ptr("uint16_t *", t.rowscale)
+        else:
+            a = w.data
+            if not a.flags.c_contiguous or a.shape[0] != w.P:
+                raise MAQError(f"internal: {w.name} data not a contiguous [P, ...] array")
+            dst.data = self._ptr("void *", a)
+            dst.bitmap = self.ffi.NULL
+            dst.scales = self.ffi.NULL
+            dst.rowscale = self.ffi.NULL
+
+    # -- running
+    def forward(self, tokens, pos: int, mode: int = LOGITS_LAST, out: np.ndarray | None = None) -> np.ndarray | None:
+        """Run tokens at positions pos.. ; mode LOGITS_LAST -> float32 [V] (a reused buffer: copy to keep),
+        LOGITS_ALL -> float32 [n, V] (into ``out`` if given), LOGITS_NONE -> None."""
+        if isinstance(tokens, (int, np.integer)):
+            n = 1
+            self._tok_buf[0] = tokens
+            toks = self._tok_buf
+        else:
+            toks = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
+            n = toks.size
+        if pos < 0 or pos + n > self.n_ctx:
+            raise MAQError(f"context full: positions {pos}..{pos + n - 1} exceed n_ctx={self.n_ctx}")
+        ffi = self.ffi
+        if mode == LOGITS_ALL:
+            if out is None:
+                out = np.empty((n, self.cfg.vocab_size), dtype=np.float32)
+            elif out.dtype != np.float32 or out.shape[0] < n or out.shape[1:] != (self.cfg.vocab_size,) \
+                    or not out.flags.c_contiguous:
+                raise MAQError("internal: logits buffer must be float32 [>=n, V] and contiguous")
+            lp = ffi.cast("float *", ffi.from_buffer(out))
+        elif mode == LOGITS_LAST:
+            lp = self._last_p
+        else:
+            lp = ffi.NULL
+        rc = self.lib.maq_model_forward(self._m, ffi.cast("int32_t *", ffi.from_buffer(toks)), n, pos, lp, mode)
+        if rc != 0:
+            raise MAQError(f"forward failed: {_ERRORS.get(rc, rc)} (pos={pos}, n={n}, n_ctx={self.n_ctx})")
+        if mode == LOGITS_ALL:
+            return out[:n]
+        return self._last if mode == LOGITS_LAST else None
+
+    def stats(self) -> dict:
+        s = self.ffi.new("maq_model_stats *")
+        self.lib.maq_model_get_stats(self._m, s)
+        return {"matmul_s": s.matmul, "attention_s": s.attention, "other_s": s.other, "total_s": s.total,
+                "tokens": s.tokens, "calls": s.calls}
+
+    def reset_stats(self) -> None:
+        self.lib.maq_model_reset_stats(self._m)
+
+
+class NumpyModel:
+    """The numpy reference behind the same interface as CModel (slow; tests and fallback)."""
+
+    def __init__(self, lm: LoadedModel, n_ctx: int | None = None, **_):
+        from maq.runtime.reference import ReferenceModel
+
+        self.ref = ReferenceModel(lm, n_ctx=n_ctx)
+        self.lm, self.cfg, self.n_ctx, self.n_threads, self.max_batch = lm, lm.config, self.ref.n_ctx, 1, 512
+
+    def forward(self, tokens, pos: int, mode: int = LOGITS_LAST, out=None):
+        toks = [int(tokens)] if isinstance(tokens, (int, np.integer)) else list(np.asarray(tokens).reshape(-1))
+        if pos < 0 or pos + len(toks) > self.n_ctx:
+            raise MAQError(f"context full: positions {pos}..{pos + len(toks) - 1} exceed n_ctx={self.n_ctx}")
+        lg = self.ref.forward(toks, pos, all_logits=mode == LOGITS_ALL)
+        if mode == LOGITS_ALL:
+            if out is not None:
+                out[:len(toks)] = lg
+                return out[:len(toks)]
+            return lg
+        return lg[-1] if mode == LOGITS_LAST else None
+
+    def stats(self) -> dict:
+        return {}
+
+    def reset_stats(self) -> None:
+        pass
+
+
+def create(lm: LoadedModel, n_ctx: int | None = None, n_threads: int | None = None, engine: str = "auto",
+           max_batch: int = DEFAULT_MAX_BATCH):
+    """The engine for a loaded model: ``c`` (default when built), ``numpy`` (reference), or ``auto``."""
+    if engine == "numpy":
+        return NumpyModel(lm, n_ctx=n_ctx)
+    if engine == "auto":
+        try:
+            _c()
+        except MAQError as exc:
+            log.warning("C engine unavailable (%s); using the slow numpy reference", exc)
+            return NumpyModel(lm, n_ctx=n_ctx)
+    elif engine != "c":
+        raise MAQError(f"engine {engine!r}: expected c, numpy or auto")
+    return CModel(lm, n_ctx=n_ctx, n_threads=n_threads, max_batch=max_batch)
