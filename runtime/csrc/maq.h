@@ -71,6 +71,19 @@ void maq_matmul_act(const maq_weight *w, const void *act, int B, float *Y, maq_p
 /* Convenience: maq_act_prepare into scratch (>= maq_act_bytes(w, B) bytes) then maq_matmul_act. */
 void maq_matmul(const maq_weight *w, const float *X, int B, float *Y, void *scratch, maq_pool *pool);
 
+/* ------------------------------------------------------------------ additions (kernel engineer) */
+/* Paths compiled in AND supported by this CPU, comma separated, narrow to wide (e.g. "scalar,sse,avx2"). */
+const char *maq_supported_paths(void);
+/* Benchmark helper: sum of buf viewed as uint64 (nbytes rounded down to 64), split across the pool's
+ * threads; used by scripts/bench_kernel.py to measure read bandwidth. */
+uint64_t maq_read_sum(const void *buf, size_t nbytes, maq_pool *pool);
+/* Notes on the contract above:
+ * - act / scratch need no particular alignment: maq_act_bytes includes 64 bytes of slack and the
+ *   activation is placed at the first 64-byte boundary inside the buffer (same pointer for prepare/matmul).
+ * - maq_pool_run: ith is a work-slot index, not a thread identity: a slot that no worker has picked up
+ *   when the caller finishes slot 0 is run by the caller itself (so a busy core never stalls the job).
+ * - Every path returns bit-identical results (fixed integer/float operation order, see the kernel .c files). */
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,91 @@
+/* dispatch.c -- SIMD path selection.
+ *
+ * Paths compiled in: "scalar" always; on x86-64 "sse" (SSSE3 + SSE4.1) and "avx2" built with
+ * __attribute__((target(...))) so the baseline build stays plain x86-64, chosen at run time with
+ * __builtin_cpu_supports; on aarch64 "neon" (baseline there).
+ * The default is the widest supported path unless MAQ_FORCE_PATH names another (read once, at first use).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "maq_internal.h"
+
+static const char *const PATH_NAMES[] = {"scalar", "sse", "avx2", "neon"};
+#define N_PATHS 4
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static atomic_int g_path = MAQ_PATH_SCALAR;
+static int g_supported[N_PATHS];
+static char g_supported_str[64];
+
+static void detect(void) {
+    g_supported[MAQ_PATH_SCALAR] = 1;
+#if defined(MAQ_X86)
+    __builtin_cpu_init();
+    g_supported[MAQ_PATH_SSE] = __builtin_cpu_supports("ssse3") && __builtin_cpu_supports("sse4.1");
+    g_supported[MAQ_PATH_AVX2] = g_supported[MAQ_PATH_SSE] && __builtin_cpu_supports("avx2") &&
+                                 __builtin_cpu_supports("f16c");
+#endif
+#if defined(MAQ_NEON)
+    g_supported[MAQ_PATH_NEON] = 1;
+#endif
+    g_supported_str[0] = 0;
+    int best = MAQ_PATH_SCALAR;
+    for (int i = 0; i < N_PATHS; i++) {
+        if (!g_supported[i]) continue;
+        if (g_supported_str[0]) strcat(g_supported_str, ",");
+        strcat(g_supported_str, PATH_NAMES[i]);
+        best = i;   /* the list is ordered narrow -> wide within each ISA */
+    }
+    const char *force = getenv("MAQ_FORCE_PATH");
+    if (force && force[0]) {
+        int found = -1;
+        for (int i = 0; i < N_PATHS; i++)
+            if (!strcmp(force, PATH_NAMES[i]) && g_supported[i]) found = i;
+        if (found >= 0) best = found;
+        else fprintf(stderr, "maq: MAQ_FORCE_PATH=%s is not a supported path (%s); using %s\n",
+                     force, g_supported_str, PATH_NAMES[best]);
+    }
+    atomic_store(&g_path, best);
+}
+
+static void ensure_init(void) { pthread_once(&g_once, detect); }
+
+const char *maq_compiled_paths(void) {
+#if defined(MAQ_X86)
+    return "scalar,sse,avx2";
+#elif defined(MAQ_NEON)
+    return "scalar,neon";
+#else
+    return "scalar";
+#endif
+}
+
+const char *maq_supported_paths(void) {
+    ensure_init();
+    return g_supported_str;
+}
+
+int maq_path_id(void) {
+    ensure_init();
+    return atomic_load_explicit(&g_path, memory_order_relaxed);
+}
+
+const char *maq_active_path(void) { return PATH_NAMES[maq_path_id()]; }
+
+int maq_set_path(const char *name) {
+    ensure_init();
+    if (!name) return -1;
+    for (int i = 0; i < N_PATHS; i++) {
+        if (!strcmp(name, PATH_NAMES[i])) {
+            if (!g_supported[i]) return -1;
+            atomic_store(&g_path, i);
+            return 0;
+        }
+    }
+    return -1;
+}

@@ -1,0 +1,132 @@
+/* maq_internal.h -- shared between the MAQ C kernel files; not part of the Python cdef.
+ *
+ * Kernel families (one .c file each, #if per ISA inside, scalar reference beside every SIMD path):
+ *   dispatch.c  SIMD path selection (scalar / sse / avx2 / neon), fp16 conversion
+ *   pool.c      persistent thread pool
+ *   act.c       activation preprocessing (layouts below)
+ *   maq2.c      MAQ2 products and get_row
+ *   q8_0.c      Q8_0 products and get_row
+ *   float.c     F32 / F16 products and get_row
+ *   matmul.c    public entry points: split rows across the pool, dispatch by type
+ *   bench.c     read-bandwidth helper for scripts/bench_kernel.py
+ *
+ * Exactness contract: every path computes the same integers per block and performs the same float
+ * operations in the same order (no FMA contraction: built with -ffp-contract=off), so all paths give
+ * bit-identical results; tests check equality, not a tolerance.
+ */
+#ifndef MAQ_INTERNAL_H
+#define MAQ_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "maq.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define MAQ_X86 1
+#endif
+#if defined(__aarch64__)
+#define MAQ_NEON 1
+#endif
+
+#define MAQ_ALIGN 64
+#define MAQ_ROUND_UP(x, a) ((((x) + (a) - 1) / (a)) * (a))
+
+/* ------------------------------------------------------------------ paths (dispatch.c) */
+enum maq_path { MAQ_PATH_SCALAR = 0, MAQ_PATH_SSE = 1, MAQ_PATH_AVX2 = 2, MAQ_PATH_NEON = 3 };
+int maq_path_id(void); /* the active path (enum maq_path) */
+
+/* IEEE half <-> float, exact (bit manipulation, no hardware conversion needed). */
+static inline float maq_h2f(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t em = h & 0x7fffu;
+    uint32_t bits;
+    if (em >= 0x7c00u) {                 /* inf / nan */
+        bits = sign | 0x7f800000u | ((em & 0x3ffu) << 13);
+    } else if (em >= 0x0400u) {          /* normal */
+        bits = sign | ((em << 13) + ((uint32_t)(127 - 15) << 23));
+    } else {                             /* zero / subnormal: em * 2^-24, exact in float */
+        float f = (float)em * 5.9604644775390625e-08f;
+        memcpy(&bits, &f, 4);
+        bits |= sign;
+    }
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+}
+
+/* float -> half, round to nearest even (used only to round activation scales the way ggml does). */
+static inline uint16_t maq_f2h(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);          /* overflow -> inf */
+    if (ax < 0x38800000u) {                                           /* subnormal half or zero */
+        /* value * 2^24 rounded to nearest even integer */
+        float v;
+        uint32_t axb = ax;
+        memcpy(&v, &axb, 4);
+        v = v * 16777216.0f;                                          /* exact (power of two) */
+        uint32_t i = (uint32_t)v;
+        float rem = v - (float)i;
+        if (rem > 0.5f || (rem == 0.5f && (i & 1u))) i++;
+        return (uint16_t)(sign | i);
+    }
+    uint32_t mant = ax & 0x7fffffu;
+    uint32_t exp = (ax >> 23) - 127 + 15;
+    uint32_t h = (exp << 10) | (mant >> 13);
+    uint32_t rest = mant & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)(sign | h);
+}
+
+/* ------------------------------------------------------------------ activation layouts (act.c) */
+/* MAQ2 activation, one token row of T inputs (all regions 64-byte aligned inside the row):
+ *   xp    int8  [nb][128]   x quantized per 128-input block, each block stored permuted for the SIMD paths:
+ *                           xp[b*128 + 32*k + 16*c + 4*i + t] = x[128*b + 64*c + 16*i + 4*t + k]
+ *                           (c = 64-input chunk 0..1, i = word in chunk 0..3, t = byte of word 0..3,
+ *                           k = 2-bit field of the byte 0..3); only full 64-input chunks, rest zero.
+ *   xn    int8  [T]         the same int8 values in natural order (scalar path, tail words)
+ *   dx    float [nb]        block scale: x ~= dx[b] * q
+ *   s4    int16 [T/4]       sums of 4 consecutive int8 inputs (salient words)
+ *   xs32  int32 [ceil(T/32)], xs64 int32 [ceil(T/64)], xs128 int32 [nb]: sums of int8 inputs per group
+ *   nb = ceil(T/128); the last block (and last group) may be ragged.
+ */
+typedef struct {
+    int T, nb;
+    size_t xp, xn, dx, s4, xs32, xs64, xs128, stride;   /* byte offsets in a row; stride = row bytes */
+} maq2_act_layout;
+void maq2_act_layout_init(maq2_act_layout *L, int T);
+
+/* Q8_0 activation, one token row (T % 32 == 0): the ggml block_q8_0 quantization of x, split for alignment:
+ *   qs int8 [T]; dx float [T/32] (the fp16-rounded block scale, as float). */
+typedef struct {
+    int T, nb;
+    size_t qs, dx, stride;
+} q8_act_layout;
+void q8_act_layout_init(q8_act_layout *L, int T);
+
+/* Bytes of B activation rows (without the alignment slack maq_act_bytes adds). */
+size_t maq_act_rows_bytes(const maq_weight *w, int B);
+/* The 64-byte aligned start of the activation inside a caller's buffer. */
+static inline uint8_t *maq_act_align(const void *p) {
+    return (uint8_t *)(((uintptr_t)p + (MAQ_ALIGN - 1)) & ~(uintptr_t)(MAQ_ALIGN - 1));
+}
+
+/* F32 / F16 activation: float [T] per row, stride rounded up to 64 bytes. */
+size_t float_act_stride(int T);
+
+/* ------------------------------------------------------------------ kernels: rows [p0, p1) for all B tokens */
+/* act: B rows of `stride` bytes; Y [B][P] (row-major, token-major). */
+void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
+void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
+void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
+
+void maq2_get_row(const maq_weight *w, int p, float *out);
+void q8_0_get_row(const maq_weight *w, int p, float *out);
+void float_get_row(const maq_weight *w, int p, float *out);
+
+#endif /* MAQ_INTERNAL_H */

@@ -1,0 +1,350 @@
+"""Thin Python wrapper over the MAQ C kernels (cffi, ``maq.runtime._maq_c``).
+
+Python validates, C trusts: every array is checked here for dtype, byte order, C-contiguity, shape,
+alignment and bounds before a pointer reaches C (``ffi.from_buffer`` would silently reinterpret a
+float64 array as ``float *``). Errors are ``maq.errors.MAQError`` / ``FormatError`` with a one-line message.
+
+    with Pool(2) as pool:
+        w = Weight.from_maq(format.quantize_rtn(W))        # or Weight.f32 / f16 / q8_0 / from_buffers
+        y = matmul(w, x, pool)                             # x [T] -> y [P]; X [B, T] -> Y [B, P]
+
+Paths: ``compiled_paths()``, ``supported_paths()``, ``active_path()``, ``set_path(name)`` and the context
+manager ``forced_path(name)`` (tests). ``MAQ_FORCE_PATH`` in the environment picks the path at start-up.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator, Optional
+
+import numpy as np
+
+from maq.errors import FormatError, MAQError
+from maq.runtime import format as F
+
+try:
+    from maq.runtime._maq_c import ffi, lib
+except ImportError as exc:  # pragma: no cover - depends on the build
+    raise MAQError(f"maq C extension is not built ({exc}); run `pip install -e .` or "
+                   "`python setup.py build_ext --inplace`") from exc
+
+# enum maq_type (runtime/csrc/maq.h)
+TYPE_F32 = lib.MAQ_TYPE_F32
+TYPE_F16 = lib.MAQ_TYPE_F16
+TYPE_Q8_0 = lib.MAQ_TYPE_Q8_0
+TYPE_MAQ2 = lib.MAQ_TYPE_MAQ2
+TYPE_NAMES = {TYPE_F32: "f32", TYPE_F16: "f16", TYPE_Q8_0: "q8_0", TYPE_MAQ2: "maq2"}
+Q8_0_BLOCK = 32          # inputs per Q8_0 block
+Q8_0_BLOCK_BYTES = 34    # fp16 d + 32 int8
+_MAX_DIM = 1 << 30       # T, P and B must fit a C int comfortably
+
+_path_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------- paths
+def _split(s) -> list[str]:
+    return [p for p in ffi.string(s).decode().split(",") if p]
+
+
+def compiled_paths() -> list[str]:
+    """SIMD paths compiled into the extension, e.g. ['scalar', 'sse', 'avx2'] or ['scalar', 'neon']."""
+    return _split(lib.maq_compiled_paths())
+
+
+def supported_paths() -> list[str]:
+    """Compiled paths this CPU can run, narrow to wide."""
+    return _split(lib.maq_supported_paths())
+
+
+def active_path() -> str:
+    """The path products use now ('scalar', 'sse', 'avx2' or 'neon')."""
+    return ffi.string(lib.maq_active_path()).decode()
+
+
+def set_path(name: str) -> None:
+    """Force a path for every later product (process-wide)."""
+    if not isinstance(name, str) or lib.maq_set_path(name.encode()) != 0:
+        raise MAQError(f"SIMD path {name!r} is not available here; supported: {', '.join(supported_paths())}")
+
+
+@contextlib.contextmanager
+def forced_path(name: str) -> Iterator[str]:
+    """Temporarily force a path (restores the previous one); for tests and benchmarks."""
+    with _path_lock:
+        old = active_path()
+        set_path(name)
+        try:
+            yield name
+        finally:
+            set_path(old)
+
+
+# --------------------------------------------------------------------------- pool
+class Pool:
+    """A persistent C thread pool of ``n_threads`` (the caller counts as one). Close it (or use ``with``)."""
+
+    def __init__(self, n_threads: int = 1):
+        if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or not 1 <= n_threads <= 1024:
+            raise MAQError(f"Pool: n_threads must be an integer in 1..1024, got {n_threads!r}")
+        ptr = lib.maq_pool_create(int(n_threads))
+        if ptr == ffi.NULL:
+            raise MAQError(f"Pool: could not start {n_threads} threads")
+        self._ptr = ptr
+        self.n_threads = int(n_threads)
+
+    @property
+    def ptr(self):
+        if self._ptr is None:
+            raise MAQError("Pool: used after close()")
+        return self._ptr
+
+    def close(self) -> None:
+        if getattr(self, "_ptr", None) is not None:
+            lib.maq_pool_destroy(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - safety net
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Pool(n_threads={self.n_threads}{', closed' if self._ptr is None else ''})"
+
+
+def _pool_ptr(pool: Optional[Pool]):
+    if pool is None:
+        return ffi.NULL
+    if not isinstance(pool, Pool):
+        raise MAQError(f"pool must be a maq.runtime.kernels.Pool or None, got {type(pool).__name__}")
+    return pool.ptr
+
+
+# --------------------------------------------------------------------------- array checks
+def _check_array(arr, what: str, shape: tuple, dtype, align: int) -> np.ndarray:
+    """Return arr as an ndarray after checking dtype (kind, size, little-endian), shape, C order, alignment."""
+    if not isinstance(arr, np.ndarray):
+        raise MAQError(f"{what}: expected a numpy array, got {type(arr).__name__}")
+    dt = np.dtype(dtype)
+    if arr.dtype.kind != dt.kind or arr.dtype.itemsize != dt.itemsize:
+        raise MAQError(f"{what}: dtype {arr.dtype}, expected {dt}")
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and np.little_endian is False):
+        raise MAQError(f"{what}: big-endian data is not supported")
+    if tuple(arr.shape) != tuple(shape):
+        raise MAQError(f"{what}: shape {tuple(arr.shape)}, expected {tuple(shape)}")
+    if not arr.flags.c_contiguous:
+        raise MAQError(f"{what}: array must be C-contiguous")
+    if arr.size and arr.ctypes.data % align:
+        raise MAQError(f"{what}: data address is not {align}-byte aligned")
+    return arr
+
+
+def _check_dim(v, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 < int(v) <= _MAX_DIM:
+        raise MAQError(f"{what} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _as_2d_bytes(data, what: str, rows: int, row_bytes: int) -> np.ndarray:
+    """A raw buffer (bytes, memoryview, mmap, ndarray) viewed as uint8 [rows, row_bytes], zero-copy."""
+    if isinstance(data, np.ndarray):
+        arr = data
+        if not arr.flags.c_contiguous:
+            raise MAQError(f"{what}: array must be C-contiguous")
+        arr = arr.reshape(-1).view(np.uint8) if arr.dtype != np.uint8 else arr.reshape(-1)
+    else:
+        try:
+            arr = np.frombuffer(data, dtype=np.uint8)
+        except (TypeError, ValueError) as exc:
+            raise MAQError(f"{what}: not a readable contiguous buffer ({exc})") from None
+    if arr.size != rows * row_bytes:
+        raise MAQError(f"{what}: {arr.size} bytes, expected {rows} x {row_bytes} = {rows * row_bytes}")
+    return arr.reshape(rows, row_bytes)
+
+
+# --------------------------------------------------------------------------- weights
+class Weight:
+    """One weight matrix [P, T] as the C kernels see it (a ``maq_weight`` descriptor).
+
+    Holds references to every buffer it points into (zero-copy; memmapped GGUF data stays mapped while the
+    Weight lives). Build with ``from_maq``, ``f32``, ``f16``, ``q8_0`` or ``from_buffers``.
+    ``c`` is the ``maq_weight *`` for other C code (e.g. the model structs); copy the struct, keep the Weight.
+    """
+
+    def __init__(self, wtype: int, T: int, P: int, G: int, data: np.ndarray, bitmap=None, scales=None,
+                 rowscale=None, name: str = "weight"):
+        # private: use the classmethods, which validate
+        self.type, self.T, self.P, self.G, self.name = wtype, T, P, G, name
+        self._arrays = [a for a in (data, bitmap, scales, rowscale) if a is not None]
+        self._bufs = [ffi.from_buffer(a, require_writable=False) for a in self._arrays]
+        c = ffi.new("maq_weight *")
+        c.type, c.T, c.P, c.G = wtype, T, P, G
+        c.data = ffi.cast("const void *", self._bufs[0])
+        if wtype == TYPE_MAQ2:
+            c.bitmap = ffi.cast("const uint8_t *", self._bufs[1])
+            c.scales = ffi.cast("const uint8_t *", self._bufs[2])
+            c.rowscale = ffi.cast("const uint16_t *", self._bufs[3])
+        self.c = c
+
+    # -- constructors
+    @classmethod
+    def from_maq(cls, t: F.MAQTensor, name: str = "MAQ tensor") -> "Weight":
+        """A MAQ2 tensor (format.MAQTensor; parts may be memmaps). Validates the layout first."""
+        if not isinstance(t, F.MAQTensor):
+            raise MAQError(f"{name}: expected a format.MAQTensor, got {type(t).__name__}")
+        t.validate(name)
+        lay = t.layout
+        _check_dim(t.T, f"{name}: T")
+        _check_dim(t.P, f"{name}: P")
+        specs = lay.part_specs()
+        words = _check_array(t.words, f"{name}: words", *specs[F.PART_WORDS], align=4)
+        bitmap = _check_array(t.bitmap, f"{name}: bitmap", *specs[F.PART_BITMAP], align=1)
+        scales = _check_array(t.scales, f"{name}: scales", *specs[F.PART_SCALES], align=1)
+        rowscale = _check_array(t.rowscale, f"{name}: rowscale", *specs[F.PART_ROWSCALE], align=2)
+        return cls(TYPE_MAQ2, t.T, t.P, t.G, words, bitmap, scales, rowscale, name=name)
+
+    @classmethod
+    def f32(cls, W: np.ndarray, name: str = "F32 weight") -> "Weight":
+        """float32 [P, T]."""
+        if not isinstance(W, np.ndarray) or W.ndim != 2:
+            raise MAQError(f"{name}: expected a 2-D float32 array [P, T]")
+        P, T = (_check_dim(W.shape[0], f"{name}: P"), _check_dim(W.shape[1], f"{name}: T"))
+        return cls(TYPE_F32, T, P, 0, _check_array(W, name, (P, T), np.float32, align=4), name=name)
+
+    @classmethod
+    def f16(cls, W: np.ndarray, name: str = "F16 weight") -> "Weight":
+        """float16 [P, T] (or uint16 IEEE half bits)."""
+        if not isinstance(W, np.ndarray) or W.ndim != 2:
+            raise MAQError(f"{name}: expected a 2-D float16 array [P, T]")
+        P, T = (_check_dim(W.shape[0], f"{name}: P"), _check_dim(W.shape[1], f"{name}: T"))
+        if W.dtype == np.uint16:
+            W = W.view(np.float16)
+        return cls(TYPE_F16, T, P, 0, _check_array(W, name, (P, T), np.float16, align=2), name=name)
+
+    @classmethod
+    def q8_0(cls, data, T: int, P: int, name: str = "Q8_0 weight") -> "Weight":
+        """ggml Q8_0 bytes: P rows of T/32 blocks {fp16 d, int8 qs[32]} (e.g. GGUFReader tensor.data)."""
+        T, P = _check_dim(T, f"{name}: T"), _check_dim(P, f"{name}: P")
+        if T % Q8_0_BLOCK:
+            raise MAQError(f"{name}: T={T} is not a multiple of {Q8_0_BLOCK}")
+        arr = _as_2d_bytes(data, name, P, T // Q8_0_BLOCK * Q8_0_BLOCK_BYTES)
+        return cls(TYPE_Q8_0, T, P, 0, arr, name=name)
+
+    @classmethod
+    def from_buffers(cls, wtype, T: int, P: int, data, bitmap=None, scales=None, rowscale=None,
+                     G: int = 0, name: str = "weight") -> "Weight":
+        """Raw buffers (bytes, mmap, memoryview or ndarray, e.g. slices of a memmapped GGUF), zero-copy.
+
+        wtype: 'f32' | 'f16' | 'q8_0' | 'maq2' (or the TYPE_* ints). MAQ2 needs bitmap, scales, rowscale, G.
+        """
+        if isinstance(wtype, str):
+            names = {v: k for k, v in TYPE_NAMES.items()}
+            if wtype.lower() not in names:
+                raise MAQError(f"{name}: unknown weight type {wtype!r}, expected one of {sorted(names)}")
+            wtype = names[wtype.lower()]
+        T, P = _check_dim(T, f"{name}: T"), _check_dim(P, f"{name}: P")
+        if wtype == TYPE_F32:
+            return cls.f32(_as_2d_bytes(data, name, P, 4 * T).view(np.float32), name=name)
+        if wtype == TYPE_F16:
+            return cls.f16(_as_2d_bytes(data, name, P, 2 * T).view(np.float16), name=name)
+        if wtype == TYPE_Q8_0:
+            return cls.q8_0(data, T, P, name=name)
+        if wtype == TYPE_MAQ2:
+            if bitmap is None or scales is None or rowscale is None:
+                raise FormatError(f"{name}: MAQ2 needs words, bitmap, scales and rowscale")
+            F.check_shape(T, P, G, name)
+            lay = F.Layout(T, P, G)
+            t = F.MAQTensor(
+                words=_as_2d_bytes(data, f"{name}: words", P, 4 * lay.words_shape[1]).view("<i4"),
+                bitmap=_as_2d_bytes(bitmap, f"{name}: bitmap", P, lay.bitmap_shape[1]),
+                scales=_as_2d_bytes(scales, f"{name}: scales", P, lay.scales_shape[1]),
+                rowscale=_as_2d_bytes(rowscale, f"{name}: rowscale", P, 2 * lay.rowscale_shape[1]).view("<f2"),
+                T=T, G=G)
+            return cls.from_maq(t, name=name)
+        raise MAQError(f"{name}: unknown weight type {wtype!r}")
+
+    # -- queries
+    @property
+    def type_name(self) -> str:
+        return TYPE_NAMES[self.type]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every buffer the kernel reads for one full product."""
+        return int(sum(a.nbytes for a in self._arrays))
+
+    def act_bytes(self, B: int = 1) -> int:
+        """Scratch bytes for B preprocessed activation rows (alignment slack included)."""
+        return int(lib.maq_act_bytes(self.c, _check_dim(B, "B")))
+
+    def get_row(self, p: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Row p dequantized to float32 [T] (embedding lookup)."""
+        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 0 <= int(p) < self.P:
+            raise MAQError(f"{self.name}: row {p!r} out of range 0..{self.P - 1}")
+        if out is None:
+            out = np.empty(self.T, np.float32)
+        else:
+            _check_array(out, f"{self.name}: get_row out", (self.T,), np.float32, align=4)
+        lib.maq_get_row(self.c, int(p), ffi.cast("float *", ffi.from_buffer(out)))
+        return out
+
+    def dequantize(self) -> np.ndarray:
+        """All rows, float32 [P, T] (tests; slow for large P)."""
+        out = np.empty((self.P, self.T), np.float32)
+        for p in range(self.P):
+            self.get_row(p, out[p])
+        return out
+
+    def __repr__(self) -> str:
+        g = f", G={self.G}" if self.type == TYPE_MAQ2 else ""
+        return f"Weight({self.type_name}, P={self.P}, T={self.T}{g})"
+
+
+# --------------------------------------------------------------------------- products
+def matmul(weight: Weight, X: np.ndarray, pool: Optional[Pool] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Y = X W^T with the active SIMD path. X float32 [T] -> y float32 [P]; X [B, T] -> Y [B, P].
+
+    X must be float32 and C-contiguous (no silent conversion). ``out`` (optional) receives the result.
+    """
+    if not isinstance(weight, Weight):
+        raise MAQError(f"matmul: weight must be a kernels.Weight, got {type(weight).__name__}")
+    if not isinstance(X, np.ndarray) or X.ndim not in (1, 2):
+        raise MAQError("matmul: X must be a float32 array [T] or [B, T]")
+    B = 1 if X.ndim == 1 else X.shape[0]
+    _check_dim(B, "matmul: batch size B")
+    _check_array(X, "matmul: X", (weight.T,) if X.ndim == 1 else (B, weight.T), np.float32, align=4)
+    out_shape = (weight.P,) if X.ndim == 1 else (B, weight.P)
+    if out is None:
+        out = np.empty(out_shape, np.float32)
+    else:
+        _check_array(out, "matmul: out", out_shape, np.float32, align=4)
+        if not out.flags.writeable:
+            raise MAQError("matmul: out is read-only")
+    if np.may_share_memory(out, X):
+        raise MAQError("matmul: out must not overlap X")
+    scratch = np.empty(weight.act_bytes(B), np.uint8)
+    lib.maq_matmul(weight.c, ffi.cast("const float *", ffi.from_buffer(X, require_writable=False)), B,
+                   ffi.cast("float *", ffi.from_buffer(out)), ffi.cast("void *", ffi.from_buffer(scratch)),
+                   _pool_ptr(pool))
+    return out
+
+
+def read_sum(buf: np.ndarray, pool: Optional[Pool] = None) -> int:
+    """Benchmark helper: sum of buf as uint64 (C read loop split across the pool); bytes beyond a multiple
+    of 64 are ignored. Used to measure read bandwidth."""
+    if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous:
+        raise MAQError("read_sum: buf must be a C-contiguous numpy array")
+    if buf.ctypes.data % 8:
+        raise MAQError("read_sum: buf must be 8-byte aligned")
+    return int(lib.maq_read_sum(ffi.cast("const void *", ffi.from_buffer(buf, require_writable=False)),
+                                buf.nbytes, _pool_ptr(pool)))
+
+
+__all__ = [
+    "TYPE_F32", "TYPE_F16", "TYPE_Q8_0", "TYPE_MAQ2", "Pool", "Weight", "matmul", "read_sum",
+    "compiled_paths", "supported_paths", "active_path", "set_path", "forced_path",
+]
