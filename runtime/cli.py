@@ -1,0 +1,213 @@
+"""`maq chat`, `maq generate`, `maq perplexity`: the runtime's subcommands (registered by maq/cli.py).
+
+MODEL is a GGUF path, or the literal ``smollm2`` for the cached SmolLM2-135M-Instruct Q4_1 reference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from maq.errors import MAQError
+
+
+def _common(p: argparse.ArgumentParser, ctx_default: int | None = 2048) -> None:
+    p.add_argument("model", metavar="MODEL", help="GGUF file (MAQ2 or standard types), or 'smollm2'")
+    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    p.add_argument("--engine", choices=("auto", "c", "numpy"), default="auto",
+                   help="c: the C runtime; numpy: the slow reference forward (default: auto)")
+    p.add_argument("--batch", type=int, default=128, help="prompt tokens per forward call (default 128)")
+
+
+def _sampling(p: argparse.ArgumentParser, temp: float) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--temp", type=float, default=temp, help=f"temperature, 0 = greedy (default {temp})")
+    g.add_argument("--top-k", type=int, default=40, help="top-k, 0 = off (default 40)")
+    g.add_argument("--top-p", type=float, default=0.95, help="top-p, 1 = off (default 0.95)")
+    g.add_argument("--min-p", type=float, default=0.05, help="min-p, 0 = off (default 0.05)")
+    g.add_argument("--repeat-penalty", type=float, default=1.0, help="repetition penalty, 1 = off (default 1.0)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("chat", help="interactive chat with a GGUF model (streaming)",
+                              description="Chat in the terminal. Commands: /reset (forget history), /exit.")
+    _common(p)
+    p.add_argument("--ctx", type=int, default=2048, help="context window in tokens (default 2048)")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("-n", "--max-tokens", type=int, default=512, help="max tokens per reply (default 512)")
+    _sampling(p, temp=0.7)
+    p.set_defaults(func=cmd_chat)
+
+    p = subparsers.add_parser("generate", help="complete a prompt",
+                              description="Complete a prompt and print the text (or one JSON line with --json).")
+    _common(p)
+    p.add_argument("-p", "--prompt", required=True, help="prompt text")
+    p.add_argument("-n", "--max-tokens", type=int, default=128, help="tokens to generate (default 128)")
+    p.add_argument("--ctx", type=int, default=2048, help="context window in tokens (default 2048)")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template as a user turn")
+    p.add_argument("--system", default=None, help="system prompt (with --chat)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON line: text, prompt_tokens, generated_tokens, prompt_tps, decode_tps")
+    _sampling(p, temp=0.8)
+    p.set_defaults(func=cmd_generate)
+
+    p = subparsers.add_parser("perplexity", help="perplexity of a text file (full or llama.cpp second-half)",
+                              description="Perplexity over non-overlapping windows of a text file.")
+    _common(p)
+    p.add_argument("-f", "--file", required=True, help="text file, read as-is")
+    p.add_argument("--ctx", type=int, default=2048, help="window length in tokens (default 2048)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N windows")
+    p.add_argument("--protocol", choices=("full", "second-half"), default="full",
+                   help="full: every prediction (GPTQ/paper); second-half: llama-perplexity's (default full)")
+    p.add_argument("--json", action="store_true", help="print one JSON line: ppl, tokens, windows, protocol, ...")
+    p.set_defaults(func=cmd_perplexity)
+
+
+def _llama(args, n_ctx: int):
+    from maq.runtime.api import Llama
+
+    if n_ctx <= 0:
+        raise MAQError(f"--ctx {n_ctx}: expected a positive number of tokens")
+    return Llama(args.model, n_ctx=n_ctx, n_threads=args.threads, n_batch=args.batch, seed=args.seed,
+                 verbose=False, engine=args.engine)
+
+
+def _sampling_kwargs(args) -> dict:
+    return dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                repeat_penalty=args.repeat_penalty, seed=args.seed)
+
+
+def _rates(t: dict) -> tuple[float, float]:
+    p = t["prompt_tokens"] / t["prompt_s"] if t.get("prompt_s") else 0.0
+    d = t["gen_tokens"] / t["gen_s"] if t.get("gen_s") else 0.0
+    return p, d
+
+
+def cmd_generate(args) -> int:
+    llm = _llama(args, args.ctx)
+    prompt = args.prompt
+    if args.chat:
+        msgs = ([{"role": "system", "content": args.system}] if args.system else []) + \
+               [{"role": "user", "content": prompt}]
+        prompt = llm.apply_chat_template(msgs)
+    kw = _sampling_kwargs(args)
+    stream = llm._completion_stream(prompt, args.max_tokens, kw["temperature"], kw["top_p"], kw["top_k"],
+                                    kw["min_p"], kw["repeat_penalty"], None, False, None, kw["seed"],
+                                    chat=args.chat)
+    res = None
+    for ev in stream:
+        if "done" in ev:
+            res = ev["done"]
+        elif not args.json:
+            sys.stdout.write(ev["text"])
+            sys.stdout.flush()
+    t = llm.last_timings
+    ptps, dtps = _rates(t)
+    if args.json:
+        print(json.dumps({"text": res["text"], "prompt_tokens": len(res["prompt_tokens"]),
+                          "generated_tokens": len(res["completion_tokens"]), "prompt_tps": round(ptps, 2),
+                          "decode_tps": round(dtps, 2), "finish_reason": res["finish_reason"],
+                          "threads": llm.n_threads}))
+    else:
+        print()
+        if t.get("context_full"):
+            print(f"[context window full (n_ctx={llm.n_ctx()}): generation stopped]", file=sys.stderr)
+        print(f"[prompt: {t['prompt_tokens']} tokens, {ptps:.1f} tok/s | generation: {t['gen_tokens']} tokens, "
+              f"{dtps:.1f} tok/s | {llm.n_threads} threads]", file=sys.stderr)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    llm = _llama(args, args.ctx)
+    history: list[dict] = []
+
+    def reset():
+        history.clear()
+        if args.system:
+            history.append({"role": "system", "content": args.system})
+    reset()
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"maq chat: {args.model} ({llm.n_threads} threads, n_ctx {llm.n_ctx()}). /reset clears the "
+              "history, /exit quits.", file=sys.stderr)
+    kw = _sampling_kwargs(args)
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
+            break
+        msg = line.strip()
+        if not msg:
+            continue
+        if msg in ("/exit", "/quit"):
+            break
+        if msg == "/reset":
+            reset()
+            llm.reset()
+            print("[history cleared]", file=sys.stderr)
+            continue
+        history.append({"role": "user", "content": msg})
+        try:
+            chunks = llm.create_chat_completion(history, stream=True, max_tokens=args.max_tokens, **kw)
+            reply = []
+            finish = None
+            for ch in chunks:
+                c = ch["choices"][0]
+                piece = c["delta"].get("content")
+                if piece:
+                    reply.append(piece)
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+                finish = c["finish_reason"] or finish
+        except MAQError as exc:
+            history.pop()
+            print(f"\n[{exc}; /reset to start over]", file=sys.stderr)
+            continue
+        print()
+        history.append({"role": "assistant", "content": "".join(reply)})
+        t = llm.last_timings
+        ptps, dtps = _rates(t)
+        if t.get("context_full"):
+            print(f"[context window full (n_ctx={llm.n_ctx()}): reply cut; /reset to start over]", file=sys.stderr)
+        print(f"[prompt: {t['prompt_tokens']} tokens, {ptps:.1f} tok/s | reply: {t['gen_tokens']} tokens, "
+              f"{dtps:.1f} tok/s]", file=sys.stderr)
+    return 0
+
+
+def cmd_perplexity(args) -> int:
+    from maq.runtime import perplexity as ppl_mod
+
+    try:
+        with open(args.file, "r", encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise MAQError(f"{args.file}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise MAQError(f"{args.file}: not UTF-8 text ({exc})") from None
+    llm = _llama(args, args.ctx)
+    tok = llm.tokenizer_
+    t0 = time.perf_counter()
+    tokens = tok.encode(text, add_bos=tok.add_bos, special=False)
+    t1 = time.perf_counter()
+    n_win = len(tokens) // args.ctx
+    if args.limit:
+        n_win = min(n_win, args.limit)
+    cb, close = ppl_mod.tqdm_progress(n_win, enabled=sys.stderr.isatty() or not args.json)
+    try:
+        res = ppl_mod.perplexity(llm.model, tokens, args.ctx, args.protocol, args.limit,
+                                 bos_id=tok.bos_id if tok.add_bos else None, progress=cb)
+    finally:
+        close()
+    t2 = time.perf_counter()
+    out = res.as_dict()
+    out.update({"model": llm.model_path, "file": args.file, "tokenize_s": round(t1 - t0, 3),
+                "eval_s": round(t2 - t1, 3), "threads": llm.n_threads,
+                "tokens_per_s": round(res.windows * args.ctx / (t2 - t1), 1)})
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"perplexity ({res.protocol}, ctx {res.ctx}, {res.windows} windows, {res.tokens} scored tokens): "
+              f"{res.ppl:.4f}")
+    return 0
