@@ -1,0 +1,86 @@
+"""``maq convert MODEL --out model.gguf [options]`` (registered into the ``maq`` CLI). No torch at import time."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from maq.runtime import format as fmt
+
+from maq.converter.options import (CALIB_DTYPES, DEFAULT_SALIENT_FRAC, EMBED_TYPES, METHODS, SCALE_SEARCHES,
+                                   ConvertOptions)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert", help="quantize a Llama-family model (HF directory or GGUF) into a MAQ GGUF",
+        description="Convert a Llama-family model (Hugging Face directory or GGUF file) to a MAQ GGUF: "
+                    "salient 16-weight groups as 4 int8 means, the rest 2-bit with GPTQ compensation, "
+                    "one 32-bit word per 16 weights plus a bitmap. See docs/CONVERTER.md.")
+    p.add_argument("model", type=Path, help="HF model directory (config.json + *.safetensors + tokenizer) or .gguf")
+    p.add_argument("--out", "-o", type=Path, required=True, help="output .gguf path")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--method", choices=METHODS, default="maq",
+                   help="maq (default): the paper's method; gptq: 2-bit GPTQ, no salient words; rtn: 2-bit "
+                        "round-to-nearest; f32/f16: no quantization (plain float GGUF)")
+    g = p.add_argument_group("salient words (--method maq)")
+    sel = g.add_mutually_exclusive_group()
+    sel.add_argument("--top-k", type=int, default=None, metavar="K",
+                     help="the paper's K: salient words in each 16-input block (of P output rows)")
+    sel.add_argument("--salient-frac", type=float, default=None, metavar="F",
+                     help=f"fraction of each 16-input block's words that are salient "
+                          f"(default {DEFAULT_SALIENT_FRAC:.4f} = the paper's K=100 on Llama2-7B's 4096 rows)")
+    g.add_argument("--no-salient-feedback", dest="salient_feedback", action="store_false",
+                   help="do not feed salient-word errors back into GPTQ (the paper's literal order)")
+    g.add_argument("--no-grouping", action="store_true",
+                   help="ablation -G: rank words by their single most salient weight instead of the group sum")
+    g.add_argument("--no-mixed", action="store_true", help="ablation -M: no salient words (everything 2-bit)")
+    q = p.add_argument_group("2-bit words")
+    q.add_argument("--group", type=int, choices=fmt.GROUP_SIZES, default=fmt.DEFAULT_GROUP,
+                   help="inputs per 2-bit scale/min group (default %(default)s)")
+    q.add_argument("--block", type=int, default=128, help="GPTQ column block B (default %(default)s)")
+    q.add_argument("--damp", type=float, default=0.01, help="damping as a fraction of mean diag(H) (default 0.01)")
+    q.add_argument("--scale-search", choices=SCALE_SEARCHES, default="clip",
+                   help="2-bit group scale/min: clip = search shrunk ranges for the lowest H-diag-weighted "
+                        "error (default), minmax = the group's min and max")
+    q.add_argument("--embed-type", choices=EMBED_TYPES, default="auto",
+                   help="token_embd/output storage (auto: f32/f16 for those methods, else q8_0)")
+    c = p.add_argument_group("calibration")
+    c.add_argument("--calib", type=Path, default=None,
+                   help="calibration text (plain text, or .jsonl with a 'text' field); default: the shipped "
+                        "C4 sample")
+    c.add_argument("--nsamples", type=int, default=128, help="random windows (default %(default)s)")
+    c.add_argument("--seqlen", type=int, default=2048, help="tokens per window, capped by the model's context "
+                                                           "(default %(default)s)")
+    c.add_argument("--seed", type=int, default=0, help="window sampling seed (default %(default)s)")
+    c.add_argument("--device", default="cpu", help="torch device for calibration and GPTQ (cpu, cuda)")
+    c.add_argument("--calib-dtype", choices=CALIB_DTYPES, default="float32",
+                   help="dtype of the calibration forward passes (default float32; bfloat16 is faster on CPUs "
+                        "with AVX512-BF16/AMX; H always accumulates in float32)")
+    c.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--tokenizer-pre", default=None, metavar="NAME",
+                   help="tokenizer.ggml.pre for a HF BPE tokenizer llama.cpp's table does not know")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace) -> ConvertOptions:
+    return ConvertOptions(
+        model=args.model, out=args.out, method=args.method, force=args.force, dry_run=args.dry_run,
+        top_k=args.top_k, salient_frac=args.salient_frac, salient_feedback=args.salient_feedback,
+        no_grouping=args.no_grouping, no_mixed=args.no_mixed, group=args.group, block=args.block,
+        damp=args.damp, scale_search=args.scale_search, embed_type=args.embed_type, calib=args.calib,
+        nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, device=args.device,
+        calib_dtype=args.calib_dtype, threads=args.threads, tokenizer_pre=args.tokenizer_pre,
+        progress=args.progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from maq.converter.run import convert
+
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # its writer logs every file it opens at INFO
+
+    convert(options_from_args(args))
+    return 0

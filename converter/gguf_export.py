@@ -1,0 +1,215 @@
+"""Write the output GGUF with ``gguf.GGUFWriter``, streaming one tensor at a time.
+
+Every tensor is declared up front (name, shape, type, bytes), the header, metadata and tensor infos are written,
+then tensor data follows in the declared order as the pipeline produces it; memory holds one block at a time.
+The file is written as ``.<out>.<pid>.tmp`` in the output folder and renamed onto ``out`` only when complete;
+on any error the temporary file is removed. An existing ``out`` is replaced only with ``force``.
+
+A MAQ2 tensor ``W`` ([P, T] logical) is four GGUF tensors (``maq.runtime.format`` owns the layout):
+``<name>`` I32 words ne=[T/16, P], ``<name>.bitmap`` I8 (the uint8 bytes) ne=[ceil(T/128), P],
+``<name>.scales`` I8 (the uint8 bytes) ne=[2*ceil(T/G), P], ``<name>.rowscale`` F16 ne=[3, P];
+plus metadata ``maq.tensor.<name>.type = "maq2"``, ``.group_size = G``, ``.salient_coding = "mean4"``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maq.errors import MAQError
+from maq.runtime import format as fmt
+
+log = logging.getLogger(__name__)
+
+# Run metadata written by the converter (informational; the runtime needs only format.py's keys).
+KEY_METHOD = "maq.method"                    # "maq" | "gptq" | "rtn" | "f32" | "f16"
+KEY_ABLATION = "maq.ablation"                # "" | "no-grouping" | "no-mixed"
+KEY_TOP_K = "maq.salient.top_k"              # int, -1 when selection is by fraction
+KEY_SALIENT_FRAC = "maq.salient.fraction"    # requested fraction of salient words (float)
+KEY_SALIENT_FEEDBACK = "maq.salient.feedback"  # bool: salient errors fed back into GPTQ
+KEY_GROUP = "maq.group_size"                 # 2-bit scale group G
+KEY_BLOCK = "maq.gptq.block_size"            # GPTQ column block B
+KEY_DAMP = "maq.gptq.damp"                   # damping fraction of mean diag(H)
+KEY_SCALE_SEARCH = "maq.scale_search"        # "minmax" | "clip"
+KEY_NSAMPLES = "maq.calib.nsamples"
+KEY_SEQLEN = "maq.calib.seqlen"
+KEY_SEED = "maq.calib.seed"
+KEY_CALIB_SHA256 = "maq.calib.sha256"        # sha256 of the calibration text (utf-8 bytes)
+KEY_CALIB_NAME = "maq.calib.name"            # file name of the calibration text
+KEY_BPW_LINEAR = "maq.bits_per_weight"       # honest bits/weight over all linear (block) tensors
+KEY_SOURCE = "maq.source"                    # file name of the source model
+
+
+@dataclasses.dataclass
+class TensorDecl:
+    """One GGUF tensor to be written: numpy shape (row-major, GGUF ne reversed), numpy dtype, raw GGML type."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    raw_dtype: Any = None   # gguf.GGMLQuantizationType for byte-packed types (Q8_0), else None
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+
+def float_decl(name: str, shape: tuple[int, ...], kind: str) -> TensorDecl:
+    """Declaration of a float tensor stored as kind "f32" | "f16" | "q8_0" (shape = logical [rows, cols])."""
+    import gguf
+
+    if kind == "f32":
+        return TensorDecl(name, tuple(shape), np.dtype(np.float32))
+    if kind == "f16":
+        return TensorDecl(name, tuple(shape), np.dtype(np.float16))
+    if kind == "q8_0":
+        q = gguf.GGMLQuantizationType.Q8_0
+        return TensorDecl(name, tuple(gguf.quant_shape_to_byte_shape(shape, q)), np.dtype(np.uint8), q)
+    raise ValueError(f"unknown float storage {kind!r}")
+
+
+def encode_float(a: np.ndarray, kind: str) -> np.ndarray:
+    """float32 array -> the bytes/array to write for storage kind "f32" | "f16" | "q8_0"."""
+    import gguf
+
+    if kind == "f32":
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if kind == "f16":
+        return np.ascontiguousarray(a, dtype=np.float16)
+    if kind == "q8_0":
+        return gguf.quants.quantize(np.ascontiguousarray(a, dtype=np.float32), gguf.GGMLQuantizationType.Q8_0)
+    raise ValueError(f"unknown float storage {kind!r}")
+
+
+def maq_decls(name: str, T: int, P: int, G: int) -> list[TensorDecl]:
+    """The four GGUF tensors of a MAQ2 tensor (shapes from ``format.Layout``)."""
+    lay = fmt.Layout(T, P, G)
+    out = []
+    for suffix, (shape, dtype) in lay.part_specs().items():
+        # gguf has no U8 tensor type: the uint8 parts are stored as I8 (same bytes)
+        dt = np.dtype(np.int8) if dtype == np.dtype(np.uint8) else dtype
+        out.append(TensorDecl(name + suffix, tuple(shape), dt))
+    return out
+
+
+def maq_arrays(name: str, t: fmt.MAQTensor) -> list[tuple[str, np.ndarray]]:
+    """(GGUF name, array) of every part of ``t``, in declaration order (uint8 parts viewed as int8)."""
+    t.validate(name)
+    out = []
+    for suffix, arr in t.parts().items():
+        a = np.ascontiguousarray(arr)
+        if a.dtype == np.uint8:
+            a = a.view(np.int8)
+        out.append((name + suffix, a))
+    return out
+
+
+def maq_tensor_metadata(name: str, G: int) -> dict[str, tuple[Any, str]]:
+    """Per-tensor metadata {key: (value, kind)} for MAQ2 tensor ``name``."""
+    return {fmt.key_tensor_type(name): (fmt.TYPE_MAQ2, "str"),
+            fmt.key_group_size(name): (int(G), "u32"),
+            fmt.key_salient_coding(name): (fmt.SALIENT_MEAN4, "str")}
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Raise MAQError if ``out`` cannot be written (exists without force, folder missing or not writable)."""
+    if out.exists() and out.is_dir():
+        raise MAQError(f"{out}: is a directory; --out must be a file path")
+    if out.exists() and not force:
+        raise MAQError(f"{out}: already exists (use --force to replace it)")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise MAQError(f"{out}: output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise MAQError(f"{out}: output folder {parent} is not writable")
+
+
+class StreamingGGUF:
+    """Declare tensors, write header + metadata, then stream tensor data in declared order; rename at the end.
+
+    with StreamingGGUF(out, force, metadata, decls) as g:
+        g.write(name, array)   # for every declared tensor, in order
+    """
+
+    def __init__(self, out: Path, force: bool, metadata: dict, decls: list[TensorDecl]):
+        self.out = Path(out)
+        self.force = force
+        self.metadata = metadata
+        self.decls = list(decls)
+        self.tmp = self.out.parent / f".{self.out.name}.{os.getpid()}.tmp"
+        self._next = 0
+        self._w = None
+
+    def __enter__(self) -> "StreamingGGUF":
+        import gguf
+
+        check_output(self.out, self.force)
+        names = [d.name for d in self.decls]
+        if len(set(names)) != len(names):
+            raise MAQError(f"{self.out}: duplicated tensor names in the plan")
+        w = gguf.GGUFWriter(path=None, arch="llama")
+        for key, v in self.metadata.items():
+            if key == gguf.Keys.General.ARCHITECTURE:
+                continue
+            w.add_key_value(key, v.value, v.type, v.sub_type)
+        for d in self.decls:
+            w.add_tensor_info(d.name, d.shape, d.dtype, d.nbytes, raw_dtype=d.raw_dtype)
+        try:
+            w.write_header_to_file(path=self.tmp)
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+        except OSError as exc:
+            w.close()
+            self._cleanup()
+            raise MAQError(f"{self.out}: cannot write: {exc}") from exc
+        self._w = w
+        return self
+
+    def write(self, name: str, arr: np.ndarray) -> None:
+        """Write the data of the next declared tensor (must be ``name``, with the declared shape and dtype)."""
+        if self._next >= len(self.decls):
+            raise RuntimeError(f"tensor {name} written after the last declared tensor")
+        d = self.decls[self._next]
+        if d.name != name:
+            raise RuntimeError(f"tensor {name} written out of order (expected {d.name})")
+        if tuple(arr.shape) != d.shape or arr.dtype != d.dtype:
+            raise RuntimeError(f"tensor {name}: got {arr.shape} {arr.dtype}, declared {d.shape} {d.dtype}")
+        try:
+            self._w.write_tensor_data(np.ascontiguousarray(arr))
+        except OSError as exc:
+            raise MAQError(f"{self.out}: cannot write tensor {name}: {exc}") from exc
+        self._next += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._w is not None:
+            self._w.close()
+        if exc_type is None and self._next != len(self.decls):
+            self._cleanup()
+            raise RuntimeError(f"{self.out}: only {self._next} of {len(self.decls)} tensors were written")
+        if exc_type is not None:
+            self._cleanup()
+            return
+        try:
+            os.replace(self.tmp, self.out)
+        except OSError as exc:
+            self._cleanup()
+            raise MAQError(f"{self.out}: cannot rename the finished file into place: {exc}") from exc
+
+    def _cleanup(self) -> None:
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def gguf_value(value: Any, kind: str):
+    """A gguf.GGUFValue from a Python value and a short kind: str, u32, i32, f32, bool."""
+    from gguf import GGUFValue, GGUFValueType
+
+    t = {"str": GGUFValueType.STRING, "u32": GGUFValueType.UINT32, "i32": GGUFValueType.INT32,
+         "f32": GGUFValueType.FLOAT32, "bool": GGUFValueType.BOOL}[kind]
+    return GGUFValue(value=value, type=t)

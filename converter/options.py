@@ -1,0 +1,111 @@
+"""The converter's options (one dataclass, filled by the CLI or by tests) and their validation."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from maq.errors import MAQError
+from maq.runtime import format as fmt
+
+METHODS = ("maq", "gptq", "rtn", "f32", "f16")
+FLOAT_METHODS = ("f32", "f16")
+EMBED_TYPES = ("auto", "q8_0", "f16", "f32")
+SCALE_SEARCHES = ("clip", "minmax")
+CALIB_DTYPES = ("float32", "bfloat16")
+
+# The paper's K = 100 on Llama2-7B (P = 4096 outputs): 100/4096 of the words of each 16-input block.
+PAPER_K = 100
+PAPER_P = 4096
+DEFAULT_SALIENT_FRAC = PAPER_K / PAPER_P
+
+
+@dataclasses.dataclass
+class ConvertOptions:
+    """Everything ``maq convert`` does is decided by these fields."""
+
+    model: Path
+    out: Path
+    method: str = "maq"
+    force: bool = False
+    dry_run: bool = False
+    # salient words
+    top_k: int | None = None               # the paper's K: salient words per 16-input block
+    salient_frac: float | None = None      # else this fraction of each block's words (default: paper's K=100/4096)
+    salient_feedback: bool = True          # feed salient-word errors back into GPTQ (False: paper's literal order)
+    no_grouping: bool = False              # "-G": rank words by their single most salient weight
+    no_mixed: bool = False                 # "-M": no salient words (K = 0)
+    # 2-bit words
+    group: int = fmt.DEFAULT_GROUP         # inputs per 2-bit scale/min group
+    block: int = 128                       # GPTQ column block B
+    damp: float = 0.01                     # damping, fraction of mean diag(H)
+    scale_search: str = "clip"             # 2-bit group scale/min choice
+    # storage of the other tensors
+    embed_type: str = "auto"               # token_embd / output: auto = f32|f16 for float methods, else q8_0
+    # calibration
+    calib: Path | None = None              # plain text (or .jsonl with "text"); None: the shipped C4 sample
+    nsamples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    device: str = "cpu"
+    calib_dtype: str = "float32"           # dtype of the calibration forward passes (H always accumulates in fp32)
+    threads: int | None = None             # torch threads (default: torch's choice)
+    tokenizer_pre: str | None = None       # override tokenizer.ggml.pre for an unknown HF BPE tokenizer
+    progress: bool = True                  # tqdm bars
+
+    @property
+    def is_float(self) -> bool:
+        return self.method in FLOAT_METHODS
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.method in ("maq", "gptq")
+
+    def resolved_top_k(self, P: int) -> int:
+        """Salient words per 16-input block for a tensor with P output rows."""
+        if self.method != "maq" or self.no_mixed:
+            return 0
+        if self.top_k is not None:
+            return self.top_k
+        frac = DEFAULT_SALIENT_FRAC if self.salient_frac is None else self.salient_frac
+        return int(round(frac * P))
+
+    @property
+    def ablation(self) -> str:
+        return "no-mixed" if self.no_mixed else ("no-grouping" if self.no_grouping else "")
+
+    def validate(self) -> None:
+        """Raise MAQError for an inconsistent combination (one line, naming the option)."""
+        if self.method not in METHODS:
+            raise MAQError(f"--method {self.method!r}: expected one of {METHODS}")
+        if self.embed_type not in EMBED_TYPES:
+            raise MAQError(f"--embed-type {self.embed_type!r}: expected one of {EMBED_TYPES}")
+        if self.scale_search not in SCALE_SEARCHES:
+            raise MAQError(f"--scale-search {self.scale_search!r}: expected one of {SCALE_SEARCHES}")
+        if self.calib_dtype not in CALIB_DTYPES:
+            raise MAQError(f"--calib-dtype {self.calib_dtype!r}: expected one of {CALIB_DTYPES}")
+        if self.top_k is not None and self.salient_frac is not None:
+            raise MAQError("--top-k and --salient-frac are alternatives: give one")
+        salient_opts = self.top_k is not None or self.salient_frac is not None or self.no_grouping \
+            or not self.salient_feedback
+        if self.method != "maq" and (salient_opts or self.no_mixed):
+            raise MAQError(f"--top-k/--salient-frac/--no-grouping/--no-mixed/--no-salient-feedback apply to "
+                           f"--method maq only (got --method {self.method})")
+        if self.no_mixed and (self.top_k or self.salient_frac or self.no_grouping):
+            raise MAQError("--no-mixed means no salient words: it cannot be combined with --top-k, "
+                           "--salient-frac or --no-grouping")
+        if self.top_k is not None and self.top_k < 0:
+            raise MAQError(f"--top-k {self.top_k}: must be >= 0")
+        if self.salient_frac is not None and not 0.0 <= self.salient_frac <= 1.0:
+            raise MAQError(f"--salient-frac {self.salient_frac}: must be in [0, 1]")
+        if self.group not in fmt.GROUP_SIZES:
+            raise MAQError(f"--group {self.group}: expected one of {fmt.GROUP_SIZES}")
+        if self.block <= 0 or self.block % self.group:
+            raise MAQError(f"--block {self.block}: must be a positive multiple of --group {self.group}")
+        if not 0.0 < self.damp < 10.0:
+            raise MAQError(f"--damp {self.damp}: expected a small positive fraction (GPTQ uses 0.01)")
+        if self.nsamples <= 0 or self.seqlen <= 0:
+            raise MAQError(f"--nsamples {self.nsamples} / --seqlen {self.seqlen}: must be positive")
+        if self.threads is not None and self.threads <= 0:
+            raise MAQError(f"--threads {self.threads}: must be positive")
+        if self.calib is not None and not Path(self.calib).is_file():
+            raise MAQError(f"{self.calib}: calibration text not found")

@@ -1,0 +1,248 @@
+"""``maq convert`` end to end: open the source, plan every tensor's storage, calibrate + quantize, write the GGUF.
+
+Storage per tensor:
+- linear weights of the blocks: MAQ2 (methods maq / gptq / rtn) or plain F32 / F16 (methods f32 / f16);
+- token_embd / output: ``--embed-type`` (auto: F32 for f32, F16 for f16, else Q8_0; Q8_0 needs a width that is a
+  multiple of 32, else F16);
+- norms and rope_freqs: F32.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from maq import __version__
+from maq.converter import gguf_export as gx
+from maq.converter.options import DEFAULT_SALIENT_FRAC, ConvertOptions
+from maq.converter.source import LINEAR_KINDS, Source, open_source
+from maq.errors import MAQError
+from maq.runtime import format as fmt
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TensorPlan:
+    """How one source tensor is stored. shape is logical: [P, T] for a weight, [n] for a vector."""
+
+    name: str
+    shape: tuple[int, ...]
+    storage: str  # "f32" | "f16" | "q8_0" | "maq2"
+
+    @property
+    def kind(self) -> str:
+        parts = self.name.split(".")
+        return parts[2] if parts[0] == "blk" else parts[0]
+
+    @property
+    def is_linear(self) -> bool:
+        return self.storage == "maq2" or (self.name.startswith("blk.") and self.kind in LINEAR_KINDS)
+
+
+@dataclasses.dataclass
+class ConvertResult:
+    """What was written, for the summary and for tests."""
+
+    out: Path
+    file_bytes: int
+    bf16_bytes: int
+    linear_bpw: float
+    seconds: float
+    rows: list[dict]                      # per tensor kind summary rows
+    tensors: dict[str, fmt.MAQTensor]     # only filled when keep_tensors=True (tests)
+
+
+def embed_storage(opts: ConvertOptions, width: int) -> str:
+    kind = opts.embed_type
+    if kind == "auto":
+        kind = {"f32": "f32", "f16": "f16"}.get(opts.method, "q8_0")
+    if kind == "q8_0" and width % 32:
+        log.warning("embedding width %d is not a multiple of 32: storing token_embd/output as F16", width)
+        kind = "f16"
+    return kind
+
+
+def make_plan(src: Source, opts: ConvertOptions) -> list[TensorPlan]:
+    """Storage of every tensor of the source, in write order. Raises MAQError for shapes MAQ2 cannot hold."""
+    plan = []
+    for name in src.names():
+        shape = src.shape(name)
+        tp = TensorPlan(name, shape, "f32")
+        if name in ("token_embd.weight", "output.weight"):
+            tp.storage = embed_storage(opts, shape[-1])
+        elif len(shape) == 2 and name.startswith("blk."):
+            if opts.is_float:
+                tp.storage = opts.method
+            else:
+                P, T = shape
+                if T % fmt.WORD_WEIGHTS:
+                    raise MAQError(f"{src.path}: tensor {name} has {T} inputs, not a multiple of "
+                                   f"{fmt.WORD_WEIGHTS} (MAQ words hold 16 inputs)")
+                K = opts.resolved_top_k(P)
+                if K > P:
+                    raise MAQError(f"--top-k {K}: larger than the {P} output rows of {name}")
+                tp.storage = "maq2"
+        plan.append(tp)
+    return plan
+
+
+def plan_decls(plan: list[TensorPlan], G: int) -> list[gx.TensorDecl]:
+    decls: list[gx.TensorDecl] = []
+    for tp in plan:
+        if tp.storage == "maq2":
+            P, T = tp.shape
+            decls += gx.maq_decls(tp.name, T, P, G)
+        else:
+            decls.append(gx.float_decl(tp.name, tp.shape, tp.storage))
+    return decls
+
+
+def linear_bits_per_weight(plan: list[TensorPlan], G: int) -> float:
+    """Honest bits/weight over all linear block tensors (every byte of every part)."""
+    nbytes = nweights = 0
+    for tp in plan:
+        if not tp.is_linear:
+            continue
+        P, T = tp.shape
+        nweights += P * T
+        if tp.storage == "maq2":
+            nbytes += fmt.Layout(T, P, G).nbytes
+        else:
+            nbytes += gx.float_decl(tp.name, tp.shape, tp.storage).nbytes
+    return nbytes * 8 / nweights if nweights else 0.0
+
+
+def bf16_file_bytes(plan: list[TensorPlan]) -> int:
+    """Tensor bytes of the same model as a llama.cpp BF16 GGUF (2-D tensors BF16, vectors F32)."""
+    return sum(int(np.prod(tp.shape)) * (2 if len(tp.shape) == 2 else 4) for tp in plan)
+
+
+def build_metadata(src: Source, opts: ConvertOptions, plan: list[TensorPlan], calib_meta: dict) -> dict:
+    """The output's metadata: the source's general.*/llama.*/tokenizer.* then maq.* run and per-tensor keys."""
+    import gguf
+
+    md = dict(src.metadata())
+    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}.get(opts.method)
+    if ftype is not None:
+        md[gguf.Keys.General.FILE_TYPE] = gx.gguf_value(int(ftype), "u32")
+    md[gguf.Keys.General.QUANTIZATION_VERSION] = gx.gguf_value(gguf.GGML_QUANT_VERSION, "u32")
+    v = gx.gguf_value
+    md[fmt.KEY_VERSION] = v(fmt.FORMAT_VERSION, "u32")
+    md[fmt.KEY_TOOL_VERSION] = v(__version__, "str")
+    md[gx.KEY_METHOD] = v(opts.method, "str")
+    md[gx.KEY_SOURCE] = v(Path(opts.model).name, "str")
+    if not opts.is_float:
+        P_ref = max(tp.shape[0] for tp in plan if tp.storage == "maq2")
+        md[gx.KEY_ABLATION] = v(opts.ablation, "str")
+        md[gx.KEY_TOP_K] = v(opts.top_k if (opts.top_k is not None and opts.method == "maq"
+                                            and not opts.no_mixed) else -1, "i32")
+        frac = 0.0 if opts.resolved_top_k(P_ref) == 0 else (
+            opts.top_k / P_ref if opts.top_k is not None else
+            (opts.salient_frac if opts.salient_frac is not None else DEFAULT_SALIENT_FRAC))
+        md[gx.KEY_SALIENT_FRAC] = v(float(frac), "f32")
+        md[gx.KEY_SALIENT_FEEDBACK] = v(bool(opts.salient_feedback), "bool")
+        md[gx.KEY_GROUP] = v(opts.group, "u32")
+        md[gx.KEY_BPW_LINEAR] = v(float(linear_bits_per_weight(plan, opts.group)), "f32")
+        if opts.needs_calibration:
+            md[gx.KEY_BLOCK] = v(opts.block, "u32")
+            md[gx.KEY_DAMP] = v(float(opts.damp), "f32")
+            md[gx.KEY_SCALE_SEARCH] = v(opts.scale_search, "str")
+        else:
+            md[gx.KEY_SCALE_SEARCH] = v("minmax", "str")
+        for key, (val, kind) in calib_meta.items():
+            md[key] = v(val, kind)
+        for tp in plan:
+            if tp.storage == "maq2":
+                for key, (val, kind) in gx.maq_tensor_metadata(tp.name, opts.group).items():
+                    md[key] = v(val, kind)
+    return md
+
+
+def describe_plan(src: Source, opts: ConvertOptions, plan: list[TensorPlan]) -> list[str]:
+    """Human-readable lines for --dry-run and the log."""
+    p = src.params
+    counts: dict[str, int] = {}
+    for tp in plan:
+        counts[tp.storage] = counts.get(tp.storage, 0) + 1
+    decls = plan_decls(plan, opts.group)
+    size = sum(d.nbytes for d in decls)
+    lines = [
+        f"source    {src.path} ({src.kind}): llama, {p.n_layer} blocks, dim {p.n_embd}, ffn {p.n_ff}, "
+        f"heads {p.n_head}/{p.n_head_kv}, vocab {p.n_vocab}, {'tied' if p.tied else 'untied'} output",
+        f"output    {opts.out}{' (replacing)' if Path(opts.out).exists() else ''}",
+        f"method    {opts.method}" + (f" ({opts.ablation})" if not opts.is_float and opts.ablation else ""),
+        "tensors   " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+        f"size      ~{size / 2**20:.1f} MiB of tensor data (BF16 file: ~{bf16_file_bytes(plan) / 2**20:.1f} MiB)",
+    ]
+    if not opts.is_float:
+        P0 = next(tp.shape[0] for tp in plan if tp.storage == "maq2")
+        K = opts.resolved_top_k(P0)
+        lines.append(f"MAQ2      group {opts.group}, linear tensors {linear_bits_per_weight(plan, opts.group):.4f} "
+                     f"bits/weight, salient words per 16-input block: {K} of {P0} ({K / P0:.2%})"
+                     + (" [ranked by single weight: -G]" if opts.no_grouping else "")
+                     + ("" if opts.salient_feedback else " [no salient feedback]"))
+    if opts.needs_calibration:
+        lines.append(f"calib     {opts.calib or 'shipped C4 sample'}: {opts.nsamples} x {opts.seqlen} tokens "
+                     f"(seed {opts.seed}), GPTQ block {opts.block}, damp {opts.damp}, scale search "
+                     f"{opts.scale_search}, {opts.calib_dtype} on {opts.device}")
+    return lines
+
+
+def convert(opts: ConvertOptions, keep_tensors: bool = False) -> ConvertResult | None:
+    """Run the conversion described by ``opts``. Returns None for a dry run."""
+    t0 = time.time()
+    opts.validate()
+    src = open_source(opts.model, opts.tokenizer_pre)
+    plan = make_plan(src, opts)
+    gx.check_output(Path(opts.out), opts.force)
+    for line in describe_plan(src, opts, plan):
+        log.info("%s", line)
+    if opts.dry_run:
+        return None
+
+    calib_meta: dict = {}
+    samples = None
+    if opts.needs_calibration:
+        from maq.converter.calibration import load_calibration
+
+        calib = load_calibration(src, opts)
+        samples = calib.samples
+        calib_meta = calib.metadata()
+
+    metadata = build_metadata(src, opts, plan, calib_meta)
+    decls = plan_decls(plan, opts.group)
+    by_name = {tp.name: tp for tp in plan}
+    kept: dict[str, fmt.MAQTensor] = {}
+    rows: list[dict] = []
+
+    with gx.StreamingGGUF(Path(opts.out), opts.force, metadata, decls) as g:
+        def write_float(name: str, a: np.ndarray) -> None:
+            g.write(name, gx.encode_float(a, by_name[name].storage))
+
+        def write_maq(name: str, t: fmt.MAQTensor) -> None:
+            for part_name, arr in gx.maq_arrays(name, t):
+                g.write(part_name, arr)
+            if keep_tensors:
+                kept[name] = t
+
+        if opts.is_float:
+            for tp in plan:
+                write_float(tp.name, src.tensor(tp.name))
+        else:
+            from maq.converter.pipeline import quantize_model
+
+            rows = quantize_model(src, opts, plan, samples, write_float, write_maq)
+
+    size = Path(opts.out).stat().st_size
+    meta_bytes = size - sum(d.nbytes for d in decls)
+    res = ConvertResult(out=Path(opts.out), file_bytes=size, bf16_bytes=bf16_file_bytes(plan) + max(meta_bytes, 0),
+                        linear_bpw=linear_bits_per_weight(plan, opts.group), seconds=time.time() - t0,
+                        rows=rows, tensors=kept)
+    from maq.converter.summary import log_summary
+
+    log_summary(res, opts)
+    return res

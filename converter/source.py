@@ -1,0 +1,439 @@
+"""Model sources: a Hugging Face Llama directory or a GGUF file, read one tensor at a time.
+
+Both sources present the same thing: llama.cpp tensor names (``blk.0.attn_q.weight``), float32 numpy arrays in
+llama.cpp's layout (a 2-D weight is ``[P, T]``: P output rows of T contiguous inputs, GGUF ``ne = [T, P]``), and
+Q/K rows in llama.cpp's permuted order (``permute_qk``, exactly as llama.cpp's ``convert_hf_to_gguf.py`` writes
+them), plus the model's ``LlamaParams`` and the GGUF metadata (general.*, llama.*, tokenizer.*) to carry over.
+
+No torch here: safetensors are parsed with ``gguf.utility.SafetensorsLocal`` and memory-mapped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from maq.errors import MAQError
+
+log = logging.getLogger(__name__)
+
+ARCH = "llama"
+HF_ARCHITECTURES = ("LlamaForCausalLM",)
+
+# per-block tensor kinds, llama.cpp names, and the HF names they come from
+BLOCK_TENSORS = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+LINEAR_KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+NORM_KINDS = ("attn_norm", "ffn_norm")
+GLOBAL_TENSORS = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+                  "output.weight": "lm_head.weight"}
+ROPE_FREQS = "rope_freqs.weight"
+HF_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def block_name(i: int, kind: str) -> str:
+    """llama.cpp name of tensor ``kind`` of block ``i``: ``blk.{i}.{kind}.weight``."""
+    return f"blk.{i}.{kind}.weight"
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaParams:
+    """Hyper-parameters of a Llama-family model (names follow llama.cpp's GGUF keys)."""
+
+    n_layer: int
+    n_embd: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_vocab: int
+    n_ctx: int
+    rope_theta: float
+    rms_eps: float
+    tied: bool = True                          # no separate output.weight: the head is token_embd
+    rope_scaling: dict[str, Any] | None = None  # HF rope scaling dict (rope_type, factor, ...) or None
+
+    def check(self, what: str) -> None:
+        for f in ("n_layer", "n_embd", "n_ff", "n_head", "n_head_kv", "head_dim", "n_vocab"):
+            if getattr(self, f) <= 0:
+                raise MAQError(f"{what}: {f} = {getattr(self, f)} must be positive")
+        if self.n_head % self.n_head_kv:
+            raise MAQError(f"{what}: {self.n_head} attention heads are not a multiple of {self.n_head_kv} KV heads")
+        if self.head_dim % 2:
+            raise MAQError(f"{what}: head_dim {self.head_dim} must be even (RoPE pairs)")
+
+
+# --------------------------------------------------------------------------- Q/K permutation
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF rotate-half row order -> llama.cpp's interleaved-pair order (``LlamaModel.permute`` in llama.cpp).
+
+    w: [n_head * head_dim, ...]. Within each head, rows (r, r + head_dim/2) of HF become rows (2r, 2r+1).
+    """
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Inverse of ``permute_qk``: llama.cpp row order -> HF rotate-half order."""
+    return (w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def llama3_rope_factors(params: LlamaParams) -> np.ndarray | None:
+    """The ``rope_freqs.weight`` llama.cpp writes for rope_type "llama3" (Llama 3.1+), else None. float32 [head_dim/2]."""
+    rs = params.rope_scaling or {}
+    if str(rs.get("rope_type", rs.get("type", ""))).lower() != "llama3":
+        return None
+    dim = params.head_dim
+    freqs = 1.0 / (params.rope_theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    factor = float(rs.get("factor", 8.0))
+    low_ff = float(rs.get("low_freq_factor", 1.0))
+    high_ff = float(rs.get("high_freq_factor", 4.0))
+    old_ctx = float(rs.get("original_max_position_embeddings", 8192))
+    low_wl, high_wl = old_ctx / low_ff, old_ctx / high_ff
+    out = []
+    for f in freqs:
+        wl = 2 * math.pi / f
+        if wl < high_wl:
+            out.append(1.0)
+        elif wl > low_wl:
+            out.append(factor)
+        else:
+            smooth = (old_ctx / wl - low_ff) / (high_ff - low_ff)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.asarray(out, dtype=np.float32)
+
+
+def check_finite(name: str, a: np.ndarray, path: Path) -> None:
+    """Raise MAQError if tensor ``name`` holds NaN or Inf."""
+    if not np.all(np.isfinite(a)):
+        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        raise MAQError(f"{path}: tensor {name} has {bad} NaN/Inf value(s)")
+
+
+# --------------------------------------------------------------------------- sources
+class Source:
+    """Common interface: ``params``, ``names()``, ``tensor(name)``, ``metadata()``, ``tokenizer()``."""
+
+    path: Path
+    params: LlamaParams
+    kind: str  # "hf" or "gguf"
+
+    def names(self) -> list[str]:
+        """llama.cpp names of every tensor the model has, in llama.cpp's write order."""
+        p = self.params
+        out = ["token_embd.weight"]
+        if self.has(ROPE_FREQS):
+            out.insert(0, ROPE_FREQS)
+        for i in range(p.n_layer):
+            out += [block_name(i, k) for k in BLOCK_TENSORS]
+        out.append("output_norm.weight")
+        if self.has("output.weight"):
+            out.append("output.weight")
+        return out
+
+    def has(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def tensor(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def metadata(self):  # -> dict[str, gguf.GGUFValue]
+        raise NotImplementedError
+
+    def tokenizer(self):
+        """A transformers tokenizer for the calibration text."""
+        raise NotImplementedError
+
+
+def open_source(path: str | Path, tokenizer_pre: str | None = None) -> Source:
+    """Open MODEL: a HF directory (config.json + safetensors) or a .gguf file. Raises MAQError with the reason.
+
+    tokenizer_pre overrides tokenizer.ggml.pre for a HF BPE tokenizer llama.cpp's hash table does not know.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise MAQError(f"{p}: no such file or directory")
+    if p.is_dir():
+        return HFSource(p, tokenizer_pre)
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic == b"GGUF":
+        return GGUFSource(p)
+    raise MAQError(f"{p}: neither a Hugging Face model directory nor a GGUF file (magic {magic!r})")
+
+
+# --------------------------------------------------------------------------- Hugging Face directory
+def _st_to_f32(raw: np.ndarray, dtype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+    if dtype == "F32":
+        return raw.view("<f4").reshape(shape).astype(np.float32)
+    if dtype == "F16":
+        return raw.view("<f2").reshape(shape).astype(np.float32)
+    if dtype == "BF16":
+        return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    if dtype == "F64":
+        return raw.view("<f8").reshape(shape).astype(np.float32)
+    raise MAQError(f"{what}: safetensors dtype {dtype} is not supported (expected F32, F16, BF16 or F64)")
+
+
+class HFSource(Source):
+    kind = "hf"
+
+    def __init__(self, path: Path, tokenizer_pre: str | None = None):
+        from gguf.utility import SafetensorsLocal
+
+        self.path = path
+        self.tokenizer_pre = tokenizer_pre
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise MAQError(f"{path}: not a Hugging Face model directory (no config.json)")
+        try:
+            self.config = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MAQError(f"{cfg_file}: cannot read JSON: {exc}") from exc
+        cfg = self.config
+        arch = cfg.get("model_type")
+        archs = cfg.get("architectures") or []
+        if arch != ARCH or (archs and not any(a in HF_ARCHITECTURES for a in archs)):
+            raise MAQError(f"{cfg_file}: architecture {arch!r} {archs} is not supported "
+                           f"(only llama: LlamaForCausalLM - Llama 2/3, SmolLM, TinyLlama)")
+        if cfg.get("attention_bias") or cfg.get("mlp_bias"):
+            raise MAQError(f"{cfg_file}: attention_bias/mlp_bias models are not supported")
+        if cfg.get("hidden_act", "silu") != "silu":
+            raise MAQError(f"{cfg_file}: hidden_act {cfg.get('hidden_act')!r} is not supported (expected silu)")
+        self.params = self._params(cfg, cfg_file)
+        self.params.check(str(cfg_file))
+
+        # safetensors files: an index (sharded) or every model*.safetensors
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        else:
+            files = sorted(f.name for f in path.glob("*.safetensors"))
+        if not files:
+            bins = list(path.glob("*.bin"))
+            hint = " (only .bin files found: convert them to safetensors first)" if bins else ""
+            raise MAQError(f"{path}: no *.safetensors weights{hint}")
+        self._tensors: dict[str, Any] = {}
+        for fname in files:
+            fpath = path / fname
+            if not fpath.is_file():
+                raise MAQError(f"{fpath}: listed in the index but missing")
+            try:
+                st = SafetensorsLocal(fpath)
+            except (ValueError, OSError) as exc:
+                raise MAQError(f"{fpath}: cannot read safetensors header: {exc}") from exc
+            self._tensors.update(st.tensors)
+        self._map = self._name_map()
+
+    @staticmethod
+    def _params(cfg: dict, what: Path) -> LlamaParams:
+        try:
+            n_embd = int(cfg["hidden_size"])
+            n_head = int(cfg["num_attention_heads"])
+            rope = cfg.get("rope_parameters") or {}
+            theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
+            scaling = cfg.get("rope_scaling")
+            if scaling is None and rope.get("rope_type", "default") not in ("default", None):
+                scaling = rope
+            return LlamaParams(
+                n_layer=int(cfg["num_hidden_layers"]), n_embd=n_embd, n_ff=int(cfg["intermediate_size"]),
+                n_head=n_head, n_head_kv=int(cfg.get("num_key_value_heads") or n_head),
+                head_dim=int(cfg.get("head_dim") or n_embd // n_head), n_vocab=int(cfg["vocab_size"]),
+                n_ctx=int(cfg.get("max_position_embeddings", 2048)), rope_theta=float(theta),
+                rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), tied=bool(cfg.get("tie_word_embeddings", False)),
+                rope_scaling=scaling)
+        except KeyError as exc:
+            raise MAQError(f"{what}: missing key {exc.args[0]!r}") from exc
+
+    def _name_map(self) -> dict[str, str]:
+        """llama.cpp name -> HF name, checking that every tensor of the model is present and nothing is unknown."""
+        p = self.params
+        m = {g: h for g, h in GLOBAL_TENSORS.items()}
+        if p.tied or "lm_head.weight" not in self._tensors:
+            m.pop("output.weight")
+        for i in range(p.n_layer):
+            for kind, hf in BLOCK_TENSORS.items():
+                m[block_name(i, kind)] = f"model.layers.{i}.{hf}.weight"
+        missing = [h for h in m.values() if h not in self._tensors]
+        if missing:
+            raise MAQError(f"{self.path}: missing tensor(s) {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+        known = set(m.values()) | {"lm_head.weight"}
+        extra = [n for n in self._tensors if n not in known and not n.endswith(HF_IGNORED_SUFFIXES)]
+        if extra:
+            raise MAQError(f"{self.path}: unexpected tensor(s) for a llama model: {extra[:3]}")
+        return m
+
+    def has(self, name: str) -> bool:
+        if name == ROPE_FREQS:
+            return llama3_rope_factors(self.params) is not None
+        return name in self._map
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name == ROPE_FREQS:
+            return (self.params.head_dim // 2,)
+        return tuple(int(s) for s in self._tensors[self._map[name]].shape)
+
+    def tensor(self, name: str) -> np.ndarray:
+        if name == ROPE_FREQS:
+            f = llama3_rope_factors(self.params)
+            assert f is not None
+            return f
+        hf = self._map[name]
+        lt = self._tensors[hf]
+        a = _st_to_f32(lt.mmap_bytes(), lt.dtype, tuple(lt.shape), f"{self.path}: {hf}")
+        check_finite(hf, a, self.path)
+        if name.endswith(".attn_q.weight"):
+            a = permute_qk(a, self.params.n_head)
+        elif name.endswith(".attn_k.weight"):
+            a = permute_qk(a, self.params.n_head_kv)
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    def metadata(self):
+        from maq.converter.vocab import hf_metadata
+
+        total = sum(int(np.prod(self.shape(n))) for n in self.names())
+        return hf_metadata(self.path, self.params, total, self.tokenizer_pre)
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(self.path))
+        except (OSError, ValueError) as exc:
+            raise MAQError(f"{self.path}: cannot load the tokenizer: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- GGUF file
+def reader_value(field) -> Any:
+    """The Python value of a GGUFReader field (str, number, bool or list)."""
+    return field.contents()
+
+
+class GGUFSource(Source):
+    kind = "gguf"
+
+    def __init__(self, path: Path):
+        import gguf
+
+        self.path = path
+        try:
+            self.reader = gguf.GGUFReader(str(path))
+        except (ValueError, OSError) as exc:
+            raise MAQError(f"{path}: cannot read GGUF: {exc}") from exc
+        f = self.reader.fields
+        arch_field = f.get("general.architecture")
+        arch = reader_value(arch_field) if arch_field else None
+        if arch != ARCH:
+            raise MAQError(f"{path}: architecture {arch!r} is not supported (only llama)")
+        if any(k.startswith("maq.tensor.") for k in f):
+            raise MAQError(f"{path}: already a MAQ file; convert from the original model")
+        self._tensors = {t.name: t for t in self.reader.tensors}
+
+        def get(key: str, default=None):
+            fld = f.get(f"{ARCH}.{key}")
+            if fld is None:
+                if default is None:
+                    raise MAQError(f"{path}: missing metadata key {ARCH}.{key}")
+                return default
+            return reader_value(fld)
+
+        emb = self._tensors.get("token_embd.weight")
+        if emb is None:
+            raise MAQError(f"{path}: missing tensor token_embd.weight")
+        n_embd = int(get("embedding_length"))
+        n_head = int(get("attention.head_count"))
+        tok = f.get("tokenizer.ggml.tokens")
+        n_vocab = int(get("vocab_size", len(tok.data) if tok is not None else int(emb.shape[1])))
+        scaling = None
+        stype = f.get(f"{ARCH}.rope.scaling.type")
+        if stype is not None:
+            scaling = {"rope_type": reader_value(stype),
+                       "factor": float(get("rope.scaling.factor", 1.0))}
+        self.params = LlamaParams(
+            n_layer=int(get("block_count")), n_embd=n_embd, n_ff=int(get("feed_forward_length")),
+            n_head=n_head, n_head_kv=int(get("attention.head_count_kv", n_head)),
+            head_dim=int(get("attention.key_length", n_embd // n_head)), n_vocab=n_vocab,
+            n_ctx=int(get("context_length", 2048)), rope_theta=float(get("rope.freq_base", 10000.0)),
+            rms_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+            tied="output.weight" not in self._tensors, rope_scaling=scaling)
+        self.params.check(str(path))
+        missing = [n for n in self.names() if n not in self._tensors]
+        if missing:
+            raise MAQError(f"{path}: missing tensor(s) {missing[:3]}")
+        extra = [n for n in self._tensors if n not in set(self.names())]
+        if extra:
+            raise MAQError(f"{path}: unexpected tensor(s) for a llama model: {extra[:3]}")
+
+    def has(self, name: str) -> bool:
+        return name in self._tensors
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(s) for s in reversed(self._tensors[name].shape.tolist()))
+
+    def tensor(self, name: str) -> np.ndarray:
+        import gguf
+
+        t = self._tensors[name]
+        try:
+            a = gguf.quants.dequantize(t.data, t.tensor_type)
+        except NotImplementedError as exc:
+            raise MAQError(f"{self.path}: tensor {name}: type {t.tensor_type.name} cannot be dequantized "
+                           f"by the gguf package") from exc
+        a = np.array(a, dtype=np.float32).reshape(self.shape(name))
+        check_finite(name, a, self.path)
+        return a
+
+    # keys the writer sets itself (or that describe the source file, not the model)
+    _SKIP_PREFIXES = ("GGUF.", "maq.", "split.")
+    _SKIP_KEYS = ("general.architecture", "general.file_type", "general.quantization_version")
+
+    def metadata(self):
+        """Every general.* / llama.* / tokenizer.* key of the source, with its GGUF value type."""
+        from gguf import GGUFValue, GGUFValueType
+
+        out = {}
+        for key, fld in self.reader.fields.items():
+            if key.startswith(self._SKIP_PREFIXES) or key in self._SKIP_KEYS:
+                continue
+            vtype = GGUFValueType(fld.types[0])
+            sub = None
+            if vtype == GGUFValueType.ARRAY:
+                if len(fld.types) != 2:
+                    log.warning("%s: skipping nested-array metadata key %s", self.path, key)
+                    continue
+                sub = GGUFValueType(fld.types[1])
+            out[key] = GGUFValue(value=reader_value(fld), type=vtype, sub_type=sub)
+        return out
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
+        except (OSError, ValueError, KeyError) as exc:
+            raise MAQError(f"{self.path}: cannot build a tokenizer from its tokenizer.ggml.* metadata: {exc}") from exc
+
+
+def iter_block_linears(params: LlamaParams) -> Iterator[tuple[int, str, str]]:
+    """(block, kind, llama.cpp name) of every linear weight, in processing order."""
+    for i in range(params.n_layer):
+        for kind in LINEAR_KINDS:
+            yield i, kind, block_name(i, kind)

@@ -1,0 +1,49 @@
+"""The end-of-conversion summary table: per tensor kind bits/weight, salient %, Hessian-weighted error vs RTN."""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def kind_rows(per_tensor: list[dict]) -> list[dict]:
+    """Aggregate per-tensor stats {kind, nbytes, nweights, salient_words, words, err, err_rtn, ref} by kind.
+
+    err / err_rtn / ref are sums over rows of (w-q) H (w-q)^T and w H w^T, so the ratios are
+    Hessian-weighted relative output errors of the kind as a whole.
+    """
+    out: dict[str, dict] = {}
+    for r in per_tensor:
+        a = out.setdefault(r["kind"], {"kind": r["kind"], "tensors": 0, "nbytes": 0, "nweights": 0,
+                                       "salient_words": 0, "words": 0, "err": 0.0, "err_rtn": 0.0, "ref": 0.0})
+        a["tensors"] += 1
+        for k in ("nbytes", "nweights", "salient_words", "words", "err", "err_rtn", "ref"):
+            a[k] += r.get(k, 0) or 0
+    rows = list(out.values())
+    for a in rows:
+        a["bpw"] = a["nbytes"] * 8 / a["nweights"] if a["nweights"] else 0.0
+        a["salient_pct"] = 100.0 * a["salient_words"] / a["words"] if a["words"] else 0.0
+        a["rel_err"] = a["err"] / a["ref"] if a["ref"] else float("nan")
+        a["rel_err_rtn"] = a["err_rtn"] / a["ref"] if a["ref"] else float("nan")
+    return rows
+
+
+def format_table(rows: list[dict]) -> list[str]:
+    lines = [f"{'kind':<12} {'n':>3} {'bits/w':>7} {'salient%':>8} {'H-err':>10} {'H-err RTN':>10} {'vs RTN':>7}"]
+    for a in rows:
+        ratio = a["err"] / a["err_rtn"] if a["err_rtn"] else float("nan")
+        lines.append(f"{a['kind']:<12} {a['tensors']:>3} {a['bpw']:>7.4f} {a['salient_pct']:>8.2f} "
+                     f"{a['rel_err']:>10.4g} {a['rel_err_rtn']:>10.4g} {ratio:>7.3f}")
+    return lines
+
+
+def log_summary(res, opts) -> None:
+    """Log the summary table (quantized methods) and the file size against a BF16 file."""
+    if res.rows:
+        log.info("summary (H-err = sum (w-q) H (w-q)^T / sum w H w^T over the kind's tensors; "
+                 "RTN = 2-bit min/max, same group, same salient words):")
+        for line in format_table(res.rows):
+            log.info("  %s", line)
+    log.info("linear tensors: %.4f bits/weight", res.linear_bpw)
+    log.info("wrote %s: %.2f MiB (a BF16 file: %.2f MiB, %.1f%%) in %.1f s", res.out, res.file_bytes / 2**20,
+             res.bf16_bytes / 2**20, 100.0 * res.file_bytes / res.bf16_bytes, res.seconds)
