@@ -11,32 +11,68 @@ from __future__ import annotations
 import numpy as np
 
 from maq.errors import MAQError
-from maq.runtime.gguf_loader import LoadedModel
+from maq.runtime.gguf_loader import KIND_MAQ2, KIND_Q8_0, LoadedModel
+
+# Activation rounding of the C kernels (csrc/act.c), for ``act_quant=True``: symmetric int8 per block of the
+# input, d = amax/127, q = roundf(x * (1/d)); MAQ2 blocks of 128 inputs, Q8_0 blocks of 32 with d rounded to fp16.
+ACT_BLOCK = {KIND_MAQ2: 128, KIND_Q8_0: 32}
+
+
+def round_activations(x: np.ndarray, kind: int) -> np.ndarray:
+    """x [n, T] as the kernels see it for a weight of ``kind`` (float weights: unchanged)."""
+    block = ACT_BLOCK.get(kind)
+    if block is None:
+        return x
+    n, T = x.shape
+    out = np.empty_like(x)
+    for t0 in range(0, T, block):
+        xb = x[:, t0:t0 + block].astype(np.float32)
+        d = (np.abs(xb).max(axis=1, keepdims=True) / np.float32(127.0)).astype(np.float32)
+        if kind == KIND_Q8_0:
+            d = d.astype(np.float16).astype(np.float32)
+            dq = (np.abs(xb).max(axis=1, keepdims=True) / np.float32(127.0)).astype(np.float32)
+        else:
+            dq = d
+        with np.errstate(divide="ignore"):
+            inv = np.where(dq != 0, np.float32(1.0) / dq, np.float32(0.0)).astype(np.float32)
+        v = xb * inv
+        q = np.clip(np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)), -127, 127)   # roundf: half away from 0
+        out[:, t0:t0 + block] = (q * d).astype(x.dtype)
+    return out
 
 
 class ReferenceModel:
     """Same interface as the C engine (``forward(tokens, pos)`` -> logits), numpy only."""
 
-    def __init__(self, lm: LoadedModel, n_ctx: int | None = None, dtype=np.float32):
+    def __init__(self, lm: LoadedModel, n_ctx: int | None = None, dtype=np.float32, act_quant: bool = False):
+        """``act_quant``: round every product's input the way the C kernels do (``round_activations``), to
+        separate the kernels' documented activation rounding from any other difference in tests."""
         self.lm = lm
+        self.act_quant = act_quant
         self.cfg = cfg = lm.config
         self.n_ctx = int(n_ctx or min(cfg.context_length, 2048))
         self.dt = np.dtype(dtype)
         f = lambda w: w.dequantize().astype(self.dt)  # noqa: E731
         self.layers = []
+        self.kinds = []
         for L in lm.layers:
+            self.kinds.append({k: getattr(L, k).kind for k in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")})
             self.layers.append(dict(
                 attn_norm=np.asarray(L.attn_norm, self.dt), ffn_norm=np.asarray(L.ffn_norm, self.dt),
                 wq=f(L.wq), wk=f(L.wk), wv=f(L.wv), wo=f(L.wo),
                 w_gate=f(L.w_gate), w_up=f(L.w_up), w_down=f(L.w_down)))
         self.output_norm = np.asarray(lm.output_norm, self.dt)
         self.output = f(lm.output)
+        self.output_kind = lm.output.kind
         self.inv_freq = cfg.rope.inv_freq()
         self.k_cache = np.zeros((cfg.n_layers, self.n_ctx, cfg.kv_dim), self.dt)
         self.v_cache = np.zeros((cfg.n_layers, self.n_ctx, cfg.kv_dim), self.dt)
 
     def embed(self, tokens) -> np.ndarray:
         return np.stack([self.lm.tok_embd.row(int(t)) for t in tokens]).astype(self.dt)
+
+    def _in(self, x: np.ndarray, kind: int) -> np.ndarray:
+        return round_activations(x, kind) if self.act_quant else x
 
     def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         ms = np.mean(x * x, axis=-1, keepdims=True)
@@ -69,10 +105,11 @@ class ReferenceModel:
         scale = self.dt.type(1.0 / np.sqrt(hd))
         mask = np.triu(np.full((n, pos + n), -np.inf, dtype=self.dt), k=pos + 1)   # [n, pos+n]
         for li, L in enumerate(self.layers):
+            kd = self.kinds[li]
             h = self._rms(x, L["attn_norm"])
-            q = (h @ L["wq"].T).reshape(n, nh, hd)
-            k = (h @ L["wk"].T).reshape(n, nkv, hd)
-            v = h @ L["wv"].T
+            q = (self._in(h, kd["wq"]) @ L["wq"].T).reshape(n, nh, hd)
+            k = (self._in(h, kd["wk"]) @ L["wk"].T).reshape(n, nkv, hd)
+            v = self._in(h, kd["wv"]) @ L["wv"].T
             q = self._rope(q, positions)
             k = self._rope(k, positions)
             self.k_cache[li, pos:pos + n] = k.reshape(n, -1)
@@ -88,16 +125,16 @@ class ReferenceModel:
                 p = np.exp(s)
                 p /= p.sum(axis=1, keepdims=True)
                 att_out[:, hh, :] = p @ V[:, kv, :]
-            x = x + att_out.reshape(n, -1) @ L["wo"].T
+            x = x + self._in(att_out.reshape(n, -1), kd["wo"]) @ L["wo"].T
             h = self._rms(x, L["ffn_norm"])
-            g = h @ L["w_gate"].T
-            u = h @ L["w_up"].T
+            g = self._in(h, kd["w_gate"]) @ L["w_gate"].T
+            u = self._in(h, kd["w_up"]) @ L["w_up"].T
             a = g / (1 + np.exp(-g)) * u
-            x = x + a @ L["w_down"].T
+            x = x + self._in(a, kd["w_down"]) @ L["w_down"].T
         if not all_logits:
             x = x[-1:]
         x = self._rms(x, self.output_norm)
-        return (x @ self.output.T).astype(np.float32)
+        return (self._in(x, self.output_kind) @ self.output.T).astype(np.float32)
 
     def reset(self) -> None:
         """Forget the cache (positions restart at 0; stale entries are overwritten before use)."""
