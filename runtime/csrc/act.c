@@ -15,9 +15,9 @@ void maq2_act_layout_init(maq2_act_layout *L, int T) {
     L->xn = off;    off += MAQ_ROUND_UP((size_t)T, MAQ_ALIGN);
     L->dx = off;    off += MAQ_ROUND_UP((size_t)L->nb * sizeof(float), MAQ_ALIGN);
     L->s4 = off;    off += MAQ_ROUND_UP((size_t)(T / 4) * sizeof(int16_t), MAQ_ALIGN);
-    L->xs32 = off;  off += MAQ_ROUND_UP((size_t)((T + 31) / 32) * sizeof(int32_t), MAQ_ALIGN);
-    L->xs64 = off;  off += MAQ_ROUND_UP((size_t)((T + 63) / 64) * sizeof(int32_t), MAQ_ALIGN);
-    L->xs128 = off; off += MAQ_ROUND_UP((size_t)L->nb * sizeof(int32_t), MAQ_ALIGN);
+    L->xs32 = off;  off += MAQ_ROUND_UP((size_t)((T + 31) / 32) * sizeof(int16_t), MAQ_ALIGN);
+    L->xs64 = off;  off += MAQ_ROUND_UP((size_t)((T + 63) / 64) * sizeof(int16_t), MAQ_ALIGN);
+    L->xs128 = off; off += MAQ_ROUND_UP((size_t)L->nb * sizeof(int16_t), MAQ_ALIGN);
     L->stride = off;
 }
 
@@ -54,9 +54,9 @@ static void maq2_act_row(const maq2_act_layout *L, const float *x, uint8_t *row)
     int8_t *xn = (int8_t *)(row + L->xn);        /* [T] */
     float *dx = (float *)(row + L->dx);          /* [nb] */
     int16_t *s4 = (int16_t *)(row + L->s4);      /* [T/4] */
-    int32_t *xs32 = (int32_t *)(row + L->xs32);  /* [ceil(T/32)] */
-    int32_t *xs64 = (int32_t *)(row + L->xs64);  /* [ceil(T/64)] */
-    int32_t *xs128 = (int32_t *)(row + L->xs128);/* [nb] */
+    int16_t *xs32 = (int16_t *)(row + L->xs32);  /* [ceil(T/32)], |sum| <= 32*127 */
+    int16_t *xs64 = (int16_t *)(row + L->xs64);  /* [ceil(T/64)] */
+    int16_t *xs128 = (int16_t *)(row + L->xs128);/* [nb], |sum| <= 128*127 = 16256 */
     memset(xp, 0, (size_t)L->nb * 128);
     for (int b = 0; b < L->nb; b++) {
         const int t0 = 128 * b;
@@ -74,9 +74,9 @@ static void maq2_act_row(const maq2_act_layout *L, const float *x, uint8_t *row)
     for (int g = 0; g < (T + 63) / 64; g++) xs64[g] = 0;
     for (int g = 0; g < L->nb; g++) xs128[g] = 0;
     for (int t = 0; t < T; t++) {
-        xs32[t / 32] += xn[t];
-        xs64[t / 64] += xn[t];
-        xs128[t / 128] += xn[t];
+        xs32[t / 32] = (int16_t)(xs32[t / 32] + xn[t]);
+        xs64[t / 64] = (int16_t)(xs64[t / 64] + xn[t]);
+        xs128[t / 128] = (int16_t)(xs128[t / 128] + xn[t]);
     }
 }
 

@@ -4,13 +4,22 @@
  * (sc uint8 [ng] then m int8 [ng], ng = ceil(T/G)), rowscale half [3] = d, dmin, dsal.
  * Activation: the MAQ2 layout of maq_internal.h (int8 x per 128-input block b with float scale dx[b]).
  *
- * Per block b (8 words = one bitmap byte), all paths compute the same three exact integers
+ * Per block b (128 inputs = 8 words = one bitmap byte), every path computes the same exact integers
  *   D_b = sum over 2-bit words w of sc[g(w)] * sum_j q_j(w) * x_j
- *   M_b = sum over 2-bit words w of m[g(w)]  * sum_j x_j          (= sum_g m_g*XS_g - salient corrections)
+ *   M_b = sum over 2-bit words w of m[g(w)]  * sum_j x_j    (computed as sum_g m_g*XS_g - salient words)
  *   S_b = sum over salient words w of sum_k c_k(w) * s4_k(w)
- * (|D_b| <= 8*16*3*127*255 < 2^24, so the int -> float conversion is exact), then in this order
- *   fD += dx[b]*D_b; fM += dx[b]*M_b; fS += dx[b]*S_b;   and finally  y = d*fD + dmin*fM + dsal*fS.
- * Hence every path is bit-identical to the scalar reference.
+ * (|D_b| <= 8*16*3*127*255 < 2^24, |M_b|, |S_b| < 2^22: the int -> float conversions are exact), then the
+ * same float operations in the same order: with lane l = b % 4,
+ *   fD[l] += dx[b]*D_b;  fM[l] += dx[b]*M_b;  fS[l] += dx[b]*S_b;
+ *   y = d*((fD0+fD1)+(fD2+fD3)) + dmin*((fM0+fM1)+(fM2+fM3)) + dsal*((fS0+fS1)+(fS2+fS3))
+ * Four lanes let a 128-bit path finish four blocks ("a quad", 512 inputs) with one vector conversion and
+ * multiply, and make every path bit-identical to the scalar reference.
+ *
+ * SIMD inner loop (one 64-input chunk = 4 words = 16 bytes W): V_k = (W >> 2k) & 3 (k = 0..3) holds, in
+ * byte 4i+t, the code of weight 4t+k of word i; the activation is stored permuted to match, so
+ * maddubs(V_k, x_k) summed over k, then madd with the per-word group scales, gives sc*dot per word.
+ * Salient words are zeroed first with a mask indexed by their bitmap nibble (branch-free); their own
+ * products (rare: ~2.5% of words) run in a scalar loop once per quad that has any.
  */
 #include <string.h>
 
@@ -36,8 +45,12 @@ typedef struct {            /* one token's activation row, see maq2_act_layout *
     const int8_t *xn;       /* [T] */
     const float *dx;        /* [nb] */
     const int16_t *s4;      /* [T/4] */
-    const int32_t *xsg;     /* [ng] sums of x per 2-bit group (xs32, xs64 or xs128 by G) */
+    const int16_t *xsg;     /* [ng] sums of x per 2-bit group (xs32, xs64 or xs128 by G) */
 } maq2_x;
+
+typedef struct {            /* float lane accumulators: block b -> lane b % 4 */
+    float D[4], M[4], S[4];
+} maq2_acc;
 
 static inline void row_init(const maq_weight *w, int p, maq2_row *r) {
     const int nw = w->T / 16, nbm = (nw + 7) / 8, ng = (w->T + w->G - 1) / w->G;
@@ -55,51 +68,33 @@ static inline void x_init(const maq2_act_layout *L, const uint8_t *row, int G, m
     x->xn = (const int8_t *)(row + L->xn);
     x->dx = (const float *)(row + L->dx);
     x->s4 = (const int16_t *)(row + L->s4);
-    x->xsg = (const int32_t *)(row + (G == 32 ? L->xs32 : G == 64 ? L->xs64 : L->xs128));
+    x->xsg = (const int16_t *)(row + (G == 32 ? L->xs32 : G == 64 ? L->xs64 : L->xs128));
 }
 
-/* Words of block b and the bitmap byte with padding bits cleared. */
+static inline void acc_zero(maq2_acc *a) { memset(a, 0, sizeof(*a)); }
+
+static inline void acc_block(maq2_acc *a, int b, float dx, int32_t D, int32_t M, int32_t S) {
+    a->D[b & 3] += dx * (float)D;
+    a->M[b & 3] += dx * (float)M;
+    a->S[b & 3] += dx * (float)S;
+}
+
+static inline float acc_final(const maq2_acc *a, const maq2_row *r) {
+    const float D = (a->D[0] + a->D[1]) + (a->D[2] + a->D[3]);
+    const float M = (a->M[0] + a->M[1]) + (a->M[2] + a->M[3]);
+    const float S = (a->S[0] + a->S[1]) + (a->S[2] + a->S[3]);
+    return r->d * D + r->dmin * M + r->dsal * S;
+}
+
+/* Words of block b and its bitmap byte with padding bits cleared. */
 static inline int block_words(int nw, int b) { return nw - 8 * b < 8 ? nw - 8 * b : 8; }
 static inline unsigned block_bits(const maq2_row *r, int nw, int b) {
     return r->bm[b] & ((1u << block_words(nw, b)) - 1u);
 }
 
-/* The float part shared by all paths (exact integers in, fixed operation order). */
-typedef struct {
-    float fD, fM, fS;
-} maq2_acc;
-static inline void acc_block(maq2_acc *a, float dx, int32_t D, int32_t M, int32_t S) {
-    a->fD += dx * (float)D;
-    a->fM += dx * (float)M;
-    a->fS += dx * (float)S;
-}
-static inline float acc_final(const maq2_acc *a, const maq2_row *r) {
-    return r->d * a->fD + r->dmin * a->fM + r->dsal * a->fS;
-}
-
-/* Salient words of block b: S += sum c_k*s4_k; M correction -= m_g * sum x (their inputs are not 2-bit). */
-static inline void salient_block(const maq2_row *r, const maq2_x *x, int b, unsigned bits, int G,
-                                 int32_t *S, int32_t *M) {
-    while (bits) {
-        int i = __builtin_ctz(bits);
-        bits &= bits - 1;
-        int w = 8 * b + i;
-        uint32_t word = r->words[w];
-        const int16_t *s4 = x->s4 + 4 * w;
-        int32_t s = 0;
-        for (int k = 0; k < 4; k++) s += (int32_t)(int8_t)(uint8_t)(word >> (8 * k)) * s4[k];
-        *S += s;
-        *M -= (int32_t)r->m[16 * w / G] * (s4[0] + s4[1] + s4[2] + s4[3]);
-    }
-}
-
-/* M_b before salient corrections: sum over the groups of block b of m_g * XS_g. */
-static inline int32_t min_block(const maq2_row *r, const maq2_x *x, int b, int G, int ng) {
-    const int gpb = 128 / G, g0 = b * gpb;
-    const int g1 = g0 + gpb < ng ? g0 + gpb : ng;
-    int32_t M = 0;
-    for (int g = g0; g < g1; g++) M += (int32_t)r->m[g] * x->xsg[g];
-    return M;
+static inline int32_t sal_dot(uint32_t word, const int16_t *s4) {
+    return (int32_t)(int8_t)(uint8_t)word * s4[0] + (int32_t)(int8_t)(uint8_t)(word >> 8) * s4[1] +
+           (int32_t)(int8_t)(uint8_t)(word >> 16) * s4[2] + (int32_t)(int8_t)(uint8_t)(word >> 24) * s4[3];
 }
 
 /* 2-bit dot of one word with natural-order int8 x (16 inputs). */
@@ -110,10 +105,11 @@ static inline int32_t word_dot(uint32_t word, const int8_t *x16) {
 }
 
 /* ================================================================== scalar reference */
-/* Obviously correct: walks every word, natural-order x; the integers it forms are D_b, M_b, S_b above. */
+/* Obviously correct: walks every word with natural-order x and forms D_b, M_b, S_b directly. */
 static float row_dot_scalar(const maq2_row *r, const maq2_x *x, int T, int G) {
     const int nw = T / 16, nb = (T + 127) / 128;
-    maq2_acc a = {0.0f, 0.0f, 0.0f};
+    maq2_acc a;
+    acc_zero(&a);
     for (int b = 0; b < nb; b++) {
         const unsigned bits = block_bits(r, nw, b);
         int32_t D = 0, M = 0, S = 0;
@@ -133,7 +129,7 @@ static float row_dot_scalar(const maq2_row *r, const maq2_x *x, int T, int G) {
                 M += (int32_t)r->m[g] * xs;
             }
         }
-        acc_block(&a, x->dx[b], D, M, S);
+        acc_block(&a, b, x->dx[b], D, M, S);
     }
     return acc_final(&a, r);
 }
@@ -151,11 +147,503 @@ static void rows_scalar(const maq_weight *w, const maq2_act_layout *L, const uin
     }
 }
 
+/* ================================================================== shared by the SIMD paths */
+#define MAQ2_NT 4   /* tokens per tile in the batched product: each decoded word is reused NT times */
+
+/* pshufb / tbl patterns turning a quad's group scales (byte g = sc of its g-th group) into one int16 per
+ * lane: for block j and chunk c, lanes 2i, 2i+1 (bytes 4i..4i+3) carry the scale of word i. 0x80 -> 0.
+ * [G: 32, 64, 128][block j of the quad][chunk c][16]; [gi][j] is also the 32-byte AVX2 pattern. */
+static const uint8_t SC_SHUF[3][4][2][16] __attribute__((aligned(32))) = {
+    {/* G=32 */
+     {{0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80}, {2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80}},
+     {{4, 0x80, 4, 0x80, 4, 0x80, 4, 0x80, 5, 0x80, 5, 0x80, 5, 0x80, 5, 0x80}, {6, 0x80, 6, 0x80, 6, 0x80, 6, 0x80, 7, 0x80, 7, 0x80, 7, 0x80, 7, 0x80}},
+     {{8, 0x80, 8, 0x80, 8, 0x80, 8, 0x80, 9, 0x80, 9, 0x80, 9, 0x80, 9, 0x80}, {10, 0x80, 10, 0x80, 10, 0x80, 10, 0x80, 11, 0x80, 11, 0x80, 11, 0x80, 11, 0x80}},
+     {{12, 0x80, 12, 0x80, 12, 0x80, 12, 0x80, 13, 0x80, 13, 0x80, 13, 0x80, 13, 0x80}, {14, 0x80, 14, 0x80, 14, 0x80, 14, 0x80, 15, 0x80, 15, 0x80, 15, 0x80, 15, 0x80}}},
+    {/* G=64 */
+     {{0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80}, {1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80}},
+     {{2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80}, {3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80}},
+     {{4, 0x80, 4, 0x80, 4, 0x80, 4, 0x80, 4, 0x80, 4, 0x80, 4, 0x80, 4, 0x80}, {5, 0x80, 5, 0x80, 5, 0x80, 5, 0x80, 5, 0x80, 5, 0x80, 5, 0x80, 5, 0x80}},
+     {{6, 0x80, 6, 0x80, 6, 0x80, 6, 0x80, 6, 0x80, 6, 0x80, 6, 0x80, 6, 0x80}, {7, 0x80, 7, 0x80, 7, 0x80, 7, 0x80, 7, 0x80, 7, 0x80, 7, 0x80, 7, 0x80}}},
+    {/* G=128 */
+     {{0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80}, {0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80}},
+     {{1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80}, {1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80, 1, 0x80}},
+     {{2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80}, {2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80}},
+     {{3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80}, {3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80}}},
+};
+static inline int g_index(int G) { return G == 32 ? 0 : G == 64 ? 1 : 2; }
+
+/* Lane i all ones <=> bit i of the nibble set (word i of a chunk is salient). [16][4] */
+static const uint32_t SAL_MASK[16][4] __attribute__((aligned(16))) = {
+    {0, 0, 0, 0}, {~0u, 0, 0, 0}, {0, ~0u, 0, 0}, {~0u, ~0u, 0, 0},
+    {0, 0, ~0u, 0}, {~0u, 0, ~0u, 0}, {0, ~0u, ~0u, 0}, {~0u, ~0u, ~0u, 0},
+    {0, 0, 0, ~0u}, {~0u, 0, 0, ~0u}, {0, ~0u, 0, ~0u}, {~0u, ~0u, 0, ~0u},
+    {0, 0, ~0u, ~0u}, {~0u, 0, ~0u, ~0u}, {0, ~0u, ~0u, ~0u}, {~0u, ~0u, ~0u, ~0u},
+};
+
+/* The group scales of block b as bytes 0..3 of a uint32 (1, 2 or 4 groups; fewer in a ragged block). */
+static inline uint32_t block_sc4(const maq2_row *r, int b, int G, int ng) {
+    const int gpb = 128 / G, g0 = b * gpb;
+    const int n = ng - g0 < gpb ? ng - g0 : gpb;
+    uint32_t v = 0;
+    for (int i = 0; i < n; i++) v |= (uint32_t)r->sc[g0 + i] << (8 * i);
+    return v;
+}
+
+/* M_b before salient corrections: sum over the groups of block b of m_g * XS_g. */
+static inline int32_t min_block(const maq2_row *r, const maq2_x *x, int b, int G, int ng) {
+    const int gpb = 128 / G, g0 = b * gpb;
+    const int g1 = g0 + gpb < ng ? g0 + gpb : ng;
+    int32_t M = 0;
+    for (int g = g0; g < g1; g++) M += (int32_t)r->m[g] * x->xsg[g];
+    return M;
+}
+
+/* Everything of a (remainder) block b except its 4-word chunks: tail words past the last full chunk
+ * (T/16 % 4 != 0), the min term, salient words; then the float lane update. D = the chunks' sum. */
+static inline void block_rest(const maq2_row *r, const maq2_x *x, int b, int nwb, unsigned bits, int G, int ng,
+                              int32_t D, maq2_acc *a) {
+    for (int i = nwb & ~3; i < nwb; i++) {
+        const int w = 8 * b + i;
+        if (!(bits >> i & 1u)) D += (int32_t)r->sc[16 * w / G] * word_dot(r->words[w], x->xn + 16 * w);
+    }
+    int32_t M = min_block(r, x, b, G, ng), S = 0;
+    while (bits) {
+        const int w = 8 * b + __builtin_ctz(bits);
+        bits &= bits - 1;
+        const int16_t *s4 = x->s4 + 4 * w;
+        S += sal_dot(r->words[w], s4);
+        M -= (int32_t)r->m[16 * w / G] * (s4[0] + s4[1] + s4[2] + s4[3]);
+    }
+    acc_block(a, b, x->dx[b], D, M, S);
+}
+
+/* Salient words of full quad q (bits = its 4 bitmap bytes) for NT tokens: S[t][j] += sum c_k*s4_k and
+ * C[t][j] += m_g * sum x (the min-term correction) for the block j the word is in. */
+static inline void salient_quad(const maq2_row *r, const maq2_x *x, const int NT, int q, uint32_t bits, int G,
+                                int32_t S[][4], int32_t C[][4]) {
+    while (bits) {
+        const int i = __builtin_ctz(bits), w = 32 * q + i, j = i >> 3;
+        bits &= bits - 1;
+        const uint32_t word = r->words[w];
+        const int32_t mg = r->m[16 * w / G];
+        for (int t = 0; t < NT; t++) {
+            const int16_t *s4 = x[t].s4 + 4 * w;
+            S[t][j] += sal_dot(word, s4);
+            C[t][j] += mg * (s4[0] + s4[1] + s4[2] + s4[3]);
+        }
+    }
+}
+
+/* ================================================================== SSE (SSSE3 + SSE4.1), x86-64 */
+#if defined(MAQ_X86)
+#define SSE_FN static inline __attribute__((always_inline, target("ssse3,sse4.1")))
+
+SSE_FN int32_t hsum_epi32_sse(__m128i v) {
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
+    return _mm_cvtsi128_si32(v);
+}
+
+/* Chunk words4[0..3] with salient words (bits of nib) zeroed, split into the four 2-bit fields V[k]. */
+SSE_FN void chunk_decode_sse(const uint32_t *words4, unsigned nib, __m128i *V) {
+    const __m128i m3 = _mm_set1_epi8(3);
+    __m128i W = _mm_loadu_si128((const __m128i *)words4);
+    W = _mm_andnot_si128(_mm_load_si128((const __m128i *)SAL_MASK[nib]), W);
+    V[0] = _mm_and_si128(W, m3);
+    V[1] = _mm_and_si128(_mm_srli_epi16(W, 2), m3);
+    V[2] = _mm_and_si128(_mm_srli_epi16(W, 4), m3);
+    V[3] = _mm_and_si128(_mm_srli_epi16(W, 6), m3);
+}
+
+/* sum_k maddubs(V_k, x_k) (int16 pairs), times the lane scales sv, pairwise -> int32 sc*dot per word.
+ * xk = x_0 of the chunk in the permuted activation; x_k is at xk + 32*k. */
+SSE_FN __m128i chunk_dot_sse(const __m128i *V, const int8_t *xk, __m128i sv) {
+    __m128i s01 = _mm_add_epi16(_mm_maddubs_epi16(V[0], _mm_load_si128((const __m128i *)xk)),
+                                _mm_maddubs_epi16(V[1], _mm_load_si128((const __m128i *)(xk + 32))));
+    __m128i s23 = _mm_add_epi16(_mm_maddubs_epi16(V[2], _mm_load_si128((const __m128i *)(xk + 64))),
+                                _mm_maddubs_epi16(V[3], _mm_load_si128((const __m128i *)(xk + 96))));
+    return _mm_madd_epi16(_mm_add_epi16(s01, s23), sv);
+}
+
+/* The quad's min terms [M_0..M_3] for one token, before salient corrections (weight side mw precomputed:
+ * G=128: m as int32 x4; G=64: m as int16 x8; G=32: m as int16 x16 in mw, mw2). */
+SSE_FN __m128i quad_min_sse(int G, __m128i mw, __m128i mw2, const int16_t *xs, int q) {
+    if (G == 128) return _mm_mullo_epi32(mw, _mm_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)(xs + 4 * q))));
+    if (G == 64) return _mm_madd_epi16(mw, _mm_loadu_si128((const __m128i *)(xs + 8 * q)));
+    return _mm_hadd_epi32(_mm_madd_epi16(mw, _mm_loadu_si128((const __m128i *)(xs + 16 * q))),
+                          _mm_madd_epi16(mw2, _mm_loadu_si128((const __m128i *)(xs + 16 * q + 8))));
+}
+
+/* Quad weight-side setup shared by SSE and AVX2: group scales of the quad (byte g = its g-th group) and m. */
+SSE_FN __m128i quad_sc_sse(const maq2_row *r, int q, int G) {
+    const uint8_t *p = r->sc + (size_t)q * (512 / G);
+    if (G == 32) return _mm_loadu_si128((const __m128i *)p);
+    if (G == 64) return _mm_loadl_epi64((const __m128i *)p);
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return _mm_cvtsi32_si128((int)v);
+}
+SSE_FN void quad_m_sse(const maq2_row *r, int q, int G, __m128i *mw, __m128i *mw2) {
+    const int8_t *p = r->m + (size_t)q * (512 / G);
+    if (G == 128) {
+        uint32_t v;
+        memcpy(&v, p, 4);
+        *mw = _mm_cvtepi8_epi32(_mm_cvtsi32_si128((int)v));
+        *mw2 = *mw;
+    } else if (G == 64) {
+        *mw = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)p));
+        *mw2 = *mw;
+    } else {
+        const __m128i m16 = _mm_loadu_si128((const __m128i *)p);
+        *mw = _mm_cvtepi8_epi16(m16);
+        *mw2 = _mm_cvtepi8_epi16(_mm_srli_si128(m16, 8));
+    }
+}
+
+/* Remainder blocks (after the full quads) of one row for NT tokens; per block, chunks in SIMD. */
+SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, int b0, maq2_acc *a) {
+    const int nw = T / 16, nb = (T + 127) / 128, ng = (T + G - 1) / G, gi = g_index(G);
+    for (int b = b0; b < nb; b++) {
+        const int nwb = block_words(nw, b), nc = nwb >> 2;
+        const unsigned bits = block_bits(r, nw, b);
+        const __m128i sc4 = _mm_cvtsi32_si128((int)block_sc4(r, b, G, ng));
+        __m128i acc[MAQ2_NT];
+        for (int t = 0; t < NT; t++) acc[t] = _mm_setzero_si128();
+        for (int c = 0; c < nc; c++) {
+            __m128i V[4];
+            const __m128i sv = _mm_shuffle_epi8(sc4, _mm_load_si128((const __m128i *)SC_SHUF[gi][0][c]));
+            chunk_decode_sse(r->words + 8 * b + 4 * c, (bits >> (4 * c)) & 15u, V);
+            for (int t = 0; t < NT; t++)
+                acc[t] = _mm_add_epi32(acc[t], chunk_dot_sse(V, x[t].xp + 128 * b + 16 * c, sv));
+        }
+        for (int t = 0; t < NT; t++) block_rest(r, &x[t], b, nwb, bits, G, ng, hsum_epi32_sse(acc[t]), &a[t]);
+    }
+}
+
+/* Float lane update of a quad for one token and the final store into the lane accumulators. */
+SSE_FN void quad_float_sse(__m128i Dv, __m128i Mv, __m128i Sv, const float *dx4, __m128 *f) {
+    const __m128 dxv = _mm_load_ps(dx4);
+    f[0] = _mm_add_ps(f[0], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Dv)));
+    f[1] = _mm_add_ps(f[1], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Mv)));
+    f[2] = _mm_add_ps(f[2], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Sv)));
+}
+
+SSE_FN void row_sse_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out) {
+    const int nq = T / 512, gi = g_index(G);
+    __m128 f[MAQ2_NT][3];
+    for (int t = 0; t < NT; t++) f[t][0] = f[t][1] = f[t][2] = _mm_setzero_ps();
+    for (int q = 0; q < nq; q++) {
+        uint32_t qbits;
+        memcpy(&qbits, r->bm + 4 * q, 4);
+        const __m128i scq = quad_sc_sse(r, q, G);
+        const uint32_t *wq = r->words + 32 * q;
+        __m128i h[2][MAQ2_NT], prev[MAQ2_NT];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m128i acc[MAQ2_NT];
+#pragma GCC unroll 2
+            for (int c = 0; c < 2; c++) {
+                __m128i V[4];
+                const __m128i sv = _mm_shuffle_epi8(scq, _mm_load_si128((const __m128i *)SC_SHUF[gi][j][c]));
+                chunk_decode_sse(wq + 8 * j + 4 * c, (qbits >> (8 * j + 4 * c)) & 15u, V);
+                for (int t = 0; t < NT; t++) {
+                    const __m128i d = chunk_dot_sse(V, x[t].xp + 512 * q + 128 * j + 16 * c, sv);
+                    acc[t] = c ? _mm_add_epi32(acc[t], d) : d;
+                }
+            }
+            for (int t = 0; t < NT; t++) {
+                if (j & 1) h[j >> 1][t] = _mm_hadd_epi32(prev[t], acc[t]);
+                else prev[t] = acc[t];
+            }
+        }
+        __m128i mw, mw2;
+        quad_m_sse(r, q, G, &mw, &mw2);
+        if (!qbits) {
+            for (int t = 0; t < NT; t++)
+                quad_float_sse(_mm_hadd_epi32(h[0][t], h[1][t]), quad_min_sse(G, mw, mw2, x[t].xsg, q),
+                               _mm_setzero_si128(), x[t].dx + 4 * q, f[t]);
+        } else {
+            int32_t S[MAQ2_NT][4] __attribute__((aligned(16))), C[MAQ2_NT][4] __attribute__((aligned(16)));
+            memset(S, 0, sizeof(S));
+            memset(C, 0, sizeof(C));
+            salient_quad(r, x, NT, q, qbits, G, S, C);
+            for (int t = 0; t < NT; t++)
+                quad_float_sse(_mm_hadd_epi32(h[0][t], h[1][t]),
+                               _mm_sub_epi32(quad_min_sse(G, mw, mw2, x[t].xsg, q),
+                                             _mm_load_si128((const __m128i *)C[t])),
+                               _mm_load_si128((const __m128i *)S[t]), x[t].dx + 4 * q, f[t]);
+        }
+    }
+    maq2_acc a[MAQ2_NT];
+    for (int t = 0; t < NT; t++) {
+        _mm_storeu_ps(a[t].D, f[t][0]);
+        _mm_storeu_ps(a[t].M, f[t][1]);
+        _mm_storeu_ps(a[t].S, f[t][2]);
+    }
+    remainder_sse(r, x, NT, T, G, 4 * nq, a);
+    for (int t = 0; t < NT; t++) out[t] = acc_final(&a[t], r);
+}
+
+/* ================================================================== AVX2 (256-bit), x86-64 */
+#define AVX2_FN static inline __attribute__((always_inline, target("avx2,f16c,ssse3,sse4.1")))
+
+AVX2_FN void row_avx2_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out) {
+    const int nq = T / 512, gi = g_index(G);
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i bitpos = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    __m128 f[MAQ2_NT][3];
+    for (int t = 0; t < NT; t++) f[t][0] = f[t][1] = f[t][2] = _mm_setzero_ps();
+    for (int q = 0; q < nq; q++) {
+        uint32_t qbits;
+        memcpy(&qbits, r->bm + 4 * q, 4);
+        const __m256i scq = _mm256_broadcastsi128_si256(quad_sc_sse(r, q, G));
+        const uint32_t *wq = r->words + 32 * q;
+        __m256i h[2][MAQ2_NT], prev[MAQ2_NT];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            /* block j: 8 words, salient words zeroed (keep lanes whose bitmap bit is clear) */
+            __m256i W = _mm256_loadu_si256((const __m256i *)(wq + 8 * j));
+            const __m256i keep = _mm256_cmpeq_epi32(
+                _mm256_and_si256(_mm256_set1_epi32((int)((qbits >> (8 * j)) & 255u)), bitpos), _mm256_setzero_si256());
+            W = _mm256_and_si256(W, keep);
+            const __m256i V0 = _mm256_and_si256(W, m3);
+            const __m256i V1 = _mm256_and_si256(_mm256_srli_epi16(W, 2), m3);
+            const __m256i V2 = _mm256_and_si256(_mm256_srli_epi16(W, 4), m3);
+            const __m256i V3 = _mm256_and_si256(_mm256_srli_epi16(W, 6), m3);
+            const __m256i sv = _mm256_shuffle_epi8(scq, _mm256_load_si256((const __m256i *)SC_SHUF[gi][j]));
+            for (int t = 0; t < NT; t++) {
+                const int8_t *xk = x[t].xp + 512 * q + 128 * j;
+                const __m256i s01 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(V0, _mm256_load_si256((const __m256i *)xk)),
+                    _mm256_maddubs_epi16(V1, _mm256_load_si256((const __m256i *)(xk + 32))));
+                const __m256i s23 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(V2, _mm256_load_si256((const __m256i *)(xk + 64))),
+                    _mm256_maddubs_epi16(V3, _mm256_load_si256((const __m256i *)(xk + 96))));
+                const __m256i acc = _mm256_madd_epi16(_mm256_add_epi16(s01, s23), sv);
+                if (j & 1) h[j >> 1][t] = _mm256_hadd_epi32(prev[t], acc);
+                else prev[t] = acc;
+            }
+        }
+        __m128i mw, mw2;
+        quad_m_sse(r, q, G, &mw, &mw2);
+        int32_t S[MAQ2_NT][4] __attribute__((aligned(16))), C[MAQ2_NT][4] __attribute__((aligned(16)));
+        if (qbits) {
+            memset(S, 0, sizeof(S));
+            memset(C, 0, sizeof(C));
+            salient_quad(r, x, NT, q, qbits, G, S, C);
+        }
+        for (int t = 0; t < NT; t++) {
+            const __m256i d8 = _mm256_hadd_epi32(h[0][t], h[1][t]);   /* [D_j lo half | D_j hi half] */
+            const __m128i Dv = _mm_add_epi32(_mm256_castsi256_si128(d8), _mm256_extracti128_si256(d8, 1));
+            __m128i Mv = quad_min_sse(G, mw, mw2, x[t].xsg, q), Sv = _mm_setzero_si128();
+            if (qbits) {
+                Mv = _mm_sub_epi32(Mv, _mm_load_si128((const __m128i *)C[t]));
+                Sv = _mm_load_si128((const __m128i *)S[t]);
+            }
+            quad_float_sse(Dv, Mv, Sv, x[t].dx + 4 * q, f[t]);
+        }
+    }
+    maq2_acc a[MAQ2_NT];
+    for (int t = 0; t < NT; t++) {
+        _mm_storeu_ps(a[t].D, f[t][0]);
+        _mm_storeu_ps(a[t].M, f[t][1]);
+        _mm_storeu_ps(a[t].S, f[t][2]);
+    }
+    remainder_sse(r, x, NT, T, G, 4 * nq, a);
+    for (int t = 0; t < NT; t++) out[t] = acc_final(&a[t], r);
+}
+
+#define ROW_VARIANTS(NAME, TARGET, IMPL)                                                              \
+    static TARGET void NAME##_1(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 1, T, G, o); } \
+    static TARGET void NAME##_2(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 2, T, G, o); } \
+    static TARGET void NAME##_3(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 3, T, G, o); } \
+    static TARGET void NAME##_4(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 4, T, G, o); }
+
+ROW_VARIANTS(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
+ROW_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
+#endif /* MAQ_X86 */
+
+/* ================================================================== NEON (128-bit), aarch64 */
+#if defined(MAQ_NEON)
+#define NEON_FN static inline __attribute__((always_inline))
+
+NEON_FN void chunk_decode_neon(const uint32_t *words4, unsigned nib, int8x16_t *V) {
+    const uint8x16_t m3 = vdupq_n_u8(3);
+    uint8x16_t W = vld1q_u8((const uint8_t *)words4);
+    W = vbicq_u8(W, vld1q_u8((const uint8_t *)SAL_MASK[nib]));
+    V[0] = vreinterpretq_s8_u8(vandq_u8(W, m3));
+    V[1] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(W, 2), m3));
+    V[2] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(W, 4), m3));
+    V[3] = vreinterpretq_s8_u8(vshrq_n_u8(W, 6));
+}
+
+/* Same products as chunk_dot_sse: int16 sums per byte pair -> times lane scales -> int32 (lane order
+ * differs from SSE; only the lane total is used). */
+NEON_FN int32x4_t chunk_dot_neon(const int8x16_t *V, const int8_t *xk, int16x8_t sv) {
+    const int8x16_t x0 = vld1q_s8(xk), x1 = vld1q_s8(xk + 32), x2 = vld1q_s8(xk + 64), x3 = vld1q_s8(xk + 96);
+    int16x8_t lo = vmull_s8(vget_low_s8(V[0]), vget_low_s8(x0));
+    lo = vmlal_s8(lo, vget_low_s8(V[1]), vget_low_s8(x1));
+    lo = vmlal_s8(lo, vget_low_s8(V[2]), vget_low_s8(x2));
+    lo = vmlal_s8(lo, vget_low_s8(V[3]), vget_low_s8(x3));
+    int16x8_t hi = vmull_high_s8(V[0], x0);
+    hi = vmlal_high_s8(hi, V[1], x1);
+    hi = vmlal_high_s8(hi, V[2], x2);
+    hi = vmlal_high_s8(hi, V[3], x3);
+    const int16x8_t p = vpaddq_s16(lo, hi);          /* lanes 2i, 2i+1 = word i, as in SSE */
+    return vmlal_high_s16(vmull_s16(vget_low_s16(p), vget_low_s16(sv)), p, sv);
+}
+
+NEON_FN int16x8_t scale_lanes_neon(uint8x16_t sc, const uint8_t *pattern) {
+    return vreinterpretq_s16_u8(vqtbl1q_u8(sc, vld1q_u8(pattern)));
+}
+
+NEON_FN int32x4_t quad_min_neon(int G, const int8_t *mp, const int16_t *xs, int q) {
+    if (G == 128) {
+        int8_t m4[8] = {mp[0], mp[1], mp[2], mp[3], 0, 0, 0, 0};
+        return vmulq_s32(vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(m4)))), vmovl_s16(vld1_s16(xs + 4 * q)));
+    }
+    if (G == 64) {
+        const int16x8_t m = vmovl_s8(vld1_s8(mp)), xv = vld1q_s16(xs + 8 * q);
+        return vpaddq_s32(vmull_s16(vget_low_s16(m), vget_low_s16(xv)), vmull_high_s16(m, xv));
+    }
+    const int8x16_t m16 = vld1q_s8(mp);
+    const int16x8_t ma = vmovl_s8(vget_low_s8(m16)), mb = vmovl_high_s8(m16);
+    const int16x8_t xa = vld1q_s16(xs + 16 * q), xb = vld1q_s16(xs + 16 * q + 8);
+    return vpaddq_s32(vpaddq_s32(vmull_s16(vget_low_s16(ma), vget_low_s16(xa)), vmull_high_s16(ma, xa)),
+                      vpaddq_s32(vmull_s16(vget_low_s16(mb), vget_low_s16(xb)), vmull_high_s16(mb, xb)));
+}
+
+NEON_FN void quad_float_neon(int32x4_t Dv, int32x4_t Mv, int32x4_t Sv, const float *dx4, float32x4_t *f) {
+    const float32x4_t dxv = vld1q_f32(dx4);
+    f[0] = vaddq_f32(f[0], vmulq_f32(dxv, vcvtq_f32_s32(Dv)));
+    f[1] = vaddq_f32(f[1], vmulq_f32(dxv, vcvtq_f32_s32(Mv)));
+    f[2] = vaddq_f32(f[2], vmulq_f32(dxv, vcvtq_f32_s32(Sv)));
+}
+
+NEON_FN void remainder_neon(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, int b0, maq2_acc *a) {
+    const int nw = T / 16, nb = (T + 127) / 128, ng = (T + G - 1) / G, gi = g_index(G);
+    for (int b = b0; b < nb; b++) {
+        const int nwb = block_words(nw, b), nc = nwb >> 2;
+        const unsigned bits = block_bits(r, nw, b);
+        const uint8x16_t sc4 = vreinterpretq_u8_u32(vsetq_lane_u32(block_sc4(r, b, G, ng), vdupq_n_u32(0), 0));
+        int32x4_t acc[MAQ2_NT];
+        for (int t = 0; t < NT; t++) acc[t] = vdupq_n_s32(0);
+        for (int c = 0; c < nc; c++) {
+            int8x16_t V[4];
+            const int16x8_t sv = scale_lanes_neon(sc4, SC_SHUF[gi][0][c]);
+            chunk_decode_neon(r->words + 8 * b + 4 * c, (bits >> (4 * c)) & 15u, V);
+            for (int t = 0; t < NT; t++) acc[t] = vaddq_s32(acc[t], chunk_dot_neon(V, x[t].xp + 128 * b + 16 * c, sv));
+        }
+        for (int t = 0; t < NT; t++) block_rest(r, &x[t], b, nwb, bits, G, ng, vaddvq_s32(acc[t]), &a[t]);
+    }
+}
+
+NEON_FN void row_neon_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out) {
+    const int nq = T / 512, gi = g_index(G);
+    float32x4_t f[MAQ2_NT][3];
+    for (int t = 0; t < NT; t++) f[t][0] = f[t][1] = f[t][2] = vdupq_n_f32(0.0f);
+    for (int q = 0; q < nq; q++) {
+        uint32_t qbits;
+        memcpy(&qbits, r->bm + 4 * q, 4);
+        const uint8_t *scp = r->sc + (size_t)q * (512 / G);
+        uint8_t scb[16] = {0};
+        memcpy(scb, scp, (size_t)(512 / G));
+        const uint8x16_t scq = vld1q_u8(scb);
+        const uint32_t *wq = r->words + 32 * q;
+        int32x4_t h[2][MAQ2_NT], prev[MAQ2_NT];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            int32x4_t acc[MAQ2_NT];
+#pragma GCC unroll 2
+            for (int c = 0; c < 2; c++) {
+                int8x16_t V[4];
+                const int16x8_t sv = scale_lanes_neon(scq, SC_SHUF[gi][j][c]);
+                chunk_decode_neon(wq + 8 * j + 4 * c, (qbits >> (8 * j + 4 * c)) & 15u, V);
+                for (int t = 0; t < NT; t++) {
+                    const int32x4_t d = chunk_dot_neon(V, x[t].xp + 512 * q + 128 * j + 16 * c, sv);
+                    acc[t] = c ? vaddq_s32(acc[t], d) : d;
+                }
+            }
+            for (int t = 0; t < NT; t++) {
+                if (j & 1) h[j >> 1][t] = vpaddq_s32(prev[t], acc[t]);
+                else prev[t] = acc[t];
+            }
+        }
+        int32_t S[MAQ2_NT][4], C[MAQ2_NT][4];
+        memset(S, 0, sizeof(S));
+        memset(C, 0, sizeof(C));
+        if (qbits) salient_quad(r, x, NT, q, qbits, G, S, C);
+        const int8_t *mp = r->m + (size_t)q * (512 / G);
+        for (int t = 0; t < NT; t++)
+            quad_float_neon(vpaddq_s32(h[0][t], h[1][t]),
+                            vsubq_s32(quad_min_neon(G, mp, x[t].xsg, q), vld1q_s32(C[t])), vld1q_s32(S[t]),
+                            x[t].dx + 4 * q, f[t]);
+    }
+    maq2_acc a[MAQ2_NT];
+    for (int t = 0; t < NT; t++) {
+        vst1q_f32(a[t].D, f[t][0]);
+        vst1q_f32(a[t].M, f[t][1]);
+        vst1q_f32(a[t].S, f[t][2]);
+    }
+    remainder_neon(r, x, NT, T, G, 4 * nq, a);
+    for (int t = 0; t < NT; t++) out[t] = acc_final(&a[t], r);
+}
+
+#define ROW_VARIANTS_NEON(NAME, IMPL)                                                                 \
+    static __attribute__((noinline)) void NAME##_1(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 1, T, G, o); } \
+    static __attribute__((noinline)) void NAME##_2(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 2, T, G, o); } \
+    static __attribute__((noinline)) void NAME##_3(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 3, T, G, o); } \
+    static __attribute__((noinline)) void NAME##_4(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 4, T, G, o); }
+ROW_VARIANTS_NEON(row_neon, row_neon_nt)
+#endif /* MAQ_NEON */
+
+/* ================================================================== row/token tiling shared by SIMD paths */
+typedef void (*row_fn)(const maq2_row *r, const maq2_x *x, int T, int G, float *out);
+
+/* Rows [p0, p1) x all B tokens: row sub-tiles of 16 rows (their words stay in L1/L2) x token tiles of NT. */
+static void rows_tiled(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
+                       float *Y, const row_fn fns[MAQ2_NT]) {
+    for (int pt = p0; pt < p1; pt += 16) {
+        const int pe = pt + 16 < p1 ? pt + 16 : p1;
+        for (int t0 = 0; t0 < B; t0 += MAQ2_NT) {
+            const int nt = B - t0 < MAQ2_NT ? B - t0 : MAQ2_NT;
+            maq2_x x[MAQ2_NT];
+            for (int t = 0; t < nt; t++) x_init(L, act + (size_t)(t0 + t) * L->stride, w->G, &x[t]);
+            for (int p = pt; p < pe; p++) {
+                maq2_row r;
+                float out[MAQ2_NT];
+                row_init(w, p, &r);
+                fns[nt - 1](&r, x, w->T, w->G, out);
+                for (int t = 0; t < nt; t++) Y[(size_t)(t0 + t) * w->P + p] = out[t];
+            }
+        }
+    }
+}
+
 /* ================================================================== dispatch */
 void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     maq2_act_layout L;
     maq2_act_layout_init(&L, w->T);
     switch (path) {
+#if defined(MAQ_X86)
+    case MAQ_PATH_SSE: {
+        static const row_fn fns[MAQ2_NT] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4};
+        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+        break;
+    }
+    case MAQ_PATH_AVX2: {
+        static const row_fn fns[MAQ2_NT] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4};
+        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+        break;
+    }
+#endif
+#if defined(MAQ_NEON)
+    case MAQ_PATH_NEON: {
+        static const row_fn fns[MAQ2_NT] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4};
+        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+        break;
+    }
+#endif
     default:
         rows_scalar(w, &L, act, B, p0, p1, Y);
         break;

@@ -92,7 +92,7 @@ static inline uint16_t maq_f2h(float f) {
  *   xn    int8  [T]         the same int8 values in natural order (scalar path, tail words)
  *   dx    float [nb]        block scale: x ~= dx[b] * q
  *   s4    int16 [T/4]       sums of 4 consecutive int8 inputs (salient words)
- *   xs32  int32 [ceil(T/32)], xs64 int32 [ceil(T/64)], xs128 int32 [nb]: sums of int8 inputs per group
+ *   xs32  int16 [ceil(T/32)], xs64 int16 [ceil(T/64)], xs128 int16 [nb]: sums of int8 inputs per group
  *   nb = ceil(T/128); the last block (and last group) may be ragged.
  */
 typedef struct {
