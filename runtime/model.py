@@ -172,7 +172,7 @@ class CModel:
     def stats(self) -> dict:
         s = self.ffi.new("maq_model_stats *")
         self.lib.maq_model_get_stats(self._m, s)
-        return {"matmul_s": s.matmul, "attention_s": s.attention, "other_s": s.other, "total_s": s.total,
+        return {"matmul_s": s.matmul, "head_s": s.head, "attention_s": s.attention, "other_s": s.other, "total_s": s.total,
                 "tokens": s.tokens, "calls": s.calls}
 
     def reset_stats(self) -> None:

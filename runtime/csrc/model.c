@@ -178,6 +178,17 @@ static void matmul(maq_model *m, act_tag *tag, const maq_weight *w, const float 
 }
 
 /* ------------------------------------------------------------------ attention */
+/* Dot product with 8 independent partial sums (vectorizable without reassociation flags). */
+static float dot8(const float *a, const float *b, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
 typedef struct {
     maq_model *m;
     int layer, B, pos;
@@ -204,9 +215,7 @@ static void attention_task(void *ctx, int ith, int nth) {
         float mx = -INFINITY;
         for (int p = 0; p < n_pos; p++) {
             const float *k = kc + (size_t)p * KVD + (size_t)kvh * hd;
-            float sc = 0.0f;
-            for (int i = 0; i < hd; i++) sc += q[i] * k[i];
-            sc *= scale;
+            float sc = dot8(q, k, hd) * scale;
             att[p] = sc;
             if (sc > mx) mx = sc;
         }
@@ -287,7 +296,9 @@ static void forward_chunk(maq_model *m, const int32_t *tokens, int B, int pos, f
         t1 = now_s();
         act_tag tag = {-1, -1};
         matmul(m, &tag, &m->w.output, s->xb, nb, logits);
-        tm += now_s() - t1;
+        double th = now_s() - t1;
+        tm += th;
+        m->stats.head += th;
     }
     double total = now_s() - t0;
     m->stats.matmul += tm;

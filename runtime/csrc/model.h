@@ -49,6 +49,7 @@ typedef struct {
 /* Time spent inside maq_model_forward, accumulated since the last reset (seconds). */
 typedef struct {
     double matmul;      /* maq_act_prepare + maq_matmul_act (all layers and the head) */
+    double head;        /* the output head's share of matmul */
     double attention;   /* scores, softmax, weighted values (maq_pool_run over heads) */
     double other;       /* embedding, norms, RoPE, SwiGLU, residuals */
     double total;       /* wall time of maq_model_forward calls */
