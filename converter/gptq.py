@@ -1,0 +1,165 @@
+"""GPTQ for MAQ2 tensors: one object per layer input holding H, one ``quantize`` method per weight.
+
+Column order, blocks of B columns, error E_j = (w_j − q_j)/U_jj propagated to the rest of the block with
+U_j,j+1: and to all later columns after each block (GPTQ, Frantar et al. 2022). What MAQ adds:
+- salient words ([P, T/16] bitmap): each 4-input span of a salient word is one int8 mean c·dsal;
+  with ``salient_feedback`` the mean is taken from the already-compensated weights when GPTQ reaches the span
+  and the salient entries' errors are propagated like any other; without it (the paper's literal order) the
+  means come from the original weights and salient errors are not propagated;
+- 2-bit groups of G inputs: (sc, m) chosen by ``scales.fit_group`` when GPTQ reaches the group, on the
+  compensated weights, through the row scales (d, dmin) fixed up front — the quantized values GPTQ propagates
+  are exactly the values ``format.dequantize`` reads back.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from maq.converter import scales
+from maq.converter.hessian import HessianAccumulator, prepare, weighted_error
+from maq.converter.saliency import select_top_k, word_scores
+from maq.runtime import format as fmt
+
+W16 = fmt.WORD_WEIGHTS
+SPAN = fmt.MEAN_SPAN
+
+
+@dataclasses.dataclass
+class QuantConfig:
+    """How one weight is quantized (the converter's options reduced to one layer)."""
+
+    G: int = fmt.DEFAULT_GROUP          # 2-bit scale group
+    block: int = 128                    # GPTQ column block B (a multiple of G)
+    damp: float = 0.01                  # λ = damp · mean diag(H)
+    top_k: int = 0                      # salient words per 16-input block
+    grouped: bool = True                # False: -G (rank words by their single most salient weight)
+    salient_feedback: bool = True
+    scale_search: str = "clip"          # "clip" | "minmax"
+    headroom: float = 1.0               # row scales sized at headroom x the original weights' largest group
+    compensate: bool = True             # False: no GPTQ error propagation (RTN with the same machinery)
+
+
+@dataclasses.dataclass
+class LayerResult:
+    """A quantized weight: the stored tensor, its dequantized values, the bitmap and the H-weighted errors."""
+
+    tensor: fmt.MAQTensor
+    Q: torch.Tensor            # [P, T] float32, == format.dequantize(tensor)
+    salient: np.ndarray        # bool [P, T/16]
+    err: float = float("nan")  # Σ (w-q) H (w-q)ᵀ
+    err_rtn: float = float("nan")
+    ref: float = float("nan")  # Σ w H wᵀ
+
+
+def quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerResult:
+    """W [P, T] float32, H [T, T] = 2XᵀX/n (undamped) -> LayerResult. Deterministic for given inputs."""
+    W0 = W.float()
+    P, T = W0.shape
+    fmt.check_shape(T, P, cfg.G, "quantize_maq")
+    dev = W0.device
+    ph = prepare(H.to(dev), cfg.damp)
+    U = ph.U
+    Wq = W0.clone()
+    Wq[:, ph.dead] = 0.0
+
+    # salient words: bitmap from the original weights
+    salient = select_top_k(word_scores(Wq, U, grouped=cfg.grouped), cfg.top_k)
+    sal_w = torch.from_numpy(salient).to(dev)
+    sal_in = sal_w.repeat_interleave(W16, dim=1)                      # [P, T]
+    keep = ~sal_in
+    wts = 1.0 / torch.diagonal(U).pow(2)                               # GPTQ's per-column loss weight
+
+    # row scales, fixed before GPTQ
+    _, _, d, dmin = scales.row_scales(Wq, keep, wts, cfg.G, cfg.scale_search, cfg.headroom)
+    means0 = Wq.view(P, T // SPAN, SPAN).mean(-1)                      # [P, T/4]
+    sal_np = salient
+    _, dsal16 = fmt.encode_means((means0 * cfg.headroom).cpu().numpy(), sal_np)
+    dsal = torch.from_numpy(dsal16.astype(np.float32)).to(dev)
+
+    ng = fmt.n_groups(T, cfg.G)
+    codes = torch.zeros(P, T, dtype=torch.uint8, device=dev)
+    mcodes = torch.zeros(P, T // SPAN, dtype=torch.int8, device=dev)
+    sc = torch.zeros(P, ng, dtype=torch.uint8, device=dev)
+    m = torch.zeros(P, ng, dtype=torch.int8, device=dev)
+    Q = torch.zeros(P, T, dtype=torch.float32, device=dev)
+    safe_dsal = torch.where(dsal > 0, dsal, torch.ones_like(dsal))
+
+    B = cfg.block
+    cur_s = cur_lo = None
+    qsal = torch.zeros(P, dtype=torch.float32, device=dev)
+    for i1 in range(0, T, B):
+        i2 = min(i1 + B, T)
+        W1 = Wq[:, i1:i2].clone()
+        Err1 = torch.zeros(P, i2 - i1, dtype=torch.float32, device=dev)
+        U1 = U[i1:i2, i1:i2]
+        for j in range(i2 - i1):
+            col = i1 + j
+            if col % cfg.G == 0:
+                g = col // cfg.G
+                ge = min(col + cfg.G, T) - i1
+                gsc, gm, cur_s, cur_lo = scales.fit_group(W1[:, j:ge], keep[:, col:col + ge - j],
+                                                          wts[col:col + ge - j], d, dmin, cfg.scale_search)
+                sc[:, g], m[:, g] = gsc, gm
+            srow = sal_in[:, col]
+            if col % SPAN == 0:
+                src = W1[:, j:j + SPAN] if cfg.salient_feedback else W0[:, col:col + SPAN]
+                c = torch.clamp(torch.round(src.mean(-1) / safe_dsal), -fmt.M_MAX, fmt.M_MAX)
+                c = torch.where(srow & (dsal > 0), c, torch.zeros_like(c))
+                mcodes[:, col // SPAN] = c.to(torch.int8)
+                qsal = dsal * c
+            w = W1[:, j]
+            q2 = scales._codes(w[:, None], cur_s, cur_lo)[:, 0]
+            v2 = cur_s * q2 + cur_lo
+            q = torch.where(srow, qsal, v2)
+            codes[:, col] = torch.where(srow, torch.zeros_like(q2), q2).to(torch.uint8)
+            Q[:, col] = q
+            if not cfg.compensate:
+                continue
+            e = (w - q) / U1[j, j]
+            if not cfg.salient_feedback:
+                e = torch.where(srow, torch.zeros_like(e), e)
+            W1[:, j:] -= e[:, None] * U1[j, j:][None, :]
+            Err1[:, j] = e
+        if cfg.compensate and i2 < T:
+            Wq[:, i2:] -= Err1 @ U[i1:i2, i2:]
+
+    t = fmt.pack(codes.cpu().numpy(), mcodes.cpu().numpy(), sal_np, sc.cpu().numpy(), m.cpu().numpy(),
+                 d16_of(d), d16_of(dmin), dsal16, G=cfg.G)
+    res = LayerResult(tensor=t, Q=Q, salient=salient)
+    Hm = ph.H
+    res.err = weighted_error(W0 - Q, Hm)
+    res.ref = weighted_error(W0, Hm)
+    rtn = torch.from_numpy(fmt.dequantize(fmt.quantize_rtn(W0.cpu().numpy(), salient, cfg.G))).to(dev)
+    res.err_rtn = weighted_error(W0 - rtn, Hm)
+    return res
+
+
+def d16_of(x32: torch.Tensor) -> np.ndarray:
+    """float32 values that came from float16 -> the float16 array (exact)."""
+    h = x32.cpu().numpy().astype(np.float16)
+    assert np.array_equal(h.astype(np.float32), x32.cpu().numpy())
+    return h
+
+
+class GPTQ:
+    """One layer input: accumulates H from calibration activations, quantizes the weights that read it."""
+
+    def __init__(self, T: int, device: torch.device | str = "cpu"):
+        self.acc = HessianAccumulator(T, device)
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        """x [..., T] activations entering the layer(s)."""
+        self.acc.add(x)
+
+    @property
+    def nsamples(self) -> int:
+        return self.acc.n
+
+    def hessian(self) -> torch.Tensor:
+        return self.acc.hessian()
+
+    def quantize(self, W: torch.Tensor, cfg: QuantConfig) -> LayerResult:
+        """W [P, T] -> LayerResult (MAQ2 tensor + dequantized weights + errors)."""
+        return quantize_maq(W, self.hessian(), cfg)

@@ -1,0 +1,76 @@
+"""The layer Hessian H = 2·XᵀX/n of a linear layer's inputs, its damping, and the factor GPTQ needs.
+
+Shapes: X [n, T] (n tokens, T inputs), H [T, T], U [T, T] upper triangular with H_damped⁻¹ = Uᵀ U.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class HessianAccumulator:
+    """Running sum of XᵀX over calibration tokens, in float32 on the accumulator's device."""
+
+    def __init__(self, T: int, device: torch.device | str = "cpu"):
+        self.T = T
+        self.sum = torch.zeros(T, T, dtype=torch.float32, device=device)
+        self.n = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        """x [..., T]: every row is one token's input vector."""
+        x = x.reshape(-1, self.T).to(device=self.sum.device, dtype=torch.float32)
+        self.sum.addmm_(x.t(), x)
+        self.n += x.shape[0]
+
+    def hessian(self) -> torch.Tensor:
+        """H = 2·XᵀX/n [T, T] (float32)."""
+        if self.n == 0:
+            raise RuntimeError("Hessian of a layer that saw no calibration tokens")
+        return self.sum * (2.0 / self.n)
+
+
+@dataclasses.dataclass
+class PreparedHessian:
+    """H [T,T] as measured (dead inputs' diagonal set to 1), dead [T] bool, U [T,T] upper: (H + λI)⁻¹ = UᵀU."""
+
+    H: torch.Tensor
+    dead: torch.Tensor
+    U: torch.Tensor
+    damp_used: float
+
+
+def prepare(H: torch.Tensor, damp: float) -> PreparedHessian:
+    """Dead inputs (zero diagonal: never active) get H_jj = 1 (their weights are zeroed by the caller, as in GPTQ);
+    λ = damp · mean(diag H); U = upper Cholesky factor of (H + λI)⁻¹, computed in float64.
+
+    If the damped H is still not positive definite (numerically), λ is multiplied by 10 until it is (logged).
+    """
+    H = H.clone()
+    diag = torch.diagonal(H)
+    dead = diag <= 0
+    H[dead, dead] = 1.0
+    mean_diag = float(torch.diagonal(H).mean())
+    lam = damp * mean_diag
+    H64 = H.double()
+    eye = torch.eye(H.shape[0], dtype=torch.float64, device=H.device)
+    for attempt in range(6):
+        L, info = torch.linalg.cholesky_ex(H64 + lam * eye)
+        if int(info) == 0:
+            Hinv = torch.cholesky_inverse(L)
+            U, info2 = torch.linalg.cholesky_ex(Hinv, upper=True)
+            if int(info2) == 0:
+                if attempt:
+                    log.warning("H not positive definite with damp %.3g: used %.3g", damp, lam / mean_diag)
+                return PreparedHessian(H=H, dead=dead, U=U.float(), damp_used=lam / mean_diag)
+        lam *= 10.0
+    raise RuntimeError("Hessian is not positive definite even with 1e5 x damping")
+
+
+def weighted_error(D: torch.Tensor, H: torch.Tensor) -> float:
+    """Σ_rows d H dᵀ for D [P, T]: the summed squared output error (x2) over the calibration tokens' mean."""
+    D = D.float()
+    return float(((D @ H) * D).sum())

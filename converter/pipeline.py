@@ -1,0 +1,191 @@
+"""Sequential calibration and quantization, one decoder block at a time.
+
+Block i+1 is calibrated on the outputs of the already-quantized block i (GPTQ's protocol), and inside a block
+each linear layer on inputs produced by the already-quantized layers before it ("true sequential"):
+
+  X [N, L, D]: the block input (the calibration windows through the quantized blocks before)
+  1. h = attn_norm(X)                         -> H_qkv   -> quantize attn_q, attn_k, attn_v
+  2. a = attention(h; quantized q, k, v)       -> H_o     -> quantize attn_output;  A = X + a Woᵀ
+  3. h2 = ffn_norm(A)                          -> H_gu    -> quantize ffn_gate, ffn_up
+  4. act = silu(h2 Wgᵀ)·(h2 Wuᵀ) (quantized)   -> H_down  -> quantize ffn_down
+  5. X = A + act Wdᵀ (recomputed per chunk)    -> next block's input
+
+Memory: one block's weights, X and A (N·L·D floats each) and one chunk of intermediates; attention runs once per
+block. The methods: maq / gptq through ``gptq.GPTQ``; rtn needs no calibration (``format.quantize_rtn``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from maq.converter import block as B
+from maq.converter.gptq import GPTQ, LayerResult, QuantConfig
+from maq.converter.options import ConvertOptions
+from maq.converter.source import BLOCK_TENSORS, LINEAR_KINDS, ROPE_FREQS, Source, block_name
+from maq.runtime import format as fmt
+
+log = logging.getLogger(__name__)
+
+CHUNK_TOKENS = 8192   # tokens per forward chunk (bounds the intermediate activations)
+
+
+def quant_config(opts: ConvertOptions, P: int) -> QuantConfig:
+    """The options reduced to one weight with P output rows."""
+    return QuantConfig(G=opts.group, block=opts.block, damp=opts.damp, top_k=opts.resolved_top_k(P),
+                       grouped=not opts.no_grouping, salient_feedback=opts.salient_feedback,
+                       scale_search=opts.scale_search)
+
+
+def tensor_row(name: str, kind: str, res: LayerResult | None, t: fmt.MAQTensor) -> dict:
+    """Per-tensor stats for the summary."""
+    P, T = t.P, t.T
+    row = {"name": name, "kind": kind, "nbytes": t.nbytes, "nweights": P * T,
+           "words": P * fmt.n_words(T), "salient_words": int(fmt.unpack_bitmap(t.bitmap, fmt.n_words(T)).sum())}
+    if res is not None:
+        row.update(err=res.err, err_rtn=res.err_rtn, ref=res.ref)
+    return row
+
+
+def _chunks(N: int, L: int):
+    step = max(1, CHUNK_TOKENS // L)
+    for s in range(0, N, step):
+        yield slice(s, min(s + step, N))
+
+
+class BlockQuantizer:
+    """Runs stages 1-5 above for one block; ``X`` (the calibration activations) is updated in place."""
+
+    def __init__(self, src: Source, opts: ConvertOptions, rope: B.Rope, device: torch.device, cdtype: torch.dtype):
+        self.src, self.opts, self.rope, self.dev, self.cdtype = src, opts, rope, device, cdtype
+        self.params = src.params
+
+    def _weights(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(self.src.tensor(block_name(i, k))).to(self.dev) for k in BLOCK_TENSORS}
+
+    def _quantize(self, g: GPTQ, w: torch.Tensor) -> LayerResult:
+        return g.quantize(w, quant_config(self.opts, w.shape[0]))
+
+    def run(self, i: int, X: torch.Tensor, A: torch.Tensor, on_result: Callable[[str, LayerResult], None]) -> None:
+        p, dev, cdt = self.params, self.dev, self.cdtype
+        w = self._weights(i)
+        N, L, D = X.shape
+        chunks = list(_chunks(N, L))
+        qw: dict[str, torch.Tensor] = {}       # quantized weights (dequantized values) in the compute dtype
+
+        def done(kind: str, res: LayerResult) -> None:
+            qw[kind] = res.Q.to(cdt)
+            on_result(kind, res)
+
+        # 1. q, k, v
+        g = GPTQ(D, dev)
+        for c in chunks:
+            g.add_batch(B.rms_norm(X[c], w["attn_norm"], p.rms_eps))
+        for kind in ("attn_q", "attn_k", "attn_v"):
+            done(kind, self._quantize(g, w[kind]))
+        del g
+        # 2. attention output
+        g = GPTQ(p.n_head * p.head_dim, dev)
+        for c in chunks:
+            h = B.rms_norm(X[c], w["attn_norm"], p.rms_eps)
+            a = B.attention(h, qw["attn_q"], qw["attn_k"], qw["attn_v"], p, self.rope)
+            g.add_batch(a)
+            A[c] = a
+        done("attn_output", self._quantize(g, w["attn_output"]))
+        del g
+        for c in chunks:
+            A[c] = X[c] + B.linear(A[c], qw["attn_output"])
+        # 3. gate, up
+        g = GPTQ(D, dev)
+        for c in chunks:
+            g.add_batch(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps))
+        for kind in ("ffn_gate", "ffn_up"):
+            done(kind, self._quantize(g, w[kind]))
+        del g
+        # 4. down
+        g = GPTQ(p.n_ff, dev)
+        for c in chunks:
+            g.add_batch(B.mlp_act(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps), qw["ffn_gate"], qw["ffn_up"]))
+        done("ffn_down", self._quantize(g, w["ffn_down"]))
+        del g
+        # 5. block output -> next block's input
+        for c in chunks:
+            act = B.mlp_act(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps), qw["ffn_gate"], qw["ffn_up"])
+            X[c] = A[c] + B.linear(act, qw["ffn_down"])
+
+
+def _set_threads(opts: ConvertOptions) -> None:
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+
+
+def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray | None,
+                   write_float: Callable[[str, np.ndarray], None],
+                   write_maq: Callable[[str, fmt.MAQTensor], None]) -> list[dict]:
+    """Quantize every block in order and hand each finished tensor to the writer; return per-tensor rows."""
+    from tqdm import tqdm
+
+    _set_threads(opts)
+    p = src.params
+    rows: list[dict] = []
+    by_block: dict[int, list] = {}
+    head, tail = [], []
+    for tp in plan:
+        if tp.name.startswith("blk."):
+            by_block.setdefault(int(tp.name.split(".")[1]), []).append(tp)
+        elif not by_block:
+            head.append(tp)
+        else:
+            tail.append(tp)
+    for tp in head:
+        write_float(tp.name, src.tensor(tp.name))
+
+    dev = torch.device(opts.device)
+    bar = tqdm(total=p.n_layer, desc="blocks", unit="block", disable=not opts.progress, dynamic_ncols=True)
+    with torch.inference_mode():
+        if opts.method == "rtn":
+            for i in range(p.n_layer):
+                for tp in by_block[i]:
+                    if tp.storage != "maq2":
+                        write_float(tp.name, src.tensor(tp.name))
+                        continue
+                    t = fmt.quantize_rtn(src.tensor(tp.name), None, opts.group)
+                    write_maq(tp.name, t)
+                    rows.append(tensor_row(tp.name, tp.kind, None, t))
+                bar.update(1)
+        else:
+            cdtype = torch.bfloat16 if opts.calib_dtype == "bfloat16" else torch.float32
+            N, L = samples.shape
+            freq = torch.from_numpy(src.tensor(ROPE_FREQS)) if src.has(ROPE_FREQS) else None
+            rope = B.Rope.make(p, L, dev, freq)
+            emb = torch.from_numpy(src.tensor("token_embd.weight"))
+            X = emb[torch.from_numpy(samples)].to(dev)                          # [N, L, D] float32
+            del emb
+            A = torch.empty_like(X)
+            bq = BlockQuantizer(src, opts, rope, dev, cdtype)
+            for i in range(p.n_layer):
+                t0 = time.time()
+                results: dict[str, LayerResult] = {}
+                bq.run(i, X, A, lambda kind, res: results.__setitem__(kind, res))
+                for tp in by_block[i]:
+                    if tp.kind in LINEAR_KINDS:
+                        res = results[tp.kind]
+                        write_maq(tp.name, res.tensor)
+                        rows.append(tensor_row(tp.name, tp.kind, res, res.tensor))
+                    else:
+                        write_float(tp.name, src.tensor(tp.name))
+                errs = ", ".join(f"{k} {r.err / r.ref:.3g}" for k, r in results.items() if r.ref > 0)
+                log.debug("block %d: %.1f s; H-weighted relative error %s", i, time.time() - t0, errs)
+                if not torch.isfinite(X).all():
+                    raise RuntimeError(f"block {i}: calibration activations became NaN/Inf")
+                bar.update(1)
+            del X, A
+    bar.close()
+    for tp in tail:
+        write_float(tp.name, src.tensor(tp.name))
+    from maq.converter.summary import kind_rows
+
+    return kind_rows(rows)

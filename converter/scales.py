@@ -1,0 +1,153 @@
+"""2-bit group scale/min and the row scales, always through the format's own encoding.
+
+A 2-bit group (G inputs of one row) decodes as value = s·q + lo, q in 0..3, with s = d·sc and lo = dmin·m
+(sc uint8, m int8 per group; d, dmin float16 per row: ``format.encode_group_params/decode_group_params``).
+The row scales are fixed before GPTQ starts (``row_scales``); every group's codes are then chosen by
+``fit_group`` with the decoded values, so ``format.dequantize`` reproduces exactly what GPTQ assumed.
+
+Search ("clip"): candidate ranges [lo, hi] shrunk from the group's min/max by fractions (a, b) of its width —
+first symmetric a = b in 0..0.45, then the 3x3 neighbourhood of the best — each encoded/decoded and scored by
+Σ_j w_j·(x_j − x̂_j)² over the group's non-salient inputs (w_j = 1/U_jj², GPTQ's per-column loss weight),
+then one weighted least-squares refit of (s, lo) for the chosen codes. "minmax": the group's min and max.
+"""
+from __future__ import annotations
+
+import torch
+
+from maq.runtime import format as fmt
+
+SYM_GRID = tuple(i * 0.05 for i in range(10))      # 0 .. 0.45
+NEIGHBOUR = (-0.05, 0.0, 0.05)
+
+
+def _minmax(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row min/max over kept entries; rows with nothing kept -> (0, 0)."""
+    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
+    mn = torch.where(keep, x, inf).amin(dim=1)
+    mx = torch.where(keep, x, -inf).amax(dim=1)
+    empty = ~keep.any(dim=1)
+    mn = torch.where(empty, torch.zeros_like(mn), mn)
+    mx = torch.where(empty, torch.zeros_like(mx), mx)
+    return mn, mx
+
+
+def _codes(x: torch.Tensor, s: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+    """2-bit codes (float 0..3) of x [P, g] for per-row s, lo [P]; s == 0 -> code 0."""
+    safe = torch.where(s > 0, s, torch.ones_like(s))
+    q = torch.clamp(torch.round((x - lo[:, None]) / safe[:, None]), 0, fmt.CODE_MAX)
+    return torch.where((s > 0)[:, None], q, torch.zeros_like(q))
+
+
+def _value(q: torch.Tensor, s: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+    """s·q + lo in float32, the same two roundings as ``format.dequantize``."""
+    return s[:, None] * q + lo[:, None]
+
+
+def encode_decode(s: torch.Tensor, lo: torch.Tensor, d: torch.Tensor, dmin: torch.Tensor):
+    """Float (s, lo) [P] -> codes (sc, m) [P] for row scales d, dmin [P] (float32 values of the fp16 ones),
+    and the decoded (s', lo') the format reproduces. sc is clipped to 0..255, m to -127..127."""
+    sc = torch.where(d > 0, torch.clamp(torch.round(s / torch.where(d > 0, d, torch.ones_like(d))), 0, fmt.SC_MAX),
+                     torch.zeros_like(s))
+    m = torch.where(dmin > 0, torch.clamp(torch.round(lo / torch.where(dmin > 0, dmin, torch.ones_like(dmin))),
+                                          -fmt.M_MAX, fmt.M_MAX), torch.zeros_like(lo))
+    return sc, m, d * sc, dmin * m
+
+
+def _err(x, keep, wts, xh) -> torch.Tensor:
+    return (((x - xh) ** 2) * wts[None, :] * keep).sum(dim=1)
+
+
+def _candidate(x, keep, wts, mn, width, a, b, decode):
+    lo = mn + a * width
+    s = torch.clamp(width * (1.0 - a - b), min=0.0) / fmt.CODE_MAX
+    if decode is not None:
+        _, _, s, lo = encode_decode(s, lo, *decode)
+    q = _codes(x, s, lo)
+    return _err(x, keep, wts, _value(q, s, lo)), s, lo
+
+
+def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str = "clip",
+           decode: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best (s, lo) [P] for group x [P, g] (kept entries only; keep bool [P, g]; wts [g] >= 0).
+
+    decode=(d, dmin): candidates are scored after encoding/decoding with those row scales and the returned
+    (s, lo) are the decoded values; None: plain float search (used to size the row scales).
+    """
+    x = x.float()
+    keepf = keep.float()
+    mn, mx = _minmax(x, keep)
+    width = mx - mn
+    best_e, best_s, best_lo = _candidate(x, keepf, wts, mn, width, 0.0, 0.0, decode)
+    if method == "minmax":
+        return best_s, best_lo
+    best_a = torch.zeros_like(mn)
+    best_b = torch.zeros_like(mn)
+
+    def consider(a, b):
+        nonlocal best_e, best_s, best_lo, best_a, best_b
+        if isinstance(a, float) and (a < 0 or b < 0 or a + b >= 1):
+            return
+        av = a if isinstance(a, torch.Tensor) else torch.full_like(mn, a)
+        bv = b if isinstance(b, torch.Tensor) else torch.full_like(mn, b)
+        av = torch.clamp(av, min=0.0)
+        bv = torch.clamp(bv, min=0.0)
+        ok = (av + bv) < 0.95
+        e, s, lo = _candidate(x, keepf, wts, mn, width, av, bv, decode)
+        better = ok & (e < best_e)
+        best_e = torch.where(better, e, best_e)
+        best_s = torch.where(better, s, best_s)
+        best_lo = torch.where(better, lo, best_lo)
+        best_a = torch.where(better, av, best_a)
+        best_b = torch.where(better, bv, best_b)
+
+    for a in SYM_GRID[1:]:
+        consider(a, a)
+    ca, cb = best_a.clone(), best_b.clone()
+    for da in NEIGHBOUR:
+        for db in NEIGHBOUR:
+            if da or db:
+                consider(ca + da, cb + db)
+    # one weighted least-squares refit of (s, lo) for the chosen codes
+    q = _codes(x, best_s, best_lo)
+    wk = keepf * wts[None, :]
+    sw, sq, sqq = wk.sum(1), (wk * q).sum(1), (wk * q * q).sum(1)
+    sx, sqx = (wk * x).sum(1), (wk * q * x).sum(1)
+    det = sw * sqq - sq * sq
+    ok = det > 1e-12 * torch.clamp(sw * sqq, min=1e-30)
+    safe = torch.where(ok, det, torch.ones_like(det))
+    s_ls = torch.where(ok, (sw * sqx - sq * sx) / safe, best_s)
+    lo_ls = torch.where(ok, (sqq * sx - sq * sqx) / safe, best_lo)
+    s_ls = torch.clamp(s_ls, min=0.0)
+    if decode is not None:
+        _, _, s_ls, lo_ls = encode_decode(s_ls, lo_ls, *decode)
+    e = _err(x, keepf, wts, _value(_codes(x, s_ls, lo_ls), s_ls, lo_ls))
+    better = e < best_e
+    return torch.where(better, s_ls, best_s), torch.where(better, lo_ls, best_lo)
+
+
+def row_scales(W: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, G: int, method: str,
+               headroom: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row scales d, dmin (float16 [P] and their float32 values) sized from the original weights W [P, T]:
+    the largest group scale / |min| found by ``search`` on W, times ``headroom`` (GPTQ's updates widen the
+    later groups), encoded by ``format.encode_group_params`` (fp16, rounded up)."""
+    P, T = W.shape
+    ng = fmt.n_groups(T, G)
+    s_all = torch.zeros(P, ng, dtype=torch.float32, device=W.device)
+    lo_all = torch.zeros(P, ng, dtype=torch.float32, device=W.device)
+    for g in range(ng):
+        sl = slice(g * G, min((g + 1) * G, T))
+        s_all[:, g], lo_all[:, g] = search(W[:, sl], keep[:, sl], wts[sl], method)
+    _, _, d16, dmin16 = fmt.encode_group_params((s_all * headroom).cpu().numpy(),
+                                                (lo_all * headroom).cpu().numpy())
+    d = torch.from_numpy(d16.astype("float32")).to(W.device)
+    dmin = torch.from_numpy(dmin16.astype("float32")).to(W.device)
+    return torch.from_numpy(d16).to(W.device), torch.from_numpy(dmin16).to(W.device), d, dmin
+
+
+def fit_group(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, d: torch.Tensor, dmin: torch.Tensor,
+              method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Codes (sc uint8, m int8) [P] and decoded (s, lo) float32 [P] of one 2-bit group x [P, g]."""
+    s, lo = search(x, keep, wts, method, decode=(d, dmin))
+    sc, m, s_dec, lo_dec = encode_decode(s, lo, d, dmin)
+    # s, lo are already decoded values: re-encoding them is exact, so (s_dec, lo_dec) == (s, lo)
+    return sc.to(torch.uint8), m.to(torch.int8), s_dec, lo_dec
