@@ -46,9 +46,170 @@ static void rows_scalar(const maq_weight *w, const uint8_t *act, int B, int p0, 
     }
 }
 
+/* ================================================================== SIMD paths: rows x token tiles */
+#define F_NT 4   /* tokens per tile: each weight vector is loaded (and converted) once for F_NT tokens */
+
+/* Tail j in [j0, T): scalar, into the lanes. */
+static inline void tail_lanes(const maq_weight *w, int p, const float *const *x, int NT, int j0, float a[][8]) {
+    for (int j = j0; j < w->T; j++) {
+        const float wj = w->type == MAQ_TYPE_F32 ? ((const float *)w->data)[(size_t)p * w->T + j]
+                                                 : maq_h2f(((const uint16_t *)w->data)[(size_t)p * w->T + j]);
+        for (int t = 0; t < NT; t++) a[t][j % 8] += wj * x[t][j];
+    }
+}
+
+#if defined(MAQ_X86)
+#define SSE_FN static inline __attribute__((always_inline, target("ssse3,sse4.1")))
+
+/* IEEE half (low 16 bits of each 32-bit lane) -> float, exact, no denormal arithmetic (as maq_h2f). */
+SSE_FN __m128 h2f_sse(__m128i h) {
+    const __m128i sign = _mm_slli_epi32(_mm_and_si128(h, _mm_set1_epi32(0x8000)), 16);
+    const __m128i em = _mm_and_si128(h, _mm_set1_epi32(0x7fff));
+    __m128i norm = _mm_add_epi32(_mm_slli_epi32(em, 13), _mm_set1_epi32(112 << 23));
+    norm = _mm_or_si128(norm, _mm_and_si128(_mm_cmpgt_epi32(em, _mm_set1_epi32(0x7bff)), _mm_set1_epi32(0x7f800000)));
+    const __m128 sub = _mm_mul_ps(_mm_cvtepi32_ps(em), _mm_set1_ps(5.9604644775390625e-08f));
+    const __m128 f = _mm_blendv_ps(_mm_castsi128_ps(norm), sub, _mm_castsi128_ps(_mm_cmplt_epi32(em, _mm_set1_epi32(0x400))));
+    return _mm_or_ps(f, _mm_castsi128_ps(sign));
+}
+
+SSE_FN void row_sse_nt(const maq_weight *w, int p, const float *const *x, const int NT, float *out) {
+    const int T = w->T, T8 = T & ~7;
+    __m128 a0[F_NT], a1[F_NT];
+    for (int t = 0; t < NT; t++) a0[t] = a1[t] = _mm_setzero_ps();
+    const int f16 = w->type == MAQ_TYPE_F16;
+    const float *w32 = (const float *)w->data + (size_t)p * T;
+    const uint16_t *w16 = (const uint16_t *)w->data + (size_t)p * T;
+    for (int j = 0; j < T8; j += 8) {
+        __m128 w0, w1;
+        if (f16) {
+            const __m128i h = _mm_loadu_si128((const __m128i *)(w16 + j));
+            w0 = h2f_sse(_mm_unpacklo_epi16(h, _mm_setzero_si128()));
+            w1 = h2f_sse(_mm_unpackhi_epi16(h, _mm_setzero_si128()));
+        } else {
+            w0 = _mm_loadu_ps(w32 + j);
+            w1 = _mm_loadu_ps(w32 + j + 4);
+        }
+        for (int t = 0; t < NT; t++) {
+            a0[t] = _mm_add_ps(a0[t], _mm_mul_ps(w0, _mm_loadu_ps(x[t] + j)));
+            a1[t] = _mm_add_ps(a1[t], _mm_mul_ps(w1, _mm_loadu_ps(x[t] + j + 4)));
+        }
+    }
+    float a[F_NT][8];
+    for (int t = 0; t < NT; t++) {
+        _mm_storeu_ps(a[t], a0[t]);
+        _mm_storeu_ps(a[t] + 4, a1[t]);
+    }
+    tail_lanes(w, p, x, NT, T8, a);
+    for (int t = 0; t < NT; t++) out[t] = lanes_final(a[t]);
+}
+
+#define AVX2_FN static inline __attribute__((always_inline, target("avx2,f16c,ssse3,sse4.1")))
+AVX2_FN void row_avx2_nt(const maq_weight *w, int p, const float *const *x, const int NT, float *out) {
+    const int T = w->T, T8 = T & ~7;
+    __m256 a8[F_NT];
+    for (int t = 0; t < NT; t++) a8[t] = _mm256_setzero_ps();
+    const int f16 = w->type == MAQ_TYPE_F16;
+    const float *w32 = (const float *)w->data + (size_t)p * T;
+    const uint16_t *w16 = (const uint16_t *)w->data + (size_t)p * T;
+    for (int j = 0; j < T8; j += 8) {
+        const __m256 wv = f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w16 + j))) : _mm256_loadu_ps(w32 + j);
+        for (int t = 0; t < NT; t++) a8[t] = _mm256_add_ps(a8[t], _mm256_mul_ps(wv, _mm256_loadu_ps(x[t] + j)));
+    }
+    float a[F_NT][8];
+    for (int t = 0; t < NT; t++) _mm256_storeu_ps(a[t], a8[t]);
+    tail_lanes(w, p, x, NT, T8, a);
+    for (int t = 0; t < NT; t++) out[t] = lanes_final(a[t]);
+}
+#endif /* MAQ_X86 */
+
+#if defined(MAQ_NEON)
+static inline __attribute__((always_inline)) void row_neon_nt(const maq_weight *w, int p, const float *const *x,
+                                                              const int NT, float *out) {
+    const int T = w->T, T8 = T & ~7;
+    float32x4_t a0[F_NT], a1[F_NT];
+    for (int t = 0; t < NT; t++) a0[t] = a1[t] = vdupq_n_f32(0.0f);
+    const int f16 = w->type == MAQ_TYPE_F16;
+    const float *w32 = (const float *)w->data + (size_t)p * T;
+    const uint16_t *w16 = (const uint16_t *)w->data + (size_t)p * T;
+    for (int j = 0; j < T8; j += 8) {
+        float32x4_t w0, w1;
+        if (f16) {
+            const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(w16 + j));
+            w0 = vcvt_f32_f16(vget_low_f16(h));
+            w1 = vcvt_high_f32_f16(h);
+        } else {
+            w0 = vld1q_f32(w32 + j);
+            w1 = vld1q_f32(w32 + j + 4);
+        }
+        for (int t = 0; t < NT; t++) {
+            a0[t] = vaddq_f32(a0[t], vmulq_f32(w0, vld1q_f32(x[t] + j)));
+            a1[t] = vaddq_f32(a1[t], vmulq_f32(w1, vld1q_f32(x[t] + j + 4)));
+        }
+    }
+    float a[F_NT][8];
+    for (int t = 0; t < NT; t++) {
+        vst1q_f32(a[t], a0[t]);
+        vst1q_f32(a[t] + 4, a1[t]);
+    }
+    tail_lanes(w, p, x, NT, T8, a);
+    for (int t = 0; t < NT; t++) out[t] = lanes_final(a[t]);
+}
+#endif /* MAQ_NEON */
+
+typedef void (*f_row_fn)(const maq_weight *w, int p, const float *const *x, float *out);
+#define F_VARIANTS(NAME, ATTR, IMPL)                                                                             \
+    static ATTR void NAME##_1(const maq_weight *w, int p, const float *const *x, float *o) { IMPL(w, p, x, 1, o); } \
+    static ATTR void NAME##_2(const maq_weight *w, int p, const float *const *x, float *o) { IMPL(w, p, x, 2, o); } \
+    static ATTR void NAME##_3(const maq_weight *w, int p, const float *const *x, float *o) { IMPL(w, p, x, 3, o); } \
+    static ATTR void NAME##_4(const maq_weight *w, int p, const float *const *x, float *o) { IMPL(w, p, x, 4, o); }
+#if defined(MAQ_X86)
+F_VARIANTS(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
+F_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
+#endif
+#if defined(MAQ_NEON)
+F_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
+#endif
+
+static void rows_tiled(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y,
+                       const f_row_fn fns[F_NT]) {
+    const size_t st = float_act_stride(w->T);
+    for (int pt = p0; pt < p1; pt += 16) {
+        const int pe = pt + 16 < p1 ? pt + 16 : p1;
+        for (int t0 = 0; t0 < B; t0 += F_NT) {
+            const int nt = B - t0 < F_NT ? B - t0 : F_NT;
+            const float *x[F_NT];
+            for (int t = 0; t < nt; t++) x[t] = (const float *)(act + (size_t)(t0 + t) * st);
+            for (int p = pt; p < pe; p++) {
+                float out[F_NT];
+                fns[nt - 1](w, p, x, out);
+                for (int t = 0; t < nt; t++) Y[(size_t)(t0 + t) * w->P + p] = out[t];
+            }
+        }
+    }
+}
+
 /* ================================================================== dispatch */
 void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     switch (path) {
+#if defined(MAQ_X86)
+    case MAQ_PATH_SSE: {
+        static const f_row_fn fns[F_NT] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4};
+        rows_tiled(w, act, B, p0, p1, Y, fns);
+        break;
+    }
+    case MAQ_PATH_AVX2: {
+        static const f_row_fn fns[F_NT] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4};
+        rows_tiled(w, act, B, p0, p1, Y, fns);
+        break;
+    }
+#endif
+#if defined(MAQ_NEON)
+    case MAQ_PATH_NEON: {
+        static const f_row_fn fns[F_NT] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4};
+        rows_tiled(w, act, B, p0, p1, Y, fns);
+        break;
+    }
+#endif
     default:
         rows_scalar(w, act, B, p0, p1, Y);
         break;

@@ -53,11 +53,206 @@ static void rows_scalar(const maq_weight *w, const q8_act_layout *L, const uint8
     }
 }
 
+/* ================================================================== tiling shared by the SIMD paths */
+#define Q8_NT 4   /* tokens per tile: each weight block is loaded once for NT tokens */
+
+/* d of blocks ib..ib+3 of a row, as floats (exact half -> float). */
+static inline void quad_d(const uint8_t *wrow, int ib, float d4[4]) {
+    for (int j = 0; j < 4; j++) d4[j] = block_d(wrow + (size_t)(ib + j) * Q8_BLOCK_BYTES);
+}
+
+/* Remainder blocks (nb % 4) of one row for NT tokens, scalar, into the lanes. */
+static inline void remainder_q8(const uint8_t *wrow, const int8_t *const *xq, const float *const *dx, int NT,
+                                int ib0, int nb, float acc[][4]) {
+    for (int ib = ib0; ib < nb; ib++) {
+        const uint8_t *blk = wrow + (size_t)ib * Q8_BLOCK_BYTES;
+        const int8_t *qs = (const int8_t *)(blk + 2);
+        const float d = block_d(blk);
+        for (int t = 0; t < NT; t++) {
+            int32_t s = 0;
+            for (int i = 0; i < 32; i++) s += (int32_t)qs[i] * xq[t][32 * ib + i];
+            acc[t][ib % 4] += (d * dx[t][ib]) * (float)s;
+        }
+    }
+}
+
+/* ================================================================== SSE (SSSE3 + SSE4.1), x86-64 */
+#if defined(MAQ_X86)
+#define SSE_FN static inline __attribute__((always_inline, target("ssse3,sse4.1")))
+
+/* int32 x4 partial sums of one block: |w| (u8) x sign(x, w) (s8) pairs never saturate int16 since
+ * |w| <= 128 and |x| <= 127 (activations are quantized to -127..127): 2*128*127 = 32512. */
+SSE_FN __m128i block_dot_sse(const uint8_t *blk, const int8_t *x) {
+    const __m128i w0 = _mm_loadu_si128((const __m128i *)(blk + 2));
+    const __m128i w1 = _mm_loadu_si128((const __m128i *)(blk + 18));
+    const __m128i x0 = _mm_load_si128((const __m128i *)x), x1 = _mm_load_si128((const __m128i *)(x + 16));
+    /* widen each half to int32 before adding: two int16 pair sums can exceed 32767 together */
+    const __m128i one = _mm_set1_epi16(1);
+    return _mm_add_epi32(_mm_madd_epi16(_mm_maddubs_epi16(_mm_abs_epi8(w0), _mm_sign_epi8(x0, w0)), one),
+                         _mm_madd_epi16(_mm_maddubs_epi16(_mm_abs_epi8(w1), _mm_sign_epi8(x1, w1)), one));
+}
+
+SSE_FN void row_sse_nt(const uint8_t *wrow, const int8_t *const *xq, const float *const *dx, const int NT, int nb,
+                       float *out) {
+    __m128 f[Q8_NT];
+    for (int t = 0; t < NT; t++) f[t] = _mm_setzero_ps();
+    const int nq = nb / 4;
+    for (int q = 0; q < nq; q++) {
+        const int ib = 4 * q;
+        float d4[4] __attribute__((aligned(16)));
+        quad_d(wrow, ib, d4);
+        const __m128 dw = _mm_load_ps(d4);
+        for (int t = 0; t < NT; t++) {
+            const int8_t *x = xq[t] + 32 * ib;
+            const __m128i s01 = _mm_hadd_epi32(block_dot_sse(wrow + (size_t)ib * Q8_BLOCK_BYTES, x),
+                                               block_dot_sse(wrow + (size_t)(ib + 1) * Q8_BLOCK_BYTES, x + 32));
+            const __m128i s23 = _mm_hadd_epi32(block_dot_sse(wrow + (size_t)(ib + 2) * Q8_BLOCK_BYTES, x + 64),
+                                               block_dot_sse(wrow + (size_t)(ib + 3) * Q8_BLOCK_BYTES, x + 96));
+            const __m128 sv = _mm_cvtepi32_ps(_mm_hadd_epi32(s01, s23));
+            f[t] = _mm_add_ps(f[t], _mm_mul_ps(_mm_mul_ps(dw, _mm_loadu_ps(dx[t] + ib)), sv));
+        }
+    }
+    float acc[Q8_NT][4];
+    for (int t = 0; t < NT; t++) _mm_storeu_ps(acc[t], f[t]);
+    remainder_q8(wrow, xq, dx, NT, 4 * nq, nb, acc);
+    for (int t = 0; t < NT; t++) out[t] = lanes_final(acc[t]);
+}
+
+#define AVX2_FN static inline __attribute__((always_inline, target("avx2,f16c,ssse3,sse4.1")))
+
+AVX2_FN __m256i block_dot_avx2(const uint8_t *blk, const int8_t *x) {
+    const __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
+    const __m256i xv = _mm256_load_si256((const __m256i *)x);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w)), _mm256_set1_epi16(1));
+}
+
+AVX2_FN void row_avx2_nt(const uint8_t *wrow, const int8_t *const *xq, const float *const *dx, const int NT, int nb,
+                         float *out) {
+    __m128 f[Q8_NT];
+    for (int t = 0; t < NT; t++) f[t] = _mm_setzero_ps();
+    const int nq = nb / 4;
+    for (int q = 0; q < nq; q++) {
+        const int ib = 4 * q;
+        const uint8_t *b0 = wrow + (size_t)ib * Q8_BLOCK_BYTES;
+        uint16_t h4[4];
+        for (int j = 0; j < 4; j++) memcpy(&h4[j], b0 + (size_t)j * Q8_BLOCK_BYTES, 2);
+        const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h4));     /* exact, as maq_h2f */
+        for (int t = 0; t < NT; t++) {
+            const int8_t *x = xq[t] + 32 * ib;
+            const __m256i h01 = _mm256_hadd_epi32(block_dot_avx2(b0, x), block_dot_avx2(b0 + Q8_BLOCK_BYTES, x + 32));
+            const __m256i h23 = _mm256_hadd_epi32(block_dot_avx2(b0 + 2 * Q8_BLOCK_BYTES, x + 64),
+                                                  block_dot_avx2(b0 + 3 * Q8_BLOCK_BYTES, x + 96));
+            const __m256i s8 = _mm256_hadd_epi32(h01, h23);
+            const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+            f[t] = _mm_add_ps(f[t], _mm_mul_ps(_mm_mul_ps(dw, _mm_loadu_ps(dx[t] + ib)), _mm_cvtepi32_ps(s)));
+        }
+    }
+    float acc[Q8_NT][4];
+    for (int t = 0; t < NT; t++) _mm_storeu_ps(acc[t], f[t]);
+    remainder_q8(wrow, xq, dx, NT, 4 * nq, nb, acc);
+    for (int t = 0; t < NT; t++) out[t] = lanes_final(acc[t]);
+}
+#endif /* MAQ_X86 */
+
+/* ================================================================== NEON (128-bit), aarch64 */
+#if defined(MAQ_NEON)
+static inline int32x4_t block_dot_neon(const uint8_t *blk, const int8_t *x) {
+    const int8x16_t w0 = vld1q_s8((const int8_t *)(blk + 2)), w1 = vld1q_s8((const int8_t *)(blk + 18));
+    const int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
+    /* each int16 lane sums two products of magnitude <= 128*127: no overflow */
+    const int16x8_t p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(x0)), w0, x0);
+    const int16x8_t p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w1), vget_low_s8(x1)), w1, x1);
+    return vpadalq_s16(vpaddlq_s16(p0), p1);
+}
+
+static inline __attribute__((always_inline)) void row_neon_nt(const uint8_t *wrow, const int8_t *const *xq,
+                                                              const float *const *dx, const int NT, int nb, float *out) {
+    float32x4_t f[Q8_NT];
+    for (int t = 0; t < NT; t++) f[t] = vdupq_n_f32(0.0f);
+    const int nq = nb / 4;
+    for (int q = 0; q < nq; q++) {
+        const int ib = 4 * q;
+        float d4[4];
+        quad_d(wrow, ib, d4);
+        const float32x4_t dw = vld1q_f32(d4);
+        const uint8_t *b0 = wrow + (size_t)ib * Q8_BLOCK_BYTES;
+        for (int t = 0; t < NT; t++) {
+            const int8_t *x = xq[t] + 32 * ib;
+            const int32x4_t s = vpaddq_s32(vpaddq_s32(block_dot_neon(b0, x), block_dot_neon(b0 + Q8_BLOCK_BYTES, x + 32)),
+                                           vpaddq_s32(block_dot_neon(b0 + 2 * Q8_BLOCK_BYTES, x + 64),
+                                                      block_dot_neon(b0 + 3 * Q8_BLOCK_BYTES, x + 96)));
+            f[t] = vaddq_f32(f[t], vmulq_f32(vmulq_f32(dw, vld1q_f32(dx[t] + ib)), vcvtq_f32_s32(s)));
+        }
+    }
+    float acc[Q8_NT][4];
+    for (int t = 0; t < NT; t++) vst1q_f32(acc[t], f[t]);
+    remainder_q8(wrow, xq, dx, NT, 4 * nq, nb, acc);
+    for (int t = 0; t < NT; t++) out[t] = lanes_final(acc[t]);
+}
+#endif /* MAQ_NEON */
+
+typedef void (*q8_row_fn)(const uint8_t *wrow, const int8_t *const *xq, const float *const *dx, int nb, float *out);
+#define Q8_VARIANTS(NAME, ATTR, IMPL)                                                                            \
+    static ATTR void NAME##_1(const uint8_t *w, const int8_t *const *x, const float *const *d, int nb, float *o) { IMPL(w, x, d, 1, nb, o); } \
+    static ATTR void NAME##_2(const uint8_t *w, const int8_t *const *x, const float *const *d, int nb, float *o) { IMPL(w, x, d, 2, nb, o); } \
+    static ATTR void NAME##_3(const uint8_t *w, const int8_t *const *x, const float *const *d, int nb, float *o) { IMPL(w, x, d, 3, nb, o); } \
+    static ATTR void NAME##_4(const uint8_t *w, const int8_t *const *x, const float *const *d, int nb, float *o) { IMPL(w, x, d, 4, nb, o); }
+#if defined(MAQ_X86)
+Q8_VARIANTS(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
+Q8_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
+#endif
+#if defined(MAQ_NEON)
+Q8_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
+#endif
+
+/* Rows [p0, p1) x B tokens: sub-tiles of 16 rows x token tiles of Q8_NT. */
+static void rows_tiled(const maq_weight *w, const q8_act_layout *L, const uint8_t *act, int B, int p0, int p1,
+                       float *Y, const q8_row_fn fns[Q8_NT]) {
+    const size_t row_bytes = (size_t)L->nb * Q8_BLOCK_BYTES;
+    for (int pt = p0; pt < p1; pt += 16) {
+        const int pe = pt + 16 < p1 ? pt + 16 : p1;
+        for (int t0 = 0; t0 < B; t0 += Q8_NT) {
+            const int nt = B - t0 < Q8_NT ? B - t0 : Q8_NT;
+            const int8_t *xq[Q8_NT];
+            const float *dx[Q8_NT];
+            for (int t = 0; t < nt; t++) {
+                const uint8_t *a = act + (size_t)(t0 + t) * L->stride;
+                xq[t] = (const int8_t *)(a + L->qs);
+                dx[t] = (const float *)(a + L->dx);
+            }
+            for (int p = pt; p < pe; p++) {
+                float out[Q8_NT];
+                fns[nt - 1]((const uint8_t *)w->data + (size_t)p * row_bytes, xq, dx, L->nb, out);
+                for (int t = 0; t < nt; t++) Y[(size_t)(t0 + t) * w->P + p] = out[t];
+            }
+        }
+    }
+}
+
 /* ================================================================== dispatch */
 void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     q8_act_layout L;
     q8_act_layout_init(&L, w->T);
     switch (path) {
+#if defined(MAQ_X86)
+    case MAQ_PATH_SSE: {
+        static const q8_row_fn fns[Q8_NT] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4};
+        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+        break;
+    }
+    case MAQ_PATH_AVX2: {
+        static const q8_row_fn fns[Q8_NT] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4};
+        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+        break;
+    }
+#endif
+#if defined(MAQ_NEON)
+    case MAQ_PATH_NEON: {
+        static const q8_row_fn fns[Q8_NT] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4};
+        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+        break;
+    }
+#endif
     default:
         rows_scalar(w, &L, act, B, p0, p1, Y);
         break;

@@ -1,0 +1,94 @@
+/* kernel_driver.c -- run the MAQ C kernels from files, outside Python (used by tests/runtime/test_neon.py to run
+ * the NEON path under qemu-aarch64, and natively to prove the driver itself right).
+ *
+ * usage: kernel_driver PATH IN OUT      (PATH: scalar | sse | avx2 | neon | default)
+ * IN  (little-endian, written by the test):
+ *     char magic[4] = "MAQD"; int32 version = 1;
+ *     int32 type, T, P, G, B, n_threads, n_rows;       (n_rows: rows of maq_get_row to output)
+ *     int64 n_data, n_bitmap, n_scales, n_rowscale;   (bytes of each weight part; 0 if unused)
+ *     bytes data[n_data], bitmap[n_bitmap], scales[n_scales], rowscale[n_rowscale];
+ *     float X[B][T]
+ * OUT: float Y[B][P]; float rows[n_rows][T]
+ * stdout: "path=<active> compiled=<list>". Exit 0 ok, 2 path unavailable, 1 any other error.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "maq.h"
+
+static int read_all(FILE *f, void *dst, size_t n) { return fread(dst, 1, n, f) == n ? 0 : -1; }
+
+static void *read_blob(FILE *f, int64_t n) {
+    void *p = malloc(n > 0 ? (size_t)n : 1);
+    if (!p || (n > 0 && read_all(f, p, (size_t)n))) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s PATH IN OUT\n", argv[0]);
+        return 1;
+    }
+    if (strcmp(argv[1], "default") && maq_set_path(argv[1]) != 0) {
+        fprintf(stderr, "path %s not available (compiled: %s)\n", argv[1], maq_compiled_paths());
+        return 2;
+    }
+    FILE *f = fopen(argv[2], "rb");
+    if (!f) {
+        perror(argv[2]);
+        return 1;
+    }
+    char magic[4];
+    int32_t hdr[8];
+    int64_t sizes[4];
+    if (read_all(f, magic, 4) || memcmp(magic, "MAQD", 4) || read_all(f, hdr, sizeof(hdr)) || hdr[0] != 1 ||
+        read_all(f, sizes, sizeof(sizes))) {
+        fprintf(stderr, "%s: bad header\n", argv[2]);
+        return 1;
+    }
+    const int type = hdr[1], T = hdr[2], P = hdr[3], G = hdr[4], B = hdr[5], nth = hdr[6], n_rows = hdr[7];
+    void *data = read_blob(f, sizes[0]), *bitmap = read_blob(f, sizes[1]);
+    void *scales = read_blob(f, sizes[2]), *rowscale = read_blob(f, sizes[3]);
+    float *X = (float *)read_blob(f, (int64_t)B * T * 4);
+    fclose(f);
+    if (!data || !bitmap || !scales || !rowscale || !X) {
+        fprintf(stderr, "%s: truncated\n", argv[2]);
+        return 1;
+    }
+    maq_weight w;
+    memset(&w, 0, sizeof(w));
+    w.type = type;
+    w.T = T;
+    w.P = P;
+    w.G = G;
+    w.data = data;
+    w.bitmap = (const uint8_t *)bitmap;
+    w.scales = (const uint8_t *)scales;
+    w.rowscale = (const uint16_t *)rowscale;
+
+    float *Y = (float *)malloc((size_t)B * P * sizeof(float));
+    float *rows = (float *)malloc((size_t)(n_rows > 0 ? n_rows : 1) * T * sizeof(float));
+    void *scratch = malloc(maq_act_bytes(&w, B));
+    maq_pool *pool = maq_pool_create(nth);
+    if (!Y || !rows || !scratch || !pool) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    maq_matmul(&w, X, B, Y, scratch, pool);
+    for (int p = 0; p < n_rows; p++) maq_get_row(&w, p, rows + (size_t)p * T);
+    maq_pool_destroy(pool);
+
+    FILE *o = fopen(argv[3], "wb");
+    if (!o || fwrite(Y, sizeof(float), (size_t)B * P, o) != (size_t)B * P ||
+        fwrite(rows, sizeof(float), (size_t)n_rows * T, o) != (size_t)n_rows * T || fclose(o)) {
+        perror(argv[3]);
+        return 1;
+    }
+    printf("path=%s compiled=%s\n", maq_active_path(), maq_compiled_paths());
+    return 0;
+}
