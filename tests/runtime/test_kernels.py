@@ -1,0 +1,363 @@
+"""The C kernels (runtime/csrc via maq.runtime.kernels) against numpy references.
+
+MAQ2 tolerance (derived; y = C result, W = format.dequantize(t) in float64, x the float32 input):
+  The kernel quantizes x per 128-input block b to q_j = roundf(x_j * (1/dx_b)), dx_b = amax_b/127, and then
+  computes, exactly in integers, the per-block sums of (d*sc*q + dmin*m) * q_j and dsal*c * q_j; the only
+  non-integer steps are float32 products/sums. So
+    (1) activation rounding: |x_j - dx_b*q_j| <= dx_b * (1/2 + 2^-15)  (the 2^-15 covers the float32 rounding
+        of x*(1/dx) and of 1/dx, each a few ulp of a value <= 127.5);
+    (2) float rounding in the kernel: every block term dx_b*D_b is rounded once, then summed in 4 lanes (at
+        most nb/4 + 2 additions deep) and scaled by d, dmin, dsal (2 more): relative error <= (nb+8)*2^-24
+        of sum_j A_j*|xhat_j|, where A_j = |d*sc*q_j| + |dmin*m| for 2-bit inputs and |dsal*c| for salient
+        ones (the magnitudes of the terms before cancellation) and xhat_j = dx_b*q_j;
+    (3) the reference's own float32 weights: dequantize rounds d*sc, dmin*m, their product and sum (<= 3
+        roundings): |W_j - exact| <= 3*2^-24*A_j.
+  Bound per row: sum_j |W_j|*dx_b(j)*(1/2 + 2^-15) + (nb+8)*2^-23*sum_j A_j|xhat_j| + 3*2^-23*sum_j A_j|x_j|
+  (2^-23: a factor 2 of margin on the rounding terms). A tighter check compares with W @ xhat (xhat from a
+  numpy re-implementation of the activation quantization), leaving only terms (2) and (3).
+Q8_0: x is quantized the ggml way (gguf.quants.quantize Q8_0 is bit-exact with ggml's reference): xhat;
+  |y - W xhat| <= (nb+4)*2^-23*sum_j |w_j xhat_j| (per block one product d_w*d_x, one product with the exact
+  integer sum, then 4-lane sums); against W x add sum_j |w_j| |x_j - xhat_j| with
+  |x_j - xhat_j| <= d_b(1/2 + 2^-15) + 127*|d_b - fp16(d_b)| (the activation scale is stored as fp16).
+F16/F32: float32 products summed in 8 lanes: |y - W x| <= (T/8 + 4)*2^-23*sum_j |w_j x_j|.
+Paths and threads: every SIMD path computes the same integers per block and the same float operations in the
+  same order (no FMA; 4 lanes for MAQ2/Q8_0, 8 for F16/F32), so results are compared for exact equality with
+  the scalar path; rows never depend on the thread that computes them, so threads 1/2/3 are exactly equal, and a
+  batch is exactly the stack of its matvecs.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from maq.errors import FormatError, MAQError
+from maq.runtime import format as F
+from maq.runtime import kernels as K
+
+PATHS = K.supported_paths()
+SIMD_PATHS = [p for p in PATHS if p != "scalar"]
+SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576)]
+BITMAPS = {"none": 0.0, "all": 1.0, "2.5%": 0.025, "50%": 0.5}
+BIG_CASES = [(4096, 4096, 128, "2.5%"), (4096, 4096, 32, "50%")]
+
+
+# --------------------------------------------------------------------------- references
+def quantize_x_maq2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """numpy re-implementation of the MAQ2 activation quantization: (xhat float64 [T], dx per input [T])."""
+    x = np.asarray(x, np.float32)
+    T = x.size
+    xhat = np.zeros(T)
+    dxj = np.zeros(T)
+    for b0 in range(0, T, 128):
+        blk = x[b0:b0 + 128]
+        d = np.float32(np.abs(blk).max()) / np.float32(127)
+        idv = np.float32(1) / d if d != 0 else np.float32(0)
+        v = (blk * idv).astype(np.float64)                     # the float32 product, then roundf
+        q = np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5), -127, 127)
+        xhat[b0:b0 + 128] = float(d) * q
+        dxj[b0:b0 + 128] = float(d)
+    return xhat, dxj
+
+
+def maq2_magnitudes(t: F.MAQTensor) -> np.ndarray:
+    """A_j of the docstring: |d*sc*q| + |dmin*m| for 2-bit inputs, |dsal*c| for salient ones; [P, T]."""
+    u = F.unpack(t)
+    g = np.arange(t.T) // t.G
+    scale = np.abs(u.d.astype(np.float64)[:, None] * u.sc.astype(np.float64)[:, g])
+    low = np.abs(u.dmin.astype(np.float64)[:, None] * u.m.astype(np.float64)[:, g])
+    two = scale * u.codes + low
+    eight = np.abs(u.dsal.astype(np.float64)[:, None] * np.repeat(u.means.astype(np.float64), 4, axis=1))
+    return np.where(np.repeat(u.salient, 16, axis=1), eight, two)
+
+
+def maq2_tolerance(t: F.MAQTensor, W: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tol vs W@x, tol vs W@xhat) per row, as derived in the module docstring."""
+    xhat, dxj = quantize_x_maq2(x)
+    A = maq2_magnitudes(t)
+    nb = -(-t.T // 128)
+    rnd = (nb + 8) * 2.0 ** -23 * (A @ np.abs(xhat)) + 3 * 2.0 ** -23 * (A @ np.abs(x.astype(np.float64)))
+    act = np.abs(W) @ (dxj * (0.5 + 2.0 ** -15))
+    return act + rnd, rnd
+
+
+@functools.lru_cache(maxsize=None)
+def maq2_case(T: int, P: int, G: int, bitmap: str, seed: int = 0):
+    """(tensor, float64 weights, Weight) for a random Gaussian W quantized with format.quantize_rtn."""
+    rng = np.random.default_rng([T, P, G, seed, int(BITMAPS[bitmap] * 1000)])
+    W = (rng.standard_normal((P, T)) * 0.02).astype(np.float32)
+    frac = BITMAPS[bitmap]
+    sal = np.ones((P, T // 16), bool) if frac == 1.0 else rng.random((P, T // 16)) < frac
+    t = F.quantize_rtn(W, sal, G=G)
+    return t, F.dequantize(t).astype(np.float64), K.Weight.from_maq(t)
+
+
+def activations(T: int, B: int, seed: int) -> np.ndarray:
+    """Heavy-tailed activations (a few large outliers per row, like real hidden states)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((B, T)).astype(np.float32)
+    X[:, rng.integers(0, T, size=max(1, T // 200))] *= 20.0
+    return X
+
+
+@pytest.fixture(scope="module")
+def pools():
+    ps = {n: K.Pool(n) for n in (1, 2, 3)}
+    yield ps
+    for p in ps.values():
+        p.close()
+
+
+# --------------------------------------------------------------------------- MAQ2
+def check_maq2(t, Wd, w, pools, B=5, seed=1):
+    X = activations(t.T, B, seed)
+    x = X[0]
+    with K.forced_path("scalar"):
+        y_scalar = K.matmul(w, x)
+        Y_scalar = K.matmul(w, X, pools[2])
+    # numerical: against float64 references with the derived tolerances
+    tol, tol_tight = maq2_tolerance(t, Wd, x)
+    err = np.abs(y_scalar - Wd @ x.astype(np.float64))
+    assert np.all(err <= tol), f"max err/tol {np.max(err / tol):.3f}"
+    err_t = np.abs(y_scalar - Wd @ quantize_x_maq2(x)[0])
+    assert np.all(err_t <= tol_tight), f"tight: max err/tol {np.max(err_t / tol_tight):.3f}"
+    # batched == stacked matvecs, on the scalar path
+    np.testing.assert_array_equal(Y_scalar[0], y_scalar)
+    for path in PATHS:
+        with K.forced_path(path):
+            # every path == scalar, matvec and batched
+            np.testing.assert_array_equal(K.matmul(w, x), y_scalar, err_msg=f"path {path} matvec")
+            Y = K.matmul(w, X, pools[1])
+            np.testing.assert_array_equal(Y, Y_scalar, err_msg=f"path {path} batched")
+            # threads 1, 2, 3 identical
+            for n in (2, 3):
+                np.testing.assert_array_equal(K.matmul(w, X, pools[n]), Y, err_msg=f"path {path} threads {n}")
+            for b in range(B):
+                np.testing.assert_array_equal(K.matmul(w, X[b], pools[3]), Y[b], err_msg=f"path {path} token {b}")
+
+
+@pytest.mark.parametrize("bitmap", list(BITMAPS))
+@pytest.mark.parametrize("G", F.GROUP_SIZES)
+@pytest.mark.parametrize("T,P", SHAPES, ids=[f"{T}x{P}" for T, P in SHAPES])
+def test_maq2_matvec(T, P, G, bitmap, pools):
+    t, Wd, w = maq2_case(T, P, G, bitmap)
+    check_maq2(t, Wd, w, pools)
+
+
+@pytest.mark.parametrize("T,P,G,bitmap", BIG_CASES, ids=[f"{c[0]}x{c[1]}-G{c[2]}-{c[3]}" for c in BIG_CASES])
+def test_maq2_matvec_4096(T, P, G, bitmap, pools):
+    t, Wd, w = maq2_case(T, P, G, bitmap)
+    check_maq2(t, Wd, w, pools, B=3)
+
+
+@pytest.mark.parametrize("T", [16, 48, 112, 592, 1024 + 128 + 64 + 16, 2048 + 80])
+def test_maq2_ragged_shapes(T, pools):
+    """T not a multiple of 64 / 128 / 512: tail words, ragged last block and group, quads + remainders."""
+    for G in F.GROUP_SIZES:
+        rng = np.random.default_rng(T + G)
+        W = rng.standard_normal((37, T)).astype(np.float32)
+        t = F.quantize_rtn(W, rng.random((37, T // 16)) < 0.3, G=G)
+        check_maq2(t, F.dequantize(t).astype(np.float64), K.Weight.from_maq(t), pools, B=6, seed=T)
+
+
+def test_maq2_extremes(pools):
+    """Largest codes, scales and activations: no int16/int32 overflow anywhere (and all paths agree)."""
+    T, P, G = 1024 + 64 + 16, 32, 32
+    lay = F.Layout(T, P, G)
+    rng = np.random.default_rng(3)
+    words = np.full(lay.words_shape, -1, np.int32)                       # all 2-bit codes 3
+    sal = rng.random((P, T // 16)) < 0.5
+    words[sal] = np.int32(np.array([0x817f817f], np.uint32).view(np.int32)[0])   # c = 127, -127, 127, -127
+    sc = np.full((P, lay.scales_shape[1] // 2), 255, np.uint8)
+    m = np.where(rng.random(sc.shape) < 0.5, -127, 127).astype(np.int8)
+    t = F.MAQTensor(words=words, bitmap=F.pack_bitmap(sal), scales=np.concatenate([sc, m.view(np.uint8)], 1),
+                    rowscale=np.full((P, 3), 1e-3, "<f2"), T=T, G=G)
+    w = K.Weight.from_maq(t)
+    Wd = F.dequantize(t).astype(np.float64)
+    X = np.where(rng.random((4, T)) < 0.5, -1.0, 1.0).astype(np.float32)   # every int8 activation = +-127
+    with K.forced_path("scalar"):
+        Y = K.matmul(w, X)
+    np.testing.assert_allclose(Y, X.astype(np.float64) @ Wd.T, rtol=1e-5, atol=1e-3)
+    for path in PATHS:
+        with K.forced_path(path):
+            np.testing.assert_array_equal(K.matmul(w, X, pools[2]), Y, err_msg=path)
+
+
+def test_maq2_get_row_matches_dequantize():
+    for T, P, G, bm in [(576, 192, 128, "2.5%"), (576, 192, 32, "50%"), (1536, 576, 64, "all")]:
+        t, Wd, w = maq2_case(T, P, G, bm)
+        np.testing.assert_array_equal(w.dequantize(), F.dequantize(t))
+
+
+# --------------------------------------------------------------------------- Q8_0
+def q8_weight(P: int, T: int, rng, adversarial: bool = False):
+    import gguf
+    from gguf.quants import quantize
+
+    if adversarial:   # int8 extremes including -128 (valid in the format, never produced by quantize)
+        q = quantize(np.ones((P, T), np.float32), gguf.GGMLQuantizationType.Q8_0).reshape(P, T // 32, 34)
+        q[:, :, 2:] = np.where(rng.random((P, T // 32, 32)) < 0.5, 0x80, 0x7F).astype(np.uint8)
+        q = q.reshape(P, -1)
+    else:
+        q = quantize((rng.standard_normal((P, T)) * 0.05).astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
+    Wd = gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).astype(np.float64)
+    return q, Wd
+
+
+def q8_xhat(x: np.ndarray) -> np.ndarray:
+    import gguf
+    from gguf.quants import dequantize, quantize
+
+    return dequantize(quantize(x[None].astype(np.float32), gguf.GGMLQuantizationType.Q8_0),
+                      gguf.GGMLQuantizationType.Q8_0)[0].astype(np.float64)
+
+
+@pytest.mark.parametrize("T,P,adv", [(576, 576, False), (576, 1536, False), (1536, 576, False), (4096, 256, False),
+                                     (576 + 32, 64, True)])
+def test_q8_0(T, P, adv, pools):
+    rng = np.random.default_rng(T + P)
+    q, Wd = q8_weight(P, T, rng, adv)
+    w = K.Weight.q8_0(q, T, P)
+    np.testing.assert_array_equal(w.dequantize(), Wd.astype(np.float32))          # get_row
+    X = activations(T, 5, T)
+    if adv:
+        X = np.where(X < 0, -1.0, 1.0).astype(np.float32)                            # int8 activations +-127
+    x = X[0]
+    with K.forced_path("scalar"):
+        y = K.matmul(w, x)
+        Y = K.matmul(w, X)
+    nb = T // 32
+    xhat = q8_xhat(x)
+    tol_tight = (nb + 4) * 2.0 ** -23 * (np.abs(Wd) @ np.abs(xhat))
+    assert np.all(np.abs(y - Wd @ xhat) <= tol_tight)
+    d = np.abs(x.reshape(-1, 32)).max(axis=1) / np.float32(127)
+    dj = np.repeat(d.astype(np.float64), 32)
+    d16 = np.repeat(d.astype(np.float16).astype(np.float64), 32)
+    act = np.abs(Wd) @ (dj * (0.5 + 2.0 ** -15) + 127 * np.abs(dj - d16))
+    assert np.all(np.abs(y - Wd @ x.astype(np.float64)) <= act + tol_tight)
+    np.testing.assert_array_equal(Y[0], y)
+    for path in PATHS:
+        with K.forced_path(path):
+            np.testing.assert_array_equal(K.matmul(w, x), y, err_msg=path)
+            for n in (1, 2, 3):
+                np.testing.assert_array_equal(K.matmul(w, X, pools[n]), Y, err_msg=f"{path} threads {n}")
+
+
+# --------------------------------------------------------------------------- F16 / F32
+@pytest.mark.parametrize("kind", ["f16", "f32"])
+@pytest.mark.parametrize("T,P", [(576, 192), (203, 17), (1536, 576)])
+def test_float(kind, T, P, pools):
+    rng = np.random.default_rng(T * P)
+    W = rng.standard_normal((P, T)).astype(np.float16 if kind == "f16" else np.float32)
+    if kind == "f16":
+        W.reshape(-1)[:8] = np.array([0, -0.0, 6e-8, -6e-6, 65504, 1e-4, -2.0, 3.0], np.float16)  # subnormals, max
+    w = K.Weight.f16(W) if kind == "f16" else K.Weight.f32(W)
+    Wd = W.astype(np.float64)
+    np.testing.assert_array_equal(w.dequantize(), W.astype(np.float32))
+    X = activations(T, 6, P)
+    with K.forced_path("scalar"):
+        Y = K.matmul(w, X)
+    ref = X.astype(np.float64) @ Wd.T
+    tol = (T / 8 + 4) * 2.0 ** -23 * (np.abs(X.astype(np.float64)) @ np.abs(Wd).T)
+    assert np.all(np.abs(Y - ref) <= tol)
+    for path in PATHS:
+        with K.forced_path(path):
+            for n in (1, 2, 3):
+                np.testing.assert_array_equal(K.matmul(w, X, pools[n]), Y, err_msg=f"{path} threads {n}")
+            np.testing.assert_array_equal(K.matmul(w, X[4]), Y[4], err_msg=path)
+
+
+# --------------------------------------------------------------------------- paths, pool, validation
+def test_paths():
+    assert "scalar" in K.compiled_paths()
+    assert set(PATHS) <= set(K.compiled_paths())
+    assert K.active_path() in PATHS
+    import platform
+
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert {"sse", "avx2"} <= set(K.compiled_paths())
+    old = K.active_path()
+    with K.forced_path("scalar"):
+        assert K.active_path() == "scalar"
+    assert K.active_path() == old
+    with pytest.raises(MAQError):
+        K.set_path("avx512")
+
+
+def test_force_path_env():
+    import subprocess
+    import sys
+
+    code = "from maq.runtime import kernels as K; print(K.active_path())"
+    out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "MAQ_FORCE_PATH": "scalar"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "scalar"
+
+
+def test_pool_runs_every_slot_once():
+    """maq_pool_run calls fn(ctx, ith, nth) exactly once per slot, for many consecutive jobs."""
+    from maq.runtime._maq_c import ffi, lib
+
+    seen = []
+
+    @ffi.callback("void(void *, int, int)")
+    def task(ctx, ith, nth):
+        seen.append((ith, nth))
+
+    for n in (1, 2, 3, 5):
+        with K.Pool(n) as pool:
+            for _ in range(50):
+                seen.clear()
+                lib.maq_pool_run(pool.ptr, task, ffi.NULL)
+                assert sorted(seen) == [(i, n) for i in range(n)]
+
+
+def test_pool_lifecycle():
+    p = K.Pool(2)
+    assert p.n_threads == 2
+    p.close()
+    p.close()
+    with pytest.raises(MAQError):
+        K.matmul(maq2_case(576, 192, 128, "none")[2], np.zeros(576, np.float32), p)
+    with pytest.raises(MAQError):
+        K.Pool(0)
+
+
+def test_read_sum():
+    buf = np.arange(1000, dtype=np.uint64)
+    with K.Pool(2) as pool:
+        assert K.read_sum(buf, pool) == int(buf[:1000 // 8 * 8].sum())
+
+
+def test_validation():
+    t, _, w = maq2_case(576, 192, 128, "none")
+    x = np.zeros(576, np.float32)
+    with pytest.raises(MAQError, match="dtype"):
+        K.matmul(w, x.astype(np.float64))
+    with pytest.raises(MAQError, match="shape"):
+        K.matmul(w, np.zeros(575, np.float32))
+    with pytest.raises(MAQError, match="contiguous"):
+        K.matmul(w, np.zeros((2, 1152), np.float32)[:, ::2])
+    with pytest.raises(MAQError, match="range"):
+        w.get_row(192)
+    with pytest.raises(MAQError):
+        K.matmul(w, x, out=np.zeros(191, np.float32))
+    bad = F.MAQTensor(words=t.words, bitmap=t.bitmap, scales=t.scales[:, :-1], rowscale=t.rowscale, T=576, G=128)
+    with pytest.raises(FormatError):
+        K.Weight.from_maq(bad)
+    pad = F.quantize_rtn(np.zeros((2, 592), np.float32), G=32)
+    pad.bitmap[:, -1] = 0xFF                                     # padding bits beyond word 37
+    with pytest.raises(FormatError):
+        K.Weight.from_maq(pad)
+    with pytest.raises(MAQError):
+        K.Weight.q8_0(np.zeros(100, np.uint8), T=576, P=2)
+    with pytest.raises(MAQError):
+        K.Weight.f32(np.zeros((4, 8), np.float64))
+    # raw buffers (e.g. a memmapped GGUF): zero-copy, size checked
+    raw = K.Weight.from_buffers("maq2", 576, 192, t.words.tobytes(), t.bitmap.tobytes(), t.scales.tobytes(),
+                                t.rowscale.tobytes(), G=128)
+    np.testing.assert_array_equal(K.matmul(raw, x + 1), K.matmul(w, x + 1))
+    with pytest.raises(MAQError):
+        K.Weight.from_buffers("maq2", 576, 192, t.words.tobytes()[:-4], t.bitmap.tobytes(), t.scales.tobytes(),
+                              t.rowscale.tobytes(), G=128)
