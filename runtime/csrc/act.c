@@ -32,18 +32,29 @@ void q8_act_layout_init(q8_act_layout *L, int T) {
 
 size_t float_act_stride(int T) { return MAQ_ROUND_UP((size_t)T * sizeof(float), MAQ_ALIGN); }
 
-/* ggml-style symmetric int8: d = amax/127, q = roundf(x / d) computed as x * (1/d); returns d. */
+/* roundf(v) (half away from zero) for |v| < 2^31 without a libm call: the truncation i and the fraction
+ * v - i are exact, so this is bit-for-bit roundf. NaN -> 0. */
+static inline int round_away(float v) {
+    if (!(v == v)) return 0;
+    const int i = (int)v;
+    const float fr = v - (float)i;
+    return i + (fr >= 0.5f) - (fr <= -0.5f);
+}
+
+/* ggml-style symmetric int8: d = amax/127, q = roundf(x * (1/d)) clamped to -127..127; returns d.
+ * (ggml's quantize_row_q8_0_ref: the same operations.) */
 static float quant_block_i8(const float *x, int n, int8_t *q) {
     float amax = 0.0f;
     for (int i = 0; i < n; i++) {
         float a = fabsf(x[i]);
-        if (a > amax) amax = a;
+        amax = a > amax ? a : amax;
     }
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     for (int i = 0; i < n; i++) {
-        float v = roundf(x[i] * id);
-        q[i] = (int8_t)(v != v ? 0 : v > 127.0f ? 127 : v < -127.0f ? -127 : (int)v);
+        const float v = x[i] * id;
+        const float c = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;   /* only float rounding can exceed */
+        q[i] = (int8_t)round_away(c);
     }
     return d;
 }
@@ -70,14 +81,17 @@ static void maq2_act_row(const maq2_act_layout *L, const float *x, uint8_t *row)
     }
     for (int j = 0; j < T / 4; j++)
         s4[j] = (int16_t)(xn[4 * j] + xn[4 * j + 1] + xn[4 * j + 2] + xn[4 * j + 3]);
-    for (int g = 0; g < (T + 31) / 32; g++) xs32[g] = 0;
-    for (int g = 0; g < (T + 63) / 64; g++) xs64[g] = 0;
-    for (int g = 0; g < L->nb; g++) xs128[g] = 0;
-    for (int t = 0; t < T; t++) {
-        xs32[t / 32] = (int16_t)(xs32[t / 32] + xn[t]);
-        xs64[t / 64] = (int16_t)(xs64[t / 64] + xn[t]);
-        xs128[t / 128] = (int16_t)(xs128[t / 128] + xn[t]);
+    /* group sums from the 4-sums (a ragged last group sums what exists) */
+    const int n4 = T / 4;
+    for (int g = 0; g < (T + 31) / 32; g++) {
+        int s = 0;
+        for (int j = 8 * g; j < 8 * g + 8 && j < n4; j++) s += s4[j];
+        xs32[g] = (int16_t)s;
     }
+    for (int g = 0; g < (T + 63) / 64; g++)
+        xs64[g] = (int16_t)(xs32[2 * g] + (2 * g + 1 < (T + 31) / 32 ? xs32[2 * g + 1] : 0));
+    for (int g = 0; g < L->nb; g++)
+        xs128[g] = (int16_t)(xs64[2 * g] + (2 * g + 1 < (T + 63) / 64 ? xs64[2 * g + 1] : 0));
 }
 
 static void q8_act_row(const q8_act_layout *L, const float *x, uint8_t *row) {

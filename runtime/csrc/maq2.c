@@ -19,7 +19,8 @@
  * byte 4i+t, the code of weight 4t+k of word i; the activation is stored permuted to match, so
  * maddubs(V_k, x_k) summed over k, then madd with the per-word group scales, gives sc*dot per word.
  * Salient words are zeroed first with a mask indexed by their bitmap nibble (branch-free); their own
- * products (rare: ~2.5% of words) run in a scalar loop once per quad that has any.
+ * products (rare: ~2.5% of words) run in a scalar loop once per quad that has any, accumulated into
+ * vector lanes in registers (a scalar store then vector load round trip would stall store forwarding).
  */
 #include <string.h>
 
@@ -70,6 +71,9 @@ static inline void x_init(const maq2_act_layout *L, const uint8_t *row, int G, m
     x->s4 = (const int16_t *)(row + L->s4);
     x->xsg = (const int16_t *)(row + (G == 32 ? L->xs32 : G == 64 ? L->xs64 : L->xs128));
 }
+
+/* log2(G) for G in {32, 64, 128}: group of input i = i >> g_shift(G) (no integer division in loops). */
+static inline int g_shift(int G) { return G == 32 ? 5 : G == 64 ? 6 : 7; }
 
 static inline void acc_zero(maq2_acc *a) { memset(a, 0, sizeof(*a)); }
 
@@ -182,7 +186,7 @@ static const uint32_t SAL_MASK[16][4] __attribute__((aligned(16))) = {
 
 /* The group scales of block b as bytes 0..3 of a uint32 (1, 2 or 4 groups; fewer in a ragged block). */
 static inline uint32_t block_sc4(const maq2_row *r, int b, int G, int ng) {
-    const int gpb = 128 / G, g0 = b * gpb;
+    const int gpb = 128 >> g_shift(G), g0 = b * gpb;
     const int n = ng - g0 < gpb ? ng - g0 : gpb;
     uint32_t v = 0;
     for (int i = 0; i < n; i++) v |= (uint32_t)r->sc[g0 + i] << (8 * i);
@@ -191,7 +195,7 @@ static inline uint32_t block_sc4(const maq2_row *r, int b, int G, int ng) {
 
 /* M_b before salient corrections: sum over the groups of block b of m_g * XS_g. */
 static inline int32_t min_block(const maq2_row *r, const maq2_x *x, int b, int G, int ng) {
-    const int gpb = 128 / G, g0 = b * gpb;
+    const int gpb = 128 >> g_shift(G), g0 = b * gpb;
     const int g1 = g0 + gpb < ng ? g0 + gpb : ng;
     int32_t M = 0;
     for (int g = g0; g < g1; g++) M += (int32_t)r->m[g] * x->xsg[g];
@@ -202,9 +206,10 @@ static inline int32_t min_block(const maq2_row *r, const maq2_x *x, int b, int G
  * (T/16 % 4 != 0), the min term, salient words; then the float lane update. D = the chunks' sum. */
 static inline void block_rest(const maq2_row *r, const maq2_x *x, int b, int nwb, unsigned bits, int G, int ng,
                               int32_t D, maq2_acc *a) {
+    const int gsh = g_shift(G);
     for (int i = nwb & ~3; i < nwb; i++) {
         const int w = 8 * b + i;
-        if (!(bits >> i & 1u)) D += (int32_t)r->sc[16 * w / G] * word_dot(r->words[w], x->xn + 16 * w);
+        if (!(bits >> i & 1u)) D += (int32_t)r->sc[(16 * w) >> gsh] * word_dot(r->words[w], x->xn + 16 * w);
     }
     int32_t M = min_block(r, x, b, G, ng), S = 0;
     while (bits) {
@@ -212,26 +217,9 @@ static inline void block_rest(const maq2_row *r, const maq2_x *x, int b, int nwb
         bits &= bits - 1;
         const int16_t *s4 = x->s4 + 4 * w;
         S += sal_dot(r->words[w], s4);
-        M -= (int32_t)r->m[16 * w / G] * (s4[0] + s4[1] + s4[2] + s4[3]);
+        M -= (int32_t)r->m[(16 * w) >> gsh] * (s4[0] + s4[1] + s4[2] + s4[3]);
     }
     acc_block(a, b, x->dx[b], D, M, S);
-}
-
-/* Salient words of full quad q (bits = its 4 bitmap bytes) for NT tokens: S[t][j] += sum c_k*s4_k and
- * C[t][j] += m_g * sum x (the min-term correction) for the block j the word is in. */
-static inline void salient_quad(const maq2_row *r, const maq2_x *x, const int NT, int q, uint32_t bits, int G,
-                                int32_t S[][4], int32_t C[][4]) {
-    while (bits) {
-        const int i = __builtin_ctz(bits), w = 32 * q + i, j = i >> 3;
-        bits &= bits - 1;
-        const uint32_t word = r->words[w];
-        const int32_t mg = r->m[16 * w / G];
-        for (int t = 0; t < NT; t++) {
-            const int16_t *s4 = x[t].s4 + 4 * w;
-            S[t][j] += sal_dot(word, s4);
-            C[t][j] += mg * (s4[0] + s4[1] + s4[2] + s4[3]);
-        }
-    }
 }
 
 /* ================================================================== SSE (SSSE3 + SSE4.1), x86-64 */
@@ -276,7 +264,7 @@ SSE_FN __m128i quad_min_sse(int G, __m128i mw, __m128i mw2, const int16_t *xs, i
 
 /* Quad weight-side setup shared by SSE and AVX2: group scales of the quad (byte g = its g-th group) and m. */
 SSE_FN __m128i quad_sc_sse(const maq2_row *r, int q, int G) {
-    const uint8_t *p = r->sc + (size_t)q * (512 / G);
+    const uint8_t *p = r->sc + (size_t)q * (512 >> g_shift(G));
     if (G == 32) return _mm_loadu_si128((const __m128i *)p);
     if (G == 64) return _mm_loadl_epi64((const __m128i *)p);
     uint32_t v;
@@ -284,7 +272,7 @@ SSE_FN __m128i quad_sc_sse(const maq2_row *r, int q, int G) {
     return _mm_cvtsi32_si128((int)v);
 }
 SSE_FN void quad_m_sse(const maq2_row *r, int q, int G, __m128i *mw, __m128i *mw2) {
-    const int8_t *p = r->m + (size_t)q * (512 / G);
+    const int8_t *p = r->m + (size_t)q * (512 >> g_shift(G));
     if (G == 128) {
         uint32_t v;
         memcpy(&v, p, 4);
@@ -297,6 +285,25 @@ SSE_FN void quad_m_sse(const maq2_row *r, int q, int G, __m128i *mw, __m128i *mw
         const __m128i m16 = _mm_loadu_si128((const __m128i *)p);
         *mw = _mm_cvtepi8_epi16(m16);
         *mw2 = _mm_cvtepi8_epi16(_mm_srli_si128(m16, 8));
+    }
+}
+
+/* Salient words of full quad q for NT tokens, accumulated in registers: lane j of Sv[t] / Cv[t] gets block j's
+ * sum c_k*s4_k / m_g*sum x (no store -> vector load round trip through memory). */
+SSE_FN void salient_quad_sse(const maq2_row *r, const maq2_x *x, const int NT, int q, uint32_t bits, int G,
+                             __m128i *Sv, __m128i *Cv) {
+    const int gsh = g_shift(G);
+    while (bits) {
+        const int i = __builtin_ctz(bits), w = 32 * q + i, j = i >> 3;
+        bits &= bits - 1;
+        const uint32_t word = r->words[w];
+        const int32_t mg = r->m[(16 * w) >> gsh];
+        const __m128i lane = _mm_load_si128((const __m128i *)SAL_MASK[1u << j]);
+        for (int t = 0; t < NT; t++) {
+            const int16_t *s4 = x[t].s4 + 4 * w;
+            Sv[t] = _mm_add_epi32(Sv[t], _mm_and_si128(_mm_set1_epi32(sal_dot(word, s4)), lane));
+            Cv[t] = _mm_add_epi32(Cv[t], _mm_and_si128(_mm_set1_epi32(mg * (s4[0] + s4[1] + s4[2] + s4[3])), lane));
+        }
     }
 }
 
@@ -363,15 +370,13 @@ SSE_FN void row_sse_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, 
                 quad_float_sse(_mm_hadd_epi32(h[0][t], h[1][t]), quad_min_sse(G, mw, mw2, x[t].xsg, q),
                                _mm_setzero_si128(), x[t].dx + 4 * q, f[t]);
         } else {
-            int32_t S[MAQ2_NT][4] __attribute__((aligned(16))), C[MAQ2_NT][4] __attribute__((aligned(16)));
-            memset(S, 0, sizeof(S));
-            memset(C, 0, sizeof(C));
-            salient_quad(r, x, NT, q, qbits, G, S, C);
+            __m128i Sv[MAQ2_NT], Cv[MAQ2_NT];
+            for (int t = 0; t < NT; t++) Sv[t] = Cv[t] = _mm_setzero_si128();
+            salient_quad_sse(r, x, NT, q, qbits, G, Sv, Cv);
             for (int t = 0; t < NT; t++)
                 quad_float_sse(_mm_hadd_epi32(h[0][t], h[1][t]),
-                               _mm_sub_epi32(quad_min_sse(G, mw, mw2, x[t].xsg, q),
-                                             _mm_load_si128((const __m128i *)C[t])),
-                               _mm_load_si128((const __m128i *)S[t]), x[t].dx + 4 * q, f[t]);
+                               _mm_sub_epi32(quad_min_sse(G, mw, mw2, x[t].xsg, q), Cv[t]), Sv[t], x[t].dx + 4 * q,
+                               f[t]);
         }
     }
     maq2_acc a[MAQ2_NT];
@@ -426,21 +431,13 @@ AVX2_FN void row_avx2_nt(const maq2_row *r, const maq2_x *x, const int NT, int T
         }
         __m128i mw, mw2;
         quad_m_sse(r, q, G, &mw, &mw2);
-        int32_t S[MAQ2_NT][4] __attribute__((aligned(16))), C[MAQ2_NT][4] __attribute__((aligned(16)));
-        if (qbits) {
-            memset(S, 0, sizeof(S));
-            memset(C, 0, sizeof(C));
-            salient_quad(r, x, NT, q, qbits, G, S, C);
-        }
+        __m128i Sv[MAQ2_NT], Cv[MAQ2_NT];
+        for (int t = 0; t < NT; t++) Sv[t] = Cv[t] = _mm_setzero_si128();
+        if (qbits) salient_quad_sse(r, x, NT, q, qbits, G, Sv, Cv);
         for (int t = 0; t < NT; t++) {
             const __m256i d8 = _mm256_hadd_epi32(h[0][t], h[1][t]);   /* [D_j lo half | D_j hi half] */
             const __m128i Dv = _mm_add_epi32(_mm256_castsi256_si128(d8), _mm256_extracti128_si256(d8, 1));
-            __m128i Mv = quad_min_sse(G, mw, mw2, x[t].xsg, q), Sv = _mm_setzero_si128();
-            if (qbits) {
-                Mv = _mm_sub_epi32(Mv, _mm_load_si128((const __m128i *)C[t]));
-                Sv = _mm_load_si128((const __m128i *)S[t]);
-            }
-            quad_float_sse(Dv, Mv, Sv, x[t].dx + 4 * q, f[t]);
+            quad_float_sse(Dv, _mm_sub_epi32(quad_min_sse(G, mw, mw2, x[t].xsg, q), Cv[t]), Sv[t], x[t].dx + 4 * q, f[t]);
         }
     }
     maq2_acc a[MAQ2_NT];
@@ -520,6 +517,24 @@ NEON_FN void quad_float_neon(int32x4_t Dv, int32x4_t Mv, int32x4_t Sv, const flo
     f[2] = vaddq_f32(f[2], vmulq_f32(dxv, vcvtq_f32_s32(Sv)));
 }
 
+/* As salient_quad_sse: block j's salient sums in lane j of Sv[t] / Cv[t], kept in registers. */
+NEON_FN void salient_quad_neon(const maq2_row *r, const maq2_x *x, const int NT, int q, uint32_t bits, int G,
+                               int32x4_t *Sv, int32x4_t *Cv) {
+    const int gsh = g_shift(G);
+    while (bits) {
+        const int i = __builtin_ctz(bits), w = 32 * q + i, j = i >> 3;
+        bits &= bits - 1;
+        const uint32_t word = r->words[w];
+        const int32_t mg = r->m[(16 * w) >> gsh];
+        const int32x4_t lane = vld1q_s32((const int32_t *)SAL_MASK[1u << j]);
+        for (int t = 0; t < NT; t++) {
+            const int16_t *s4 = x[t].s4 + 4 * w;
+            Sv[t] = vaddq_s32(Sv[t], vandq_s32(vdupq_n_s32(sal_dot(word, s4)), lane));
+            Cv[t] = vaddq_s32(Cv[t], vandq_s32(vdupq_n_s32(mg * (s4[0] + s4[1] + s4[2] + s4[3])), lane));
+        }
+    }
+}
+
 NEON_FN void remainder_neon(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, int b0, maq2_acc *a) {
     const int nw = T / 16, nb = (T + 127) / 128, ng = (T + G - 1) / G, gi = g_index(G);
     for (int b = b0; b < nb; b++) {
@@ -545,9 +560,9 @@ NEON_FN void row_neon_nt(const maq2_row *r, const maq2_x *x, const int NT, int T
     for (int q = 0; q < nq; q++) {
         uint32_t qbits;
         memcpy(&qbits, r->bm + 4 * q, 4);
-        const uint8_t *scp = r->sc + (size_t)q * (512 / G);
+        const uint8_t *scp = r->sc + (size_t)q * (512 >> g_shift(G));
         uint8_t scb[16] = {0};
-        memcpy(scb, scp, (size_t)(512 / G));
+        memcpy(scb, scp, (size_t)(512 >> g_shift(G)));
         const uint8x16_t scq = vld1q_u8(scb);
         const uint32_t *wq = r->words + 32 * q;
         int32x4_t h[2][MAQ2_NT], prev[MAQ2_NT];
@@ -569,14 +584,12 @@ NEON_FN void row_neon_nt(const maq2_row *r, const maq2_x *x, const int NT, int T
                 else prev[t] = acc[t];
             }
         }
-        int32_t S[MAQ2_NT][4], C[MAQ2_NT][4];
-        memset(S, 0, sizeof(S));
-        memset(C, 0, sizeof(C));
-        if (qbits) salient_quad(r, x, NT, q, qbits, G, S, C);
-        const int8_t *mp = r->m + (size_t)q * (512 / G);
+        int32x4_t Sv[MAQ2_NT], Cv[MAQ2_NT];
+        for (int t = 0; t < NT; t++) Sv[t] = Cv[t] = vdupq_n_s32(0);
+        if (qbits) salient_quad_neon(r, x, NT, q, qbits, G, Sv, Cv);
+        const int8_t *mp = r->m + (size_t)q * (512 >> g_shift(G));
         for (int t = 0; t < NT; t++)
-            quad_float_neon(vpaddq_s32(h[0][t], h[1][t]),
-                            vsubq_s32(quad_min_neon(G, mp, x[t].xsg, q), vld1q_s32(C[t])), vld1q_s32(S[t]),
+            quad_float_neon(vpaddq_s32(h[0][t], h[1][t]), vsubq_s32(quad_min_neon(G, mp, x[t].xsg, q), Cv[t]), Sv[t],
                             x[t].dx + 4 * q, f[t]);
     }
     maq2_acc a[MAQ2_NT];

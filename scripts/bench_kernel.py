@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Benchmark the MAQ2 C kernels (issue 4, item 5). Prints a table; the LAST line is one JSON object.
+
+In one run:
+  * machine read bandwidth: a C read-sum loop (maq_read_sum) over a buffer much larger than the last-level cache,
+    1 and 2 threads (best of --reps);
+  * numpy float32 matvec of the same 4096x11008 shape (numpy's BLAS with its default threads);
+  * MAQ2 4096x11008 (T=4096 inputs, P=11008 rows, G=128, 2.5% salient words): ms per matvec, Gweights/s and
+    effective GB/s (all bytes of words + bitmap + scales + row scales, per second) for every supported path at
+    1 and 2 threads (the tensor, 11.6 MB, stays in this machine's 32 MB L3);
+  * a large weight set: several 4096x11008 tensors with >= --large-mb MB of packed words in total, used
+    round-robin so every matvec streams its weights from DRAM: effective GB/s per path at 1 and 2 threads;
+  * the 2-thread matvec while another process keeps one core busy (the pool must not collapse).
+
+JSON keys: gweights_per_s_1t, gweights_per_s_2t and effective_gbs_2t_large are the 128-bit path ("sse" on
+x86-64, "neon" on aarch64) -- the path the issue's bar is about; numpy_f32_gweights_per_s, read_bw_gbs_1t,
+read_bw_gbs_2t; "paths" holds the figures of every path; "bar" the issue's pass/fail checks.
+
+    python scripts/bench_kernel.py            # full run (~1-2 min, ~1.2 GB of RAM)
+    python scripts/bench_kernel.py --quick    # smaller large set and fewer repetitions (smoke test)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from maq.runtime import format as F
+from maq.runtime import kernels as K
+from maq.runtime.info import cpu_model
+
+T, P, G, SALIENT = 4096, 11008, 128, 0.025
+
+
+def random_maq2(rng: np.random.Generator, T: int, P: int, G: int, frac: float) -> F.MAQTensor:
+    """Random MAQ2 parts (kernel speed does not depend on the values; the bitmap density does)."""
+    lay = F.Layout(T, P, G)
+    words = rng.integers(0, 2 ** 32, size=lay.words_shape, dtype=np.uint32).view("<i4")
+    bitmap = np.packbits(rng.random((P, T // 16)) < frac, axis=1, bitorder="little")
+    scales = rng.integers(0, 256, size=lay.scales_shape, dtype=np.uint8)
+    rowscale = (rng.random(lay.rowscale_shape) * 1e-3).astype("<f2")
+    t = F.MAQTensor(words=words, bitmap=bitmap, scales=scales, rowscale=rowscale, T=T, G=G)
+    t.validate("bench")
+    return t
+
+
+def best_time(fn, reps: int, inner: int = 1) -> float:
+    """Best wall time of `inner` calls of fn, over `reps` repetitions, per call (seconds)."""
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / inner)
+    return best
+
+
+def read_bandwidth(nbytes: int, threads: int, reps: int) -> float:
+    buf = np.ones(nbytes // 8, np.uint64)
+    with K.Pool(threads) as pool:
+        t = best_time(lambda: K.read_sum(buf, pool), reps)
+    del buf
+    return nbytes / t / 1e9
+
+
+def busy_process() -> subprocess.Popen:
+    """A process that keeps one core busy (a pure-Python spin loop)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller large set, fewer repetitions")
+    ap.add_argument("--large-mb", type=int, default=512, help="MB of packed words in the large set (>= 512)")
+    ap.add_argument("--reps", type=int, default=7, help="repetitions (best of)")
+    ap.add_argument("--paths", default="", help="comma-separated paths (default: all supported)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.large_mb, args.reps = 96, 3
+    paths = args.paths.split(",") if args.paths else K.supported_paths()
+    narrow = "neon" if "neon" in K.supported_paths() else "sse"
+    rng = np.random.default_rng(0)
+    load0 = os.getloadavg()[0]
+
+    print(f"# MAQ kernel benchmark  {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"# cpu: {cpu_model()}  machine: {platform.machine()}  cores: {os.cpu_count()}  "
+          f"paths: {','.join(K.supported_paths())}  load average before: {load0:.2f}")
+
+    # ---- read bandwidth
+    bw_bytes = max(args.large_mb, 256) << 20
+    read_bw = {n: read_bandwidth(bw_bytes, n, args.reps) for n in (1, 2)}
+    print(f"read bandwidth ({bw_bytes >> 20} MB buffer): 1 thread {read_bw[1]:.1f} GB/s, 2 threads {read_bw[2]:.1f} GB/s")
+
+    # ---- numpy float32 matvec, same shape
+    Wf = rng.standard_normal((P, T), dtype=np.float32)
+    xf = rng.standard_normal(T, dtype=np.float32)
+    t_np = best_time(lambda: Wf @ xf, args.reps, inner=5)
+    np_gw = T * P / t_np / 1e9
+    print(f"numpy float32 matvec {P}x{T}: {t_np * 1e3:.3f} ms  {np_gw:.2f} Gweights/s  "
+          f"({Wf.nbytes / t_np / 1e9:.1f} GB/s)")
+    del Wf
+
+    # ---- MAQ2 4096x11008, 2.5% salient
+    t = random_maq2(rng, T, P, G, SALIENT)
+    w = K.Weight.from_maq(t)
+    x = rng.standard_normal(T).astype(np.float32)
+    out = np.empty(P, np.float32)
+    print(f"MAQ2 {P}x{T} G={G} salient {F.salient_fraction(t):.3%}: {w.nbytes / 1e6:.1f} MB, "
+          f"{t.bits_per_weight:.3f} bits/weight")
+    print(f"{'path':8s} {'threads':>7s} {'ms/matvec':>10s} {'Gweights/s':>11s} {'GB/s':>7s} {'x numpy':>8s}")
+    res: dict = {p: {} for p in paths}
+    pools = {n: K.Pool(n) for n in (1, 2)}
+    for path in paths:
+        with K.forced_path(path):
+            for n in (1, 2):
+                inner = 2 if path == "scalar" else 20
+                tm = best_time(lambda: K.matmul(w, x, pools[n], out=out), args.reps, inner)
+                gw = T * P / tm / 1e9
+                res[path][f"ms_{n}t"] = round(tm * 1e3, 4)
+                res[path][f"gweights_per_s_{n}t"] = round(gw, 2)
+                res[path][f"gbs_{n}t"] = round(w.nbytes / tm / 1e9, 2)
+                print(f"{path:8s} {n:7d} {tm * 1e3:10.3f} {gw:11.2f} {w.nbytes / tm / 1e9:7.1f} {gw / np_gw:8.1f}")
+
+    # ---- contended: another process keeps one core busy
+    contended = {}
+    for path in [p for p in (narrow, "avx2") if p in paths]:
+        proc = busy_process()
+        try:
+            time.sleep(0.3)
+            with K.forced_path(path):
+                tm = best_time(lambda: K.matmul(w, x, pools[2], out=out), args.reps, 20)
+        finally:
+            proc.kill()
+            proc.wait()
+        contended[path] = round(T * P / tm / 1e9, 2)
+        res[path]["gweights_per_s_2t_contended"] = contended[path]
+        print(f"{path:8s} 2 threads, one core busy with another process: {tm * 1e3:.3f} ms  {contended[path]:.2f} "
+              f"Gweights/s ({contended[path] / res[path]['gweights_per_s_1t']:.2f}x its 1-thread speed)")
+    del w, t
+
+    # ---- large weight set, round-robin
+    one = random_maq2(rng, T, P, G, SALIENT)
+    per_words = one.words.nbytes
+    n_tensors = -(-(args.large_mb << 20) // per_words)
+    tensors = [one] + [random_maq2(rng, T, P, G, SALIENT) for _ in range(n_tensors - 1)]
+    weights = [K.Weight.from_maq(tt) for tt in tensors]
+    total_words = sum(tt.words.nbytes for tt in tensors)
+    total_bytes = sum(wt.nbytes for wt in weights)
+    print(f"large set: {n_tensors} tensors {P}x{T}, {total_words / 2 ** 20:.0f} MB of words, "
+          f"{total_bytes / 2 ** 20:.0f} MB in all, round-robin")
+    for path in paths:
+        if path == "scalar":
+            continue
+        with K.forced_path(path):
+            for n in (1, 2):
+                def round_robin():
+                    for wt in weights:
+                        K.matmul(wt, x, pools[n], out=out)
+                tm = best_time(round_robin, max(2, args.reps // 2))
+                gbs = total_bytes / tm / 1e9
+                res[path][f"large_gbs_{n}t"] = round(gbs, 2)
+                res[path][f"large_gweights_per_s_{n}t"] = round(n_tensors * T * P / tm / 1e9, 2)
+                print(f"{path:8s} {n} thread(s): {tm / n_tensors * 1e3:.3f} ms/matvec  {gbs:.1f} GB/s effective  "
+                      f"({gbs / read_bw[n]:.0%} of {n}-thread read bandwidth)")
+    for p in pools.values():
+        p.close()
+
+    load1 = os.getloadavg()[0]
+    head = res.get(narrow, {})
+    summary = {
+        "path_128bit": narrow,
+        "gweights_per_s_1t": head.get("gweights_per_s_1t"),
+        "gweights_per_s_2t": head.get("gweights_per_s_2t"),
+        "numpy_f32_gweights_per_s": round(np_gw, 2),
+        "read_bw_gbs_1t": round(read_bw[1], 2),
+        "read_bw_gbs_2t": round(read_bw[2], 2),
+        "effective_gbs_2t_large": head.get("large_gbs_2t"),
+        "shape": [P, T], "group": G, "salient": SALIENT, "large_set_mb_words": round(total_words / 2 ** 20),
+        "paths": res,
+        "load_avg_before_after": [round(load0, 2), round(load1, 2)],
+        "cpu": cpu_model(),
+        "date": datetime.date.today().isoformat(),
+    }
+    if head:
+        summary["bar"] = {
+            "gw_1t>=12": head["gweights_per_s_1t"] >= 12,
+            "gw_2t>=20": head["gweights_per_s_2t"] >= 20,
+            ">=4x_numpy(1t)": head["gweights_per_s_1t"] >= 4 * np_gw,
+            ">=4x_numpy(2t)": head["gweights_per_s_2t"] >= 4 * np_gw,
+            "large_2t>=40%_read_bw": head.get("large_gbs_2t", 0) >= 0.4 * read_bw[2],
+        }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
