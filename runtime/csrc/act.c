@@ -1,6 +1,7 @@
 /* act.c -- activation preprocessing: float X [B][T] -> the per-type activation rows the products read.
- * Layouts are documented in maq_internal.h. One portable implementation (O(B*T), small next to the
- * O(B*T*P) products), shared by every SIMD path, so all paths see identical activations.
+ * Layouts are documented in maq_internal.h. A scalar reference (used by the scalar path) and SSE4.1 / NEON
+ * versions (used by the SIMD paths) that perform the same float operations, so every path sees bit-identical
+ * activations (the kernel tests compare all paths, act preparation included, for equality).
  */
 #include <math.h>
 #include <string.h>
@@ -32,6 +33,7 @@ void q8_act_layout_init(q8_act_layout *L, int T) {
 
 size_t float_act_stride(int T) { return MAQ_ROUND_UP((size_t)T * sizeof(float), MAQ_ALIGN); }
 
+/* ================================================================== scalar reference */
 /* roundf(v) (half away from zero) for |v| < 2^31 without a libm call: the truncation i and the fraction
  * v - i are exact, so this is bit-for-bit roundf. NaN -> 0. */
 static inline int round_away(float v) {
@@ -41,9 +43,9 @@ static inline int round_away(float v) {
     return i + (fr >= 0.5f) - (fr <= -0.5f);
 }
 
-/* ggml-style symmetric int8: d = amax/127, q = roundf(x * (1/d)) clamped to -127..127; returns d.
- * (ggml's quantize_row_q8_0_ref: the same operations.) */
-static float quant_block_i8(const float *x, int n, int8_t *q) {
+/* ggml-style symmetric int8 of n inputs: d = amax/127 (NaN inputs ignored), q = roundf(x * (1/d)) clamped to
+ * -127..127 (NaN -> 0); returns d. (ggml's quantize_row_q8_0_ref: the same operations.) */
+static float quant_block_scalar(const float *x, int n, int8_t *q) {
     float amax = 0.0f;
     for (int i = 0; i < n; i++) {
         float a = fabsf(x[i]);
@@ -59,7 +61,142 @@ static float quant_block_i8(const float *x, int n, int8_t *q) {
     return d;
 }
 
-static void maq2_act_row(const maq2_act_layout *L, const float *x, uint8_t *row) {
+/* One full 64-input chunk of natural-order int8 x (xn64) -> the permuted layout at xp (k-stride 32 bytes). */
+static void permute_chunk_scalar(const int8_t *xn64, int8_t *xp) {
+    for (int i = 0; i < 4; i++)
+        for (int t = 0; t < 4; t++)
+            for (int k = 0; k < 4; k++) xp[32 * k + 4 * i + t] = xn64[16 * i + 4 * t + k];
+}
+
+/* s4[j] = sum of xn[4j..4j+3] for 32 inputs (8 sums). */
+static void sums4_scalar(const int8_t *xn32, int16_t *s4) {
+    for (int j = 0; j < 8; j++) s4[j] = (int16_t)(xn32[4 * j] + xn32[4 * j + 1] + xn32[4 * j + 2] + xn32[4 * j + 3]);
+}
+
+/* ================================================================== SSE4.1 (x86-64; used by the sse and avx2 paths) */
+#if defined(MAQ_X86)
+#include <immintrin.h>
+#define SSE_FN static __attribute__((target("ssse3,sse4.1")))
+
+SSE_FN float quant_block_sse(const float *x, int n, int8_t *q) {      /* n % 16 == 0; == quant_block_scalar */
+    const __m128 absm = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+    __m128 m = _mm_setzero_ps();
+    for (int i = 0; i < n; i += 4) m = _mm_max_ps(_mm_and_ps(_mm_loadu_ps(x + i), absm), m);  /* NaN -> keeps m */
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    const float amax = _mm_cvtss_f32(m);
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const __m128 idv = _mm_set1_ps(id), hi = _mm_set1_ps(127.0f), lo = _mm_set1_ps(-127.0f);
+    const __m128 half = _mm_set1_ps(0.5f), mhalf = _mm_set1_ps(-0.5f);
+    for (int i = 0; i < n; i += 16) {
+        __m128i qi[4];
+        for (int u = 0; u < 4; u++) {
+            const __m128 v = _mm_mul_ps(_mm_loadu_ps(x + i + 4 * u), idv);
+            const __m128 c = _mm_max_ps(_mm_min_ps(v, hi), lo);
+            const __m128i t = _mm_cvttps_epi32(c);
+            const __m128 fr = _mm_sub_ps(c, _mm_cvtepi32_ps(t));
+            __m128i r = _mm_add_epi32(_mm_sub_epi32(t, _mm_castps_si128(_mm_cmpge_ps(fr, half))),
+                                      _mm_castps_si128(_mm_cmple_ps(fr, mhalf)));
+            qi[u] = _mm_and_si128(r, _mm_castps_si128(_mm_cmpord_ps(v, v)));              /* NaN -> 0 */
+        }
+        _mm_storeu_si128((__m128i *)(q + i),
+                         _mm_packs_epi16(_mm_packs_epi32(qi[0], qi[1]), _mm_packs_epi32(qi[2], qi[3])));
+    }
+    return d;
+}
+
+SSE_FN void permute_chunk_sse(const int8_t *xn64, int8_t *xp) {
+    const __m128i P = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m128i b[4];
+    for (int i = 0; i < 4; i++) b[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(xn64 + 16 * i)), P);
+    const __m128i t0 = _mm_unpacklo_epi32(b[0], b[1]), t1 = _mm_unpacklo_epi32(b[2], b[3]);
+    const __m128i t2 = _mm_unpackhi_epi32(b[0], b[1]), t3 = _mm_unpackhi_epi32(b[2], b[3]);
+    _mm_store_si128((__m128i *)(xp + 0), _mm_unpacklo_epi64(t0, t1));
+    _mm_store_si128((__m128i *)(xp + 32), _mm_unpackhi_epi64(t0, t1));
+    _mm_store_si128((__m128i *)(xp + 64), _mm_unpacklo_epi64(t2, t3));
+    _mm_store_si128((__m128i *)(xp + 96), _mm_unpackhi_epi64(t2, t3));
+}
+
+SSE_FN void sums4_sse(const int8_t *xn32, int16_t *s4) {
+    const __m128i one8 = _mm_set1_epi8(1), one16 = _mm_set1_epi16(1);
+    const __m128i a = _mm_madd_epi16(_mm_maddubs_epi16(one8, _mm_loadu_si128((const __m128i *)xn32)), one16);
+    const __m128i b = _mm_madd_epi16(_mm_maddubs_epi16(one8, _mm_loadu_si128((const __m128i *)(xn32 + 16))), one16);
+    _mm_storeu_si128((__m128i *)s4, _mm_packs_epi32(a, b));
+}
+#endif
+
+/* ================================================================== NEON (aarch64) */
+#if defined(MAQ_NEON)
+#include <arm_neon.h>
+
+static float quant_block_neon(const float *x, int n, int8_t *q) {      /* n % 16 == 0; == quant_block_scalar */
+    float32x4_t m = vdupq_n_f32(0.0f);
+    for (int i = 0; i < n; i += 4) m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(x + i)));   /* maxnm ignores NaN */
+    const float amax = vmaxnmvq_f32(m);
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < n; i += 16) {
+        int32x4_t qi[4];
+        for (int u = 0; u < 4; u++) {
+            const float32x4_t v = vmulq_f32(vld1q_f32(x + i + 4 * u), vdupq_n_f32(id));
+            /* clamp (NaN stays NaN), then FCVTAS: round to nearest, ties away (= roundf), NaN -> 0 */
+            qi[u] = vcvtaq_s32_f32(vmaxq_f32(vminq_f32(v, vdupq_n_f32(127.0f)), vdupq_n_f32(-127.0f)));
+        }
+        const int16x8_t a = vcombine_s16(vmovn_s32(qi[0]), vmovn_s32(qi[1]));
+        const int16x8_t b = vcombine_s16(vmovn_s32(qi[2]), vmovn_s32(qi[3]));
+        vst1q_s8(q + i, vcombine_s8(vmovn_s16(a), vmovn_s16(b)));
+    }
+    return d;
+}
+
+static void permute_chunk_neon(const int8_t *xn64, int8_t *xp) {
+    static const uint8_t P[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+    const uint8x16_t pv = vld1q_u8(P);
+    uint32x4_t b[4];
+    for (int i = 0; i < 4; i++) b[i] = vreinterpretq_u32_u8(vqtbl1q_u8(vld1q_u8((const uint8_t *)xn64 + 16 * i), pv));
+    const uint32x4_t t0 = vtrn1q_u32(b[0], b[1]), t1 = vtrn2q_u32(b[0], b[1]);
+    const uint32x4_t t2 = vtrn1q_u32(b[2], b[3]), t3 = vtrn2q_u32(b[2], b[3]);
+    vst1q_u8((uint8_t *)xp + 0, vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2))));
+    vst1q_u8((uint8_t *)xp + 32, vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3))));
+    vst1q_u8((uint8_t *)xp + 64, vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2))));
+    vst1q_u8((uint8_t *)xp + 96, vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3))));
+}
+
+static void sums4_neon(const int8_t *xn32, int16_t *s4) {
+    vst1q_s16(s4, vpaddq_s16(vpaddlq_s8(vld1q_s8(xn32)), vpaddlq_s8(vld1q_s8(xn32 + 16))));
+}
+#endif
+
+/* ================================================================== per-path row preprocessing */
+typedef struct {
+    float (*quant)(const float *x, int n, int8_t *q);   /* n % 16 == 0 */
+    void (*permute)(const int8_t *xn64, int8_t *xp);
+    void (*sums4)(const int8_t *xn32, int16_t *s4);
+} act_ops;
+
+static void act_ops_for(int path, act_ops *o) {
+    o->quant = quant_block_scalar;
+    o->permute = permute_chunk_scalar;
+    o->sums4 = sums4_scalar;
+#if defined(MAQ_X86)
+    if (path == MAQ_PATH_SSE || path == MAQ_PATH_AVX2) {
+        o->quant = quant_block_sse;
+        o->permute = permute_chunk_sse;
+        o->sums4 = sums4_sse;
+    }
+#endif
+#if defined(MAQ_NEON)
+    if (path == MAQ_PATH_NEON) {
+        o->quant = quant_block_neon;
+        o->permute = permute_chunk_neon;
+        o->sums4 = sums4_neon;
+    }
+#endif
+    (void)path;
+}
+
+static void maq2_act_row(const maq2_act_layout *L, const act_ops *o, const float *x, uint8_t *row) {
     const int T = L->T;
     int8_t *xp = (int8_t *)(row + L->xp);        /* [nb][128] permuted */
     int8_t *xn = (int8_t *)(row + L->xn);        /* [T] */
@@ -68,42 +205,38 @@ static void maq2_act_row(const maq2_act_layout *L, const float *x, uint8_t *row)
     int16_t *xs32 = (int16_t *)(row + L->xs32);  /* [ceil(T/32)], |sum| <= 32*127 */
     int16_t *xs64 = (int16_t *)(row + L->xs64);  /* [ceil(T/64)] */
     int16_t *xs128 = (int16_t *)(row + L->xs128);/* [nb], |sum| <= 128*127 = 16256 */
-    memset(xp, 0, (size_t)L->nb * 128);
     for (int b = 0; b < L->nb; b++) {
         const int t0 = 128 * b;
         const int n = T - t0 < 128 ? T - t0 : 128;
-        dx[b] = quant_block_i8(x + t0, n, xn + t0);
-        for (int c = 0; c < n / 64; c++)          /* full 64-input chunks only */
-            for (int i = 0; i < 4; i++)
-                for (int t = 0; t < 4; t++)
-                    for (int k = 0; k < 4; k++)
-                        xp[b * 128 + 32 * k + 16 * c + 4 * i + t] = xn[t0 + 64 * c + 16 * i + 4 * t + k];
+        dx[b] = o->quant(x + t0, n, xn + t0);
+        int c = 0;
+        for (; c < n / 64; c++) o->permute(xn + t0 + 64 * c, xp + 128 * b + 16 * c);   /* full chunks */
+        for (; c < 2; c++)                                                            /* rest: zero */
+            for (int k = 0; k < 4; k++) memset(xp + 128 * b + 32 * k + 16 * c, 0, 16);
     }
-    for (int j = 0; j < T / 4; j++)
-        s4[j] = (int16_t)(xn[4 * j] + xn[4 * j + 1] + xn[4 * j + 2] + xn[4 * j + 3]);
+    int j = 0;
+    for (; j + 8 <= T / 4; j += 8) o->sums4(xn + 4 * j, s4 + j);
+    for (; j < T / 4; j++) s4[j] = (int16_t)(xn[4 * j] + xn[4 * j + 1] + xn[4 * j + 2] + xn[4 * j + 3]);
     /* group sums from the 4-sums (a ragged last group sums what exists) */
-    const int n4 = T / 4;
-    for (int g = 0; g < (T + 31) / 32; g++) {
-        int s = 0;
-        for (int j = 8 * g; j < 8 * g + 8 && j < n4; j++) s += s4[j];
-        xs32[g] = (int16_t)s;
+    const int n4 = T / 4, n32 = (T + 31) / 32, n64 = (T + 63) / 64;
+    for (int g = 0; g < n32; g++) {
+        int sum = 0;
+        for (int k = 8 * g; k < 8 * g + 8 && k < n4; k++) sum += s4[k];
+        xs32[g] = (int16_t)sum;
     }
-    for (int g = 0; g < (T + 63) / 64; g++)
-        xs64[g] = (int16_t)(xs32[2 * g] + (2 * g + 1 < (T + 31) / 32 ? xs32[2 * g + 1] : 0));
-    for (int g = 0; g < L->nb; g++)
-        xs128[g] = (int16_t)(xs64[2 * g] + (2 * g + 1 < (T + 63) / 64 ? xs64[2 * g + 1] : 0));
+    for (int g = 0; g < n64; g++) xs64[g] = (int16_t)(xs32[2 * g] + (2 * g + 1 < n32 ? xs32[2 * g + 1] : 0));
+    for (int g = 0; g < L->nb; g++) xs128[g] = (int16_t)(xs64[2 * g] + (2 * g + 1 < n64 ? xs64[2 * g + 1] : 0));
 }
 
-static void q8_act_row(const q8_act_layout *L, const float *x, uint8_t *row) {
+static void q8_act_row(const q8_act_layout *L, const act_ops *o, const float *x, uint8_t *row) {
     int8_t *qs = (int8_t *)(row + L->qs);   /* [T] */
     float *dx = (float *)(row + L->dx);     /* [T/32] fp16-rounded scales */
     for (int b = 0; b < L->nb; b++) {
-        float d = quant_block_i8(x + 32 * b, 32, qs + 32 * b);
+        float d = o->quant(x + 32 * b, 32, qs + 32 * b);
         dx[b] = maq_h2f(maq_f2h(d));        /* ggml stores the activation scale as fp16 */
     }
 }
 
-/* The activation is placed at the first 64-byte boundary of the caller's buffer, hence the slack. */
 size_t maq_act_bytes(const maq_weight *w, int B) {
     if (B < 1) B = 1;
     return maq_act_rows_bytes(w, B) + MAQ_ALIGN;
@@ -129,17 +262,19 @@ size_t maq_act_rows_bytes(const maq_weight *w, int B) {
 void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act) {
     uint8_t *a = maq_act_align(act);
     const int T = w->T;
+    act_ops o;
+    act_ops_for(maq_path_id(), &o);
     switch (w->type) {
     case MAQ_TYPE_MAQ2: {
         maq2_act_layout L;
         maq2_act_layout_init(&L, T);
-        for (int b = 0; b < B; b++) maq2_act_row(&L, X + (size_t)b * T, a + (size_t)b * L.stride);
+        for (int b = 0; b < B; b++) maq2_act_row(&L, &o, X + (size_t)b * T, a + (size_t)b * L.stride);
         break;
     }
     case MAQ_TYPE_Q8_0: {
         q8_act_layout L;
         q8_act_layout_init(&L, T);
-        for (int b = 0; b < B; b++) q8_act_row(&L, X + (size_t)b * T, a + (size_t)b * L.stride);
+        for (int b = 0; b < B; b++) q8_act_row(&L, &o, X + (size_t)b * T, a + (size_t)b * L.stride);
         break;
     }
     default: {

@@ -361,3 +361,28 @@ def test_validation():
     with pytest.raises(MAQError):
         K.Weight.from_buffers("maq2", 576, 192, t.words.tobytes()[:-4], t.bitmap.tobytes(), t.scales.tobytes(),
                               t.rowscale.tobytes(), G=128)
+
+
+@pytest.mark.parametrize("kind", ["maq2", "q8_0"])
+def test_special_activations_agree_across_paths(kind):
+    """All-zero blocks, NaN and inf in x: the activation quantization (scalar, SSE4.1 and NEON versions) and the
+    products agree bit for bit across paths (NaN/inf poison only their own blocks' scale, never crash)."""
+    T, P = 576, 40
+    rng = np.random.default_rng(9)
+    if kind == "maq2":
+        w = maq2_case(T, P, 64, "2.5%")[2]
+    else:
+        q, _ = q8_weight(P, T, rng)
+        w = K.Weight.q8_0(q, T, P)
+    X = rng.standard_normal((4, T)).astype(np.float32)
+    X[0, :128] = 0.0                       # an all-zero block: scale 0
+    X[1, 5] = np.nan
+    X[2, 300] = np.inf
+    X[3, 7] = -np.inf
+    X[3, 400] = 1e-30                      # tiny values next to large ones
+    with K.forced_path("scalar"):
+        Y = K.matmul(w, X)
+    assert np.all(np.isfinite(Y[0]))
+    for path in PATHS:
+        with K.forced_path(path):
+            np.testing.assert_array_equal(K.matmul(w, X), Y, err_msg=path)

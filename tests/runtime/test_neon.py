@@ -107,6 +107,10 @@ def test_driver_paths_match_extension(drivers, tmp_path, kind, T, P, G, frac, B)
     rng = np.random.default_rng(T * 7 + P)
     w, parts = _make_weight(kind, T, P, G, frac, rng)
     X = rng.standard_normal((B, T)).astype(np.float32)
+    if B >= 3:                      # special activations: an all-zero block, NaN, inf
+        X[0, :128] = 0.0
+        X[1, 5] = np.nan
+        X[2, 7] = -np.inf
     n_rows = min(P, 5)
     with K.forced_path("scalar"):
         expect = K.matmul(w, X)
