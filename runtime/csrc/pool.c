@@ -7,12 +7,19 @@
  * descheduled (another process holds its core) never makes the caller wait a whole time slice: the caller
  * does that share itself. ith is therefore a work-slot index, not a thread identity.
  *
- * Waiting: workers spin (with a CPU pause) for at most MAQ_SPIN_NS after the last job, then sleep on a
- * condition variable; the caller likewise spins at most MAQ_SPIN_NS for running slots, then sleeps.
+ * Waiting: workers spin (with a CPU pause) for at most MAQ_SPIN_NS after the last job, yielding the core
+ * (sched_yield) every 64 spins after MAQ_YIELD_NS so a spinning thread never keeps a runnable one waiting,
+ * then sleep on a condition variable; the caller likewise spins at most MAQ_SPIN_NS for running slots.
+ * Contention: a worker that is preempted while it runs a slot still makes the caller wait until it is scheduled
+ * again. When that happens (the caller waited longer than MAQ_SPIN_NS and longer than its own share took), the
+ * next MAQ_SOLO_JOBS jobs (doubling per consecutive stall, up to 4096) run all their slots on the caller alone,
+ * then the workers are tried again: a core kept busy by another process costs a stall only now and then
+ * instead of on every job, and a quiet machine never triggers it.
  * No thread is created per call; nothing here calls exit().
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,6 +37,9 @@
 #endif
 
 #define MAQ_SPIN_NS 200000ll  /* 0.2 ms: covers the gaps between kernels of one decode step */
+#define MAQ_YIELD_NS 30000ll  /* after 30 us of spinning, yield the core every 64 spins (oversubscribed machine) */
+#define MAQ_SOLO_JOBS 64      /* jobs run by the caller alone after a stall on a preempted worker, */
+#define MAQ_SOLO_MAX_SHIFT 6  /* doubled per consecutive stall up to 64 << 6 = 4096 jobs */
 
 struct maq_pool {
     int n;                        /* slots per job = threads incl. the caller */
@@ -43,6 +53,9 @@ struct maq_pool {
     atomic_int done;              /* finished slots of the current job */
     atomic_int n_sleeping;        /* workers waiting on cv_work */
     atomic_int caller_sleeping;   /* 1 while the caller waits on cv_done */
+    int solo_left;                /* caller only (under run_mu): jobs still to run without the workers */
+    int stall_streak;             /* caller only: consecutive parallel jobs that stalled */
+    long long n_stalls;           /* caller only: stalls detected (diagnostics) */
     maq_task_fn fn;               /* current job (written before `state` is published) */
     void *ctx;
     atomic_int stop;
@@ -83,7 +96,10 @@ static void *worker_main(void *arg) {
             gen = (uint32_t)(atomic_load_explicit(&pool->state, memory_order_acquire) >> 32);
             if (gen != seen) break;
             CPU_RELAX();
-            if ((++spins & 63) == 0 && now_ns() - t0 > MAQ_SPIN_NS) {
+            if ((++spins & 63) != 0) continue;
+            const int64_t spent = now_ns() - t0;
+            if (spent > MAQ_YIELD_NS) sched_yield();
+            if (spent > MAQ_SPIN_NS) {
                 pthread_mutex_lock(&pool->mu);
                 atomic_fetch_add(&pool->n_sleeping, 1);
                 while (!atomic_load(&pool->stop) && (uint32_t)(atomic_load(&pool->state) >> 32) == seen)
@@ -163,6 +179,13 @@ void maq_pool_run(maq_pool *pool, maq_task_fn fn, void *ctx) {
         return;
     }
     pthread_mutex_lock(&pool->run_mu);
+    if (pool->solo_left > 0) {                   /* recent stall: run every slot here, workers untouched */
+        pool->solo_left--;
+        for (int i = 0; i < pool->n; i++) fn(ctx, i, pool->n);
+        pthread_mutex_unlock(&pool->run_mu);
+        return;
+    }
+    const int64_t t_start = now_ns();
     pool->fn = fn;
     pool->ctx = ctx;
     atomic_store(&pool->done, 0);
@@ -180,11 +203,14 @@ void maq_pool_run(maq_pool *pool, maq_task_fn fn, void *ctx) {
         fn(ctx, slot, pool->n);
         finish_slot(pool);
     }
-    int64_t t0 = now_ns();
+    const int64_t t_own = now_ns();
     int spins = 0;
     while (atomic_load_explicit(&pool->done, memory_order_acquire) < pool->n) {
         CPU_RELAX();
-        if ((++spins & 63) == 0 && now_ns() - t0 > MAQ_SPIN_NS) {
+        if ((++spins & 63) != 0) continue;
+        const int64_t spent = now_ns() - t_own;
+        if (spent > MAQ_YIELD_NS) sched_yield();
+        if (spent > MAQ_SPIN_NS) {
             pthread_mutex_lock(&pool->mu);
             atomic_store(&pool->caller_sleeping, 1);
             while (atomic_load(&pool->done) < pool->n) pthread_cond_wait(&pool->cv_done, &pool->mu);
@@ -192,6 +218,18 @@ void maq_pool_run(maq_pool *pool, maq_task_fn fn, void *ctx) {
             pthread_mutex_unlock(&pool->mu);
             break;
         }
+    }
+    if (spins >= 64) {                           /* waited long: was a worker preempted mid-slot? */
+        const int64_t waited = now_ns() - t_own;
+        if (waited > MAQ_SPIN_NS && waited > t_own - t_start) {
+            pool->solo_left = MAQ_SOLO_JOBS << pool->stall_streak;
+            if (pool->stall_streak < MAQ_SOLO_MAX_SHIFT) pool->stall_streak++;
+            pool->n_stalls++;
+        } else {
+            pool->stall_streak = 0;
+        }
+    } else {
+        pool->stall_streak = 0;
     }
     pthread_mutex_unlock(&pool->run_mu);
 }
