@@ -61,17 +61,6 @@ static inline void tail_lanes(const maq_weight *w, int p, const float *const *x,
 #if defined(MAQ_X86)
 #define SSE_FN static inline __attribute__((always_inline, target("ssse3,sse4.1")))
 
-/* IEEE half (low 16 bits of each 32-bit lane) -> float, exact, no denormal arithmetic (as maq_h2f). */
-SSE_FN __m128 h2f_sse(__m128i h) {
-    const __m128i sign = _mm_slli_epi32(_mm_and_si128(h, _mm_set1_epi32(0x8000)), 16);
-    const __m128i em = _mm_and_si128(h, _mm_set1_epi32(0x7fff));
-    __m128i norm = _mm_add_epi32(_mm_slli_epi32(em, 13), _mm_set1_epi32(112 << 23));
-    norm = _mm_or_si128(norm, _mm_and_si128(_mm_cmpgt_epi32(em, _mm_set1_epi32(0x7bff)), _mm_set1_epi32(0x7f800000)));
-    const __m128 sub = _mm_mul_ps(_mm_cvtepi32_ps(em), _mm_set1_ps(5.9604644775390625e-08f));
-    const __m128 f = _mm_blendv_ps(_mm_castsi128_ps(norm), sub, _mm_castsi128_ps(_mm_cmplt_epi32(em, _mm_set1_epi32(0x400))));
-    return _mm_or_ps(f, _mm_castsi128_ps(sign));
-}
-
 SSE_FN void row_sse_nt(const maq_weight *w, int p, const float *const *x, const int NT, float *out) {
     const int T = w->T, T8 = T & ~7;
     __m128 a0[F_NT], a1[F_NT];
@@ -83,8 +72,8 @@ SSE_FN void row_sse_nt(const maq_weight *w, int p, const float *const *x, const 
         __m128 w0, w1;
         if (f16) {
             const __m128i h = _mm_loadu_si128((const __m128i *)(w16 + j));
-            w0 = h2f_sse(_mm_unpacklo_epi16(h, _mm_setzero_si128()));
-            w1 = h2f_sse(_mm_unpackhi_epi16(h, _mm_setzero_si128()));
+            w0 = maq_h2f_sse(_mm_unpacklo_epi16(h, _mm_setzero_si128()));
+            w1 = maq_h2f_sse(_mm_unpackhi_epi16(h, _mm_setzero_si128()));
         } else {
             w0 = _mm_loadu_ps(w32 + j);
             w1 = _mm_loadu_ps(w32 + j + 4);

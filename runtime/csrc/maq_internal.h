@@ -129,4 +129,19 @@ void maq2_get_row(const maq_weight *w, int p, float *out);
 void q8_0_get_row(const maq_weight *w, int p, float *out);
 void float_get_row(const maq_weight *w, int p, float *out);
 
+/* ------------------------------------------------------------------ x86 SIMD helpers shared by kernel files */
+#if defined(MAQ_X86)
+#include <immintrin.h>
+/* IEEE half (low 16 bits of each 32-bit lane) -> float, exact, no denormal arithmetic (as maq_h2f). SSE4.1. */
+static inline __attribute__((always_inline, target("ssse3,sse4.1"))) __m128 maq_h2f_sse(__m128i h) {
+    const __m128i sign = _mm_slli_epi32(_mm_and_si128(h, _mm_set1_epi32(0x8000)), 16);
+    const __m128i em = _mm_and_si128(h, _mm_set1_epi32(0x7fff));
+    __m128i norm = _mm_add_epi32(_mm_slli_epi32(em, 13), _mm_set1_epi32(112 << 23));
+    norm = _mm_or_si128(norm, _mm_and_si128(_mm_cmpgt_epi32(em, _mm_set1_epi32(0x7bff)), _mm_set1_epi32(0x7f800000)));
+    const __m128 sub = _mm_mul_ps(_mm_cvtepi32_ps(em), _mm_set1_ps(5.9604644775390625e-08f));
+    const __m128 f = _mm_blendv_ps(_mm_castsi128_ps(norm), sub, _mm_castsi128_ps(_mm_cmplt_epi32(em, _mm_set1_epi32(0x400))));
+    return _mm_or_ps(f, _mm_castsi128_ps(sign));
+}
+#endif
+
 #endif /* MAQ_INTERNAL_H */

@@ -56,26 +56,6 @@ static void rows_scalar(const maq_weight *w, const q8_act_layout *L, const uint8
 /* ================================================================== tiling shared by the SIMD paths */
 #define Q8_NT 4   /* tokens per tile: each weight block is loaded once for NT tokens */
 
-/* d of blocks ib..ib+3 of a row, as floats (exact half -> float). */
-static inline void quad_d(const uint8_t *wrow, int ib, float d4[4]) {
-    for (int j = 0; j < 4; j++) d4[j] = block_d(wrow + (size_t)(ib + j) * Q8_BLOCK_BYTES);
-}
-
-/* Remainder blocks (nb % 4) of one row for NT tokens, scalar, into the lanes. */
-static inline void remainder_q8(const uint8_t *wrow, const int8_t *const *xq, const float *const *dx, int NT,
-                                int ib0, int nb, float acc[][4]) {
-    for (int ib = ib0; ib < nb; ib++) {
-        const uint8_t *blk = wrow + (size_t)ib * Q8_BLOCK_BYTES;
-        const int8_t *qs = (const int8_t *)(blk + 2);
-        const float d = block_d(blk);
-        for (int t = 0; t < NT; t++) {
-            int32_t s = 0;
-            for (int i = 0; i < 32; i++) s += (int32_t)qs[i] * xq[t][32 * ib + i];
-            acc[t][ib % 4] += (d * dx[t][ib]) * (float)s;
-        }
-    }
-}
-
 /* ================================================================== SSE (SSSE3 + SSE4.1), x86-64 */
 #if defined(MAQ_X86)
 #define SSE_FN static inline __attribute__((always_inline, target("ssse3,sse4.1")))
@@ -99,9 +79,10 @@ SSE_FN void row_sse_nt(const uint8_t *wrow, const int8_t *const *xq, const float
     const int nq = nb / 4;
     for (int q = 0; q < nq; q++) {
         const int ib = 4 * q;
-        float d4[4] __attribute__((aligned(16)));
-        quad_d(wrow, ib, d4);
-        const __m128 dw = _mm_load_ps(d4);
+        const uint8_t *b0 = wrow + (size_t)ib * Q8_BLOCK_BYTES;
+        uint16_t h[4];
+        for (int j = 0; j < 4; j++) memcpy(&h[j], b0 + (size_t)j * Q8_BLOCK_BYTES, 2);
+        const __m128 dw = maq_h2f_sse(_mm_setr_epi32(h[0], h[1], h[2], h[3]));     /* exact, as maq_h2f */
         for (int t = 0; t < NT; t++) {
             const int8_t *x = xq[t] + 32 * ib;
             const __m128i s01 = _mm_hadd_epi32(block_dot_sse(wrow + (size_t)ib * Q8_BLOCK_BYTES, x),
@@ -114,7 +95,16 @@ SSE_FN void row_sse_nt(const uint8_t *wrow, const int8_t *const *xq, const float
     }
     float acc[Q8_NT][4];
     for (int t = 0; t < NT; t++) _mm_storeu_ps(acc[t], f[t]);
-    remainder_q8(wrow, xq, dx, NT, 4 * nq, nb, acc);
+    for (int ib = 4 * nq; ib < nb; ib++) {          /* remainder blocks: SIMD dot, scalar float update */
+        const uint8_t *blk = wrow + (size_t)ib * Q8_BLOCK_BYTES;
+        const float d = block_d(blk);
+        for (int t = 0; t < NT; t++) {
+            __m128i v = block_dot_sse(blk, xq[t] + 32 * ib);
+            v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+            v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
+            acc[t][ib % 4] += (d * dx[t][ib]) * (float)_mm_cvtsi128_si32(v);
+        }
+    }
     for (int t = 0; t < NT; t++) out[t] = lanes_final(acc[t]);
 }
 
@@ -149,7 +139,17 @@ AVX2_FN void row_avx2_nt(const uint8_t *wrow, const int8_t *const *xq, const flo
     }
     float acc[Q8_NT][4];
     for (int t = 0; t < NT; t++) _mm_storeu_ps(acc[t], f[t]);
-    remainder_q8(wrow, xq, dx, NT, 4 * nq, nb, acc);
+    for (int ib = 4 * nq; ib < nb; ib++) {          /* remainder blocks: SIMD dot, scalar float update */
+        const uint8_t *blk = wrow + (size_t)ib * Q8_BLOCK_BYTES;
+        const float d = block_d(blk);
+        for (int t = 0; t < NT; t++) {
+            const __m256i v8 = block_dot_avx2(blk, xq[t] + 32 * ib);
+            __m128i v = _mm_add_epi32(_mm256_castsi256_si128(v8), _mm256_extracti128_si256(v8, 1));
+            v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+            v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
+            acc[t][ib % 4] += (d * dx[t][ib]) * (float)_mm_cvtsi128_si32(v);
+        }
+    }
     for (int t = 0; t < NT; t++) out[t] = lanes_final(acc[t]);
 }
 #endif /* MAQ_X86 */
@@ -172,10 +172,10 @@ static inline __attribute__((always_inline)) void row_neon_nt(const uint8_t *wro
     const int nq = nb / 4;
     for (int q = 0; q < nq; q++) {
         const int ib = 4 * q;
-        float d4[4];
-        quad_d(wrow, ib, d4);
-        const float32x4_t dw = vld1q_f32(d4);
         const uint8_t *b0 = wrow + (size_t)ib * Q8_BLOCK_BYTES;
+        uint16_t h[4];
+        for (int j = 0; j < 4; j++) memcpy(&h[j], b0 + (size_t)j * Q8_BLOCK_BYTES, 2);
+        const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h)));      /* exact, as maq_h2f */
         for (int t = 0; t < NT; t++) {
             const int8_t *x = xq[t] + 32 * ib;
             const int32x4_t s = vpaddq_s32(vpaddq_s32(block_dot_neon(b0, x), block_dot_neon(b0 + Q8_BLOCK_BYTES, x + 32)),
@@ -186,7 +186,12 @@ static inline __attribute__((always_inline)) void row_neon_nt(const uint8_t *wro
     }
     float acc[Q8_NT][4];
     for (int t = 0; t < NT; t++) vst1q_f32(acc[t], f[t]);
-    remainder_q8(wrow, xq, dx, NT, 4 * nq, nb, acc);
+    for (int ib = 4 * nq; ib < nb; ib++) {          /* remainder blocks: SIMD dot, scalar float update */
+        const uint8_t *blk = wrow + (size_t)ib * Q8_BLOCK_BYTES;
+        const float d = block_d(blk);
+        for (int t = 0; t < NT; t++)
+            acc[t][ib % 4] += (d * dx[t][ib]) * (float)vaddvq_s32(block_dot_neon(blk, xq[t] + 32 * ib));
+    }
     for (int t = 0; t < NT; t++) out[t] = lanes_final(acc[t]);
 }
 #endif /* MAQ_NEON */
