@@ -53,8 +53,11 @@ typedef struct {            /* float lane accumulators: block b -> lane b % 4 */
     float D[4], M[4], S[4];
 } maq2_acc;
 
+/* log2(G) for G in {32, 64, 128}: group of input i = i >> g_shift(G) (no integer division in loops). */
+static inline int g_shift(int G) { return G == 32 ? 5 : G == 64 ? 6 : 7; }
+
 static inline void row_init(const maq_weight *w, int p, maq2_row *r) {
-    const int nw = w->T / 16, nbm = (nw + 7) / 8, ng = (w->T + w->G - 1) / w->G;
+    const int nw = w->T >> 4, nbm = (nw + 7) >> 3, ng = (w->T + w->G - 1) >> g_shift(w->G);
     r->words = (const uint32_t *)w->data + (size_t)p * nw;
     r->bm = w->bitmap + (size_t)p * nbm;
     r->sc = w->scales + (size_t)p * 2 * ng;
@@ -71,9 +74,6 @@ static inline void x_init(const maq2_act_layout *L, const uint8_t *row, int G, m
     x->s4 = (const int16_t *)(row + L->s4);
     x->xsg = (const int16_t *)(row + (G == 32 ? L->xs32 : G == 64 ? L->xs64 : L->xs128));
 }
-
-/* log2(G) for G in {32, 64, 128}: group of input i = i >> g_shift(G) (no integer division in loops). */
-static inline int g_shift(int G) { return G == 32 ? 5 : G == 64 ? 6 : 7; }
 
 static inline void acc_zero(maq2_acc *a) { memset(a, 0, sizeof(*a)); }
 
@@ -154,6 +154,25 @@ static void rows_scalar(const maq_weight *w, const maq2_act_layout *L, const uin
 /* ================================================================== shared by the SIMD paths */
 #define MAQ2_NT 4   /* tokens per tile in the batched product: each decoded word is reused NT times */
 
+/* Rows [pa, pb) for a tile of NT tokens: Y[t*P + p]. The per-row body is inlined so that everything that
+ * depends only on (T, G) -- shuffle patterns, constants -- is hoisted out of the row loop. */
+#define ROW_VARIANT(NAME, ATTR, IMPL, NT)                                                                \
+    static ATTR void NAME(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y) {              \
+        const int T = w->T, G = w->G;                                                                    \
+        const size_t P = (size_t)w->P;                                                                   \
+        for (int p = pa; p < pb; p++) {                                                                  \
+            maq2_row r;                                                                                  \
+            float o[NT];                                                                                 \
+            row_init(w, p, &r);                                                                          \
+            IMPL(&r, x, NT, T, G, o);                                                                    \
+            for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                            \
+        }                                                                                                \
+    }
+#define ROW_VARIANTS(NAME, ATTR, IMPL)                                                                   \
+    ROW_VARIANT(NAME##_1, ATTR, IMPL, 1) ROW_VARIANT(NAME##_2, ATTR, IMPL, 2)                            \
+    ROW_VARIANT(NAME##_3, ATTR, IMPL, 3) ROW_VARIANT(NAME##_4, ATTR, IMPL, 4)
+
+
 /* pshufb / tbl patterns turning a quad's group scales (byte g = sc of its g-th group) into one int16 per
  * lane: for block j and chunk c, lanes 2i, 2i+1 (bytes 4i..4i+3) carry the scale of word i. 0x80 -> 0.
  * [G: 32, 64, 128][block j of the quad][chunk c][16]; [gi][j] is also the 32-byte AVX2 pattern. */
@@ -202,23 +221,31 @@ static inline int32_t min_block(const maq2_row *r, const maq2_x *x, int b, int G
     return M;
 }
 
-/* Everything of a (remainder) block b except its 4-word chunks: tail words past the last full chunk
- * (T/16 % 4 != 0), the min term, salient words; then the float lane update. D = the chunks' sum. */
-static inline void block_rest(const maq2_row *r, const maq2_x *x, int b, int nwb, unsigned bits, int G, int ng,
-                              int32_t D, maq2_acc *a) {
+/* The integers of a (remainder) block b given D = its 4-word chunks' sum: adds tail words past the last full
+ * chunk (T/16 % 4 != 0) to *D, and returns M (min term) and S (salient words) in *M, *S. */
+static inline void block_ints(const maq2_row *r, const maq2_x *x, int b, int nwb, unsigned bits, int G, int ng,
+                              int32_t *D, int32_t *M, int32_t *S) {
     const int gsh = g_shift(G);
     for (int i = nwb & ~3; i < nwb; i++) {
         const int w = 8 * b + i;
-        if (!(bits >> i & 1u)) D += (int32_t)r->sc[(16 * w) >> gsh] * word_dot(r->words[w], x->xn + 16 * w);
+        if (!(bits >> i & 1u)) *D += (int32_t)r->sc[(16 * w) >> gsh] * word_dot(r->words[w], x->xn + 16 * w);
     }
-    int32_t M = min_block(r, x, b, G, ng), S = 0;
+    *M = min_block(r, x, b, G, ng);
+    *S = 0;
     while (bits) {
         const int w = 8 * b + __builtin_ctz(bits);
         bits &= bits - 1;
         const int16_t *s4 = x->s4 + 4 * w;
-        S += sal_dot(r->words[w], s4);
-        M -= (int32_t)r->m[(16 * w) >> gsh] * (s4[0] + s4[1] + s4[2] + s4[3]);
+        *S += sal_dot(r->words[w], s4);
+        *M -= (int32_t)r->m[(16 * w) >> gsh] * (s4[0] + s4[1] + s4[2] + s4[3]);
     }
+}
+
+/* block_ints, then the float lane update. */
+static inline void block_rest(const maq2_row *r, const maq2_x *x, int b, int nwb, unsigned bits, int G, int ng,
+                              int32_t D, maq2_acc *a) {
+    int32_t M, S;
+    block_ints(r, x, b, nwb, bits, G, ng, &D, &M, &S);
     acc_block(a, b, x->dx[b], D, M, S);
 }
 
@@ -307,13 +334,16 @@ SSE_FN void salient_quad_sse(const maq2_row *r, const maq2_x *x, const int NT, i
     }
 }
 
-/* Remainder blocks (after the full quads) of one row for NT tokens; per block, chunks in SIMD. */
-SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, int b0, maq2_acc *a) {
-    const int nw = T / 16, nb = (T + 127) / 128, ng = (T + G - 1) / G, gi = g_index(G);
+/* Remainder blocks (after the full quads) of one row for NT tokens; per block, chunks in SIMD, then the float
+ * update of lane b % 4 done on the vectors: the other lanes add dx*0 = +-0, which leaves them unchanged (a
+ * lane is never -0), so this equals the scalar acc_block bit for bit. */
+SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, int b0, __m128 f[][3]) {
+    const int nw = T >> 4, nb = (T + 127) >> 7, ng = (T + G - 1) >> g_shift(G), gi = g_index(G);
     for (int b = b0; b < nb; b++) {
         const int nwb = block_words(nw, b), nc = nwb >> 2;
         const unsigned bits = block_bits(r, nw, b);
         const __m128i sc4 = _mm_cvtsi32_si128((int)block_sc4(r, b, G, ng));
+        const __m128 lane = _mm_castsi128_ps(_mm_load_si128((const __m128i *)SAL_MASK[1u << (b & 3)]));
         __m128i acc[MAQ2_NT];
         for (int t = 0; t < NT; t++) acc[t] = _mm_setzero_si128();
         for (int c = 0; c < nc; c++) {
@@ -323,7 +353,14 @@ SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int 
             for (int t = 0; t < NT; t++)
                 acc[t] = _mm_add_epi32(acc[t], chunk_dot_sse(V, x[t].xp + 128 * b + 16 * c, sv));
         }
-        for (int t = 0; t < NT; t++) block_rest(r, &x[t], b, nwb, bits, G, ng, hsum_epi32_sse(acc[t]), &a[t]);
+        for (int t = 0; t < NT; t++) {
+            int32_t D = hsum_epi32_sse(acc[t]), M, S;
+            block_ints(r, &x[t], b, nwb, bits, G, ng, &D, &M, &S);
+            const __m128 dxv = _mm_and_ps(_mm_set1_ps(x[t].dx[b]), lane);
+            f[t][0] = _mm_add_ps(f[t][0], _mm_mul_ps(dxv, _mm_set1_ps((float)D)));
+            f[t][1] = _mm_add_ps(f[t][1], _mm_mul_ps(dxv, _mm_set1_ps((float)M)));
+            f[t][2] = _mm_add_ps(f[t][2], _mm_mul_ps(dxv, _mm_set1_ps((float)S)));
+        }
     }
 }
 
@@ -379,14 +416,14 @@ SSE_FN void row_sse_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, 
                                f[t]);
         }
     }
-    maq2_acc a[MAQ2_NT];
+    remainder_sse(r, x, NT, T, G, 4 * nq, f);
     for (int t = 0; t < NT; t++) {
-        _mm_storeu_ps(a[t].D, f[t][0]);
-        _mm_storeu_ps(a[t].M, f[t][1]);
-        _mm_storeu_ps(a[t].S, f[t][2]);
+        maq2_acc a;
+        _mm_storeu_ps(a.D, f[t][0]);
+        _mm_storeu_ps(a.M, f[t][1]);
+        _mm_storeu_ps(a.S, f[t][2]);
+        out[t] = acc_final(&a, r);
     }
-    remainder_sse(r, x, NT, T, G, 4 * nq, a);
-    for (int t = 0; t < NT; t++) out[t] = acc_final(&a[t], r);
 }
 
 /* ================================================================== AVX2 (256-bit), x86-64 */
@@ -440,21 +477,15 @@ AVX2_FN void row_avx2_nt(const maq2_row *r, const maq2_x *x, const int NT, int T
             quad_float_sse(Dv, _mm_sub_epi32(quad_min_sse(G, mw, mw2, x[t].xsg, q), Cv[t]), Sv[t], x[t].dx + 4 * q, f[t]);
         }
     }
-    maq2_acc a[MAQ2_NT];
+    remainder_sse(r, x, NT, T, G, 4 * nq, f);
     for (int t = 0; t < NT; t++) {
-        _mm_storeu_ps(a[t].D, f[t][0]);
-        _mm_storeu_ps(a[t].M, f[t][1]);
-        _mm_storeu_ps(a[t].S, f[t][2]);
+        maq2_acc a;
+        _mm_storeu_ps(a.D, f[t][0]);
+        _mm_storeu_ps(a.M, f[t][1]);
+        _mm_storeu_ps(a.S, f[t][2]);
+        out[t] = acc_final(&a, r);
     }
-    remainder_sse(r, x, NT, T, G, 4 * nq, a);
-    for (int t = 0; t < NT; t++) out[t] = acc_final(&a[t], r);
 }
-
-#define ROW_VARIANTS(NAME, TARGET, IMPL)                                                              \
-    static TARGET void NAME##_1(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 1, T, G, o); } \
-    static TARGET void NAME##_2(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 2, T, G, o); } \
-    static TARGET void NAME##_3(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 3, T, G, o); } \
-    static TARGET void NAME##_4(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 4, T, G, o); }
 
 ROW_VARIANTS(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
 ROW_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
@@ -602,33 +633,24 @@ NEON_FN void row_neon_nt(const maq2_row *r, const maq2_x *x, const int NT, int T
     for (int t = 0; t < NT; t++) out[t] = acc_final(&a[t], r);
 }
 
-#define ROW_VARIANTS_NEON(NAME, IMPL)                                                                 \
-    static __attribute__((noinline)) void NAME##_1(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 1, T, G, o); } \
-    static __attribute__((noinline)) void NAME##_2(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 2, T, G, o); } \
-    static __attribute__((noinline)) void NAME##_3(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 3, T, G, o); } \
-    static __attribute__((noinline)) void NAME##_4(const maq2_row *r, const maq2_x *x, int T, int G, float *o) { IMPL(r, x, 4, T, G, o); }
-ROW_VARIANTS_NEON(row_neon, row_neon_nt)
+ROW_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
 #endif /* MAQ_NEON */
 
 /* ================================================================== row/token tiling shared by SIMD paths */
-typedef void (*row_fn)(const maq2_row *r, const maq2_x *x, int T, int G, float *out);
+typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y);
 
-/* Rows [p0, p1) x all B tokens: row sub-tiles of 16 rows (their words stay in L1/L2) x token tiles of NT. */
+/* Rows [p0, p1) x all B tokens: row sub-tiles of 16 rows (their words stay in L1/L2) x token tiles of NT
+ * (B <= NT: the whole range at once). */
 static void rows_tiled(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
                        float *Y, const row_fn fns[MAQ2_NT]) {
-    for (int pt = p0; pt < p1; pt += 16) {
-        const int pe = pt + 16 < p1 ? pt + 16 : p1;
+    const int tile = B <= MAQ2_NT ? p1 - p0 : 16;   /* one token tile: no need to revisit rows */
+    for (int pt = p0; pt < p1; pt += tile) {
+        const int pe = pt + tile < p1 ? pt + tile : p1;
         for (int t0 = 0; t0 < B; t0 += MAQ2_NT) {
             const int nt = B - t0 < MAQ2_NT ? B - t0 : MAQ2_NT;
             maq2_x x[MAQ2_NT];
             for (int t = 0; t < nt; t++) x_init(L, act + (size_t)(t0 + t) * L->stride, w->G, &x[t]);
-            for (int p = pt; p < pe; p++) {
-                maq2_row r;
-                float out[MAQ2_NT];
-                row_init(w, p, &r);
-                fns[nt - 1](&r, x, w->T, w->G, out);
-                for (int t = 0; t < nt; t++) Y[(size_t)(t0 + t) * w->P + p] = out[t];
-            }
+            fns[nt - 1](w, x, pt, pe, Y + (size_t)t0 * w->P);
         }
     }
 }
