@@ -196,12 +196,23 @@ static inline __attribute__((always_inline)) void row_neon_nt(const uint8_t *wro
 }
 #endif /* MAQ_NEON */
 
-typedef void (*q8_row_fn)(const uint8_t *wrow, const int8_t *const *xq, const float *const *dx, int nb, float *out);
-#define Q8_VARIANTS(NAME, ATTR, IMPL)                                                                            \
-    static ATTR void NAME##_1(const uint8_t *w, const int8_t *const *x, const float *const *d, int nb, float *o) { IMPL(w, x, d, 1, nb, o); } \
-    static ATTR void NAME##_2(const uint8_t *w, const int8_t *const *x, const float *const *d, int nb, float *o) { IMPL(w, x, d, 2, nb, o); } \
-    static ATTR void NAME##_3(const uint8_t *w, const int8_t *const *x, const float *const *d, int nb, float *o) { IMPL(w, x, d, 3, nb, o); } \
-    static ATTR void NAME##_4(const uint8_t *w, const int8_t *const *x, const float *const *d, int nb, float *o) { IMPL(w, x, d, 4, nb, o); }
+/* Rows [pa, pb) for a tile of NT tokens, Y[t*P + p]; the row body is inlined (constants hoisted). */
+typedef void (*q8_row_fn)(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int pa, int pb,
+                          float *Y);
+#define Q8_VARIANT(NAME, ATTR, IMPL, NT)                                                                   \
+    static ATTR void NAME(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int pa, int pb, \
+                          float *Y) {                                                                      \
+        const int nb = w->T / 32;                                                                          \
+        const size_t P = (size_t)w->P, row_bytes = (size_t)nb * Q8_BLOCK_BYTES;                            \
+        for (int p = pa; p < pb; p++) {                                                                    \
+            float o[NT];                                                                                   \
+            IMPL((const uint8_t *)w->data + (size_t)p * row_bytes, xq, dx, NT, nb, o);                     \
+            for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                              \
+        }                                                                                                  \
+    }
+#define Q8_VARIANTS(NAME, ATTR, IMPL)                                                                      \
+    Q8_VARIANT(NAME##_1, ATTR, IMPL, 1) Q8_VARIANT(NAME##_2, ATTR, IMPL, 2)                                \
+    Q8_VARIANT(NAME##_3, ATTR, IMPL, 3) Q8_VARIANT(NAME##_4, ATTR, IMPL, 4)
 #if defined(MAQ_X86)
 Q8_VARIANTS(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
 Q8_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
@@ -210,12 +221,12 @@ Q8_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))
 Q8_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
 #endif
 
-/* Rows [p0, p1) x B tokens: sub-tiles of 16 rows x token tiles of Q8_NT. */
+/* Rows [p0, p1) x B tokens: sub-tiles of 16 rows x token tiles of Q8_NT (B <= Q8_NT: all rows at once). */
 static void rows_tiled(const maq_weight *w, const q8_act_layout *L, const uint8_t *act, int B, int p0, int p1,
                        float *Y, const q8_row_fn fns[Q8_NT]) {
-    const size_t row_bytes = (size_t)L->nb * Q8_BLOCK_BYTES;
-    for (int pt = p0; pt < p1; pt += 16) {
-        const int pe = pt + 16 < p1 ? pt + 16 : p1;
+    const int tile = B <= Q8_NT ? p1 - p0 : 16;    /* one token tile: no need to revisit rows */
+    for (int pt = p0; pt < p1; pt += tile) {
+        const int pe = pt + tile < p1 ? pt + tile : p1;
         for (int t0 = 0; t0 < B; t0 += Q8_NT) {
             const int nt = B - t0 < Q8_NT ? B - t0 : Q8_NT;
             const int8_t *xq[Q8_NT];
@@ -225,11 +236,7 @@ static void rows_tiled(const maq_weight *w, const q8_act_layout *L, const uint8_
                 xq[t] = (const int8_t *)(a + L->qs);
                 dx[t] = (const float *)(a + L->dx);
             }
-            for (int p = pt; p < pe; p++) {
-                float out[Q8_NT];
-                fns[nt - 1]((const uint8_t *)w->data + (size_t)p * row_bytes, xq, dx, L->nb, out);
-                for (int t = 0; t < nt; t++) Y[(size_t)(t0 + t) * w->P + p] = out[t];
-            }
+            fns[nt - 1](w, xq, dx, pt, pe, Y + (size_t)t0 * w->P);
         }
     }
 }
