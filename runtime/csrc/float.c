@@ -145,12 +145,20 @@ static inline __attribute__((always_inline)) void row_neon_nt(const maq_weight *
 }
 #endif /* MAQ_NEON */
 
-typedef void (*f_row_fn)(const maq_weight *w, int p, const float *const *x, float *out);
-#define F_VARIANTS(NAME, ATTR, IMPL)                                                                             \
-    static ATTR void NAME##_1(const maq_weight *w, int p, const float *const *x, float *o) { IMPL(w, p, x, 1, o); } \
-    static ATTR void NAME##_2(const maq_weight *w, int p, const float *const *x, float *o) { IMPL(w, p, x, 2, o); } \
-    static ATTR void NAME##_3(const maq_weight *w, int p, const float *const *x, float *o) { IMPL(w, p, x, 3, o); } \
-    static ATTR void NAME##_4(const maq_weight *w, int p, const float *const *x, float *o) { IMPL(w, p, x, 4, o); }
+/* Rows [pa, pb) for a tile of NT tokens, Y[t*P + p]; the row body is inlined. */
+typedef void (*f_row_fn)(const maq_weight *w, const float *const *x, int pa, int pb, float *Y);
+#define F_VARIANT(NAME, ATTR, IMPL, NT)                                                                    \
+    static ATTR void NAME(const maq_weight *w, const float *const *x, int pa, int pb, float *Y) {          \
+        const size_t P = (size_t)w->P;                                                                     \
+        for (int p = pa; p < pb; p++) {                                                                    \
+            float o[NT];                                                                                   \
+            IMPL(w, p, x, NT, o);                                                                          \
+            for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                              \
+        }                                                                                                  \
+    }
+#define F_VARIANTS(NAME, ATTR, IMPL)                                                                       \
+    F_VARIANT(NAME##_1, ATTR, IMPL, 1) F_VARIANT(NAME##_2, ATTR, IMPL, 2)                                  \
+    F_VARIANT(NAME##_3, ATTR, IMPL, 3) F_VARIANT(NAME##_4, ATTR, IMPL, 4)
 #if defined(MAQ_X86)
 F_VARIANTS(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
 F_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
@@ -162,17 +170,14 @@ F_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
 static void rows_tiled(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y,
                        const f_row_fn fns[F_NT]) {
     const size_t st = float_act_stride(w->T);
-    for (int pt = p0; pt < p1; pt += 16) {
-        const int pe = pt + 16 < p1 ? pt + 16 : p1;
+    const int tile = B <= F_NT ? p1 - p0 : 16;     /* one token tile: no need to revisit rows */
+    for (int pt = p0; pt < p1; pt += tile) {
+        const int pe = pt + tile < p1 ? pt + tile : p1;
         for (int t0 = 0; t0 < B; t0 += F_NT) {
             const int nt = B - t0 < F_NT ? B - t0 : F_NT;
             const float *x[F_NT];
             for (int t = 0; t < nt; t++) x[t] = (const float *)(act + (size_t)(t0 + t) * st);
-            for (int p = pt; p < pe; p++) {
-                float out[F_NT];
-                fns[nt - 1](w, p, x, out);
-                for (int t = 0; t < nt; t++) Y[(size_t)(t0 + t) * w->P + p] = out[t];
-            }
+            fns[nt - 1](w, x, pt, pe, Y + (size_t)t0 * w->P);
         }
     }
 }
