@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--large-mb", type=int, default=512, help="MB of packed words in the large set (>= 512)")
     ap.add_argument("--reps", type=int, default=7, help="repetitions (best of)")
     ap.add_argument("--paths", default="", help="comma-separated paths (default: all supported)")
+    ap.add_argument("--md", default="", help="also write the results as a markdown section to this file")
     args = ap.parse_args(argv)
     if args.quick:
         args.large_mb, args.reps = 96, 3
@@ -197,8 +198,43 @@ def main(argv=None) -> int:
             ">=4x_numpy(2t)": head["gweights_per_s_2t"] >= 4 * np_gw,
             "large_2t>=40%_read_bw": head.get("large_gbs_2t", 0) >= 0.4 * read_bw[2],
         }
+    if args.md:
+        with open(args.md, "w", encoding="utf-8") as f:
+            f.write(markdown(summary, paths, argv))
     print(json.dumps(summary))
     return 0
+
+
+def markdown(s: dict, paths: list, argv) -> str:
+    """The Kernels section of docs/BENCHMARKS.md from the summary."""
+    argv = sys.argv[1:] if argv is None else argv
+    cmd = "python scripts/bench_kernel.py" + ("" if not argv else " " + " ".join(argv))
+    lines = [
+        f"Machine: {s['cpu']} ({platform.machine()}, {os.cpu_count()} cores), date {s['date']}, "
+        f"load average before/after {s['load_avg_before_after'][0]} / {s['load_avg_before_after'][1]}.",
+        f"Command: `{cmd}`", "",
+        f"Read bandwidth (C read-sum loop): {s['read_bw_gbs_1t']} GB/s at 1 thread, {s['read_bw_gbs_2t']} GB/s at 2. "
+        f"numpy float32 matvec of the same shape: {s['numpy_f32_gweights_per_s']} Gweights/s.", "",
+        f"MAQ2 {s['shape'][0]}x{s['shape'][1]} (P x T), G={s['group']}, {s['salient']:.1%} salient words "
+        "(L3-resident), and the large set (>= 512 MB of words, round-robin, from DRAM):", "",
+        "| path | threads | ms/matvec | Gweights/s | GB/s | x numpy | large set GB/s | large Gweights/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in paths:
+        r = s["paths"][p]
+        for n in (1, 2):
+            gw = r[f"gweights_per_s_{n}t"]
+            lines.append(f"| {p} | {n} | {r[f'ms_{n}t']:.3f} | {gw:.2f} | {r[f'gbs_{n}t']:.2f} | "
+                         f"{gw / s['numpy_f32_gweights_per_s']:.1f} | {r.get(f'large_gbs_{n}t', '-')} | "
+                         f"{r.get(f'large_gweights_per_s_{n}t', '-')} |")
+    cont = {p: s["paths"][p]["gweights_per_s_2t_contended"] for p in paths if "gweights_per_s_2t_contended" in s["paths"][p]}
+    if cont:
+        lines += ["", "2 threads while another process keeps one core busy: " +
+                  ", ".join(f"{p} {v} Gweights/s" for p, v in cont.items()) + "."]
+    if "bar" in s:
+        lines += ["", "Bar (128-bit path = " + s["path_128bit"] + "): " +
+                  ", ".join(f"{k}: {'pass' if v else 'FAIL'}" for k, v in s["bar"].items()) + "."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

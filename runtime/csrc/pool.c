@@ -11,10 +11,10 @@
  * (sched_yield) every 64 spins after MAQ_YIELD_NS so a spinning thread never keeps a runnable one waiting,
  * then sleep on a condition variable; the caller likewise spins at most MAQ_SPIN_NS for running slots.
  * Contention: a worker that is preempted while it runs a slot still makes the caller wait until it is scheduled
- * again. When that happens (the caller waited longer than MAQ_SPIN_NS and longer than its own share took), the
- * next MAQ_SOLO_JOBS jobs (doubling per consecutive stall, up to 4096) run all their slots on the caller alone,
- * then the workers are tried again: a core kept busy by another process costs a stall only now and then
- * instead of on every job, and a quiet machine never triggers it.
+ * again. When that happens (the caller waited longer than MAQ_SPIN_NS and longer than a quarter of the time its
+ * own slots took), jobs run all their slots on the caller alone for the next MAQ_SOLO_NS (doubling per
+ * consecutive stall, up to 1.3 s), then the workers are tried again: a core kept busy by another process costs
+ * a stall only now and then instead of on every job, and a quiet machine never triggers it.
  * No thread is created per call; nothing here calls exit().
  */
 #define _POSIX_C_SOURCE 200809L
@@ -38,8 +38,8 @@
 
 #define MAQ_SPIN_NS 200000ll  /* 0.2 ms: covers the gaps between kernels of one decode step */
 #define MAQ_YIELD_NS 30000ll  /* after 30 us of spinning, yield the core every 64 spins (oversubscribed machine) */
-#define MAQ_SOLO_JOBS 64      /* jobs run by the caller alone after a stall on a preempted worker, */
-#define MAQ_SOLO_MAX_SHIFT 6  /* doubled per consecutive stall up to 64 << 6 = 4096 jobs */
+#define MAQ_SOLO_NS 20000000ll /* 20 ms of jobs run by the caller alone after a stall on a preempted worker, */
+#define MAQ_SOLO_MAX_SHIFT 6   /* doubled per consecutive stall up to 20 ms << 6 = 1.3 s */
 
 struct maq_pool {
     int n;                        /* slots per job = threads incl. the caller */
@@ -53,7 +53,7 @@ struct maq_pool {
     atomic_int done;              /* finished slots of the current job */
     atomic_int n_sleeping;        /* workers waiting on cv_work */
     atomic_int caller_sleeping;   /* 1 while the caller waits on cv_done */
-    int solo_left;                /* caller only (under run_mu): jobs still to run without the workers */
+    int64_t solo_until;           /* caller only (under run_mu): run jobs without the workers until then */
     int stall_streak;             /* caller only: consecutive parallel jobs that stalled */
     long long n_stalls;           /* caller only: stalls detected (diagnostics) */
     maq_task_fn fn;               /* current job (written before `state` is published) */
@@ -179,11 +179,13 @@ void maq_pool_run(maq_pool *pool, maq_task_fn fn, void *ctx) {
         return;
     }
     pthread_mutex_lock(&pool->run_mu);
-    if (pool->solo_left > 0) {                   /* recent stall: run every slot here, workers untouched */
-        pool->solo_left--;
-        for (int i = 0; i < pool->n; i++) fn(ctx, i, pool->n);
-        pthread_mutex_unlock(&pool->run_mu);
-        return;
+    if (pool->solo_until) {                      /* recent stall: every slot here, workers untouched */
+        if (now_ns() < pool->solo_until) {
+            for (int i = 0; i < pool->n; i++) fn(ctx, i, pool->n);
+            pthread_mutex_unlock(&pool->run_mu);
+            return;
+        }
+        pool->solo_until = 0;
     }
     const int64_t t_start = now_ns();
     pool->fn = fn;
@@ -221,8 +223,8 @@ void maq_pool_run(maq_pool *pool, maq_task_fn fn, void *ctx) {
     }
     if (spins >= 64) {                           /* waited long: was a worker preempted mid-slot? */
         const int64_t waited = now_ns() - t_own;
-        if (waited > MAQ_SPIN_NS && waited > t_own - t_start) {
-            pool->solo_left = MAQ_SOLO_JOBS << pool->stall_streak;
+        if (waited > MAQ_SPIN_NS && 4 * waited > t_own - t_start) {
+            pool->solo_until = now_ns() + (MAQ_SOLO_NS << pool->stall_streak);
             if (pool->stall_streak < MAQ_SOLO_MAX_SHIFT) pool->stall_streak++;
             pool->n_stalls++;
         } else {
