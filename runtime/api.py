@@ -78,16 +78,20 @@ class StopMatcher:
 
 
 class Llama:
-    """Load a GGUF (MAQ2 or standard types) and generate. Mirrors llama_cpp.Llama's common surface."""
+    """Load a GGUF (MAQ2 or standard types) and generate. Mirrors llama_cpp.Llama's common surface.
+
+    MAQ extras: ``engine`` ("auto", "c", "numpy"), ``exact`` (dequantize Q8_0/MAQ2 to F32 at load: float
+    products everywhere, see ``gguf_loader.load``)."""
 
     def __init__(self, model_path: str, *, n_ctx: int = 512, n_threads: int | None = None, n_batch: int = 128,
-                 seed: int | None = None, verbose: bool = True, engine: str = "auto", **kwargs):
+                 seed: int | None = None, verbose: bool = True, engine: str = "auto", exact: bool = False,
+                 **kwargs):
         if kwargs:
             log.debug("ignoring llama-cpp-python options not used by MAQ: %s", ", ".join(sorted(kwargs)))
         self.model_path = _resolve_path(model_path)
         self.verbose = verbose
         t0 = time.perf_counter()
-        self._lm = gguf_loader.load(self.model_path)
+        self._lm = gguf_loader.load(self.model_path, exact=exact)
         self.tokenizer_ = tok_mod.from_gguf(self._lm.gguf)
         if self.tokenizer_.n_vocab != self._lm.config.vocab_size:
             raise MAQError(f"{self.model_path}: tokenizer has {self.tokenizer_.n_vocab} tokens, model vocabulary "

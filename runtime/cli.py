@@ -18,6 +18,9 @@ def _common(p: argparse.ArgumentParser, ctx_default: int | None = 2048) -> None:
     p.add_argument("--engine", choices=("auto", "c", "numpy"), default="auto",
                    help="c: the C runtime; numpy: the slow reference forward (default: auto)")
     p.add_argument("--batch", type=int, default=128, help="prompt tokens per forward call (default 128)")
+    p.add_argument("--exact", action="store_true",
+                   help="dequantize Q8_0/MAQ2 weights to F32 at load: float products, no int8 activation rounding "
+                        "(the reference numerics; slower, more memory)")
 
 
 def _sampling(p: argparse.ArgumentParser, temp: float) -> None:
@@ -70,8 +73,8 @@ def _llama(args, n_ctx: int):
 
     if n_ctx <= 0:
         raise MAQError(f"--ctx {n_ctx}: expected a positive number of tokens")
-    return Llama(args.model, n_ctx=n_ctx, n_threads=args.threads, n_batch=args.batch, seed=args.seed,
-                 verbose=False, engine=args.engine)
+    return Llama(args.model, n_ctx=n_ctx, n_threads=args.threads, n_batch=args.batch, seed=getattr(args, "seed", None),
+                 verbose=False, engine=args.engine, exact=args.exact)
 
 
 def _sampling_kwargs(args) -> dict:

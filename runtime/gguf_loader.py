@@ -394,11 +394,11 @@ OPTIONAL_TENSORS = ("rope_freqs.weight",)
 
 
 class _Loader:
-    def __init__(self, gf: GGUFFile, dequant_to: str = "f32"):
+    def __init__(self, gf: GGUFFile, exact: bool = False):
         self.f = gf
         self.where = str(gf.path)
         self.used: set[str] = set()
-        self.dequant_to = dequant_to
+        self.exact = exact
 
     def err(self, tensor: str, msg: str) -> FormatError:
         return FormatError(f"{self.where}: tensor {tensor}: {msg}")
@@ -431,7 +431,8 @@ class _Loader:
             if self.f.metadata[key] != fmt.TYPE_MAQ2:
                 raise FormatError(f"{self.where}: metadata {key} = {self.f.metadata[key]!r}, expected "
                                   f"{fmt.TYPE_MAQ2!r}")
-            return self.maq_weight(name, P, T)
+            w = self.maq_weight(name, P, T)
+            return self._exact(w) if self.exact else w
         t = self.info(name)
         if t.ne != (T, P):
             raise self.err(name, f"shape ne={list(t.ne)}, expected [{T}, {P}] (llama.* metadata)")
@@ -443,9 +444,16 @@ class _Loader:
             return Weight(name, KIND_F16, P, T, self.f.view(t, "<u2", (P, T)), source_type="F16")
         if t.ggml_type == GGML_Q8_0:
             self._check_align(t, 2)
-            return Weight(name, KIND_Q8_0, P, T, self.f.view(t, np.uint8, (P, T // Q8_0_BLOCK * Q8_0_BYTES)),
-                          source_type="Q8_0")
+            w = Weight(name, KIND_Q8_0, P, T, self.f.view(t, np.uint8, (P, T // Q8_0_BLOCK * Q8_0_BYTES)),
+                       source_type="Q8_0")
+            return self._exact(w) if self.exact else w
         return self.dequantized(t, P, T)
+
+    @staticmethod
+    def _exact(w: Weight) -> Weight:
+        """The weight dequantized to F32 (exact mode: float products, no int8 activation rounding)."""
+        return Weight(w.name, KIND_F32, w.P, w.T, np.ascontiguousarray(w.dequantize(), dtype=np.float32),
+                      source_type=w.source_type, copied=True)
 
     def dequantized(self, t: TensorInfo, P: int, T: int) -> Weight:
         from gguf.constants import GGMLQuantizationType
@@ -558,11 +566,16 @@ def _config(gf: GGUFFile) -> ModelConfig:
                        tied_output=tied)
 
 
-def load(path: str | os.PathLike) -> LoadedModel:
-    """Open, validate and map a llama GGUF. Raises MAQError/FormatError naming file, tensor and expectation."""
+def load(path: str | os.PathLike, exact: bool = False) -> LoadedModel:
+    """Open, validate and map a llama GGUF. Raises MAQError/FormatError naming file, tensor and expectation.
+
+    ``exact``: dequantize every weight that is not F32/F16 (Q8_0 and MAQ2 included) to F32 at load, so every
+    product is computed in float: the model exactly as its dequantized weights define it (the "reference"
+    numerics of the paper's evaluation), at the cost of speed and 4 bytes per weight. By default Q8_0 and MAQ2
+    stay in the mapped file and the kernels round activations to int8 (as llama.cpp does)."""
     gf = GGUFFile(path)
     cfg = _config(gf)
-    ld = _Loader(gf)
+    ld = _Loader(gf, exact=exact)
     D, H, Q, KV = cfg.dim, cfg.hidden_dim, cfg.q_dim, cfg.kv_dim
     if "rope_freqs.weight" in gf.tensors:
         cfg.rope.freq_factors = np.array(ld.vector("rope_freqs.weight", cfg.rope.dim // 2), dtype=np.float32)

@@ -107,3 +107,11 @@ def test_stats_account_for_time(tiny_maq):
     s = cm.stats()
     assert s["tokens"] == len(IDS) and s["calls"] == 1
     assert s["matmul_s"] > 0 and s["total_s"] >= s["matmul_s"] + s["attention_s"]
+
+
+def test_exact_mode_is_the_float_reference(tiny_maq):
+    """load(exact=True): MAQ2 and Q8_0 dequantized to F32 at load, so C equals the exact numpy forward."""
+    lm = gl.load(tiny_maq, exact=True)
+    assert {w.kind for w in lm.weights()} == {gl.KIND_F32}
+    exact = ReferenceModel(gl.load(tiny_maq), n_ctx=32).forward(IDS, 0)
+    assert rel(M.CModel(lm, n_ctx=32, n_threads=1).forward(IDS, 0, M.LOGITS_ALL), exact) < 1e-5
