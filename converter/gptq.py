@@ -12,6 +12,7 @@ U_j,j+1: and to all later columns after each block (GPTQ, Frantar et al. 2022). 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -53,8 +54,27 @@ class LayerResult:
     ref: float = float("nan")  # Σ w H wᵀ
 
 
+@contextlib.contextmanager
+def single_thread():
+    """GPTQ's column loop is thousands of small ops: one thread avoids the intra-op threading overhead, which
+    multiplies the run time several times over on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerResult:
     """W [P, T] float32, H [T, T] = 2XᵀX/n (undamped) -> LayerResult. Deterministic for given inputs."""
+    if W.device.type == "cpu":
+        with single_thread():
+            return _quantize_maq(W, H, cfg)
+    return _quantize_maq(W, H, cfg)
+
+
+def _quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerResult:
     W0 = W.float()
     P, T = W0.shape
     fmt.check_shape(T, P, cfg.G, "quantize_maq")

@@ -32,38 +32,35 @@ def _minmax(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def _codes(x: torch.Tensor, s: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
-    """2-bit codes (float 0..3) of x [P, g] for per-row s, lo [P]; s == 0 -> code 0."""
-    safe = torch.where(s > 0, s, torch.ones_like(s))
-    q = torch.clamp(torch.round((x - lo[:, None]) / safe[:, None]), 0, fmt.CODE_MAX)
-    return torch.where((s > 0)[:, None], q, torch.zeros_like(q))
+    """2-bit codes (float 0..3) of x [..., P, g] for s, lo [..., P]; s == 0 -> code 0."""
+    pos = s > 0
+    safe = torch.where(pos, s, torch.ones_like(s))
+    q = torch.clamp(torch.round((x - lo[..., None]) / safe[..., None]), 0, fmt.CODE_MAX)
+    return q * pos[..., None]
 
 
 def _value(q: torch.Tensor, s: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
     """s·q + lo in float32, the same two roundings as ``format.dequantize``."""
-    return s[:, None] * q + lo[:, None]
+    return s[..., None] * q + lo[..., None]
 
 
 def encode_decode(s: torch.Tensor, lo: torch.Tensor, d: torch.Tensor, dmin: torch.Tensor):
-    """Float (s, lo) [P] -> codes (sc, m) [P] for row scales d, dmin [P] (float32 values of the fp16 ones),
+    """Float (s, lo) [..., P] -> codes (sc, m) for row scales d, dmin [P] (float32 values of the fp16 ones),
     and the decoded (s', lo') the format reproduces. sc is clipped to 0..255, m to -127..127."""
-    sc = torch.where(d > 0, torch.clamp(torch.round(s / torch.where(d > 0, d, torch.ones_like(d))), 0, fmt.SC_MAX),
-                     torch.zeros_like(s))
-    m = torch.where(dmin > 0, torch.clamp(torch.round(lo / torch.where(dmin > 0, dmin, torch.ones_like(dmin))),
-                                          -fmt.M_MAX, fmt.M_MAX), torch.zeros_like(lo))
+    dp, mp = d > 0, dmin > 0
+    sc = torch.clamp(torch.round(s / torch.where(dp, d, torch.ones_like(d))), 0, fmt.SC_MAX) * dp
+    m = torch.clamp(torch.round(lo / torch.where(mp, dmin, torch.ones_like(dmin))), -fmt.M_MAX, fmt.M_MAX) * mp
     return sc, m, d * sc, dmin * m
 
 
-def _err(x, keep, wts, xh) -> torch.Tensor:
-    return (((x - xh) ** 2) * wts[None, :] * keep).sum(dim=1)
-
-
-def _candidate(x, keep, wts, mn, width, a, b, decode):
+def _eval(x, wk, mn, width, a, b, decode):
+    """Candidates a, b [C, P] (fractions clipped from the low/high end) -> error [C, P], s, lo [C, P]."""
     lo = mn + a * width
     s = torch.clamp(width * (1.0 - a - b), min=0.0) / fmt.CODE_MAX
     if decode is not None:
         _, _, s, lo = encode_decode(s, lo, *decode)
-    q = _codes(x, s, lo)
-    return _err(x, keep, wts, _value(q, s, lo)), s, lo
+    xh = _value(_codes(x, s, lo), s, lo)
+    return (((x - xh) ** 2) * wk).sum(-1), s, lo
 
 
 def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str = "clip",
@@ -72,55 +69,48 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
 
     decode=(d, dmin): candidates are scored after encoding/decoding with those row scales and the returned
     (s, lo) are the decoded values; None: plain float search (used to size the row scales).
+    Ties keep the earlier candidate (min/max first).
     """
     x = x.float()
-    keepf = keep.float()
+    wk = keep.float() * wts[None, :]
     mn, mx = _minmax(x, keep)
     width = mx - mn
-    best_e, best_s, best_lo = _candidate(x, keepf, wts, mn, width, 0.0, 0.0, decode)
+    P = x.shape[0]
+    zero = torch.zeros(1, P, dtype=x.dtype, device=x.device)
     if method == "minmax":
-        return best_s, best_lo
-    best_a = torch.zeros_like(mn)
-    best_b = torch.zeros_like(mn)
-
-    def consider(a, b):
-        nonlocal best_e, best_s, best_lo, best_a, best_b
-        if isinstance(a, float) and (a < 0 or b < 0 or a + b >= 1):
-            return
-        av = a if isinstance(a, torch.Tensor) else torch.full_like(mn, a)
-        bv = b if isinstance(b, torch.Tensor) else torch.full_like(mn, b)
-        av = torch.clamp(av, min=0.0)
-        bv = torch.clamp(bv, min=0.0)
-        ok = (av + bv) < 0.95
-        e, s, lo = _candidate(x, keepf, wts, mn, width, av, bv, decode)
-        better = ok & (e < best_e)
-        best_e = torch.where(better, e, best_e)
-        best_s = torch.where(better, s, best_s)
-        best_lo = torch.where(better, lo, best_lo)
-        best_a = torch.where(better, av, best_a)
-        best_b = torch.where(better, bv, best_b)
-
-    for a in SYM_GRID[1:]:
-        consider(a, a)
-    ca, cb = best_a.clone(), best_b.clone()
-    for da in NEIGHBOUR:
-        for db in NEIGHBOUR:
-            if da or db:
-                consider(ca + da, cb + db)
+        _, s, lo = _eval(x, wk, mn, width, zero, zero, decode)
+        return s[0], lo[0]
+    # symmetric shrink
+    sym = torch.tensor(SYM_GRID, dtype=x.dtype, device=x.device)[:, None].expand(-1, P)
+    e1, s1, lo1 = _eval(x, wk, mn, width, sym, sym, decode)
+    k = torch.argmin(e1, dim=0)                                    # first minimum: ties keep min/max
+    ar = torch.arange(P, device=x.device)
+    best_e, best_s, best_lo = e1[k, ar], s1[k, ar], lo1[k, ar]
+    ca = sym[k, ar]
+    # 3x3 neighbourhood of the best (a, b)
+    offs = [(da, db) for da in NEIGHBOUR for db in NEIGHBOUR if da or db]
+    a2 = torch.stack([torch.clamp(ca + da, min=0.0) for da, _ in offs])
+    b2 = torch.stack([torch.clamp(ca + db, min=0.0) for _, db in offs])
+    e2, s2, lo2 = _eval(x, wk, mn, width, a2, b2, decode)
+    e2 = torch.where(a2 + b2 < 0.95, e2, torch.full_like(e2, float("inf")))
+    k2 = torch.argmin(e2, dim=0)
+    e2b, s2b, lo2b = e2[k2, ar], s2[k2, ar], lo2[k2, ar]
+    better = e2b < best_e
+    best_e = torch.where(better, e2b, best_e)
+    best_s = torch.where(better, s2b, best_s)
+    best_lo = torch.where(better, lo2b, best_lo)
     # one weighted least-squares refit of (s, lo) for the chosen codes
     q = _codes(x, best_s, best_lo)
-    wk = keepf * wts[None, :]
     sw, sq, sqq = wk.sum(1), (wk * q).sum(1), (wk * q * q).sum(1)
     sx, sqx = (wk * x).sum(1), (wk * q * x).sum(1)
     det = sw * sqq - sq * sq
     ok = det > 1e-12 * torch.clamp(sw * sqq, min=1e-30)
     safe = torch.where(ok, det, torch.ones_like(det))
-    s_ls = torch.where(ok, (sw * sqx - sq * sx) / safe, best_s)
+    s_ls = torch.clamp(torch.where(ok, (sw * sqx - sq * sx) / safe, best_s), min=0.0)
     lo_ls = torch.where(ok, (sqq * sx - sq * sqx) / safe, best_lo)
-    s_ls = torch.clamp(s_ls, min=0.0)
     if decode is not None:
         _, _, s_ls, lo_ls = encode_decode(s_ls, lo_ls, *decode)
-    e = _err(x, keepf, wts, _value(_codes(x, s_ls, lo_ls), s_ls, lo_ls))
+    e = (((x - _value(_codes(x, s_ls, lo_ls), s_ls, lo_ls)) ** 2) * wk).sum(1)
     better = e < best_e
     return torch.where(better, s_ls, best_s), torch.where(better, lo_ls, best_lo)
 
