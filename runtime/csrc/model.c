@@ -21,8 +21,10 @@ typedef struct {
     float *hb;      /* [B][H] gate, then silu(gate)*up */
     float *hb2;     /* [B][H] up */
     void *act;      /* preprocessed activation, >= maq_act_bytes of every weight for B rows */
-    float *att;     /* [n_threads][seq_len] attention scores, one row per pool thread */
-    float *key_cache;   /* [L][seq_len][n_kv_heads*hd] (roped keys) */
+    float *att;     /* [n_threads][n_heads/n_kv_heads][seq_len] attention weights, one block per pool slot */
+    float *att_max; /* [n_threads][n_heads/n_kv_heads] running score maxima */
+    float *kb;          /* [B][n_kv_heads*hd] new keys (roped) before they go to the transposed cache */
+    float *key_cache;   /* [L][n_kv_heads][hd][seq_len] roped keys, transposed (positions contiguous) */
     float *value_cache; /* [L][seq_len][n_kv_heads*hd] */
     float *rope_cos;    /* [seq_len][rope_dim/2] */
     float *rope_sin;    /* [seq_len][rope_dim/2] */
@@ -60,7 +62,7 @@ void maq_model_free(maq_model *m) {
     if (!m) return;
     run_state *s = &m->s;
     free(s->x); free(s->xb); free(s->q); free(s->att_out); free(s->xb2); free(s->hb); free(s->hb2);
-    free(s->act); free(s->att); free(s->key_cache); free(s->value_cache); free(s->rope_cos); free(s->rope_sin);
+    free(s->act); free(s->att); free(s->att_max); free(s->kb); free(s->key_cache); free(s->value_cache); free(s->rope_cos); free(s->rope_sin);
     free(m->layers);
     if (m->pool) maq_pool_destroy(m->pool);
     free(m);
@@ -91,7 +93,10 @@ maq_model *maq_model_create(const maq_model_config *cfg, const maq_model_weights
     s->att_out = (float *)xcalloc((size_t)B * QD, sizeof(float), &fail);
     s->hb = (float *)xcalloc((size_t)B * H, sizeof(float), &fail);
     s->hb2 = (float *)xcalloc((size_t)B * H, sizeof(float), &fail);
-    s->att = (float *)xcalloc((size_t)n_threads * S, sizeof(float), &fail);
+    const int rep = cfg->n_heads / cfg->n_kv_heads;
+    s->att = (float *)xcalloc((size_t)n_threads * rep * S, sizeof(float), &fail);
+    s->att_max = (float *)xcalloc((size_t)n_threads * rep, sizeof(float), &fail);
+    s->kb = (float *)xcalloc((size_t)B * KVD, sizeof(float), &fail);
     s->key_cache = (float *)xcalloc((size_t)L * S * KVD, sizeof(float), &fail);
     s->value_cache = (float *)xcalloc((size_t)L * S * KVD, sizeof(float), &fail);
     s->rope_cos = (float *)xcalloc((size_t)S * (R ? R : 1), sizeof(float), &fail);
@@ -178,15 +183,74 @@ static void matmul(maq_model *m, act_tag *tag, const maq_weight *w, const float 
 }
 
 /* ------------------------------------------------------------------ attention */
-/* Dot product with 8 independent partial sums (vectorizable without reassociation flags). */
-static float dot8(const float *a, const float *b, int n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+/* The hot loops below are plain C over `restrict` pointers with fixed-order lane sums, so the compiler vectorizes
+ * them without reassociating anything (results do not depend on the ISA). On x86-64 GCC builds an AVX2 clone and
+ * picks it at load time (target_clones); other targets get their baseline SIMD (SSE2, NEON). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(MAQ_NO_CLONES)
+#define MAQ_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define MAQ_CLONES
+#endif
+
+/* att[r][p] = scale * q[r] . k[p], p < n_pos, for the rep query heads of one KV head, from the transposed key
+ * cache kt [hd][S] of that head; mx[r] = max_p att[r][p]. Loops run over positions (contiguous in kt), so each
+ * score is summed over i = 0..hd-1 in order whatever the vector width. */
+#define MAQ_ATT_BLOCK 512
+MAQ_CLONES void maq_attn_scores(const float *restrict q, int rep, int hd, const float *restrict kt, int S,
+                                int n_pos, float scale, float *restrict att, float *restrict mx) {
+    for (int p0 = 0; p0 < n_pos; p0 += MAQ_ATT_BLOCK) {
+        const int np = n_pos - p0 < MAQ_ATT_BLOCK ? n_pos - p0 : MAQ_ATT_BLOCK;
+        for (int r = 0; r < rep; r++) {
+            float *restrict a = att + (size_t)r * S + p0;
+            const float q0 = q[(size_t)r * hd];
+            const float *restrict k0 = kt + p0;
+            for (int p = 0; p < np; p++) a[p] = q0 * k0[p];
+        }
+        for (int i = 1; i < hd; i++) {
+            const float *restrict k = kt + (size_t)i * S + p0;
+            for (int r = 0; r < rep; r++) {
+                const float qi = q[(size_t)r * hd + i];
+                float *restrict a = att + (size_t)r * S + p0;
+                for (int p = 0; p < np; p++) a[p] += qi * k[p];
+            }
+        }
+    }
+    for (int r = 0; r < rep; r++) {
+        float *restrict a = att + (size_t)r * S;
+        float m = -INFINITY;
+        for (int p = 0; p < n_pos; p++) {
+            a[p] *= scale;
+            m = a[p] > m ? a[p] : m;
+        }
+        mx[r] = m;
+    }
+}
+
+/* out[r][0..hd) = sum_p att[r][p] * v[p] / sum_p att[r][p], after att[r][p] = exp(att[r][p] - mx[r]). */
+MAQ_CLONES void maq_attn_values(float *restrict att, int att_stride, int rep, const float *restrict mx,
+                                const float *restrict vc, int kv_stride, int n_pos, int hd, float *restrict out,
+                                int out_stride) {
+    for (int r = 0; r < rep; r++) {
+        float *restrict a = att + (size_t)r * att_stride;
+        float sum = 0.0f;
+        for (int p = 0; p < n_pos; p++) {
+            float e = expf(a[p] - mx[r]);
+            a[p] = e;
+            sum += e;
+        }
+        const float inv = 1.0f / sum;
+        for (int p = 0; p < n_pos; p++) a[p] *= inv;
+        float *restrict o = out + (size_t)r * out_stride;
+        for (int i = 0; i < hd; i++) o[i] = 0.0f;
+    }
+    for (int p = 0; p < n_pos; p++) {
+        const float *restrict v = vc + (size_t)p * kv_stride;
+        for (int r = 0; r < rep; r++) {
+            const float w = att[(size_t)r * att_stride + p];
+            float *restrict o = out + (size_t)r * out_stride;
+            for (int i = 0; i < hd; i++) o[i] += w * v[i];
+        }
+    }
 }
 
 typedef struct {
@@ -194,45 +258,28 @@ typedef struct {
     int layer, B, pos;
 } att_task;
 
-/* For each (token b, head h) pair of this thread: scores over positions 0..pos+b, softmax, weighted values. */
+/* Units are (token b, KV head g): the rep = n_heads/n_kv_heads query heads of a group read K and V once. */
 static void attention_task(void *ctx, int ith, int nth) {
     att_task *t = (att_task *)ctx;
     maq_model *m = t->m;
     const maq_model_config *c = &m->cfg;
-    const int hd = c->head_dim, nh = c->n_heads, rep = c->n_heads / c->n_kv_heads;
-    const int KVD = c->n_kv_heads * hd, QD = nh * hd;
+    const int hd = c->head_dim, nkv = c->n_kv_heads, rep = c->n_heads / c->n_kv_heads;
+    const int KVD = nkv * hd, QD = c->n_heads * hd, S = c->seq_len;
     const float scale = 1.0f / sqrtf((float)hd);
-    const float *kc = m->s.key_cache + (size_t)t->layer * c->seq_len * KVD;
-    const float *vc = m->s.value_cache + (size_t)t->layer * c->seq_len * KVD;
-    float *att = m->s.att + (size_t)ith * c->seq_len;
-    const int n_pairs = t->B * nh;
-    const int per = (n_pairs + nth - 1) / nth;
-    const int lo = ith * per, hi = lo + per < n_pairs ? lo + per : n_pairs;
-    for (int pr = lo; pr < hi; pr++) {
-        const int b = pr / nh, h = pr % nh, kvh = h / rep;
+    const float *kc = m->s.key_cache + (size_t)t->layer * S * KVD;
+    const float *vc = m->s.value_cache + (size_t)t->layer * S * KVD;
+    float *att = m->s.att + (size_t)ith * rep * S;   /* [rep][S] */
+    float *mx = m->s.att_max + (size_t)ith * rep;    /* [rep] */
+    const int n_units = t->B * nkv;
+    const int per = (n_units + nth - 1) / nth;
+    const int lo = ith * per, hi = lo + per < n_units ? lo + per : n_units;
+    for (int u = lo; u < hi; u++) {
+        const int b = u / nkv, g = u % nkv;
         const int n_pos = t->pos + b + 1;
-        const float *q = m->s.q + (size_t)b * QD + (size_t)h * hd;
-        float mx = -INFINITY;
-        for (int p = 0; p < n_pos; p++) {
-            const float *k = kc + (size_t)p * KVD + (size_t)kvh * hd;
-            float sc = dot8(q, k, hd) * scale;
-            att[p] = sc;
-            if (sc > mx) mx = sc;
-        }
-        float sum = 0.0f;
-        for (int p = 0; p < n_pos; p++) {
-            float e = expf(att[p] - mx);
-            att[p] = e;
-            sum += e;
-        }
-        const float inv = 1.0f / sum;
-        float *o = m->s.att_out + (size_t)b * QD + (size_t)h * hd;
-        for (int i = 0; i < hd; i++) o[i] = 0.0f;
-        for (int p = 0; p < n_pos; p++) {
-            const float *v = vc + (size_t)p * KVD + (size_t)kvh * hd;
-            const float a = att[p] * inv;
-            for (int i = 0; i < hd; i++) o[i] += a * v[i];
-        }
+        const float *q = m->s.q + (size_t)b * QD + (size_t)g * rep * hd;
+        float *o = m->s.att_out + (size_t)b * QD + (size_t)g * rep * hd;
+        maq_attn_scores(q, rep, hd, kc + (size_t)g * hd * S, S, n_pos, scale, att, mx);
+        maq_attn_values(att, S, rep, mx, vc + (size_t)g * hd, KVD, n_pos, hd, o, hd);
     }
 }
 
@@ -249,18 +296,22 @@ static void forward_chunk(maq_model *m, const int32_t *tokens, int B, int pos, f
 
     for (int l = 0; l < c->n_layers; l++) {
         const maq_layer_weights *lw = &m->layers[l];
-        float *kdst = s->key_cache + ((size_t)l * S + pos) * KVD;   /* [B][KVD] rows of this chunk */
         float *vdst = s->value_cache + ((size_t)l * S + pos) * KVD;
         act_tag tag = {-1, -1};
 
         rmsnorm(s->xb, s->x, lw->attn_norm, B, D, c->norm_eps);
         t1 = now_s();
         matmul(m, &tag, &lw->wq, s->xb, B, s->q);
-        matmul(m, &tag, &lw->wk, s->xb, B, kdst);
+        matmul(m, &tag, &lw->wk, s->xb, B, s->kb);
         matmul(m, &tag, &lw->wv, s->xb, B, vdst);
         tm += now_s() - t1;
         rope(s->q, B, QD, c->n_heads, hd, R, pos, s->rope_cos, s->rope_sin);
-        rope(kdst, B, KVD, c->n_kv_heads, hd, R, pos, s->rope_cos, s->rope_sin);
+        rope(s->kb, B, KVD, c->n_kv_heads, hd, R, pos, s->rope_cos, s->rope_sin);
+        {   /* keys -> transposed cache [L][n_kv][hd][S] */
+            float *kt = s->key_cache + (size_t)l * KVD * S;
+            for (int b = 0; b < B; b++)
+                for (int j = 0; j < KVD; j++) kt[(size_t)j * S + pos + b] = s->kb[(size_t)b * KVD + j];
+        }
 
         t1 = now_s();
         att_task at = {m, l, B, pos};
