@@ -171,7 +171,7 @@ class Llama:
 
     def _step(self, token: int) -> np.ndarray:
         pos = len(self._tokens)
-        out = self.model.forward(int(token), pos, model_mod.LOGITS_LAST)
+        out = self.model.step(int(token), pos)
         self._tokens.append(int(token))
         return out
 

@@ -98,9 +98,21 @@ class CModel:
             raise MAQError(f"{lm.path}: could not allocate the run state (n_ctx={self.n_ctx}, "
                            f"max_batch={self.max_batch})")
         self._m = ffi.gc(ptr, self.lib.maq_model_free)
-        self._tok_buf = np.zeros(self.max_batch, dtype=np.int32)
+        self._tok_buf = np.zeros(1, dtype=np.int32)
+        self._tok_p = ffi.cast("int32_t *", ffi.from_buffer(self._tok_buf))
         self._last = np.zeros(cfg.vocab_size, dtype=np.float32)
         self._last_p = ffi.cast("float *", ffi.from_buffer(self._last))
+        self._forward_c = self.lib.maq_model_forward
+
+    def step(self, token: int, pos: int) -> np.ndarray:
+        """Decode fast path: one token at ``pos`` -> logits float32 [V] (a reused buffer: copy to keep)."""
+        if not 0 <= pos < self.n_ctx:
+            raise MAQError(f"context full: position {pos} exceeds n_ctx={self.n_ctx}")
+        self._tok_buf[0] = token
+        rc = self._forward_c(self._m, self._tok_p, 1, pos, self._last_p, LOGITS_LAST)
+        if rc != 0:
+            raise MAQError(f"forward failed: {_ERRORS.get(rc, rc)} (pos={pos}, token={token}, n_ctx={self.n_ctx})")
+        return self._last
 
     # -- struct filling
     def _ptr(self, ctype: str, arr: np.ndarray):
@@ -141,10 +153,11 @@ class CModel:
     def forward(self, tokens, pos: int, mode: int = LOGITS_LAST, out: np.ndarray | None = None) -> np.ndarray | None:
         """Run tokens at positions pos.. ; mode LOGITS_LAST -> float32 [V] (a reused buffer: copy to keep),
         LOGITS_ALL -> float32 [n, V] (into ``out`` if given), LOGITS_NONE -> None."""
+        if isinstance(tokens, (int, np.integer)) and mode == LOGITS_LAST:
+            return self.step(int(tokens), pos)
         if isinstance(tokens, (int, np.integer)):
             n = 1
-            self._tok_buf[0] = tokens
-            toks = self._tok_buf
+            toks = np.array([tokens], dtype=np.int32)
         else:
             toks = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
             n = toks.size
@@ -199,6 +212,9 @@ class NumpyModel:
                 return out[:len(toks)]
             return lg
         return lg[-1] if mode == LOGITS_LAST else None
+
+    def step(self, token: int, pos: int) -> np.ndarray:
+        return self.forward(int(token), pos, LOGITS_LAST)
 
     def stats(self) -> dict:
         return {}

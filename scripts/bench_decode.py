@@ -134,7 +134,7 @@ def bench(lm: gl.LoadedModel, threads: int, n_gen: int, n_prompt: int, reps: int
         cm.reset_stats()
         t0 = time.perf_counter()
         for i in range(n_gen):
-            tok = int(np.argmax(cm.forward(tok, 17 + i)))
+            tok = int(np.argmax(cm.step(tok, 17 + i)))
         dt = time.perf_counter() - t0
         if best_tg is None or dt < best_tg[0]:
             best_tg = (dt, cm.stats())

@@ -226,7 +226,33 @@ MAQ_CLONES void maq_attn_scores(const float *restrict q, int rep, int hd, const 
     }
 }
 
-/* out[r][0..hd) = sum_p att[r][p] * v[p] / sum_p att[r][p], after att[r][p] = exp(att[r][p] - mx[r]). */
+/* o[0..HD) = sum_p a[p] * v[p]: the accumulator stays in registers when HD is a constant (64, 128). */
+#define MAQ_VALUES_FIXED(HD)                                                                                  \
+    static inline void values_##HD(const float *restrict a, const float *restrict vc, int kv_stride, int n_pos, \
+                                   float *restrict o) {                                                      \
+        float acc[HD];                                                                                       \
+        for (int i = 0; i < HD; i++) acc[i] = 0.0f;                                                          \
+        for (int p = 0; p < n_pos; p++) {                                                                    \
+            const float w = a[p];                                                                            \
+            const float *restrict v = vc + (size_t)p * kv_stride;                                            \
+            for (int i = 0; i < HD; i++) acc[i] += w * v[i];                                                 \
+        }                                                                                                    \
+        for (int i = 0; i < HD; i++) o[i] = acc[i];                                                          \
+    }
+MAQ_VALUES_FIXED(64)
+MAQ_VALUES_FIXED(128)
+
+static inline void values_any(const float *restrict a, const float *restrict vc, int kv_stride, int n_pos, int hd,
+                              float *restrict o) {
+    for (int i = 0; i < hd; i++) o[i] = 0.0f;
+    for (int p = 0; p < n_pos; p++) {
+        const float w = a[p];
+        const float *restrict v = vc + (size_t)p * kv_stride;
+        for (int i = 0; i < hd; i++) o[i] += w * v[i];
+    }
+}
+
+/* att[r][p] <- softmax_p(att[r][p]) (given mx[r]), then out[r][0..hd) = sum_p att[r][p] * v[p]. */
 MAQ_CLONES void maq_attn_values(float *restrict att, int att_stride, int rep, const float *restrict mx,
                                 const float *restrict vc, int kv_stride, int n_pos, int hd, float *restrict out,
                                 int out_stride) {
@@ -241,15 +267,12 @@ MAQ_CLONES void maq_attn_values(float *restrict att, int att_stride, int rep, co
         const float inv = 1.0f / sum;
         for (int p = 0; p < n_pos; p++) a[p] *= inv;
         float *restrict o = out + (size_t)r * out_stride;
-        for (int i = 0; i < hd; i++) o[i] = 0.0f;
-    }
-    for (int p = 0; p < n_pos; p++) {
-        const float *restrict v = vc + (size_t)p * kv_stride;
-        for (int r = 0; r < rep; r++) {
-            const float w = att[(size_t)r * att_stride + p];
-            float *restrict o = out + (size_t)r * out_stride;
-            for (int i = 0; i < hd; i++) o[i] += w * v[i];
-        }
+        if (hd == 64)
+            values_64(a, vc, kv_stride, n_pos, o);
+        else if (hd == 128)
+            values_128(a, vc, kv_stride, n_pos, o);
+        else
+            values_any(a, vc, kv_stride, n_pos, hd, o);
     }
 }
 
