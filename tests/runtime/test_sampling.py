@@ -75,3 +75,12 @@ def test_bad_params():
         Sampler(SamplingParams(top_p=0.0))
     with pytest.raises(MAQError):
         Sampler(SamplingParams(repeat_penalty=0.0))
+
+
+@pytest.mark.parametrize("k", [1, 5, 40, 700, 5000])
+def test_top_sorted_is_exact_with_ties(k):
+    from maq.runtime.sampling import _top_sorted
+
+    x = np.random.default_rng(k).standard_normal(49152).astype(np.float32) * 3
+    for arr in (x, np.round(x)):                       # rounding creates many ties
+        np.testing.assert_array_equal(_top_sorted(arr, k), np.argsort(-arr, kind="stable")[:k])
