@@ -104,3 +104,56 @@ def test_chat_template_errors_are_maq_errors():
         chat.render("{{ raise_exception('no system role') }}", [{"role": "user", "content": "x"}])
     assert chat.render(None, [{"role": "user", "content": "x"}]) == "<|im_start|>user\nx<|im_end|>\n" \
                                                                     "<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def spm_vocab():
+    """A small SentencePiece-style (tokenizer.ggml.model = llama) vocabulary: <unk> <s> </s>, 256 byte tokens,
+    BPE pieces learned on English text with scores = -rank, as llama.cpp stores Llama 2's."""
+    import numpy as np
+    from tokenizers import SentencePieceBPETokenizer
+
+    text = ("The quick brown fox jumps over the lazy dog. Hello world, hello there. The game's battle system is "
+            "fun; its story follows a squad of soldiers. ") * 50
+    sp = SentencePieceBPETokenizer()
+    sp.train_from_iterator([text], vocab_size=300, min_frequency=2, show_progress=False)
+    pieces = [t for t, _ in sorted(sp.get_vocab().items(), key=lambda kv: kv[1]) if t != "<unk>"]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces
+    types = [2, 3, 3] + [6] * 256 + [1] * len(pieces)
+    scores = [0.0] * 259 + [-float(i) for i in range(len(pieces))]
+    md = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+          "tokenizer.ggml.scores": np.array(scores, np.float32), "tokenizer.ggml.token_type": np.array(types),
+          "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.unknown_token_id": 0}
+    td = {"tokenizer_type": "llama", "tokens": tokens, "scores": scores, "token_type": types, "bos_token_id": 1,
+          "eos_token_id": 2, "unk_token_id": 0}
+    return md, td
+
+
+@pytest.mark.parametrize("text", ["Hello world", "The game's battle system, 1234!", "héllo 日本 😀 fox",
+                                  "a\n\nb  c"])
+def test_sentencepiece_vocabulary_matches_transformers(spm_vocab, text):
+    pytest.importorskip("transformers")
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer
+
+    md, td = spm_vocab
+    tok = T.Tokenizer(md, "spm")
+    hf, _ = convert_gguf_tokenizer("llama", td)
+    ids = tok.encode(text, add_bos=False)
+    assert ids == hf.encode(text, add_special_tokens=False).ids
+    assert tok.add_bos and tok.encode(text)[0] == 1               # SentencePiece files default to BOS
+    assert tok.decode(ids, special=True) == text
+    assert any(tok.token_types[i] == T.TOKEN_BYTE for i in tok.encode("日本"))   # byte fallback
+
+
+def test_sentencepiece_leading_space_like_llama_cpp(spm_vocab):
+    """llama.cpp (like sentencepiece's add_dummy_prefix) prepends one space to the text, so a text that starts
+    with a space keeps it: ' The' -> '▁▁The' and decodes back to ' The'."""
+    md, _ = spm_vocab
+    tok = T.Tokenizer(md, "spm")
+    ids = tok.encode(" The fox", add_bos=False)
+    assert tok.tokens[ids[0]] == "\u2581" and tok.decode(ids) == " The fox"
+    dec = tok.stream()
+    assert "".join(dec.feed(i) for i in ids) + dec.flush() == " The fox"
+    # after a control token the text is prefixed again (llama.cpp's is_prev_special rule)
+    ids = tok.encode("hello</s>world", add_bos=False)
+    assert ids[1] == 2 and tok.tokens[ids[2]].startswith("\u2581")
