@@ -215,8 +215,6 @@ class Llama:
             logits = self._step(tok)
             self.last_timings["gen_tokens"] = n
             self.last_timings["gen_s"] = time.perf_counter() - t1
-        else:
-            pass
         self.last_timings["gen_tokens"] = n
         self.last_timings["gen_s"] = time.perf_counter() - t1
         if finish == "length" and n_prompt + n >= self._n_ctx:
@@ -245,6 +243,7 @@ class Llama:
         if logprobs is not None and logprobs < 0:
             raise MAQError(f"logprobs = {logprobs}: expected None or >= 0")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
+        yield {"prompt": prompt_text}
         sampler = self._sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed)
         want_lp = logprobs is not None
         matcher = StopMatcher(stops)
@@ -346,8 +345,12 @@ class Llama:
                 "usage": {"prompt_tokens": n_p, "completion_tokens": n_c, "total_tokens": n_p + n_c}}
 
     def _completion_chunks(self, gen, cid, created, echo, logprobs) -> Iterator[dict]:
-        first = True
         for ev in gen:
+            if "prompt" in ev:
+                if echo and ev["prompt"]:
+                    yield {"id": cid, "object": "text_completion", "created": created, "model": self.model_path,
+                           "choices": [{"text": ev["prompt"], "index": 0, "logprobs": None, "finish_reason": None}]}
+                continue
             if "done" in ev:
                 res = ev["done"]
                 yield {"id": cid, "object": "text_completion", "created": created, "model": self.model_path,
@@ -355,9 +358,6 @@ class Llama:
                                     "finish_reason": res["finish_reason"]}]}
                 return
             text = ev["text"]
-            if first and echo:
-                pass
-            first = False
             yield {"id": cid, "object": "text_completion", "created": created, "model": self.model_path,
                    "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": None}]}
 
@@ -394,6 +394,8 @@ class Llama:
         yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
                                     "finish_reason": None}]}
         for ev in gen:
+            if "prompt" in ev:
+                continue
             if "done" in ev:
                 yield {**head, "choices": [{"index": 0, "delta": {}, "logprobs": None,
                                             "finish_reason": ev["done"]["finish_reason"]}]}

@@ -103,7 +103,7 @@ def cmd_generate(args) -> int:
     for ev in stream:
         if "done" in ev:
             res = ev["done"]
-        elif not args.json:
+        elif "text" in ev and not args.json:
             sys.stdout.write(ev["text"])
             sys.stdout.flush()
     t = llm.last_timings

@@ -147,3 +147,10 @@ def test_numpy_engine_agrees(tiny_gqa, llm):
     ref = Llama(model_path=str(tiny_gqa[1]), n_ctx=64, verbose=False, engine="numpy")
     a = ref.create_completion(PROMPT, max_tokens=5, temperature=0.0)["choices"][0]["text"]
     assert a == llm.create_completion(PROMPT, max_tokens=5, temperature=0.0)["choices"][0]["text"]
+
+
+def test_stream_with_echo_starts_with_the_prompt(llm):
+    chunks = list(llm.create_completion(PROMPT, max_tokens=3, temperature=0.0, stream=True, echo=True))
+    assert chunks[0]["choices"][0]["text"] == PROMPT
+    full = llm.create_completion(PROMPT, max_tokens=3, temperature=0.0, echo=True)["choices"][0]["text"]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == full
