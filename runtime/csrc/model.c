@@ -192,6 +192,33 @@ static void matmul(maq_model *m, act_tag *tag, const maq_weight *w, const float 
 #define MAQ_CLONES
 #endif
 
+/* exp(x) for x in float range: Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial, max
+ * relative error ~2e-7), written without library calls or branches so loops over it vectorize. */
+static inline float exp_poly(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float magic = 12582912.0f;                 /* 1.5 * 2^23: adding it rounds to an integer */
+    float k = (x * 1.44269504088896341f + magic) - magic;
+    float r = x - k * 0.693359375f;
+    r = r - k * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = (p * r) * r + r + 1.0f;
+    int32_t ki = (int32_t)k;
+    uint32_t bits = (uint32_t)(ki + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* h[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u, n elements. */
+MAQ_CLONES void maq_swiglu(float *restrict g, const float *restrict u, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + exp_poly(-g[i])) * u[i];
+}
+
 /* att[r][p] = scale * q[r] . k[p], p < n_pos, for the rep query heads of one KV head, from the transposed key
  * cache kt [hd][S] of that head; mx[r] = max_p att[r][p]. Loops run over positions (contiguous in kt), so each
  * score is summed over i = 0..hd-1 in order whatever the vector width. */
@@ -260,7 +287,7 @@ MAQ_CLONES void maq_attn_values(float *restrict att, int att_stride, int rep, co
         float *restrict a = att + (size_t)r * att_stride;
         float sum = 0.0f;
         for (int p = 0; p < n_pos; p++) {
-            float e = expf(a[p] - mx[r]);
+            float e = exp_poly(a[p] - mx[r]);
             a[p] = e;
             sum += e;
         }
@@ -353,10 +380,7 @@ static void forward_chunk(maq_model *m, const int32_t *tokens, int B, int pos, f
         matmul(m, &tag, &lw->w_gate, s->xb, B, s->hb);
         matmul(m, &tag, &lw->w_up, s->xb, B, s->hb2);
         tm += now_s() - t1;
-        for (size_t i = 0; i < (size_t)B * H; i++) {
-            float g = s->hb[i];
-            s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
-        }
+        maq_swiglu(s->hb, s->hb2, (size_t)B * H);
         t1 = now_s();
         tag.type = -1;
         matmul(m, &tag, &lw->w_down, s->hb, B, s->xb2);
