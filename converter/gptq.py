@@ -40,6 +40,7 @@ class QuantConfig:
     scale_search: str = "clip"          # "clip" | "minmax"
     headroom: float = 1.0               # row scales sized at headroom x the original weights' largest group
     compensate: bool = True             # False: no GPTQ error propagation (RTN with the same machinery)
+    refit_rows: bool = False            # second GPTQ pass with row scales sized on what the first pass met
 
 
 @dataclasses.dataclass
@@ -74,38 +75,35 @@ def quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerRes
     return _quantize_maq(W, H, cfg)
 
 
-def _quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerResult:
-    W0 = W.float()
-    P, T = W0.shape
-    fmt.check_shape(T, P, cfg.G, "quantize_maq")
-    dev = W0.device
-    ph = prepare(H.to(dev), cfg.damp)
-    U = ph.U
-    Wq = W0.clone()
-    Wq[:, ph.dead] = 0.0
+@dataclasses.dataclass
+class _Pass:
+    """Codes of one GPTQ pass and the float parameters the pass would have wanted (for the row-scale refit)."""
 
-    # salient words: bitmap from the original weights
-    salient = select_top_k(word_scores(Wq, U, grouped=cfg.grouped), cfg.top_k)
-    sal_w = torch.from_numpy(salient).to(dev)
-    sal_in = sal_w.repeat_interleave(W16, dim=1)                      # [P, T]
+    codes: torch.Tensor       # uint8 [P, T]
+    mcodes: torch.Tensor      # int8 [P, T/4]
+    sc: torch.Tensor          # uint8 [P, ng]
+    m: torch.Tensor           # int8 [P, ng]
+    Q: torch.Tensor           # float32 [P, T]
+    want_s: torch.Tensor      # float32 [P, ng]: unencoded best scale of each group on the weights GPTQ saw
+    want_lo: torch.Tensor     # float32 [P, ng]
+    want_mean: torch.Tensor   # float32 [P, T/4]: the salient means GPTQ saw (0 elsewhere)
+
+
+def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torch.Tensor, wts: torch.Tensor,
+               d: torch.Tensor, dmin: torch.Tensor, dsal: torch.Tensor, cfg: QuantConfig) -> _Pass:
+    """One GPTQ sweep over the columns with fixed row scales (d, dmin, dsal float32 [P])."""
+    P, T = Wz.shape
+    dev = Wz.device
     keep = ~sal_in
-    wts = 1.0 / torch.diagonal(U).pow(2)                               # GPTQ's per-column loss weight
-
-    # row scales, fixed before GPTQ
-    _, _, d, dmin = scales.row_scales(Wq, keep, wts, cfg.G, cfg.scale_search, cfg.headroom)
-    means0 = Wq.view(P, T // SPAN, SPAN).mean(-1)                      # [P, T/4]
-    sal_np = salient
-    _, dsal16 = fmt.encode_means((means0 * cfg.headroom).cpu().numpy(), sal_np)
-    dsal = torch.from_numpy(dsal16.astype(np.float32)).to(dev)
-
     ng = fmt.n_groups(T, cfg.G)
-    codes = torch.zeros(P, T, dtype=torch.uint8, device=dev)
-    mcodes = torch.zeros(P, T // SPAN, dtype=torch.int8, device=dev)
-    sc = torch.zeros(P, ng, dtype=torch.uint8, device=dev)
-    m = torch.zeros(P, ng, dtype=torch.int8, device=dev)
-    Q = torch.zeros(P, T, dtype=torch.float32, device=dev)
+    out = _Pass(codes=torch.zeros(P, T, dtype=torch.uint8, device=dev),
+                mcodes=torch.zeros(P, T // SPAN, dtype=torch.int8, device=dev),
+                sc=torch.zeros(P, ng, dtype=torch.uint8, device=dev), m=torch.zeros(P, ng, dtype=torch.int8, device=dev),
+                Q=torch.zeros(P, T, dtype=torch.float32, device=dev),
+                want_s=torch.zeros(P, ng, device=dev), want_lo=torch.zeros(P, ng, device=dev),
+                want_mean=torch.zeros(P, T // SPAN, device=dev))
+    Wq = Wz.clone()
     safe_dsal = torch.where(dsal > 0, dsal, torch.ones_like(dsal))
-
     B = cfg.block
     cur_s = cur_lo = None
     qsal = torch.zeros(P, dtype=torch.float32, device=dev)
@@ -119,22 +117,26 @@ def _quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerRe
             if col % cfg.G == 0:
                 g = col // cfg.G
                 ge = min(col + cfg.G, T) - i1
-                gsc, gm, cur_s, cur_lo = scales.fit_group(W1[:, j:ge], keep[:, col:col + ge - j],
-                                                          wts[col:col + ge - j], d, dmin, cfg.scale_search)
-                sc[:, g], m[:, g] = gsc, gm
+                gx, gk, gw = W1[:, j:ge], keep[:, col:col + ge - j], wts[col:col + ge - j]
+                gsc, gm, cur_s, cur_lo = scales.fit_group(gx, gk, gw, d, dmin, cfg.scale_search)
+                out.sc[:, g], out.m[:, g] = gsc, gm
+                if cfg.refit_rows:
+                    out.want_s[:, g], out.want_lo[:, g] = scales.search(gx, gk, gw, cfg.scale_search)
             srow = sal_in[:, col]
             if col % SPAN == 0:
                 src = W1[:, j:j + SPAN] if cfg.salient_feedback else W0[:, col:col + SPAN]
-                c = torch.clamp(torch.round(src.mean(-1) / safe_dsal), -fmt.M_MAX, fmt.M_MAX)
+                mean = src.mean(-1)
+                out.want_mean[:, col // SPAN] = torch.where(srow, mean, torch.zeros_like(mean))
+                c = torch.clamp(torch.round(mean / safe_dsal), -fmt.M_MAX, fmt.M_MAX)
                 c = torch.where(srow & (dsal > 0), c, torch.zeros_like(c))
-                mcodes[:, col // SPAN] = c.to(torch.int8)
+                out.mcodes[:, col // SPAN] = c.to(torch.int8)
                 qsal = dsal * c
             w = W1[:, j]
             q2 = scales._codes(w[:, None], cur_s, cur_lo)[:, 0]
             v2 = cur_s * q2 + cur_lo
             q = torch.where(srow, qsal, v2)
-            codes[:, col] = torch.where(srow, torch.zeros_like(q2), q2).to(torch.uint8)
-            Q[:, col] = q
+            out.codes[:, col] = torch.where(srow, torch.zeros_like(q2), q2).to(torch.uint8)
+            out.Q[:, col] = q
             if not cfg.compensate:
                 continue
             e = (w - q) / U1[j, j]
@@ -144,12 +146,61 @@ def _quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerRe
             Err1[:, j] = e
         if cfg.compensate and i2 < T:
             Wq[:, i2:] -= Err1 @ U[i1:i2, i2:]
+    return out
 
-    t = fmt.pack(codes.cpu().numpy(), mcodes.cpu().numpy(), sal_np, sc.cpu().numpy(), m.cpu().numpy(),
-                 d16_of(d), d16_of(dmin), dsal16, G=cfg.G)
-    res = LayerResult(tensor=t, Q=Q, salient=salient)
+
+def _row_scales_from(s: torch.Tensor, lo: torch.Tensor, means: torch.Tensor, salient: np.ndarray, headroom: float):
+    """(d16, dmin16, dsal16) numpy float16 [P] sized to cover group params (s, lo) and salient means."""
+    _, _, d16, dmin16 = fmt.encode_group_params((s * headroom).cpu().numpy(), (lo * headroom).cpu().numpy())
+    _, dsal16 = fmt.encode_means((means * headroom).cpu().numpy(), salient)
+    return d16, dmin16, dsal16
+
+
+def _quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerResult:
+    W0 = W.float()
+    P, T = W0.shape
+    fmt.check_shape(T, P, cfg.G, "quantize_maq")
+    dev = W0.device
+    ph = prepare(H.to(dev), cfg.damp)
+    U = ph.U
+    Wz = W0.clone()
+    Wz[:, ph.dead] = 0.0
+
+    # salient words: bitmap from the original weights
+    salient = select_top_k(word_scores(Wz, U, grouped=cfg.grouped), cfg.top_k)
+    sal_in = torch.from_numpy(salient).to(dev).repeat_interleave(W16, dim=1)      # [P, T]
+    wts = 1.0 / torch.diagonal(U).pow(2)                                          # GPTQ's per-column loss weight
+
+    # row scales sized on the original weights (group search per group, salient means), times headroom
+    ng = fmt.n_groups(T, cfg.G)
+    s0 = torch.zeros(P, ng, device=dev)
+    lo0 = torch.zeros(P, ng, device=dev)
+    for g in range(ng):
+        sl = slice(g * cfg.G, min((g + 1) * cfg.G, T))
+        s0[:, g], lo0[:, g] = scales.search(Wz[:, sl], ~sal_in[:, sl], wts[sl], cfg.scale_search)
+    means0 = Wz.view(P, T // SPAN, SPAN).mean(-1)
+    rows = _row_scales_from(s0, lo0, means0, salient, cfg.headroom)
+
+    def run(rows16):
+        d, dmin, dsal = (torch.from_numpy(r.astype(np.float32)).to(dev) for r in rows16)
+        return _gptq_pass(W0, Wz, U, sal_in, wts, d, dmin, dsal, cfg)
+
+    ps = run(rows)
+    if cfg.refit_rows:
+        # second pass with row scales sized on what the first pass met (GPTQ's updates widen later groups)
+        rows2 = _row_scales_from(torch.maximum(ps.want_s, s0), torch.where(ps.want_lo.abs() > lo0.abs(),
+                                 ps.want_lo, lo0), torch.where(ps.want_mean.abs() > means0.abs(), ps.want_mean,
+                                 means0), salient, cfg.headroom)
+        ps2 = run(rows2)
+        if weighted_error(W0 - ps2.Q, ph.H) <= weighted_error(W0 - ps.Q, ph.H):
+            ps, rows = ps2, rows2
+
+    d16, dmin16, dsal16 = rows
+    t = fmt.pack(ps.codes.cpu().numpy(), ps.mcodes.cpu().numpy(), salient, ps.sc.cpu().numpy(),
+                 ps.m.cpu().numpy(), d16, dmin16, dsal16, G=cfg.G)
+    res = LayerResult(tensor=t, Q=ps.Q, salient=salient)
     Hm = ph.H
-    res.err = weighted_error(W0 - Q, Hm)
+    res.err = weighted_error(W0 - ps.Q, Hm)
     res.ref = weighted_error(W0, Hm)
     rtn = torch.from_numpy(fmt.dequantize(fmt.quantize_rtn(W0.cpu().numpy(), salient, cfg.G))).to(dev)
     res.err_rtn = weighted_error(W0 - rtn, Hm)

@@ -35,9 +35,12 @@ CHUNK_TOKENS = 8192   # tokens per forward chunk (bounds the intermediate activa
 
 def quant_config(opts: ConvertOptions, P: int) -> QuantConfig:
     """The options reduced to one weight with P output rows."""
-    return QuantConfig(G=opts.group, block=opts.block, damp=opts.damp, top_k=opts.resolved_top_k(P),
+    K = opts.resolved_top_k(P)
+    # fed-back salient errors widen the later 2-bit groups: size the row scales on a first pass (measured:
+    # docs/CONVERTER.md); without salient words GPTQ's updates barely move the ranges and one pass is kept
+    return QuantConfig(G=opts.group, block=opts.block, damp=opts.damp, top_k=K,
                        grouped=not opts.no_grouping, salient_feedback=opts.salient_feedback,
-                       scale_search=opts.scale_search)
+                       scale_search=opts.scale_search, refit_rows=K > 0 and opts.salient_feedback)
 
 
 def tensor_row(name: str, kind: str, res: LayerResult | None, t: fmt.MAQTensor) -> dict:

@@ -2,7 +2,7 @@
 
 A 2-bit group (G inputs of one row) decodes as value = s·q + lo, q in 0..3, with s = d·sc and lo = dmin·m
 (sc uint8, m int8 per group; d, dmin float16 per row: ``format.encode_group_params/decode_group_params``).
-The row scales are fixed before GPTQ starts (``row_scales``); every group's codes are then chosen by
+The row scales are fixed before a GPTQ pass starts (gptq.py); every group's codes are then chosen by
 ``fit_group`` with the decoded values, so ``format.dequantize`` reproduces exactly what GPTQ assumed.
 
 Search ("clip"): candidate ranges [lo, hi] shrunk from the group's min/max by fractions (a, b) of its width —
@@ -113,25 +113,6 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
     e = (((x - _value(_codes(x, s_ls, lo_ls), s_ls, lo_ls)) ** 2) * wk).sum(1)
     better = e < best_e
     return torch.where(better, s_ls, best_s), torch.where(better, lo_ls, best_lo)
-
-
-def row_scales(W: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, G: int, method: str,
-               headroom: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row scales d, dmin (float16 [P] and their float32 values) sized from the original weights W [P, T]:
-    the largest group scale / |min| found by ``search`` on W, times ``headroom`` (GPTQ's updates widen the
-    later groups), encoded by ``format.encode_group_params`` (fp16, rounded up)."""
-    P, T = W.shape
-    ng = fmt.n_groups(T, G)
-    s_all = torch.zeros(P, ng, dtype=torch.float32, device=W.device)
-    lo_all = torch.zeros(P, ng, dtype=torch.float32, device=W.device)
-    for g in range(ng):
-        sl = slice(g * G, min((g + 1) * G, T))
-        s_all[:, g], lo_all[:, g] = search(W[:, sl], keep[:, sl], wts[sl], method)
-    _, _, d16, dmin16 = fmt.encode_group_params((s_all * headroom).cpu().numpy(),
-                                                (lo_all * headroom).cpu().numpy())
-    d = torch.from_numpy(d16.astype("float32")).to(W.device)
-    dmin = torch.from_numpy(dmin16.astype("float32")).to(W.device)
-    return torch.from_numpy(d16).to(W.device), torch.from_numpy(dmin16).to(W.device), d, dmin
 
 
 def fit_group(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, d: torch.Tensor, dmin: torch.Tensor,
