@@ -81,7 +81,9 @@ uint64_t maq_read_sum(const void *buf, size_t nbytes, maq_pool *pool);
  * - act / scratch need no particular alignment: maq_act_bytes includes 64 bytes of slack and the
  *   activation is placed at the first 64-byte boundary inside the buffer (same pointer for prepare/matmul).
  * - maq_pool_run: ith is a work-slot index, not a thread identity: a slot that no worker has picked up
- *   when the caller finishes slot 0 is run by the caller itself (so a busy core never stalls the job).
+ *   when the caller finishes slot 0 is run by the caller itself, and after a stall on a preempted worker
+ *   the caller runs every slot for a while (a core busy with another process never stalls every job).
+ *   Concurrent callers are serialized; calling maq_pool_run from inside a task of the same pool deadlocks.
  * - Every path returns bit-identical results (fixed integer/float operation order, see the kernel .c files). */
 
 #ifdef __cplusplus
