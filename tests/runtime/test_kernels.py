@@ -386,3 +386,14 @@ def test_special_activations_agree_across_paths(kind):
     for path in PATHS:
         with K.forced_path(path):
             np.testing.assert_array_equal(K.matmul(w, X), Y, err_msg=path)
+
+
+def test_pool_oversubscribed():
+    """More threads than cores, many short jobs back to back: no deadlock, same result every time."""
+    t, _, w = maq2_case(576, 192, 128, "2.5%")
+    X = activations(576, 2, 4)
+    with K.forced_path("scalar"):
+        ref = K.matmul(w, X)
+    with K.Pool(8) as pool:
+        for _ in range(300):
+            np.testing.assert_array_equal(K.matmul(w, X, pool), ref)
