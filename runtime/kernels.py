@@ -47,7 +47,7 @@ def _split(s) -> list[str]:
 
 
 def compiled_paths() -> list[str]:
-    """SIMD paths compiled into the extension, e.g. ['scalar', 'sse', 'avx2'] or ['scalar', 'neon']."""
+    """SIMD paths compiled into the extension: ['scalar', 'sse', 'avx2'] or ['scalar', 'neon', 'dotprod']."""
     return _split(lib.maq_compiled_paths())
 
 
@@ -57,7 +57,7 @@ def supported_paths() -> list[str]:
 
 
 def active_path() -> str:
-    """The path products use now ('scalar', 'sse', 'avx2' or 'neon')."""
+    """The path products use now ('scalar', 'sse', 'avx2', 'neon' or 'dotprod')."""
     return ffi.string(lib.maq_active_path()).decode()
 
 

@@ -187,7 +187,7 @@ static void act_ops_for(int path, act_ops *o) {
     }
 #endif
 #if defined(MAQ_NEON)
-    if (path == MAQ_PATH_NEON) {
+    if (path == MAQ_PATH_NEON || path == MAQ_PATH_DOTPROD) {
         o->quant = quant_block_neon;
         o->permute = permute_chunk_neon;
         o->sums4 = sums4_neon;

@@ -2,7 +2,8 @@
  *
  * Paths compiled in: "scalar" always; on x86-64 "sse" (SSSE3 + SSE4.1) and "avx2" built with
  * __attribute__((target(...))) so the baseline build stays plain x86-64, chosen at run time with
- * __builtin_cpu_supports; on aarch64 "neon" (baseline there).
+ * __builtin_cpu_supports; on aarch64 "neon" (baseline there) and "dotprod" (NEON + SDOT, ARMv8.2, chosen
+ * when the kernel's HWCAP says the CPU has it).
  * The default is the widest supported path unless MAQ_FORCE_PATH names another (read once, at first use).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -14,8 +15,13 @@
 
 #include "maq_internal.h"
 
-static const char *const PATH_NAMES[] = {"scalar", "sse", "avx2", "neon"};
-#define N_PATHS 4
+#if defined(MAQ_NEON) && defined(__linux__)
+#include <sys/auxv.h>
+#define MAQ_HWCAP_ASIMDDP (1ul << 20)   /* HWCAP_ASIMDDP: SDOT/UDOT (ARMv8.2 dot product) */
+#endif
+
+static const char *const PATH_NAMES[MAQ_N_PATHS] = {"scalar", "sse", "avx2", "neon", "dotprod"};
+#define N_PATHS MAQ_N_PATHS
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static atomic_int g_path = MAQ_PATH_SCALAR;
@@ -32,6 +38,9 @@ static void detect(void) {
 #endif
 #if defined(MAQ_NEON)
     g_supported[MAQ_PATH_NEON] = 1;
+#if defined(__linux__)
+    g_supported[MAQ_PATH_DOTPROD] = (getauxval(AT_HWCAP) & MAQ_HWCAP_ASIMDDP) != 0;
+#endif
 #endif
     g_supported_str[0] = 0;
     int best = MAQ_PATH_SCALAR;
@@ -59,7 +68,7 @@ const char *maq_compiled_paths(void) {
 #if defined(MAQ_X86)
     return "scalar,sse,avx2";
 #elif defined(MAQ_NEON)
-    return "scalar,neon";
+    return "scalar,neon,dotprod";
 #else
     return "scalar";
 #endif

@@ -198,7 +198,8 @@ void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, 
     }
 #endif
 #if defined(MAQ_NEON)
-    case MAQ_PATH_NEON: {
+    case MAQ_PATH_NEON:
+    case MAQ_PATH_DOTPROD: {   /* no int8 products here: the NEON code */
         static const f_row_fn fns[F_NT] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4};
         rows_tiled(w, act, B, p0, p1, Y, fns);
         break;

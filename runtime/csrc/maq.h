@@ -16,9 +16,9 @@ extern "C" {
 #endif
 
 /* ------------------------------------------------------------------ SIMD path selection */
-/* Compiled paths, comma separated, e.g. "scalar,sse,avx2" or "scalar,neon". */
+/* Compiled paths, comma separated: "scalar,sse,avx2" (x86-64) or "scalar,neon,dotprod" (aarch64). */
 const char *maq_compiled_paths(void);
-/* The active path ("scalar", "sse", "avx2", "neon"). Default: the widest compiled path the CPU supports,
+/* The active path ("scalar", "sse", "avx2", "neon", "dotprod"). Default: the widest compiled path the CPU supports,
  * unless the environment variable MAQ_FORCE_PATH names another (read once, at first use). */
 const char *maq_active_path(void);
 /* Force a path by name; returns 0 on success, -1 if that path is not compiled in / not supported. */

@@ -491,7 +491,7 @@ ROW_VARIANTS(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse
 ROW_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
 #endif /* MAQ_X86 */
 
-/* ================================================================== NEON (128-bit), aarch64 */
+/* ================================================================== NEON (128-bit) and dotprod, aarch64 */
 #if defined(MAQ_NEON)
 #define NEON_FN static inline __attribute__((always_inline))
 
@@ -520,6 +520,16 @@ NEON_FN int32x4_t chunk_dot_neon(const int8x16_t *V, const int8_t *xk, int16x8_t
     const int16x8_t p = vpaddq_s16(lo, hi);          /* lanes 2i, 2i+1 = word i, as in SSE */
     return vmlal_high_s16(vmull_s16(vget_low_s16(p), vget_low_s16(sv)), p, sv);
 }
+
+/* The same sums with SDOT (dotprod path): lane i = sc_i * dot(word i), as int32. sv lanes hold (sc, 0) pairs. */
+static inline MAQ_DOTPROD_ATTR int32x4_t chunk_dot_dp(const int8x16_t *V, const int8_t *xk, int16x8_t sv) {
+    int32x4_t acc = vdotq_s32(vdupq_n_s32(0), V[0], vld1q_s8(xk));
+    acc = vdotq_s32(acc, V[1], vld1q_s8(xk + 32));
+    acc = vdotq_s32(acc, V[2], vld1q_s8(xk + 64));
+    acc = vdotq_s32(acc, V[3], vld1q_s8(xk + 96));
+    return vmulq_s32(acc, vandq_s32(vreinterpretq_s32_s16(sv), vdupq_n_s32(0xffff)));
+}
+#define CHUNK_DOT(DOT, V, xk, sv) ((DOT) ? chunk_dot_dp((V), (xk), (sv)) : chunk_dot_neon((V), (xk), (sv)))
 
 NEON_FN int16x8_t scale_lanes_neon(uint8x16_t sc, const uint8_t *pattern) {
     return vreinterpretq_s16_u8(vqtbl1q_u8(sc, vld1q_u8(pattern)));
@@ -566,7 +576,8 @@ NEON_FN void salient_quad_neon(const maq2_row *r, const maq2_x *x, const int NT,
     }
 }
 
-NEON_FN void remainder_neon(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, int b0, maq2_acc *a) {
+NEON_FN void remainder_neon(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, int b0, maq2_acc *a,
+                            const int DOT) {
     const int nw = T / 16, nb = (T + 127) / 128, ng = (T + G - 1) / G, gi = g_index(G);
     for (int b = b0; b < nb; b++) {
         const int nwb = block_words(nw, b), nc = nwb >> 2;
@@ -578,13 +589,14 @@ NEON_FN void remainder_neon(const maq2_row *r, const maq2_x *x, const int NT, in
             int8x16_t V[4];
             const int16x8_t sv = scale_lanes_neon(sc4, SC_SHUF[gi][0][c]);
             chunk_decode_neon(r->words + 8 * b + 4 * c, (bits >> (4 * c)) & 15u, V);
-            for (int t = 0; t < NT; t++) acc[t] = vaddq_s32(acc[t], chunk_dot_neon(V, x[t].xp + 128 * b + 16 * c, sv));
+            for (int t = 0; t < NT; t++) acc[t] = vaddq_s32(acc[t], CHUNK_DOT(DOT, V, x[t].xp + 128 * b + 16 * c, sv));
         }
         for (int t = 0; t < NT; t++) block_rest(r, &x[t], b, nwb, bits, G, ng, vaddvq_s32(acc[t]), &a[t]);
     }
 }
 
-NEON_FN void row_neon_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out) {
+/* DOT (compile time): 0 = NEON widening multiplies, 1 = SDOT (only inside MAQ_DOTPROD_ATTR functions). */
+NEON_FN void row_neon_any(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int DOT) {
     const int nq = T / 512, gi = g_index(G);
     float32x4_t f[MAQ2_NT][3];
     for (int t = 0; t < NT; t++) f[t][0] = f[t][1] = f[t][2] = vdupq_n_f32(0.0f);
@@ -606,7 +618,7 @@ NEON_FN void row_neon_nt(const maq2_row *r, const maq2_x *x, const int NT, int T
                 const int16x8_t sv = scale_lanes_neon(scq, SC_SHUF[gi][j][c]);
                 chunk_decode_neon(wq + 8 * j + 4 * c, (qbits >> (8 * j + 4 * c)) & 15u, V);
                 for (int t = 0; t < NT; t++) {
-                    const int32x4_t d = chunk_dot_neon(V, x[t].xp + 512 * q + 128 * j + 16 * c, sv);
+                    const int32x4_t d = CHUNK_DOT(DOT, V, x[t].xp + 512 * q + 128 * j + 16 * c, sv);
                     acc[t] = c ? vaddq_s32(acc[t], d) : d;
                 }
             }
@@ -629,11 +641,19 @@ NEON_FN void row_neon_nt(const maq2_row *r, const maq2_x *x, const int NT, int T
         vst1q_f32(a[t].M, f[t][1]);
         vst1q_f32(a[t].S, f[t][2]);
     }
-    remainder_neon(r, x, NT, T, G, 4 * nq, a);
+    remainder_neon(r, x, NT, T, G, 4 * nq, a, DOT);
     for (int t = 0; t < NT; t++) out[t] = acc_final(&a[t], r);
 }
 
+NEON_FN void row_neon_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out) {
+    row_neon_any(r, x, NT, T, G, out, 0);
+}
+static inline __attribute__((always_inline)) MAQ_DOTPROD_ATTR void row_dot_nt(const maq2_row *r, const maq2_x *x,
+                                                                            const int NT, int T, int G, float *out) {
+    row_neon_any(r, x, NT, T, G, out, 1);
+}
 ROW_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
+ROW_VARIANTS(row_dot, __attribute__((noinline)) MAQ_DOTPROD_ATTR, row_dot_nt)
 #endif /* MAQ_NEON */
 
 /* ================================================================== row/token tiling shared by SIMD paths */
@@ -675,6 +695,11 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
 #if defined(MAQ_NEON)
     case MAQ_PATH_NEON: {
         static const row_fn fns[MAQ2_NT] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4};
+        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+        break;
+    }
+    case MAQ_PATH_DOTPROD: {
+        static const row_fn fns[MAQ2_NT] = {row_dot_1, row_dot_2, row_dot_3, row_dot_4};
         rows_tiled(w, &L, act, B, p0, p1, Y, fns);
         break;
     }

@@ -1,7 +1,7 @@
 /* maq_internal.h -- shared between the MAQ C kernel files; not part of the Python cdef.
  *
  * Kernel families (one .c file each, #if per ISA inside, scalar reference beside every SIMD path):
- *   dispatch.c  SIMD path selection (scalar / sse / avx2 / neon), fp16 conversion
+ *   dispatch.c  SIMD path selection (scalar / sse / avx2 / neon / dotprod), fp16 conversion
  *   pool.c      persistent thread pool
  *   act.c       activation preprocessing (layouts below)
  *   maq2.c      MAQ2 products and get_row
@@ -34,7 +34,17 @@
 #define MAQ_ROUND_UP(x, a) ((((x) + (a) - 1) / (a)) * (a))
 
 /* ------------------------------------------------------------------ paths (dispatch.c) */
-enum maq_path { MAQ_PATH_SCALAR = 0, MAQ_PATH_SSE = 1, MAQ_PATH_AVX2 = 2, MAQ_PATH_NEON = 3 };
+enum maq_path { MAQ_PATH_SCALAR = 0, MAQ_PATH_SSE = 1, MAQ_PATH_AVX2 = 2, MAQ_PATH_NEON = 3, MAQ_PATH_DOTPROD = 4 };
+#define MAQ_N_PATHS 5
+/* aarch64 "dotprod": the NEON path with the ARMv8.2 SDOT instruction for the int8 dot products (optional, like
+ * AVX2 on x86), compiled with a target attribute and chosen at run time from the CPU's HWCAP. */
+#if defined(MAQ_NEON)
+#if defined(__clang__)
+#define MAQ_DOTPROD_ATTR __attribute__((target("dotprod")))
+#else
+#define MAQ_DOTPROD_ATTR __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+#endif
 int maq_path_id(void); /* the active path (enum maq_path) */
 
 /* IEEE half <-> float, exact (bit manipulation, no hardware conversion needed). */

@@ -165,8 +165,17 @@ static inline int32x4_t block_dot_neon(const uint8_t *blk, const int8_t *x) {
     return vpadalq_s16(vpaddlq_s16(p0), p1);
 }
 
-static inline __attribute__((always_inline)) void row_neon_nt(const uint8_t *wrow, const int8_t *const *xq,
-                                                              const float *const *dx, const int NT, int nb, float *out) {
+/* SDOT version (dotprod path). */
+static inline MAQ_DOTPROD_ATTR int32x4_t block_dot_dp(const uint8_t *blk, const int8_t *x) {
+    const int32x4_t a = vdotq_s32(vdupq_n_s32(0), vld1q_s8((const int8_t *)(blk + 2)), vld1q_s8(x));
+    return vdotq_s32(a, vld1q_s8((const int8_t *)(blk + 18)), vld1q_s8(x + 16));
+}
+#define BLOCK_DOT(DOT, blk, x) ((DOT) ? block_dot_dp((blk), (x)) : block_dot_neon((blk), (x)))
+
+/* DOT (compile time): 0 = NEON widening multiplies, 1 = SDOT (only inside MAQ_DOTPROD_ATTR functions). */
+static inline __attribute__((always_inline)) void row_neon_any(const uint8_t *wrow, const int8_t *const *xq,
+                                                               const float *const *dx, const int NT, int nb, float *out,
+                                                               const int DOT) {
     float32x4_t f[Q8_NT];
     for (int t = 0; t < NT; t++) f[t] = vdupq_n_f32(0.0f);
     const int nq = nb / 4;
@@ -178,9 +187,10 @@ static inline __attribute__((always_inline)) void row_neon_nt(const uint8_t *wro
         const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h)));      /* exact, as maq_h2f */
         for (int t = 0; t < NT; t++) {
             const int8_t *x = xq[t] + 32 * ib;
-            const int32x4_t s = vpaddq_s32(vpaddq_s32(block_dot_neon(b0, x), block_dot_neon(b0 + Q8_BLOCK_BYTES, x + 32)),
-                                           vpaddq_s32(block_dot_neon(b0 + 2 * Q8_BLOCK_BYTES, x + 64),
-                                                      block_dot_neon(b0 + 3 * Q8_BLOCK_BYTES, x + 96)));
+            const int32x4_t s =
+                vpaddq_s32(vpaddq_s32(BLOCK_DOT(DOT, b0, x), BLOCK_DOT(DOT, b0 + Q8_BLOCK_BYTES, x + 32)),
+                           vpaddq_s32(BLOCK_DOT(DOT, b0 + 2 * Q8_BLOCK_BYTES, x + 64),
+                                      BLOCK_DOT(DOT, b0 + 3 * Q8_BLOCK_BYTES, x + 96)));
             f[t] = vaddq_f32(f[t], vmulq_f32(vmulq_f32(dw, vld1q_f32(dx[t] + ib)), vcvtq_f32_s32(s)));
         }
     }
@@ -190,9 +200,18 @@ static inline __attribute__((always_inline)) void row_neon_nt(const uint8_t *wro
         const uint8_t *blk = wrow + (size_t)ib * Q8_BLOCK_BYTES;
         const float d = block_d(blk);
         for (int t = 0; t < NT; t++)
-            acc[t][ib % 4] += (d * dx[t][ib]) * (float)vaddvq_s32(block_dot_neon(blk, xq[t] + 32 * ib));
+            acc[t][ib % 4] += (d * dx[t][ib]) * (float)vaddvq_s32(BLOCK_DOT(DOT, blk, xq[t] + 32 * ib));
     }
     for (int t = 0; t < NT; t++) out[t] = lanes_final(acc[t]);
+}
+static inline __attribute__((always_inline)) void row_neon_nt(const uint8_t *wrow, const int8_t *const *xq,
+                                                              const float *const *dx, const int NT, int nb, float *out) {
+    row_neon_any(wrow, xq, dx, NT, nb, out, 0);
+}
+static inline __attribute__((always_inline)) MAQ_DOTPROD_ATTR void row_dot_nt(const uint8_t *wrow, const int8_t *const *xq,
+                                                                            const float *const *dx, const int NT, int nb,
+                                                                            float *out) {
+    row_neon_any(wrow, xq, dx, NT, nb, out, 1);
 }
 #endif /* MAQ_NEON */
 
@@ -219,6 +238,7 @@ Q8_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))
 #endif
 #if defined(MAQ_NEON)
 Q8_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
+Q8_VARIANTS(row_dot, __attribute__((noinline)) MAQ_DOTPROD_ATTR, row_dot_nt)
 #endif
 
 /* Rows [p0, p1) x B tokens: sub-tiles of 16 rows x token tiles of Q8_NT (B <= Q8_NT: all rows at once). */
@@ -261,6 +281,11 @@ void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
 #if defined(MAQ_NEON)
     case MAQ_PATH_NEON: {
         static const q8_row_fn fns[Q8_NT] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4};
+        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+        break;
+    }
+    case MAQ_PATH_DOTPROD: {
+        static const q8_row_fn fns[Q8_NT] = {row_dot_1, row_dot_2, row_dot_3, row_dot_4};
         rows_tiled(w, &L, act, B, p0, p1, Y, fns);
         break;
     }

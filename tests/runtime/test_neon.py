@@ -1,4 +1,4 @@
-"""The NEON path: the same runtime/csrc kernel sources cross-compiled for aarch64 with tests/csrc/kernel_driver.c
+"""The NEON (and NEON + dotprod) paths: the same runtime/csrc kernel sources cross-compiled for aarch64 with tests/csrc/kernel_driver.c
 (``aarch64-linux-gnu-gcc -O2 -static``) and run under ``qemu-aarch64``, on reference vectors written by this test.
 
 Expected results come from the x86 Python extension's scalar path. Every path of every architecture is
@@ -127,15 +127,16 @@ def test_driver_paths_match_extension(drivers, tmp_path, kind, T, P, G, frac, B)
 
     if drivers["aarch64"] is None:
         pytest.skip(f"{CROSS_CC} / {QEMU} not installed ({APT_HINT}): NEON path not checked")
-    for path in ("scalar", "neon"):
+    for path in ("scalar", "neon", "dotprod"):       # qemu's default CPU ("max") has the dot product extension
         Y, rows, msg = _run([QEMU, str(drivers["aarch64"]), path, str(inp), str(out)], out, B, P, T, n_rows)
-        assert f"path={path}" in msg and "compiled=scalar,neon" in msg
+        assert f"path={path}" in msg and "compiled=scalar,neon,dotprod" in msg
         np.testing.assert_array_equal(Y, expect, err_msg=f"aarch64 under qemu, path {path}")
         np.testing.assert_array_equal(rows, expect_rows)
 
 
 def test_neon_is_default_on_aarch64(drivers, tmp_path):
-    """Without a forced path the aarch64 build picks NEON."""
+    """Without a forced path the aarch64 build picks the widest path the CPU has (qemu's "max" CPU: dotprod);
+    with the dot product extension hidden (qemu -cpu cortex-a72) it picks plain NEON."""
     if drivers["aarch64"] is None:
         pytest.skip(f"{CROSS_CC} / {QEMU} not installed ({APT_HINT})")
     rng = np.random.default_rng(5)
@@ -144,4 +145,7 @@ def test_neon_is_default_on_aarch64(drivers, tmp_path):
     inp, out = tmp_path / "in.bin", tmp_path / "out.bin"
     _write_input(inp, w, parts, X, n_threads=1, n_rows=0)
     _, _, msg = _run([QEMU, str(drivers["aarch64"]), "default", str(inp), str(out)], out, 1, 16, 576, 0)
+    assert msg.startswith("path=dotprod")
+    _, _, msg = _run([QEMU, "-cpu", "cortex-a72", str(drivers["aarch64"]), "default", str(inp), str(out)], out, 1, 16,
+                     576, 0)
     assert msg.startswith("path=neon")
