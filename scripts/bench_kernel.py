@@ -10,7 +10,8 @@ In one run:
     1 and 2 threads (the tensor, 11.6 MB, stays in this machine's 32 MB L3);
   * a large weight set: several 4096x11008 tensors with >= --large-mb MB of packed words in total, used
     round-robin so every matvec streams its weights from DRAM: effective GB/s per path at 1 and 2 threads;
-  * the 2-thread matvec while another process keeps one core busy (the pool must not collapse).
+  * the 2-thread matvec while another process keeps one core busy (the pool must not collapse);
+  * SmolLM2-135M shapes at 1 thread (576x576, 1536x576, 576x1536 MAQ2 and the 49152x576 Q8_0 output head).
 
 JSON keys: gweights_per_s_1t, gweights_per_s_2t and effective_gbs_2t_large are the 128-bit path ("sse" on
 x86-64, "neon" on aarch64) -- the path the issue's bar is about; numpy_f32_gweights_per_s, read_bw_gbs_1t,
@@ -171,6 +172,31 @@ def main(argv=None) -> int:
                 res[path][f"large_gweights_per_s_{n}t"] = round(n_tensors * T * P / tm / 1e9, 2)
                 print(f"{path:8s} {n} thread(s): {tm / n_tensors * 1e3:.3f} ms/matvec  {gbs:.1f} GB/s effective  "
                       f"({gbs / read_bw[n]:.0%} of {n}-thread read bandwidth)")
+    del weights, tensors, one
+
+    # ---- SmolLM2-135M shapes (the default real model), 1 thread: the 576-wide rows and the Q8_0 output head
+    small = {}
+    shapes = [("maq2", 576, 576), ("maq2", 576, 1536), ("maq2", 1536, 576), ("q8_0", 576, 49152)]
+    for kind, Ts, Ps in shapes:
+        if kind == "maq2":
+            ws = K.Weight.from_maq(random_maq2(rng, Ts, Ps, G, SALIENT))
+        else:
+            q = rng.integers(0, 256, size=(Ps, Ts // 32 * 34), dtype=np.uint8)
+            q.reshape(Ps, -1, 34)[:, :, 1] = 0x1C                      # sane fp16 scales
+            ws = K.Weight.q8_0(q, Ts, Ps)
+        xs = rng.standard_normal(Ts).astype(np.float32)
+        outs = np.empty(Ps, np.float32)
+        key = f"{kind}_{Ps}x{Ts}"
+        small[key] = {}
+        for path in paths:
+            if path == "scalar":
+                continue
+            with K.forced_path(path):
+                inner = max(3, int(2e7 / (Ts * Ps)))
+                tm = best_time(lambda: K.matmul(ws, xs, pools[1], out=outs), args.reps, inner)
+            small[key][path] = round(Ts * Ps / tm / 1e9, 2)
+        print(f"SmolLM2 shape {kind} {Ps}x{Ts}, 1 thread (incl. activation prep + Python call): " +
+              ", ".join(f"{p} {v} Gweights/s" for p, v in small[key].items()))
     for p in pools.values():
         p.close()
 
@@ -186,6 +212,7 @@ def main(argv=None) -> int:
         "effective_gbs_2t_large": head.get("large_gbs_2t"),
         "shape": [P, T], "group": G, "salient": SALIENT, "large_set_mb_words": round(total_words / 2 ** 20),
         "paths": res,
+        "smollm2_shapes_1t": small,
         "load_avg_before_after": [round(load0, 2), round(load1, 2)],
         "cpu": cpu_model(),
         "date": datetime.date.today().isoformat(),
@@ -231,6 +258,12 @@ def markdown(s: dict, paths: list, argv) -> str:
     if cont:
         lines += ["", "2 threads while another process keeps one core busy: " +
                   ", ".join(f"{p} {v} Gweights/s" for p, v in cont.items()) + "."]
+    if s.get("smollm2_shapes_1t"):
+        lines += ["", "SmolLM2-135M shapes at 1 thread (Gweights/s, including activation preparation and the Python call):",
+                  "", "| tensor (P x T) | " + " | ".join(p for p in paths if p != "scalar") + " |",
+                  "|---|" + "---|" * len([p for p in paths if p != "scalar"])]
+        for key, v in s["smollm2_shapes_1t"].items():
+            lines.append(f"| {key} | " + " | ".join(str(v.get(p, "-")) for p in paths if p != "scalar") + " |")
     if "bar" in s:
         lines += ["", "Bar (128-bit path = " + s["path_128bit"] + "): " +
                   ", ".join(f"{k}: {'pass' if v else 'FAIL'}" for k, v in s["bar"].items()) + "."]
