@@ -139,7 +139,8 @@ def cmd_chat(args) -> int:
     while True:
         try:
             line = input("> " if interactive else "")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
             break
         msg = line.strip()
         if not msg:
@@ -152,9 +153,9 @@ def cmd_chat(args) -> int:
             print("[history cleared]", file=sys.stderr)
             continue
         history.append({"role": "user", "content": msg})
+        reply: list[str] = []
         try:
             chunks = llm.create_chat_completion(history, stream=True, max_tokens=args.max_tokens, **kw)
-            reply = []
             finish = None
             for ch in chunks:
                 c = ch["choices"][0]
@@ -168,6 +169,8 @@ def cmd_chat(args) -> int:
             history.pop()
             print(f"\n[{exc}; /reset to start over]", file=sys.stderr)
             continue
+        except KeyboardInterrupt:  # Ctrl-C stops the reply, not the chat (Ctrl-D or /exit quits)
+            print("\n[interrupted]", file=sys.stderr)
         print()
         history.append({"role": "assistant", "content": "".join(reply)})
         t = llm.last_timings

@@ -98,12 +98,15 @@ def default_maq(ref: Path) -> Path:
     return make_rtn_maq(ref, out)
 
 
-def rss_mb() -> float:
+def rss_mb() -> dict:
+    """{'VmRSS', 'RssAnon', 'RssFile'} in MB: anonymous memory (copies) vs pages of mapped files (zero-copy)."""
+    out = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(line.split()[1]) / 1024
+    return out
 
 
 def weight_bytes(lm: gl.LoadedModel) -> int:
@@ -180,7 +183,8 @@ def main(argv=None) -> int:
         load_s = time.perf_counter() - t0
         r1 = rss_mb()
         kinds = lm.summary()["kinds"]
-        print(f"\n## {label}: {path}\n# load {load_s:.2f} s, RSS +{r1 - r0:.0f} MB (total {r1:.0f} MB), "
+        print(f"\n## {label}: {path}\n# load {load_s:.2f} s, RSS +{r1['VmRSS'] - r0['VmRSS']:.0f} MB (anonymous "
+              f"+{r1['RssAnon'] - r0['RssAnon']:.0f} MB, mapped file +{r1['RssFile'] - r0['RssFile']:.0f} MB), "
               f"weights {kinds}, {weight_bytes(lm) / 1e6:.1f} MB read per token")
         results[label] = []
         for t in threads:
