@@ -67,11 +67,8 @@ def attention(h: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.Ten
     v = linear(h, wv).view(N, L, params.n_head_kv, hd)
     dt = wq.dtype
     q, k, v = (t.transpose(1, 2).to(dt) for t in (q, k, v))       # [N, H, L, hd]
-    rep = params.n_head // params.n_head_kv
-    if rep > 1:
-        k = k.repeat_interleave(rep, dim=1)
-        v = v.repeat_interleave(rep, dim=1)
-    o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                         enable_gqa=params.n_head != params.n_head_kv)
     return o.transpose(1, 2).reshape(N, L, params.n_head * hd).float()
 
 

@@ -8,10 +8,11 @@ each linear layer on inputs produced by the already-quantized layers before it (
   2. a = attention(h; quantized q, k, v)       -> H_o     -> quantize attn_output;  A = X + a Woᵀ
   3. h2 = ffn_norm(A)                          -> H_gu    -> quantize ffn_gate, ffn_up
   4. act = silu(h2 Wgᵀ)·(h2 Wuᵀ) (quantized)   -> H_down  -> quantize ffn_down
-  5. X = A + act Wdᵀ (recomputed per chunk)    -> next block's input
+  5. X = A + act Wdᵀ                           -> next block's input
 
-Memory: one block's weights, X and A (N·L·D floats each) and one chunk of intermediates; attention runs once per
-block. The methods: maq / gptq through ``gptq.GPTQ``; rtn needs no calibration (``format.quantize_rtn``).
+Memory: one block's weights, X and A (N·L·D float32 each), one chunk of intermediates, and the activations of
+step 4 in the calibration dtype if they take at most ACT_CACHE_BYTES (else step 5 recomputes them chunk by chunk);
+attention runs once per block. The methods: maq / gptq through ``gptq.GPTQ``; rtn needs no calibration (``format.quantize_rtn``).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from maq.runtime import format as fmt
 log = logging.getLogger(__name__)
 
 CHUNK_TOKENS = 8192   # tokens per forward chunk (bounds the intermediate activations)
+ACT_CACHE_BYTES = 1 << 30   # keep the MLP activations of step 4 for step 5 when they fit in this (else recompute)
 
 
 def quant_config(opts: ConvertOptions, P: int) -> QuantConfig:
@@ -62,9 +64,11 @@ def _chunks(N: int, L: int):
 class BlockQuantizer:
     """Runs stages 1-5 above for one block; ``X`` (the calibration activations) is updated in place."""
 
-    def __init__(self, src: Source, opts: ConvertOptions, rope: B.Rope, device: torch.device, cdtype: torch.dtype):
+    def __init__(self, src: Source, opts: ConvertOptions, rope: B.Rope, device: torch.device, cdtype: torch.dtype,
+                 act_cache: torch.Tensor | None = None):
         self.src, self.opts, self.rope, self.dev, self.cdtype = src, opts, rope, device, cdtype
         self.params = src.params
+        self.act_cache = act_cache     # [N, L, n_ff] in cdtype, or None
 
     def _weights(self, i: int) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(self.src.tensor(block_name(i, k))).to(self.dev) for k in BLOCK_TENSORS}
@@ -72,12 +76,25 @@ class BlockQuantizer:
     def _quantize(self, g: GPTQ, w: torch.Tensor) -> LayerResult:
         return g.quantize(w, quant_config(self.opts, w.shape[0]))
 
+    def _timed_quantize(self, g: GPTQ, w: torch.Tensor, lap: Callable[[str], None]) -> LayerResult:
+        lap("other")
+        res = self._quantize(g, w)
+        lap("gptq")
+        return res
+
     def run(self, i: int, X: torch.Tensor, A: torch.Tensor, on_result: Callable[[str, LayerResult], None]) -> None:
         p, dev, cdt = self.params, self.dev, self.cdtype
         w = self._weights(i)
         N, L, D = X.shape
         chunks = list(_chunks(N, L))
         qw: dict[str, torch.Tensor] = {}       # quantized weights (dequantized values) in the compute dtype
+        tick = [time.time()]
+        times: dict[str, float] = {}
+
+        def lap(what: str) -> None:
+            now = time.time()
+            times[what] = times.get(what, 0.0) + now - tick[0]
+            tick[0] = now
 
         def done(kind: str, res: LayerResult) -> None:
             qw[kind] = res.Q.to(cdt)
@@ -87,37 +104,52 @@ class BlockQuantizer:
         g = GPTQ(D, dev)
         for c in chunks:
             g.add_batch(B.rms_norm(X[c], w["attn_norm"], p.rms_eps))
+        lap("1 H_qkv")
         for kind in ("attn_q", "attn_k", "attn_v"):
-            done(kind, self._quantize(g, w[kind]))
+            done(kind, self._timed_quantize(g, w[kind], lap))
         del g
         # 2. attention output
         g = GPTQ(p.n_head * p.head_dim, dev)
         for c in chunks:
             h = B.rms_norm(X[c], w["attn_norm"], p.rms_eps)
             a = B.attention(h, qw["attn_q"], qw["attn_k"], qw["attn_v"], p, self.rope)
+            lap("2 attention")
             g.add_batch(a)
             A[c] = a
-        done("attn_output", self._quantize(g, w["attn_output"]))
+            lap("2 H_o")
+        done("attn_output", self._timed_quantize(g, w["attn_output"], lap))
         del g
-        for c in chunks:
-            A[c] = X[c] + B.linear(A[c], qw["attn_output"])
         # 3. gate, up
         g = GPTQ(D, dev)
         for c in chunks:
+            A[c] = X[c] + B.linear(A[c], qw["attn_output"])
+        lap("2 o_proj")
+        for c in chunks:
             g.add_batch(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps))
+        lap("3 H_gu")
         for kind in ("ffn_gate", "ffn_up"):
-            done(kind, self._quantize(g, w[kind]))
+            done(kind, self._timed_quantize(g, w[kind], lap))
         del g
         # 4. down
         g = GPTQ(p.n_ff, dev)
         for c in chunks:
-            g.add_batch(B.mlp_act(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps), qw["ffn_gate"], qw["ffn_up"]))
-        done("ffn_down", self._quantize(g, w["ffn_down"]))
+            act = B.mlp_act(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps), qw["ffn_gate"], qw["ffn_up"])
+            if self.act_cache is not None:
+                self.act_cache[c] = act
+            lap("4 gate/up")
+            g.add_batch(act)
+            lap("4 H_down")
+        done("ffn_down", self._timed_quantize(g, w["ffn_down"], lap))
         del g
         # 5. block output -> next block's input
         for c in chunks:
-            act = B.mlp_act(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps), qw["ffn_gate"], qw["ffn_up"])
+            if self.act_cache is not None:
+                act = self.act_cache[c]
+            else:
+                act = B.mlp_act(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps), qw["ffn_gate"], qw["ffn_up"])
             X[c] = A[c] + B.linear(act, qw["ffn_down"])
+        lap("5 output")
+        log.debug("block %d: %s", i, ", ".join(f"{k} {v:.1f} s" for k, v in sorted(times.items())))
 
 
 def _set_threads(opts: ConvertOptions) -> None:
@@ -168,7 +200,9 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
             X = emb[torch.from_numpy(samples)].to(dev)                          # [N, L, D] float32
             del emb
             A = torch.empty_like(X)
-            bq = BlockQuantizer(src, opts, rope, dev, cdtype)
+            act_bytes = N * L * p.n_ff * torch.tensor([], dtype=cdtype).element_size()
+            act = torch.empty(N, L, p.n_ff, dtype=cdtype, device=dev) if act_bytes <= ACT_CACHE_BYTES else None
+            bq = BlockQuantizer(src, opts, rope, dev, cdtype, act)
             for i in range(p.n_layer):
                 t0 = time.time()
                 results: dict[str, LayerResult] = {}
@@ -185,7 +219,7 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
                 if not torch.isfinite(X).all():
                     raise RuntimeError(f"block {i}: calibration activations became NaN/Inf")
                 bar.update(1)
-            del X, A
+            del X, A, act, bq
     bar.close()
     for tp in tail:
         write_float(tp.name, src.tensor(tp.name))

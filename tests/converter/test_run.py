@@ -184,3 +184,13 @@ def test_gguf_source_quantizes_like_hf_source(tiny_hf, tiny_f32_gguf, maq_file, 
     for name in a:
         for x, y in zip(a[name].parts().values(), b[name].parts().values()):
             assert np.array_equal(x, y), name
+
+
+def test_activation_cache_and_recompute_agree(tiny_hf, maq_file, tmp_path, monkeypatch):
+    """Step 5 of the pipeline reads cached MLP activations or recomputes them: the same file either way."""
+    from maq.converter import pipeline
+
+    monkeypatch.setattr(pipeline, "ACT_CACHE_BYTES", 0)
+    out = tmp_path / "recompute.gguf"
+    assert main(["convert", str(tiny_hf), "--out", str(out), *CAL]) == 0
+    assert out.read_bytes() == maq_file[0].read_bytes()
