@@ -156,6 +156,21 @@ def bench(lm: gl.LoadedModel, threads: int, n_gen: int, n_prompt: int, reps: int
     }
 
 
+def llama_bench(exe: Path, path: Path, threads: list[int], n_gen: int, n_prompt: int) -> dict:
+    """llama.cpp's llama-bench on a standard GGUF: {(threads, 'pp'|'tg'): tokens/s} ({} if it cannot run)."""
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = str(exe.parent) + os.pathsep + env.get("LD_LIBRARY_PATH", "")
+    cmd = [str(exe), "-m", str(path), "-p", str(n_prompt), "-n", str(n_gen), "-t", ",".join(map(str, threads)),
+           "-r", "3", "-o", "json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {}
+    out = {}
+    for row in json.loads(proc.stdout):
+        out[(row["n_threads"], "pp" if row["n_prompt"] else "tg")] = row["avg_ts"]
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--maq", type=Path, default=None, help="MAQ2 GGUF (default: an RTN MAQ2 SmolLM2 in the cache)")
@@ -164,6 +179,10 @@ def main(argv=None) -> int:
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--skip-ref", action="store_true")
+    ap.add_argument("--also", type=Path, nargs="*", default=[],
+                    help="more GGUF files to run in our runtime (e.g. a Q8_0 or Q4_0 one from llama-quantize)")
+    ap.add_argument("--llama-bench", type=Path, default=cache_dir() / "llama.cpp" / "bin" / "llama-bench",
+                    help="llama.cpp's llama-bench (scripts/build_llamacpp.sh), run on every non-MAQ file if present")
     args = ap.parse_args(argv)
     from maq.runtime import kernels
 
@@ -174,7 +193,8 @@ def main(argv=None) -> int:
     print(f"# kernels path {kernels.active_path()}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
           f"{os.cpu_count()} CPUs")
     results = {}
-    for label, path in (("maq", maq), ("ref", ref)):
+    files = [("maq", maq), ("ref", ref)] + [(p.name, p) for p in args.also]
+    for label, path in files:
         if label == "ref" and args.skip_ref:
             continue
         r0 = rss_mb()
@@ -196,12 +216,24 @@ def main(argv=None) -> int:
                   f"{s['python']:.3f}; {r['effective_gbps']:.1f} GB/s of weights) | prefill {r['prefill_tps']:7.1f} "
                   f"tok/s ({args.prompt} tokens)")
         del lm
+        if label != "maq" and args.llama_bench.is_file():
+            lb = llama_bench(args.llama_bench, path, threads, args.gen, args.prompt)
+            for t in threads:
+                if (t, "tg") in lb:
+                    print(f"threads {t}: llama.cpp llama-bench on the same file: tg{args.gen} {lb[(t, 'tg')]:7.1f} "
+                          f"tok/s | pp{args.prompt} {lb[(t, 'pp')]:7.1f} tok/s")
+            if lb:
+                results[label + "_llamacpp"] = [{"threads": t, "decode_tps": lb.get((t, "tg")),
+                                                 "prefill_tps": lb.get((t, "pp"))} for t in threads]
     by = {(k, r["threads"]): r for k, rs in results.items() for r in rs}
-    get = lambda k, t, f: round(by[(k, t)][f], 1) if (k, t) in by else None  # noqa: E731
+    get = lambda k, t, f: round(by[(k, t)][f], 1) if (k, t) in by and by[(k, t)][f] else None  # noqa: E731
     summary = {"decode_tps_1t": get("maq", 1, "decode_tps"), "decode_tps_2t": get("maq", 2, "decode_tps"),
                "prefill_tps_1t": get("maq", 1, "prefill_tps"), "prefill_tps_2t": get("maq", 2, "prefill_tps"),
                "ref_decode_tps_1t": get("ref", 1, "decode_tps"), "ref_decode_tps_2t": get("ref", 2, "decode_tps"),
-               "ref_prefill_tps_2t": get("ref", 2, "prefill_tps"), "load_avg": round(load[0], 2),
+               "ref_prefill_tps_2t": get("ref", 2, "prefill_tps"),
+               "llamacpp_ref_decode_tps_1t": get("ref_llamacpp", 1, "decode_tps"),
+               "llamacpp_ref_decode_tps_2t": get("ref_llamacpp", 2, "decode_tps"),
+               "load_avg": round(load[0], 2),
                "maq_file": str(maq), "ref_file": str(ref)}
     print(json.dumps(summary))
     return 0
