@@ -186,6 +186,13 @@ static void matmul(maq_model *m, act_tag *tag, const maq_weight *w, const float 
 /* The hot loops below are plain C over `restrict` pointers with fixed-order lane sums, so the compiler vectorizes
  * them without reassociating anything (results do not depend on the ISA). On x86-64 GCC builds an AVX2 clone and
  * picks it at load time (target_clones); other targets get their baseline SIMD (SSE2, NEON). */
+/* no-trapping-math lets GCC if-convert the exact min/max selections (clamps, running maxima) so these loops
+ * vectorize; it changes no result (no reassociation, no contraction). Scoped with push/pop_options. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#define MAQ_VEC_POP 1
+#endif
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(MAQ_NO_CLONES)
 #define MAQ_CLONES __attribute__((target_clones("avx2", "default")))
 #else
@@ -285,12 +292,14 @@ MAQ_CLONES void maq_attn_values(float *restrict att, int att_stride, int rep, co
                                 int out_stride) {
     for (int r = 0; r < rep; r++) {
         float *restrict a = att + (size_t)r * att_stride;
-        float sum = 0.0f;
-        for (int p = 0; p < n_pos; p++) {
-            float e = exp_poly(a[p] - mx[r]);
-            a[p] = e;
-            sum += e;
-        }
+        const float m = mx[r];
+        for (int p = 0; p < n_pos; p++) a[p] = exp_poly(a[p] - m);
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};   /* fixed-order lane sums: vectorizes, ISA-independent */
+        int p = 0;
+        for (; p + 8 <= n_pos; p += 8)
+            for (int j = 0; j < 8; j++) acc[j] += a[p + j];
+        float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        for (; p < n_pos; p++) sum += a[p];
         const float inv = 1.0f / sum;
         for (int p = 0; p < n_pos; p++) a[p] *= inv;
         float *restrict o = out + (size_t)r * out_stride;
@@ -302,6 +311,10 @@ MAQ_CLONES void maq_attn_values(float *restrict att, int att_stride, int rep, co
             values_any(a, vc, kv_stride, n_pos, hd, o);
     }
 }
+
+#ifdef MAQ_VEC_POP
+#pragma GCC pop_options
+#endif
 
 typedef struct {
     maq_model *m;
