@@ -116,3 +116,18 @@ def test_exact_mode_is_the_float_reference(tiny_maq):
     assert {w.kind for w in lm.weights()} == {gl.KIND_F32}
     exact = ReferenceModel(gl.load(tiny_maq), n_ctx=32).forward(IDS, 0)
     assert rel(M.CModel(lm, n_ctx=32, n_threads=1).forward(IDS, 0, M.LOGITS_ALL), exact) < 1e-5
+
+
+def test_f16_gguf(tiny_gqa, tmp_path_factory):
+    """An F16 GGUF (converter --method f16): F16 weights read directly by the kernels (float activations), so C
+    equals the numpy forward over the same F16 values, and stays within F16 rounding of transformers' F32."""
+    from maq.cli import main
+
+    out = tmp_path_factory.mktemp("f16") / "tiny.f16.gguf"
+    assert main(["convert", str(tiny_gqa[1].parent / "hf_gqa"), "--out", str(out), "--method", "f16",
+                 "--no-progress"]) == 0
+    lm = gl.load(out)
+    assert lm.layers[0].wq.kind == gl.KIND_F16 and not lm.layers[0].wq.copied
+    got = M.CModel(lm, n_ctx=32, n_threads=2).forward(IDS, 0, M.LOGITS_ALL)
+    assert rel(got, ReferenceModel(lm, n_ctx=32).forward(IDS, 0)) < 1e-5
+    assert rel(got, hf_logits(tiny_gqa[0], IDS)) < 1e-2
