@@ -273,14 +273,19 @@ class Llama:
                 yield {"text": tail, "token": None}
         if matcher.stopped:
             finish = "stop"
+            # drop the tokens past the stop string (the last kept token may end inside it)
+            keep, text_len = 0, 0
+            while keep < len(gen_tokens) and text_len < len(matcher.text):
+                keep += 1
+                text_len = len(self.tokenizer_.decode(gen_tokens[:keep]))
+            gen_tokens, lp_rows = gen_tokens[:keep], lp_rows[:keep]
         result = {"finish_reason": finish, "prompt_tokens": prompt_tokens, "completion_tokens": gen_tokens,
                   "text": matcher.text, "prompt_text": prompt_text}
         if want_lp:
-            result["logprobs"] = self._logprobs(prompt_tokens, gen_tokens, lp_rows, logprobs, echo, prompt_text,
-                                                matcher.text)
+            result["logprobs"] = self._logprobs(prompt_tokens, gen_tokens, lp_rows, logprobs, echo, prompt_text)
         yield {"done": result}
 
-    def _logprobs(self, prompt_tokens, gen_tokens, gen_rows, n_top, echo, prompt_text, gen_text) -> dict:
+    def _logprobs(self, prompt_tokens, gen_tokens, gen_rows, n_top, echo, prompt_text) -> dict:
         tok = self.tokenizer_
         rows: list[np.ndarray | None]
         if echo:
@@ -288,9 +293,8 @@ class Llama:
             all_tokens = list(prompt_tokens) + gen_tokens
             # row i predicts token i+1: token 0 has no log-probability
             rows = [None] + [plp[i] for i in range(len(prompt_tokens) - 1)] + gen_rows
-            base_text = ""
         else:
-            all_tokens, rows, base_text = gen_tokens, list(gen_rows), prompt_text
+            all_tokens, rows = gen_tokens, list(gen_rows)
         out = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
         text_so_far = b""
         offset_base = len(prompt_text) if not echo else 0
@@ -332,7 +336,7 @@ class Llama:
                                       echo, logprobs, seed, chat=False)
         cid, created = f"cmpl-{uuid.uuid4()}", int(time.time())
         if stream:
-            return self._completion_chunks(gen, cid, created, echo, logprobs)
+            return self._completion_chunks(gen, cid, created, echo)
         res = None
         for ev in gen:
             if "done" in ev:
@@ -344,7 +348,7 @@ class Llama:
                              "finish_reason": res["finish_reason"]}],
                 "usage": {"prompt_tokens": n_p, "completion_tokens": n_c, "total_tokens": n_p + n_c}}
 
-    def _completion_chunks(self, gen, cid, created, echo, logprobs) -> Iterator[dict]:
+    def _completion_chunks(self, gen, cid, created, echo) -> Iterator[dict]:
         for ev in gen:
             if "prompt" in ev:
                 if echo and ev["prompt"]:

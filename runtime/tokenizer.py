@@ -112,7 +112,7 @@ class Tokenizer:
         return out
 
     def _build_bpe(self, md: dict) -> None:
-        from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+        from tokenizers import Regex, decoders, pre_tokenizers
 
         merges = md.get("tokenizer.ggml.merges")
         if merges is None:

@@ -96,6 +96,9 @@ def test_stop_strings(llm):
     assert res["choices"][0]["text"] == cut and res["choices"][0]["finish_reason"] == "stop"
     chunks = list(llm.create_completion(PROMPT, max_tokens=12, temperature=0.0, stop=stop, stream=True))
     assert "".join(c["choices"][0]["text"] for c in chunks) == cut
+    res = llm.create_completion(PROMPT, max_tokens=12, temperature=0.0, stop=[stop], logprobs=1)
+    toks = res["choices"][0]["logprobs"]["tokens"]
+    assert "".join(toks).startswith(cut) and res["usage"]["completion_tokens"] == len(toks) < 12
 
 
 def test_stop_matcher_holds_back_partial_matches():
