@@ -98,6 +98,12 @@ class Pool:
             raise MAQError("Pool: used after close()")
         return self._ptr
 
+    @property
+    def stalls(self) -> int:
+        """Jobs that stalled on a preempted worker (another process held its core); each one makes the pool
+        run the next jobs on the calling thread alone for a while (20 ms, doubling while it repeats)."""
+        return int(lib.maq_pool_stalls(self.ptr))
+
     def close(self) -> None:
         if getattr(self, "_ptr", None) is not None:
             lib.maq_pool_destroy(self._ptr)

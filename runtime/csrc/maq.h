@@ -77,6 +77,8 @@ const char *maq_supported_paths(void);
 /* Benchmark helper: sum of buf viewed as uint64 (nbytes rounded down to 64), split across the pool's
  * threads; used by scripts/bench_kernel.py to measure read bandwidth. */
 uint64_t maq_read_sum(const void *buf, size_t nbytes, maq_pool *pool);
+/* Diagnostics: jobs of this pool that stalled on a preempted worker (each starts a solo period, see below). */
+long long maq_pool_stalls(const maq_pool *pool);
 /* Notes on the contract above:
  * - act / scratch need no particular alignment: maq_act_bytes includes 64 bytes of slack and the
  *   activation is placed at the first 64-byte boundary inside the buffer (same pointer for prepare/matmul).

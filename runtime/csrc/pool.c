@@ -173,6 +173,8 @@ void maq_pool_destroy(maq_pool *pool) {
 
 int maq_pool_size(const maq_pool *pool) { return pool ? pool->n : 1; }
 
+long long maq_pool_stalls(const maq_pool *pool) { return pool ? pool->n_stalls : 0; }
+
 void maq_pool_run(maq_pool *pool, maq_task_fn fn, void *ctx) {
     if (!pool || pool->n == 1) {
         fn(ctx, 0, 1);
