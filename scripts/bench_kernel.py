@@ -131,21 +131,21 @@ def main(argv=None) -> int:
                 res[path][f"gbs_{n}t"] = round(w.nbytes / tm / 1e9, 2)
                 print(f"{path:8s} {n:7d} {tm * 1e3:10.3f} {gw:11.2f} {w.nbytes / tm / 1e9:7.1f} {gw / np_gw:8.1f}")
 
-    # ---- contended: another process keeps one core busy
-    contended = {}
+    # ---- contended: another process keeps one core busy; 1 and 2 threads under the same contention
     for path in [p for p in (narrow, "avx2") if p in paths]:
         proc = busy_process()
         try:
             time.sleep(0.3)
             with K.forced_path(path):
-                tm = best_time(lambda: K.matmul(w, x, pools[2], out=out), args.reps, 20)
+                tc = {n: best_time(lambda: K.matmul(w, x, pools[n], out=out), args.reps, 20) for n in (1, 2)}
         finally:
             proc.kill()
             proc.wait()
-        contended[path] = round(T * P / tm / 1e9, 2)
-        res[path]["gweights_per_s_2t_contended"] = contended[path]
-        print(f"{path:8s} 2 threads, one core busy with another process: {tm * 1e3:.3f} ms  {contended[path]:.2f} "
-              f"Gweights/s ({contended[path] / res[path]['gweights_per_s_1t']:.2f}x its 1-thread speed)")
+        for n in (1, 2):
+            res[path][f"gweights_per_s_{n}t_contended"] = round(T * P / tc[n] / 1e9, 2)
+        print(f"{path:8s} one core busy with another process: 1 thread {T * P / tc[1] / 1e9:.2f}, 2 threads "
+              f"{T * P / tc[2] / 1e9:.2f} Gweights/s (2 threads = {tc[1] / tc[2]:.2f}x 1 thread; pool stalls so far "
+              f"{pools[2].stalls})")
     del w, t
 
     # ---- large weight set, round-robin
@@ -254,10 +254,11 @@ def markdown(s: dict, paths: list, argv) -> str:
             lines.append(f"| {p} | {n} | {r[f'ms_{n}t']:.3f} | {gw:.2f} | {r[f'gbs_{n}t']:.2f} | "
                          f"{gw / s['numpy_f32_gweights_per_s']:.1f} | {r.get(f'large_gbs_{n}t', '-')} | "
                          f"{r.get(f'large_gweights_per_s_{n}t', '-')} |")
-    cont = {p: s["paths"][p]["gweights_per_s_2t_contended"] for p in paths if "gweights_per_s_2t_contended" in s["paths"][p]}
+    cont = [p for p in paths if "gweights_per_s_2t_contended" in s["paths"][p]]
     if cont:
-        lines += ["", "2 threads while another process keeps one core busy: " +
-                  ", ".join(f"{p} {v} Gweights/s" for p, v in cont.items()) + "."]
+        lines += ["", "While another process keeps one core busy (1 thread / 2 threads, Gweights/s): " +
+                  ", ".join(f"{p} {s['paths'][p]['gweights_per_s_1t_contended']} / "
+                            f"{s['paths'][p]['gweights_per_s_2t_contended']}" for p in cont) + "."]
     if s.get("smollm2_shapes_1t"):
         lines += ["", "SmolLM2-135M shapes at 1 thread (Gweights/s, including activation preparation and the Python call):",
                   "", "| tensor (P x T) | " + " | ".join(p for p in paths if p != "scalar") + " |",
