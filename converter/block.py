@@ -36,14 +36,12 @@ class Rope:
         return Rope(cos=ang.cos().float(), sin=ang.sin().float())
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """x [N, L, H, hd] -> rotated, adjacent pairs (llama.cpp normal mode)."""
+        """x [N, L, H, hd] float32 -> rotated, adjacent pairs (llama.cpp normal mode):
+        (x0, x1) -> (x0·cos − x1·sin, x0·sin + x1·cos), as one complex multiplication."""
         L = x.shape[1]
-        xr = x.float().reshape(*x.shape[:-1], -1, 2)
-        x0, x1 = xr[..., 0], xr[..., 1]
-        c = self.cos[:L, None, :]
-        s = self.sin[:L, None, :]
-        out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)
-        return out.reshape(x.shape).to(x.dtype)
+        rot = torch.complex(self.cos[:L, None, :], self.sin[:L, None, :])           # [L, 1, hd/2]
+        xc = torch.view_as_complex(x.float().contiguous().view(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(xc * rot).reshape(x.shape).to(x.dtype)
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:

@@ -32,7 +32,7 @@ from maq.runtime import format as fmt
 log = logging.getLogger(__name__)
 
 CHUNK_TOKENS = 8192   # tokens per forward chunk (bounds the intermediate activations)
-ACT_CACHE_BYTES = 1 << 30   # keep the MLP activations of step 4 for step 5 when they fit in this (else recompute)
+ACT_CACHE_BYTES = 3 << 29   # 1.5 GiB: keep the MLP activations of step 4 for step 5 when they fit (else recompute)
 
 
 def quant_config(opts: ConvertOptions, P: int) -> QuantConfig:
