@@ -99,6 +99,9 @@ class Llama:
         if not n_ctx or n_ctx <= 0:
             n_ctx = self._lm.config.context_length
         self._n_ctx = int(n_ctx)
+        if self._n_ctx > self._lm.config.context_length:
+            log.warning("n_ctx=%d exceeds the model's training context (%d): quality may drop past it",
+                        self._n_ctx, self._lm.config.context_length)
         self.model = model_mod.create(self._lm, n_ctx=self._n_ctx, n_threads=n_threads, engine=engine,
                                       max_batch=n_batch)
         self.n_threads = self.model.n_threads
@@ -106,6 +109,7 @@ class Llama:
         self._seed = seed if seed is not None and seed >= 0 and seed != 0xFFFFFFFF else None
         self._rng_seed_source = np.random.default_rng(self._seed)
         self._tokens: list[int] = []          # tokens whose K/V are in the cache, positions 0..len-1
+        self._evaluated = 0
         self.last_timings: dict = {}
         self.metadata = {k: v for k, v in self._lm.metadata.items() if not isinstance(v, (list, np.ndarray))}
         if verbose:
@@ -165,6 +169,7 @@ class Llama:
             keep = min(keep, n - 1)      # the last token is always run, for its logits
         self._tokens = self._tokens[:keep]
         mode = model_mod.LOGITS_ALL if all_logits else model_mod.LOGITS_LAST
+        self._evaluated = n - keep
         out = self.model.forward(tokens[keep:], keep, mode)
         self._tokens = list(tokens)
         return out
@@ -191,8 +196,9 @@ class Llama:
         logits = first[-1] if all_logits else first
         t1 = time.perf_counter()
         n_prompt = len(prompt_tokens)
-        self.last_timings = {"prompt_tokens": n_prompt, "prompt_s": t1 - t0, "gen_tokens": 0, "gen_s": 0.0,
-                             "context_full": False}
+        # prompt_evaluated: tokens actually run (the rest was re-used from the cache)
+        self.last_timings = {"prompt_tokens": n_prompt, "prompt_evaluated": self._evaluated, "prompt_s": t1 - t0,
+                             "gen_tokens": 0, "gen_s": 0.0, "context_full": False}
         limit = self._n_ctx - n_prompt
         if max_tokens is not None and max_tokens > 0:
             limit = min(limit, max_tokens)

@@ -83,7 +83,8 @@ def _sampling_kwargs(args) -> dict:
 
 
 def _rates(t: dict) -> tuple[float, float]:
-    p = t["prompt_tokens"] / t["prompt_s"] if t.get("prompt_s") else 0.0
+    """(prompt tokens/s over the tokens actually evaluated, decode tokens/s)."""
+    p = t.get("prompt_evaluated", t["prompt_tokens"]) / t["prompt_s"] if t.get("prompt_s") else 0.0
     d = t["gen_tokens"] / t["gen_s"] if t.get("gen_s") else 0.0
     return p, d
 
@@ -177,8 +178,8 @@ def cmd_chat(args) -> int:
         ptps, dtps = _rates(t)
         if t.get("context_full"):
             print(f"[context window full (n_ctx={llm.n_ctx()}): reply cut; /reset to start over]", file=sys.stderr)
-        print(f"[prompt: {t['prompt_tokens']} tokens, {ptps:.1f} tok/s | reply: {t['gen_tokens']} tokens, "
-              f"{dtps:.1f} tok/s]", file=sys.stderr)
+        print(f"[prompt: {t['prompt_evaluated']} new tokens ({t['prompt_tokens']} in context), {ptps:.1f} tok/s | "
+              f"reply: {t['gen_tokens']} tokens, {dtps:.1f} tok/s]", file=sys.stderr)
     return 0
 
 
