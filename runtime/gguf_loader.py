@@ -148,20 +148,22 @@ class GGUFFile:
         raise FormatError(f"{self.path}: metadata {key}: unknown value type {vt}")
 
     def _string_array(self, n: int, key: str) -> list[str]:
+        """n length-prefixed strings, decoded from byte windows of at most 16 MiB (one copy per window, not per
+        string, and never the whole file)."""
         buf, pos, out = self._buf, self._pos, []
-        unpack = struct.unpack_from
-        raw = bytes(buf[pos:]) if n > 1000 else None  # one copy of the tail beats n memoryview slices
-        base = pos
+        size = len(buf)
+        win_start, win = pos, b""
         for _ in range(n):
-            (ln,) = unpack("<Q", buf, pos)
-            pos += 8
-            if raw is not None:
-                out.append(raw[pos - base:pos - base + ln].decode("utf-8", errors="surrogateescape"))
-            else:
-                out.append(bytes(buf[pos:pos + ln]).decode("utf-8", errors="surrogateescape"))
-            pos += ln
-        if pos > len(buf):
-            raise FormatError(f"{self.path}: metadata array {key} runs past the end of the file")
+            if pos + 8 > win_start + len(win):
+                win_start, win = pos, bytes(buf[pos:min(size, pos + (16 << 20))])
+            (ln,) = struct.unpack_from("<Q", win, pos - win_start)
+            if pos + 8 + ln > size:
+                raise FormatError(f"{self.path}: metadata array {key} runs past the end of the file")
+            if pos + 8 + ln > win_start + len(win):
+                win_start, win = pos, bytes(buf[pos:min(size, pos + 8 + max(ln, 16 << 20))])
+            a = pos + 8 - win_start
+            out.append(win[a:a + ln].decode("utf-8", errors="surrogateescape"))
+            pos += 8 + ln
         self._pos = pos
         return out
 
