@@ -81,17 +81,18 @@ class Llama:
     """Load a GGUF (MAQ2 or standard types) and generate. Mirrors llama_cpp.Llama's common surface.
 
     MAQ extras: ``engine`` ("auto", "c", "numpy"), ``exact`` (dequantize Q8_0/MAQ2 to F32 at load: float
-    products everywhere, see ``gguf_loader.load``)."""
+    products everywhere), ``dequant`` (what Q4_0/Q4_1/k-quant tensors become: "auto", "f32", "q8_0"); see
+    ``gguf_loader.load``."""
 
     def __init__(self, model_path: str, *, n_ctx: int = 512, n_threads: int | None = None, n_batch: int = 128,
                  seed: int | None = None, verbose: bool = True, engine: str = "auto", exact: bool = False,
-                 **kwargs):
+                 dequant: str = "auto", **kwargs):
         if kwargs:
             log.debug("ignoring llama-cpp-python options not used by MAQ: %s", ", ".join(sorted(kwargs)))
         self.model_path = _resolve_path(model_path)
         self.verbose = verbose
         t0 = time.perf_counter()
-        self._lm = gguf_loader.load(self.model_path, exact=exact)
+        self._lm = gguf_loader.load(self.model_path, exact=exact, dequant=dequant)
         self.tokenizer_ = tok_mod.from_gguf(self._lm.gguf)
         if self.tokenizer_.n_vocab != self._lm.config.vocab_size:
             raise MAQError(f"{self.model_path}: tokenizer has {self.tokenizer_.n_vocab} tokens, model vocabulary "

@@ -21,6 +21,8 @@ def _common(p: argparse.ArgumentParser, ctx_default: int | None = 2048) -> None:
     p.add_argument("--exact", action="store_true",
                    help="dequantize Q8_0/MAQ2 weights to F32 at load: float products, no int8 activation rounding "
                         "(the reference numerics; slower, more memory)")
+    p.add_argument("--dequant", choices=("auto", "f32", "q8_0"), default="auto",
+                   help="Q4_0/Q4_1/k-quant tensors at load: f32 (exact), q8_0 (smaller), auto (f32 unless > 4 GiB)")
 
 
 def _sampling(p: argparse.ArgumentParser, temp: float) -> None:
@@ -74,7 +76,7 @@ def _llama(args, n_ctx: int):
     if n_ctx <= 0:
         raise MAQError(f"--ctx {n_ctx}: expected a positive number of tokens")
     return Llama(args.model, n_ctx=n_ctx, n_threads=args.threads, n_batch=args.batch, seed=getattr(args, "seed", None),
-                 verbose=False, engine=args.engine, exact=args.exact)
+                 verbose=False, engine=args.engine, exact=args.exact, dequant=args.dequant)
 
 
 def _sampling_kwargs(args) -> dict:

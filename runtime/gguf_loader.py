@@ -396,11 +396,12 @@ OPTIONAL_TENSORS = ("rope_freqs.weight",)
 
 
 class _Loader:
-    def __init__(self, gf: GGUFFile, exact: bool = False):
+    def __init__(self, gf: GGUFFile, exact: bool = False, dequant: str = "f32"):
         self.f = gf
         self.where = str(gf.path)
         self.used: set[str] = set()
         self.exact = exact
+        self.dequant = dequant
 
     def err(self, tensor: str, msg: str) -> FormatError:
         return FormatError(f"{self.where}: tensor {tensor}: {msg}")
@@ -472,6 +473,11 @@ class _Loader:
                                    "gguf.quants dequantizes)") from None
         if not np.all(np.isfinite(w)):
             raise self.err(t.name, f"{t.type_name} dequantizes to non-finite values")
+        if self.dequant == "q8_0" and T % Q8_0_BLOCK == 0:
+            from gguf.quants import quantize
+            q = quantize(w, GGMLQuantizationType.Q8_0).reshape(P, T // Q8_0_BLOCK * Q8_0_BYTES)
+            log.debug("%s: %s re-quantized to Q8_0 at load", t.name, t.type_name)
+            return Weight(t.name, KIND_Q8_0, P, T, np.ascontiguousarray(q), source_type=t.type_name, copied=True)
         log.debug("%s: %s dequantized to F32 at load", t.name, t.type_name)
         return Weight(t.name, KIND_F32, P, T, np.ascontiguousarray(w), source_type=t.type_name, copied=True)
 
@@ -568,16 +574,32 @@ def _config(gf: GGUFFile) -> ModelConfig:
                        tied_output=tied)
 
 
-def load(path: str | os.PathLike, exact: bool = False) -> LoadedModel:
+DEQUANT_AUTO_LIMIT = 4 << 30   # bytes of F32 copies above which dequant="auto" re-quantizes to Q8_0
+
+
+def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto") -> LoadedModel:
     """Open, validate and map a llama GGUF. Raises MAQError/FormatError naming file, tensor and expectation.
 
     ``exact``: dequantize every weight that is not F32/F16 (Q8_0 and MAQ2 included) to F32 at load, so every
     product is computed in float: the model exactly as its dequantized weights define it (the "reference"
     numerics of the paper's evaluation), at the cost of speed and 4 bytes per weight. By default Q8_0 and MAQ2
-    stay in the mapped file and the kernels round activations to int8 (as llama.cpp does)."""
+    stay in the mapped file and the kernels round activations to int8 (as llama.cpp does).
+
+    ``dequant``: what ggml types the kernels do not read (Q4_0, Q4_1, k-quants, ...) become at load: "f32" (exact,
+    4 bytes/weight), "q8_0" (re-quantized, ~1.06 bytes/weight, not exact), or "auto" = f32 unless those copies
+    would exceed 4 GiB (SmolLM2's Q4_1 linears: 425 MB, so F32)."""
+    if dequant not in ("auto", "f32", "q8_0"):
+        raise MAQError(f"dequant={dequant!r}: expected auto, f32 or q8_0")
     gf = GGUFFile(path)
     cfg = _config(gf)
-    ld = _Loader(gf, exact=exact)
+    if dequant == "auto":
+        native = (GGML_F32, GGML_F16, GGML_Q8_0, GGML_I8, GGML_I16, GGML_I32)
+        f32_bytes = sum(4 * math.prod(t.ne) for t in gf.tensors.values() if t.ggml_type not in native)
+        dequant = "q8_0" if f32_bytes > DEQUANT_AUTO_LIMIT and not exact else "f32"
+        if dequant == "q8_0":
+            log.warning("%s: %.1f GB of weights in types the kernels do not read; re-quantizing them to Q8_0 at "
+                        "load (dequant='f32' keeps them exact)", gf.path, f32_bytes / 1e9)
+    ld = _Loader(gf, exact=exact, dequant=dequant)
     D, H, Q, KV = cfg.dim, cfg.hidden_dim, cfg.q_dim, cfg.kv_dim
     if "rope_freqs.weight" in gf.tensors:
         cfg.rope.freq_factors = np.array(ld.vector("rope_freqs.weight", cfg.rope.dim // 2), dtype=np.float32)

@@ -129,3 +129,15 @@ def test_errors_are_format_errors_for_layout(tiny_maq, tmp_path):
     p = gguf_files.rewrite(tiny_maq, tmp_path / "f.gguf", drop=("output_norm.weight",))
     with pytest.raises(FormatError, match="output_norm.weight is missing"):
         gl.load(p)
+
+
+def test_dequant_q8_0_option(smollm2_gguf):
+    """dequant='q8_0': Q4_1 linears re-quantized to Q8_0 at load (4x less memory than F32, close to it)."""
+    lm = gl.load(smollm2_gguf, dequant="q8_0")
+    w = lm.layers[5].w_up
+    assert w.kind == gl.KIND_Q8_0 and w.copied and w.source_type == "Q4_1"
+    exact = gl.load(smollm2_gguf).layers[5].w_up.data
+    err = np.abs(w.dequantize() - exact).max() / np.abs(exact).max()
+    assert 0 < err < 1e-2
+    with pytest.raises(MAQError, match="dequant"):
+        gl.load(smollm2_gguf, dequant="q4")
