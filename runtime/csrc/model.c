@@ -1,7 +1,8 @@
 /* model.c -- Llama forward (decode and batched prefill) over the maq.h kernels. See model.h.
  *
- * Every matrix product goes through maq_act_prepare (once per shared input) + maq_matmul_act; attention is
- * split over (token, head) pairs with maq_pool_run. All buffers are allocated in maq_model_create.
+ * Every matrix product goes through maq_act_prepare (once per shared input: Q/K/V, gate/up) + maq_matmul_act;
+ * attention is split over (token, KV-head group) units with maq_pool_run. All buffers are allocated in
+ * maq_model_create; maq_model_forward allocates nothing. Time is accounted in maq_model_stats.
  */
 #define _POSIX_C_SOURCE 199309L
 #include "model.h"
@@ -62,7 +63,8 @@ void maq_model_free(maq_model *m) {
     if (!m) return;
     run_state *s = &m->s;
     free(s->x); free(s->xb); free(s->q); free(s->att_out); free(s->xb2); free(s->hb); free(s->hb2);
-    free(s->act); free(s->att); free(s->att_max); free(s->kb); free(s->key_cache); free(s->value_cache); free(s->rope_cos); free(s->rope_sin);
+    free(s->act); free(s->att); free(s->att_max); free(s->kb);
+    free(s->key_cache); free(s->value_cache); free(s->rope_cos); free(s->rope_sin);
     free(m->layers);
     if (m->pool) maq_pool_destroy(m->pool);
     free(m);
@@ -334,9 +336,8 @@ static void attention_task(void *ctx, int ith, int nth) {
     float *att = m->s.att + (size_t)ith * rep * S;   /* [rep][S] */
     float *mx = m->s.att_max + (size_t)ith * rep;    /* [rep] */
     const int n_units = t->B * nkv;
-    const int per = (n_units + nth - 1) / nth;
-    const int lo = ith * per, hi = lo + per < n_units ? lo + per : n_units;
-    for (int u = lo; u < hi; u++) {
+    /* strided, not blocked: in a prefill a unit's cost grows with its token's position, so interleave them */
+    for (int u = ith; u < n_units; u += nth) {
         const int b = u / nkv, g = u % nkv;
         const int n_pos = t->pos + b + 1;
         const float *q = m->s.q + (size_t)b * QD + (size_t)g * rep * hd;
