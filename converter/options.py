@@ -107,5 +107,14 @@ class ConvertOptions:
             raise MAQError(f"--nsamples {self.nsamples} / --seqlen {self.seqlen}: must be positive")
         if self.threads is not None and self.threads <= 0:
             raise MAQError(f"--threads {self.threads}: must be positive")
+        if self.needs_calibration and self.device != "cpu":
+            import torch
+
+            try:
+                dev = torch.device(self.device)
+            except RuntimeError as exc:
+                raise MAQError(f"--device {self.device!r}: {exc}") from exc
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise MAQError(f"--device {self.device}: CUDA is not available to this torch build")
         if self.calib is not None and not Path(self.calib).is_file():
             raise MAQError(f"{self.calib}: calibration text not found")

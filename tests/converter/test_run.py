@@ -165,6 +165,7 @@ def test_width_not_multiple_of_16(smollm2_tokenizer_dir, tmp_path, capsys):
     (["--block", "100"], "multiple of --group"),
     (["--top-k", "999"], "larger than"),
     (["--calib", "/nonexistent.txt"], "not found"),
+    (["--device", "nonsense"], "--device"),
 ])
 def test_bad_options(tiny_hf, tmp_path, capsys, args, msg):
     assert main(["convert", str(tiny_hf), "--out", str(tmp_path / "x.gguf"), *CAL, *args]) == 1
