@@ -14,6 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # gguf_files imp
 TINY = {
     "gqa": dict(heads=4, kv_heads=2, tie=True, seed=0),
     "untied": dict(heads=4, kv_heads=1, tie=False, seed=1, rope_theta=500000.0),
+    "hd128": dict(hidden=256, heads=2, kv_heads=1, intermediate=128, layers=1, seed=2),
+    "hd64": dict(hidden=128, heads=2, kv_heads=2, intermediate=128, layers=1, seed=3),
 }
 LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                   "original_max_position_embeddings": 64}
@@ -57,7 +59,19 @@ def tiny_untied(tiny_root, smollm2_tokenizer_dir):
     return _build("untied", tiny_root, smollm2_tokenizer_dir)
 
 
-@pytest.fixture(scope="session", params=["gqa", "untied"])
+@pytest.fixture(scope="session")
+def tiny_hd128(tiny_root, smollm2_tokenizer_dir):
+    """(transformers model, F32 GGUF path): head_dim 128 (the register-resident attention path), MQA 2/1."""
+    return _build("hd128", tiny_root, smollm2_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_hd64(tiny_root, smollm2_tokenizer_dir):
+    """(transformers model, F32 GGUF path): head_dim 64, plain multi-head attention (2/2)."""
+    return _build("hd64", tiny_root, smollm2_tokenizer_dir)
+
+
+@pytest.fixture(scope="session", params=["gqa", "untied", "hd128", "hd64"])
 def tiny_any(request):
     return request.getfixturevalue(f"tiny_{request.param}")
 
