@@ -131,3 +131,15 @@ def test_f16_gguf(tiny_gqa, tmp_path_factory):
     got = M.CModel(lm, n_ctx=32, n_threads=2).forward(IDS, 0, M.LOGITS_ALL)
     assert rel(got, ReferenceModel(lm, n_ctx=32).forward(IDS, 0)) < 1e-5
     assert rel(got, hf_logits(tiny_gqa[0], IDS)) < 1e-2
+
+
+def test_long_context_crosses_attention_blocks(tiny_gqa):
+    """700 positions: several prefill chunks and more than one 512-position score block, then decode steps."""
+    model, path = tiny_gqa
+    ids = [int(x) for x in np.random.default_rng(5).integers(3, 49152, 704)]
+    ref = hf_logits(model, ids)
+    cm = M.CModel(gl.load(path), n_ctx=704, n_threads=2, max_batch=128)
+    got = cm.forward(ids[:700], 0, M.LOGITS_ALL)
+    assert rel(got, ref[:700]) < 1e-4
+    rows = [cm.step(t, 700 + i).copy() for i, t in enumerate(ids[700:])]
+    assert rel(np.stack(rows), ref[700:]) < 1e-4
