@@ -35,6 +35,18 @@ def _resolve_path(path) -> str:
     return str(path)
 
 
+class _LazyLogSoftmax:
+    """log_softmax of one row of a logits matrix, computed when needed (no [n, V] float64 copy)."""
+
+    __slots__ = ("logits", "i")
+
+    def __init__(self, logits: np.ndarray, i: int):
+        self.logits, self.i = logits, i
+
+    def get(self) -> np.ndarray:
+        return log_softmax(self.logits[self.i])
+
+
 class StopMatcher:
     """Streams text while holding back any tail that could still become one of the stop strings."""
 
@@ -296,10 +308,10 @@ class Llama:
         tok = self.tokenizer_
         rows: list[np.ndarray | None]
         if echo:
-            plp = log_softmax(self.prompt_logits) if self.prompt_logits is not None else None
+            pl = self.prompt_logits
             all_tokens = list(prompt_tokens) + gen_tokens
-            # row i predicts token i+1: token 0 has no log-probability
-            rows = [None] + [plp[i] for i in range(len(prompt_tokens) - 1)] + gen_rows
+            # row i predicts token i+1: token 0 has no log-probability (rows converted one at a time, lazily)
+            rows = [None] + [_LazyLogSoftmax(pl, i) for i in range(len(prompt_tokens) - 1)] + gen_rows
         else:
             all_tokens, rows = gen_tokens, list(gen_rows)
         out = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
@@ -317,6 +329,8 @@ class Llama:
                 out["token_logprobs"].append(None)
                 out["top_logprobs"].append(None)
                 continue
+            if isinstance(row, _LazyLogSoftmax):
+                row = row.get()
             out["token_logprobs"].append(float(row[t]))
             top = {}
             if n_top:
