@@ -36,15 +36,31 @@ def _resolve_path(path) -> str:
 
 
 class _LazyLogSoftmax:
-    """log_softmax of one row of a logits matrix, computed when needed (no [n, V] float64 copy)."""
+    """Row i of a logits matrix, turned into log-probabilities only when needed (no [n, V] float64 copy)."""
 
     __slots__ = ("logits", "i")
 
     def __init__(self, logits: np.ndarray, i: int):
         self.logits, self.i = logits, i
 
-    def get(self) -> np.ndarray:
-        return log_softmax(self.logits[self.i])
+
+class _Picked:
+    """What logprobs needs from one generated token's distribution: its own log-probability and the top n."""
+
+    __slots__ = ("token", "value", "top")
+
+    def __init__(self, logits: np.ndarray, token: int, n_top: int):
+        lp = log_softmax(logits)
+        self.token, self.value = token, float(lp[token])
+        idx = np.argpartition(-lp, min(n_top, lp.size - 1))[:n_top] if n_top else np.zeros(0, dtype=np.int64)
+        idx = idx[np.argsort(-lp[idx])]
+        self.top = [(int(j), float(lp[j])) for j in idx]
+
+
+def _pick(row, token: int, n_top: int) -> _Picked:
+    if isinstance(row, _Picked):
+        return row
+    return _Picked(row.logits[row.i] if isinstance(row, _LazyLogSoftmax) else row, token, n_top)
 
 
 class StopMatcher:
@@ -278,7 +294,7 @@ class Llama:
                 continue
             gen_tokens.append(tok)
             if want_lp:
-                lp_rows.append(log_softmax(row))
+                lp_rows.append(_Picked(row, tok, logprobs))
             piece = matcher.push(decoder.feed(tok))
             if piece:
                 yield {"text": piece, "token": tok}
@@ -306,7 +322,6 @@ class Llama:
 
     def _logprobs(self, prompt_tokens, gen_tokens, gen_rows, n_top, echo, prompt_text) -> dict:
         tok = self.tokenizer_
-        rows: list[np.ndarray | None]
         if echo:
             pl = self.prompt_logits
             all_tokens = list(prompt_tokens) + gen_tokens
@@ -329,15 +344,10 @@ class Llama:
                 out["token_logprobs"].append(None)
                 out["top_logprobs"].append(None)
                 continue
-            if isinstance(row, _LazyLogSoftmax):
-                row = row.get()
-            out["token_logprobs"].append(float(row[t]))
-            top = {}
-            if n_top:
-                idx = np.argpartition(-row, min(n_top, row.size - 1))[:n_top]
-                idx = idx[np.argsort(-row[idx])]
-                top = {tok.detokenize_bytes([int(j)]).decode("utf-8", errors="replace"): float(row[j]) for j in idx}
-            top[s] = float(row[t])
+            pk = _pick(row, t, n_top)
+            out["token_logprobs"].append(pk.value)
+            top = {tok.detokenize_bytes([j]).decode("utf-8", errors="replace"): v for j, v in pk.top}
+            top[s] = pk.value
             out["top_logprobs"].append(top)
         if echo and out["token_logprobs"]:
             out["token_logprobs"][0] = None
