@@ -201,13 +201,22 @@ class Llama:
         self._evaluated = n - keep
         out = self.model.forward(tokens[keep:], keep, mode)
         self._tokens = list(tokens)
+        self._check_finite(out, n - 1)
         return out
 
     def _step(self, token: int) -> np.ndarray:
         pos = len(self._tokens)
         out = self.model.step(int(token), pos)
         self._tokens.append(int(token))
+        self._check_finite(out, pos)
         return out
+
+    def _check_finite(self, logits: np.ndarray, pos: int) -> None:
+        """NaN/inf logits come from corrupt or overflowing weights: say so instead of sampling garbage."""
+        if not np.isfinite(logits).all():
+            self._tokens = []          # the cache holds non-finite values: nothing in it can be re-used
+            raise MAQError(f"{self.model_path}: the forward pass produced non-finite logits (NaN/inf) at position "
+                           f"{pos}: the weights are corrupt or overflow float32")
 
     def _sampler(self, temperature, top_k, top_p, min_p, repeat_penalty, seed) -> Sampler:
         if seed is None or seed < 0:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
+MAX_NAME = 64          # GGML_MAX_NAME: tensor names are shorter
 
 # GGUF metadata value types
 _VT_STRUCT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -89,25 +90,41 @@ class TensorInfo:
 class GGUFFile:
     """A parsed GGUF file: ``metadata`` {key: value} and ``tensors`` {name: TensorInfo} over one memmap.
 
-    Strings are str, string arrays list[str], numeric arrays numpy arrays, scalars Python numbers.
+    Strings are str, string arrays list[str], numeric arrays numpy arrays, scalars Python numbers; ``types``
+    {key: GGUF value type} keeps what the file declared. The header is validated as llama.cpp's gguf.cpp does
+    (magic, version 2/3, counts that fit the file, non-empty unique UTF-8 keys, known value types, no nested arrays,
+    ``general.alignment`` a u32 power of two, tensor names unique and < 64 bytes, 1..4 dimensions each >= 1,
+    known ggml types, each tensor's data aligned, following the previous one, inside the file). Any failure is a
+    ``FormatError`` naming the file, the key or tensor being read, and what was expected.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        if not self.path.is_file():
+        if not self.path.exists():
             raise MAQError(f"{self.path}: no such file")
-        size = self.path.stat().st_size
-        if size < 24:
-            raise FormatError(f"{self.path}: {size} bytes is too small for a GGUF file")
-        self.mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+        if not self.path.is_file():
+            raise MAQError(f"{self.path}: not a regular file")
+        try:
+            size = self.path.stat().st_size
+            if size < 24:
+                raise FormatError(f"{self.path}: {size} bytes is too small for a GGUF file (header: 24 bytes)")
+            self.mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+        except OSError as exc:
+            raise MAQError(f"{self.path}: cannot read ({exc.strerror or exc})") from None
         self._buf = memoryview(self.mm)  # zero-copy byte view for struct parsing
         self._pos = 0
+        self._what = "header"            # what is being read, for error messages
         self.metadata: dict[str, Any] = {}
+        self.types: dict[str, int] = {}
         self.tensors: dict[str, TensorInfo] = {}
         try:
             self._parse()
-        except (struct.error, UnicodeDecodeError, IndexError) as exc:
-            raise FormatError(f"{self.path}: truncated or corrupt GGUF header at byte {self._pos} ({exc})") from None
+        except (struct.error, IndexError):
+            raise FormatError(f"{self.path}: {self._what}: truncated or corrupt file (it ends inside this "
+                              f"field: byte {self._pos} of {len(self._buf)})") from None
+
+    def _fail(self, msg: str) -> FormatError:
+        return FormatError(f"{self.path}: {self._what}: {msg}")
 
     # -- primitive readers
     def _unpack(self, f: str):
@@ -115,50 +132,65 @@ class GGUFFile:
         self._pos += struct.calcsize(f)
         return v[0]
 
-    def _string(self) -> str:
+    def _bytes(self, what: str) -> bytes:
         n = self._unpack("<Q")
-        if self._pos + n > len(self._buf):
-            raise FormatError(f"{self.path}: string of {n} bytes at byte {self._pos} runs past the end of the file")
-        s = bytes(self._buf[self._pos:self._pos + n]).decode("utf-8")
+        if n > len(self._buf) - self._pos:
+            raise self._fail(f"{what} of {n} bytes at byte {self._pos} runs past the end of the file "
+                             f"({len(self._buf)} bytes)")
+        b = bytes(self._buf[self._pos:self._pos + n])
         self._pos += n
-        return s
+        return b
+
+    def _string(self, what: str = "string") -> str:
+        b = self._bytes(what)
+        try:
+            return b.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._fail(f"{what} {b[:40]!r} is not valid UTF-8") from None
 
     def _value(self, vt: int, key: str):
         if vt in _VT_STRUCT:
             v = self._unpack(_VT_STRUCT[vt])
             return bool(v) if vt == 7 else v
         if vt == _VT_STRING:
-            return self._string()
+            return self._string("string value")
         if vt == _VT_ARRAY:
             et = self._unpack("<I")
             n = self._unpack("<Q")
+            left = len(self._buf) - self._pos
             if et in _VT_NUMPY:
                 dt = np.dtype(_VT_NUMPY[et])
+                if n > left // dt.itemsize:
+                    raise self._fail(f"array of {n} x {dt.itemsize} bytes runs past the end of the file")
                 end = self._pos + n * dt.itemsize
-                if end > len(self._buf):
-                    raise FormatError(f"{self.path}: metadata array {key} runs past the end of the file")
                 arr = np.frombuffer(self._buf[self._pos:end], dtype=dt).copy()
                 self._pos = end
                 return arr.astype(bool) if et == 7 else arr
             if et == _VT_STRING:
+                if n > left // 8:
+                    raise self._fail(f"array of {n} strings runs past the end of the file")
                 return self._string_array(n, key)
             if et == _VT_ARRAY:
-                return [self._value(_VT_ARRAY, key) for _ in range(n)]
-            raise FormatError(f"{self.path}: metadata {key}: unknown array element type {et}")
-        raise FormatError(f"{self.path}: metadata {key}: unknown value type {vt}")
+                raise self._fail("arrays of arrays are not supported (llama.cpp refuses them too)")
+            raise self._fail(f"unknown array element type {et} (expected 0..12)")
+        raise self._fail(f"unknown value type {vt} (expected 0..12)")
 
     def _string_array(self, n: int, key: str) -> list[str]:
         """n length-prefixed strings, decoded from byte windows of at most 16 MiB (one copy per window, not per
-        string, and never the whole file)."""
+        string, and never the whole file). Invalid UTF-8 is kept as surrogate escapes (byte-level vocabularies)."""
         buf, pos, out = self._buf, self._pos, []
         size = len(buf)
         win_start, win = pos, b""
-        for _ in range(n):
+        for i in range(n):
+            if pos + 8 > size:
+                self._pos = pos
+                raise self._fail(f"string {i} of {n} starts past the end of the file")
             if pos + 8 > win_start + len(win):
                 win_start, win = pos, bytes(buf[pos:min(size, pos + (16 << 20))])
             (ln,) = struct.unpack_from("<Q", win, pos - win_start)
-            if pos + 8 + ln > size:
-                raise FormatError(f"{self.path}: metadata array {key} runs past the end of the file")
+            if ln > size - pos - 8:
+                self._pos = pos
+                raise self._fail(f"string {i} of {n} ({ln} bytes) runs past the end of the file")
             if pos + 8 + ln > win_start + len(win):
                 win_start, win = pos, bytes(buf[pos:min(size, pos + 8 + max(ln, 16 << 20))])
             a = pos + 8 - win_start
@@ -176,58 +208,126 @@ class GGUFFile:
             raise FormatError(f"{self.path}: GGUF version {version} unsupported (expected 2 or 3, little-endian)")
         n_tensors = self._unpack("<Q")
         n_kv = self._unpack("<Q")
-        if n_tensors > 1 << 24 or n_kv > 1 << 24:
-            raise FormatError(f"{self.path}: implausible header ({n_tensors} tensors, {n_kv} keys)")
+        left = len(self._buf) - self._pos
+        # the smallest key/value is 13 bytes (empty key refused, 1-byte value), a tensor info 8+1+4+8+4+8 = 33
+        if n_kv > left // 13 or n_tensors > left // 33:
+            raise FormatError(f"{self.path}: header declares {n_kv} keys and {n_tensors} tensors, more than the "
+                              f"{left} remaining bytes can hold (truncated or corrupt file)")
         self.version = version
-        for _ in range(n_kv):
-            key = self._string()
+        for i in range(n_kv):
+            self._what = f"metadata key #{i}"
+            key = self._string("key")
+            if not key:
+                raise self._fail("empty key")
+            self._what = f"metadata key {key}"
+            if key in self.metadata:
+                raise self._fail("appears twice")
             vt = self._unpack("<I")
             self.metadata[key] = self._value(vt, key)
+            self.types[key] = vt
         infos = []
-        for _ in range(n_tensors):
-            name = self._string()
+        names: set[str] = set()
+        for i in range(n_tensors):
+            self._what = f"tensor info #{i}"
+            name = self._string("tensor name")
+            self._what = f"tensor {name!r}" if not name else f"tensor {name}"
+            if not name or len(name.encode()) >= MAX_NAME:
+                raise self._fail(f"name of {len(name.encode())} bytes (expected 1..{MAX_NAME - 1})")
+            if name in names:
+                raise self._fail("appears twice")
+            names.add(name)
             nd = self._unpack("<I")
-            if nd > 4:
-                raise FormatError(f"{self.path}: tensor {name}: {nd} dimensions (GGUF allows at most 4)")
+            if not 1 <= nd <= 4:
+                raise self._fail(f"{nd} dimensions (expected 1..4)")
             ne = tuple(self._unpack("<Q") for _ in range(nd))
             t = self._unpack("<I")
             off = self._unpack("<Q")
             infos.append((name, ne, t, off))
+        self._what = "metadata general.alignment"
         align = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-        if not isinstance(align, int) or align <= 0 or align & (align - 1):
-            raise FormatError(f"{self.path}: general.alignment = {align!r}, expected a power of two")
+        if "general.alignment" in self.metadata and self.types["general.alignment"] != 4:
+            raise self._fail(f"value type {self.types['general.alignment']}, expected 4 (u32)")
+        if align <= 0 or align & (align - 1):
+            raise self._fail(f"{align}, expected a power of two")
         self.alignment = align
         self.data_start = -(-self._pos // align) * align
         size = len(self._buf)
+        if infos and self.data_start > size:
+            self._what = "metadata general.alignment"
+            raise self._fail(f"{align} puts the tensor data at byte {self.data_start}, past the end of the file "
+                             f"({size} bytes)")
+        expect_off, prev = 0, "the start of the data section"
         for name, ne, t, off in infos:
-            if name in self.tensors:
-                raise FormatError(f"{self.path}: tensor {name} appears twice")
+            self._what = f"tensor {name}"
             if t not in _SIZES:
-                raise FormatError(f"{self.path}: tensor {name}: unknown ggml type id {t}")
+                raise self._fail(f"unknown ggml type id {t}")
             tname, bs, ts = _SIZES[t]
-            if any(d <= 0 for d in ne) or not ne:
-                raise FormatError(f"{self.path}: tensor {name}: bad shape ne={list(ne)}")
+            if any(d <= 0 or d >= 1 << 63 for d in ne):
+                raise self._fail(f"bad shape ne={list(ne)} (every dimension must be 1..2^63-1)")
+            n_el = math.prod(ne)
+            if n_el >= 1 << 63:
+                raise self._fail(f"shape ne={list(ne)} has {n_el} elements (more than 2^63-1)")
             if ne[0] % bs:
-                raise FormatError(f"{self.path}: tensor {name}: ne[0]={ne[0]} not a multiple of the {tname} "
-                                  f"block size {bs}")
-            nbytes = math.prod(ne) // bs * ts
+                raise self._fail(f"ne[0]={ne[0]} not a multiple of the {tname} block size {bs}")
+            nbytes = n_el // bs * ts
+            if off != expect_off:
+                raise self._fail(f"data offset {off}, expected {expect_off}: the end of {prev}, padded to {align} "
+                                 "bytes (each tensor's data follows the previous one's)")
             start = self.data_start + off
-            if off % align:
-                raise FormatError(f"{self.path}: tensor {name}: data offset {off} not aligned to {align} bytes")
-            if start + nbytes > size:
-                raise FormatError(f"{self.path}: tensor {name}: {nbytes} bytes at offset {start} run past the end "
-                                  f"of the file ({size} bytes): truncated file?")
+            if nbytes > size - min(start, size):
+                raise self._fail(f"{nbytes} bytes of {tname} data at byte {start} run past the end of the file "
+                                 f"({size} bytes): truncated file?")
+            expect_off = off + -(-nbytes // align) * align
+            prev = f"tensor {name} ({nbytes} bytes of {tname}, ne={list(ne)})"
             self.tensors[name] = TensorInfo(name, ne, t, start, nbytes, self.mm[start:start + nbytes])
+        self._what = "header"
 
     def get(self, key: str, default=None):
         return self.metadata.get(key, default)
+
+    def _bad(self, key: str, v, expected: str) -> FormatError:
+        r = repr(v)
+        return FormatError(f"{self.path}: metadata {key} = {r[:60] + '...' if len(r) > 60 else r}, "
+                           f"expected {expected}")
 
     def require(self, key: str, types=(int,)):
         if key not in self.metadata:
             raise FormatError(f"{self.path}: metadata key {key} is missing")
         v = self.metadata[key]
         if not isinstance(v, types) or isinstance(v, bool) and bool not in types:
-            raise FormatError(f"{self.path}: metadata {key} = {v!r}, expected {'/'.join(t.__name__ for t in types)}")
+            raise self._bad(key, v, "/".join(t.__name__ for t in types))
+        return v
+
+    def get_int(self, key: str, default: int | None = None, lo: int = 1, hi: int = 2**31 - 1,
+                required: bool = False) -> int | None:
+        """An integer value in [lo, hi] (any GGUF integer type), ``default`` when absent."""
+        if key not in self.metadata:
+            if required:
+                raise FormatError(f"{self.path}: metadata key {key} is missing")
+            return default
+        v = self.metadata[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise self._bad(key, v, f"an integer in {lo}..{hi}")
+        return v
+
+    def get_float(self, key: str, default: float | None = None, lo: float = -math.inf, hi: float = math.inf,
+                  lo_open: bool = False) -> float | None:
+        """A finite number in [lo, hi] (or (lo, hi] with ``lo_open``), ``default`` when absent."""
+        if key not in self.metadata:
+            return default
+        v = self.metadata[key]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v <= hi and \
+            (v > lo if lo_open else v >= lo)
+        if not ok:
+            raise self._bad(key, v, f"a finite number in {'(' if lo_open else '['}{lo}, {hi}]")
+        return float(v)
+
+    def get_str(self, key: str, default: str | None = None) -> str | None:
+        if key not in self.metadata:
+            return default
+        v = self.metadata[key]
+        if not isinstance(v, str):
+            raise self._bad(key, v, "a string")
         return v
 
     def view(self, info: TensorInfo, dtype, shape) -> np.ndarray:
@@ -409,7 +509,8 @@ class _Loader:
     def info(self, name: str) -> TensorInfo:
         t = self.f.tensors.get(name)
         if t is None:
-            raise FormatError(f"{self.where}: tensor {name} is missing")
+            hint = f" (llama.block_count = {self.f.get('llama.block_count')})" if name.startswith("blk.") else ""
+            raise FormatError(f"{self.where}: tensor {name} is missing{hint}")
         self.used.add(name)
         return t
 
@@ -420,7 +521,8 @@ class _Loader:
     def vector(self, name: str, n: int) -> np.ndarray:
         t = self.info(name)
         if t.ne != (n,):
-            raise self.err(name, f"shape ne={list(t.ne)}, expected [{n}]")
+            raise self.err(name, f"shape ne={list(t.ne)}, expected [{n}] (llama.embedding_length)"
+                           if n == self.f.get("llama.embedding_length") else f"shape ne={list(t.ne)}, expected [{n}]")
         if t.ggml_type == GGML_F32:
             self._check_align(t, 4)
             return self.f.view(t, "<f4", (n,))
@@ -428,17 +530,20 @@ class _Loader:
             return self.f.view(t, "<f2", (n,)).astype(np.float32)
         raise self.err(name, f"type {t.type_name}, expected F32 (or F16) for a norm/vector")
 
-    def weight(self, name: str, P: int, T: int) -> Weight:
+    def weight(self, name: str, P: int, T: int, src: str = "llama.* metadata") -> Weight:
         key = fmt.key_tensor_type(name)
         if key in self.f.metadata:
-            if self.f.metadata[key] != fmt.TYPE_MAQ2:
+            if self.f.get_str(key) != fmt.TYPE_MAQ2:
                 raise FormatError(f"{self.where}: metadata {key} = {self.f.metadata[key]!r}, expected "
-                                  f"{fmt.TYPE_MAQ2!r}")
-            w = self.maq_weight(name, P, T)
+                                  f"{fmt.TYPE_MAQ2!r} (the only logical type this runtime knows)")
+            w = self.maq_weight(name, P, T, src)
             return self._exact(w) if self.exact else w
         t = self.info(name)
+        if t.ggml_type in (GGML_I8, GGML_I16, GGML_I32):
+            raise self.err(name, f"type {t.type_name} is not a weight type (a MAQ2 part without its {key} "
+                                 "metadata?)")
         if t.ne != (T, P):
-            raise self.err(name, f"shape ne={list(t.ne)}, expected [{T}, {P}] (llama.* metadata)")
+            raise self.err(name, f"shape ne={list(t.ne)}, expected [{T}, {P}] ({src})")
         if t.ggml_type == GGML_F32:
             self._check_align(t, 4)
             return Weight(name, KIND_F32, P, T, self.f.view(t, "<f4", (P, T)), source_type="F32")
@@ -481,16 +586,17 @@ class _Loader:
         log.debug("%s: %s dequantized to F32 at load", t.name, t.type_name)
         return Weight(t.name, KIND_F32, P, T, np.ascontiguousarray(w), source_type=t.type_name, copied=True)
 
-    def maq_weight(self, name: str, P: int, T: int) -> Weight:
+    def maq_weight(self, name: str, P: int, T: int, src: str = "llama.* metadata") -> Weight:
         md = self.f.metadata
-        G = md.get(fmt.key_group_size(name), fmt.DEFAULT_GROUP)
-        coding = md.get(fmt.key_salient_coding(name), fmt.SALIENT_MEAN4)
+        gkey = fmt.key_group_size(name)
+        G = md.get(gkey, fmt.DEFAULT_GROUP)
+        coding = self.f.get_str(fmt.key_salient_coding(name), fmt.SALIENT_MEAN4)
         if coding != fmt.SALIENT_MEAN4:
             raise FormatError(f"{self.where}: metadata {fmt.key_salient_coding(name)} = {coding!r}, expected "
                               f"{fmt.SALIENT_MEAN4!r}")
-        if not isinstance(G, int) or G not in fmt.GROUP_SIZES:
-            raise FormatError(f"{self.where}: metadata {fmt.key_group_size(name)} = {G!r}, expected one of "
-                              f"{fmt.GROUP_SIZES}")
+        if isinstance(G, bool) or not isinstance(G, int) or G not in fmt.GROUP_SIZES:
+            raise FormatError(f"{self.where}: metadata {gkey} = {G!r}, expected one of {fmt.GROUP_SIZES}")
+        g_src = f"{gkey} = {G}" if gkey in md else f"{gkey} missing: default {G}"
         if T % fmt.WORD_WEIGHTS:
             raise self.err(name, f"MAQ2 needs the input dimension T={T} to be a multiple of {fmt.WORD_WEIGHTS}")
         lay = fmt.Layout(T, P, G)
@@ -506,13 +612,10 @@ class _Loader:
             want_ne = tuple(reversed(shape))
             if t.ne != want_ne:
                 raise self.err(pname, f"shape ne={list(t.ne)}, expected {list(want_ne)} for MAQ2 "
-                                      f"[P={P}, T={T}, G={G}]")
+                                      f"[P={P}, T={T}] ({src}), G={G} ({g_src})")
             self._check_align(t, dtype.itemsize)
             parts[suffix] = self.f.view(t, dtype, shape)
-        try:
-            mt = fmt.from_parts(parts, T, G, what=f"{self.where}: tensor {name}")
-        except FormatError:
-            raise
+        mt = fmt.from_parts(parts, T, G, what=f"{self.where}: tensor {name}")
         rs = mt.rowscale.view(np.float16)
         if not np.all(np.isfinite(rs)):
             raise self.err(name + fmt.PART_ROWSCALE, "row scales contain inf/nan")
@@ -520,57 +623,71 @@ class _Loader:
 
 
 def _config(gf: GGUFFile) -> ModelConfig:
+    """The model's dimensions from its ``llama.*`` metadata, every value type- and range-checked."""
     where = str(gf.path)
-    arch = gf.get("general.architecture")
-    if arch != "llama":
-        raise MAQError(f"{where}: general.architecture = {arch!r}; only 'llama' models are supported")
+    if "general.architecture" not in gf.metadata:
+        raise MAQError(f"{where}: metadata general.architecture is missing (not a model file?)")
+    arch = gf.metadata["general.architecture"]
+    if not isinstance(arch, str) or arch != "llama":
+        r = repr(arch)
+        raise MAQError(f"{where}: general.architecture = {r[:40]}; only 'llama' models are supported")
     a = "llama."
-    n_layers = gf.require(a + "block_count")
-    dim = gf.require(a + "embedding_length")
-    hidden = gf.require(a + "feed_forward_length")
-    n_heads = gf.require(a + "attention.head_count")
-    n_kv = gf.get(a + "attention.head_count_kv", n_heads)
-    if not isinstance(n_kv, int) or n_kv <= 0 or n_heads % n_kv:
-        raise FormatError(f"{where}: metadata {a}attention.head_count_kv = {n_kv!r}, expected a divisor of "
+    n_layers = gf.get_int(a + "block_count", required=True)
+    dim = gf.get_int(a + "embedding_length", required=True)
+    hidden = gf.get_int(a + "feed_forward_length", required=True)
+    n_heads = gf.get_int(a + "attention.head_count", required=True)
+    n_kv = gf.get_int(a + "attention.head_count_kv", n_heads)
+    if n_heads % n_kv:
+        raise FormatError(f"{where}: metadata {a}attention.head_count_kv = {n_kv}, expected a divisor of "
                           f"head_count {n_heads}")
-    head_dim = gf.get(a + "attention.key_length", dim // n_heads)
-    if gf.get(a + "attention.value_length", head_dim) != head_dim:
-        raise FormatError(f"{where}: metadata {a}attention.value_length differs from key_length (unsupported)")
-    if any(not isinstance(v, int) or v <= 0 for v in (n_layers, dim, hidden, n_heads, head_dim)):
-        raise FormatError(f"{where}: llama.* dimensions must be positive integers")
+    head_dim = gf.get_int(a + "attention.key_length", dim // n_heads or 1)
+    if gf.get_int(a + "attention.value_length", head_dim) != head_dim:
+        raise FormatError(f"{where}: metadata {a}attention.value_length differs from key_length {head_dim} "
+                          "(unsupported)")
     if head_dim % 2:
-        raise FormatError(f"{where}: head dimension {head_dim} must be even for RoPE")
+        src = f"{a}attention.key_length" if a + "attention.key_length" in gf.metadata else \
+            f"{a}embedding_length {dim} / {a}attention.head_count {n_heads}"
+        raise FormatError(f"{where}: head dimension {head_dim} ({src}) must be even for RoPE")
     tokens = gf.get("tokenizer.ggml.tokens")
-    vocab = gf.get(a + "vocab_size", len(tokens) if tokens is not None else None)
+    vocab = gf.get_int(a + "vocab_size", None)
+    if vocab is None and isinstance(tokens, list):
+        vocab = len(tokens)
     emb = gf.tensors.get("token_embd.weight")
-    if vocab is None and emb is not None:
-        vocab = emb.ne[-1]
-    if not isinstance(vocab, int):
+    if vocab is None and emb is not None and len(emb.ne) == 2:
+        vocab = emb.ne[1]
+    if vocab is None:
         raise FormatError(f"{where}: vocabulary size unknown (no llama.vocab_size, no tokenizer.ggml.tokens)")
-    ctx = gf.get(a + "context_length", 2048)
-    eps = float(gf.get(a + "attention.layer_norm_rms_epsilon", 1e-5))
-    rope_dim = gf.get(a + "rope.dimension_count", head_dim)
-    if not isinstance(rope_dim, int) or rope_dim % 2 or not 0 < rope_dim <= head_dim:
-        raise FormatError(f"{where}: metadata {a}rope.dimension_count = {rope_dim!r}, expected even and <= "
-                          f"head dim {head_dim}")
-    rope = RopeConfig(dim=rope_dim, base=float(gf.get(a + "rope.freq_base", 10000.0)))
-    stype = gf.get(a + "rope.scaling.type", "none")
-    factor = float(gf.get(a + "rope.scaling.factor", 1.0) or 1.0)
-    if stype in ("none", None) or factor == 1.0 and stype == "linear":
+    ctx = gf.get_int(a + "context_length", 2048)
+    eps = gf.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5, lo=0.0, hi=1.0)
+    rope_dim = gf.get_int(a + "rope.dimension_count", head_dim, hi=head_dim)
+    if rope_dim % 2:
+        raise FormatError(f"{where}: metadata {a}rope.dimension_count = {rope_dim}, expected even and <= head "
+                          f"dim {head_dim}")
+    rope = RopeConfig(dim=rope_dim, base=gf.get_float(a + "rope.freq_base", 10000.0, lo=0.0, lo_open=True))
+    stype = gf.get_str(a + "rope.scaling.type", "none")
+    raw_factor = gf.get(a + "rope.scaling.factor")
+    if type(raw_factor) in (int, float) and raw_factor == 0:    # llama.cpp writes 0 for "no scaling"
+        factor = 1.0
+    else:
+        factor = gf.get_float(a + "rope.scaling.factor", 1.0, lo=0.0, lo_open=True)
+    if stype == "none" or factor == 1.0 and stype == "linear":
         pass
     elif stype == "linear":
         rope.scaling, rope.factor = "linear", factor
     elif stype == "llama3":
         rope.scaling, rope.factor = "llama3", factor
-        rope.low_freq_factor = float(gf.get(a + "rope.scaling.low_freq_factor", 1.0))
-        rope.high_freq_factor = float(gf.get(a + "rope.scaling.high_freq_factor", 4.0))
-        rope.original_context = int(gf.get(a + "rope.scaling.original_context_length", 8192))
+        rope.low_freq_factor = gf.get_float(a + "rope.scaling.low_freq_factor", 1.0, lo=0.0, lo_open=True)
+        rope.high_freq_factor = gf.get_float(a + "rope.scaling.high_freq_factor", 4.0, lo=0.0, lo_open=True)
+        if rope.high_freq_factor <= rope.low_freq_factor:
+            raise FormatError(f"{where}: metadata {a}rope.scaling.high_freq_factor = {rope.high_freq_factor}, "
+                              f"expected > low_freq_factor {rope.low_freq_factor}")
+        rope.original_context = gf.get_int(a + "rope.scaling.original_context_length", 8192)
     else:
         raise MAQError(f"{where}: metadata {a}rope.scaling.type = {stype!r} unsupported (none, linear, llama3; "
                        "llama3 files from llama.cpp carry rope_freqs.weight instead)")
     tied = "output.weight" not in gf.tensors
     return ModelConfig(n_layers=n_layers, dim=dim, hidden_dim=hidden, n_heads=n_heads, n_kv_heads=n_kv,
-                       head_dim=head_dim, vocab_size=vocab, context_length=int(ctx), norm_eps=eps, rope=rope,
+                       head_dim=head_dim, vocab_size=vocab, context_length=ctx, norm_eps=eps, rope=rope,
                        tied_output=tied)
 
 
@@ -602,20 +719,31 @@ def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto") ->
     ld = _Loader(gf, exact=exact, dequant=dequant)
     D, H, Q, KV = cfg.dim, cfg.hidden_dim, cfg.q_dim, cfg.kv_dim
     if "rope_freqs.weight" in gf.tensors:
-        cfg.rope.freq_factors = np.array(ld.vector("rope_freqs.weight", cfg.rope.dim // 2), dtype=np.float32)
-    tok = ld.weight("token_embd.weight", cfg.vocab_size, D)
+        ff = np.array(ld.vector("rope_freqs.weight", cfg.rope.dim // 2), dtype=np.float32)
+        if not np.all(np.isfinite(ff) & (ff > 0)):
+            raise FormatError(f"{gf.path}: tensor rope_freqs.weight: expected finite positive factors")
+        cfg.rope.freq_factors = ff
+    # where each dimension comes from, for shape errors: [T, P] = [inputs, outputs]
+    sD, sH, sV = "llama.embedding_length", "llama.feed_forward_length", "llama.vocab_size"
+    hd = "llama.attention.key_length" if "llama.attention.key_length" in gf.metadata else \
+        "llama.embedding_length / head_count"
+    sQ, sKV = f"llama.attention.head_count x {hd}", f"llama.attention.head_count_kv x {hd}"
+    tok = ld.weight("token_embd.weight", cfg.vocab_size, D, f"[{sD}, {sV}]")
     layers = []
     for i in range(cfg.n_layers):
         b = f"blk.{i}."
         layers.append(Layer(
             attn_norm=ld.vector(b + "attn_norm.weight", D),
-            wq=ld.weight(b + "attn_q.weight", Q, D), wk=ld.weight(b + "attn_k.weight", KV, D),
-            wv=ld.weight(b + "attn_v.weight", KV, D), wo=ld.weight(b + "attn_output.weight", D, Q),
+            wq=ld.weight(b + "attn_q.weight", Q, D, f"[{sD}, {sQ}]"),
+            wk=ld.weight(b + "attn_k.weight", KV, D, f"[{sD}, {sKV}]"),
+            wv=ld.weight(b + "attn_v.weight", KV, D, f"[{sD}, {sKV}]"),
+            wo=ld.weight(b + "attn_output.weight", D, Q, f"[{sQ}, {sD}]"),
             ffn_norm=ld.vector(b + "ffn_norm.weight", D),
-            w_gate=ld.weight(b + "ffn_gate.weight", H, D), w_up=ld.weight(b + "ffn_up.weight", H, D),
-            w_down=ld.weight(b + "ffn_down.weight", D, H)))
+            w_gate=ld.weight(b + "ffn_gate.weight", H, D, f"[{sD}, {sH}]"),
+            w_up=ld.weight(b + "ffn_up.weight", H, D, f"[{sD}, {sH}]"),
+            w_down=ld.weight(b + "ffn_down.weight", D, H, f"[{sH}, {sD}]")))
     out_norm = ld.vector("output_norm.weight", D)
-    out = tok if cfg.tied_output else ld.weight("output.weight", cfg.vocab_size, D)
+    out = tok if cfg.tied_output else ld.weight("output.weight", cfg.vocab_size, D, f"[{sD}, {sV}]")
     extra = sorted(set(gf.tensors) - ld.used)
     if extra:
         log.warning("%s: ignoring %d unused tensor(s): %s", gf.path, len(extra), ", ".join(extra[:5]))

@@ -17,6 +17,8 @@ import functools
 import logging
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from maq.errors import MAQError
 
 log = logging.getLogger(__name__)
@@ -69,26 +71,26 @@ class Tokenizer:
         self.tokens: list[str] = md.get("tokenizer.ggml.tokens")
         if self.model_type is None or self.tokens is None:
             raise MAQError(f"{where}: no tokenizer in the file (tokenizer.ggml.model / tokenizer.ggml.tokens missing)")
+        self.model_type = self._str(md, "tokenizer.ggml.model", None)
+        self.tokens = self._str_list(md, "tokenizer.ggml.tokens")
         n = len(self.tokens)
+        if n == 0:
+            raise MAQError(f"{where}: tokenizer.ggml.tokens is empty")
         tt = md.get("tokenizer.ggml.token_type")
-        self.token_types = [int(x) for x in tt] if tt is not None else [TOKEN_NORMAL] * n
-        if len(self.token_types) != n:
-            raise MAQError(f"{where}: tokenizer.ggml.token_type has {len(self.token_types)} entries, expected {n}")
-        self.pre = md.get("tokenizer.ggml.pre", "default")
-        self.bos_id = md.get("tokenizer.ggml.bos_token_id")
-        self.eos_id = md.get("tokenizer.ggml.eos_token_id")
-        self.eot_id = md.get("tokenizer.ggml.eot_token_id")
-        self.pad_id = md.get("tokenizer.ggml.padding_token_id")
-        for key, v in (("bos", self.bos_id), ("eos", self.eos_id), ("eot", self.eot_id)):
-            if v is not None and not 0 <= v < n:
-                raise MAQError(f"{where}: tokenizer.ggml.{key}_token_id = {v} outside the vocabulary of {n}")
+        self.token_types = self._int_list(md, "tokenizer.ggml.token_type", n, 0, 6) if tt is not None \
+            else [TOKEN_NORMAL] * n
+        self.pre = self._str(md, "tokenizer.ggml.pre", "default")
+        self.bos_id = self._id(md, "tokenizer.ggml.bos_token_id", n)
+        self.eos_id = self._id(md, "tokenizer.ggml.eos_token_id", n)
+        self.eot_id = self._id(md, "tokenizer.ggml.eot_token_id", n)
+        self.pad_id = self._id(md, "tokenizer.ggml.padding_token_id", n)
         default_bos = self.model_type == "llama"
-        self.add_bos = bool(md.get("tokenizer.ggml.add_bos_token", default_bos)) and self.bos_id is not None
-        self.add_eos = bool(md.get("tokenizer.ggml.add_eos_token", False)) and self.eos_id is not None
-        self.add_space_prefix = bool(md.get("tokenizer.ggml.add_space_prefix", self.model_type == "llama"))
-        self.chat_template = md.get("tokenizer.chat_template")
+        self.add_bos = self._bool(md, "tokenizer.ggml.add_bos_token", default_bos) and self.bos_id is not None
+        self.add_eos = self._bool(md, "tokenizer.ggml.add_eos_token", False) and self.eos_id is not None
+        self.add_space_prefix = self._bool(md, "tokenizer.ggml.add_space_prefix", self.model_type == "llama")
+        self.chat_template = self._str(md, "tokenizer.chat_template", None)
         self.stop_ids = {i for i in (self.eos_id, self.eot_id) if i is not None}
-        eom = md.get("tokenizer.ggml.eom_token_id")
+        eom = self._id(md, "tokenizer.ggml.eom_token_id", n)
         if eom is not None:
             self.stop_ids.add(eom)
         if self.model_type == "gpt2":
@@ -99,12 +101,55 @@ class Tokenizer:
             raise MAQError(f"{where}: tokenizer.ggml.model = {self.model_type!r} unsupported (gpt2, llama)")
         self._plain = None  # lazily: the same tokenizer without special-token matching
 
+    # -- metadata, type-checked (a hostile file may put anything under any key)
+    def _bad(self, key: str, v, expected: str) -> MAQError:
+        r = repr(v)
+        return MAQError(f"{self.where}: metadata {key} = {r[:60] + '...' if len(r) > 60 else r}, expected {expected}")
+
+    def _str(self, md: dict, key: str, default):
+        v = md.get(key, default)
+        if v is not default and not isinstance(v, str):
+            raise self._bad(key, v, "a string")
+        return v
+
+    def _bool(self, md: dict, key: str, default: bool) -> bool:
+        v = md.get(key, default)
+        if isinstance(v, (bool, np.bool_)) or isinstance(v, int) and v in (0, 1):
+            return bool(v)
+        raise self._bad(key, v, "a bool")
+
+    def _id(self, md: dict, key: str, n: int) -> int | None:
+        v = md.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
+            raise self._bad(key, v, f"a token id in 0..{n - 1}")
+        return v
+
+    def _str_list(self, md: dict, key: str) -> list[str]:
+        v = md.get(key)
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise self._bad(key, v, "an array of strings")
+        return v
+
+    def _int_list(self, md: dict, key: str, n: int, lo: int, hi: int) -> list[int]:
+        v = md.get(key)
+        if not isinstance(v, np.ndarray) or v.ndim != 1 or v.dtype.kind not in "iu":
+            raise self._bad(key, v, f"an array of {n} integers")
+        if len(v) != n:
+            raise MAQError(f"{self.where}: {key} has {len(v)} entries, expected {n} (one per token)")
+        if v.size and (v.min() < lo or v.max() > hi):
+            raise MAQError(f"{self.where}: {key} has values outside {lo}..{hi}")
+        return [int(x) for x in v]
+
     # -- construction
     def _specials(self):
         from tokenizers import AddedToken
 
         out = []
         for i, (t, ty) in enumerate(zip(self.tokens, self.token_types)):
+            if not t or _has_surrogates(t):
+                continue
             if ty == TOKEN_CONTROL:
                 out.append(AddedToken(t, special=True, normalized=False))
             elif ty == TOKEN_USER_DEFINED:
@@ -114,9 +159,9 @@ class Tokenizer:
     def _build_bpe(self, md: dict) -> None:
         from tokenizers import Regex, decoders, pre_tokenizers
 
-        merges = md.get("tokenizer.ggml.merges")
-        if merges is None:
+        if md.get("tokenizer.ggml.merges") is None:
             raise MAQError(f"{self.where}: byte-level BPE without tokenizer.ggml.merges")
+        merges = self._str_list(md, "tokenizer.ggml.merges")
         vocab = {t: i for i, t in enumerate(self.tokens)}
         pairs = []
         for m in merges:
@@ -149,12 +194,19 @@ class Tokenizer:
 
         scores = md.get("tokenizer.ggml.scores")
         vocab = {t: i for i, t in enumerate(self.tokens)}
-        merges = md.get("tokenizer.ggml.merges")
-        if merges is not None:
-            pairs = [tuple(m.split(" ", 1)) for m in merges]
+        if md.get("tokenizer.ggml.merges") is not None:
+            pairs = []
+            for m in self._str_list(md, "tokenizer.ggml.merges"):
+                a, sep, b = m.partition(" ")
+                if not sep:
+                    raise MAQError(f"{self.where}: tokenizer.ggml.merges entry {m!r} is not 'a b'")
+                pairs.append((a, b))
         else:
             if scores is None:
                 raise MAQError(f"{self.where}: SentencePiece vocabulary without tokenizer.ggml.scores or merges")
+            if not isinstance(scores, np.ndarray) or scores.ndim != 1 or scores.dtype.kind not in "fiu" or \
+                    len(scores) != len(self.tokens) or not np.all(np.isfinite(scores)):
+                raise self._bad("tokenizer.ggml.scores", scores, f"{len(self.tokens)} finite numbers")
             pairs = _merges_from_scores(self.tokens, [float(s) for s in scores], self.token_types)
         self._model_args = (vocab, pairs)
         self._pre = None
@@ -165,19 +217,36 @@ class Tokenizer:
         self._decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
         self.tok = self._make(with_specials=True)
         table = []
+        hexdigits = set("0123456789abcdefABCDEF")
         for t, ty in zip(self.tokens, self.token_types):
-            if ty == TOKEN_BYTE and len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            if ty == TOKEN_BYTE and len(t) == 6 and t.startswith("<0x") and t.endswith(">") and \
+                    set(t[3:5]) <= hexdigits:
                 table.append(bytes([int(t[3:5], 16)]))
             elif ty in (TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNKNOWN):
-                table.append(t.encode("utf-8"))
+                table.append(t.encode("utf-8", errors="surrogateescape"))
             else:
-                table.append(t.replace("\u2581", " ").encode("utf-8"))
+                table.append(t.replace("\u2581", " ").encode("utf-8", errors="surrogateescape"))
         self._bytes = table
 
     def _make(self, with_specials: bool):
+        """The `tokenizers` object. Tokens that are not valid UTF-8 (kept as surrogate escapes) cannot enter it:
+        they get a placeholder no text can produce (the byte table still decodes them). Anything the library
+        refuses (a merge of unknown tokens, ...) is a MAQError naming the file."""
+        try:
+            return self._make_unchecked(with_specials)
+        except MAQError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
+            raise MAQError(f"{self.where}: tokenizer.ggml.* rejected by the tokenizers library "
+                           f"({str(exc).splitlines()[0][:120]})") from None
+
+    def _make_unchecked(self, with_specials: bool):
         from tokenizers import Tokenizer as HFTokenizer, models
 
         vocab, pairs = self._model_args
+        if any(_has_surrogates(t) for t in vocab):
+            vocab = {(f"<maq-invalid-utf8-{i}>" if _has_surrogates(t) else t): i for t, i in vocab.items()}
+            pairs = [(a, b) for a, b in pairs if not _has_surrogates(a) and not _has_surrogates(b)]
         if self.model_type == "gpt2":
             # llama.cpp sets ignore_merges for the llama3 family (whole words in the vocabulary win)
             model = models.BPE(vocab=dict(vocab), merges=list(pairs),
@@ -271,6 +340,14 @@ class StreamDecoder:
 
     def flush(self) -> str:
         return self.dec.decode(b"", final=True)
+
+
+def _has_surrogates(t: str) -> bool:
+    try:
+        t.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
 
 
 def _merges_from_scores(tokens: list[str], scores: list[float], types: list[int]) -> list[tuple[str, str]]:
