@@ -22,6 +22,13 @@ rowscale    float16      [P, 3]                 per row: d, dmin, dsal
 8-bit salient word (bitmap bit set): byte k (0..3) is an int8 ``c_k``; weights 4k..4k+3 of the word all have
 value ``dsal * c_k`` (the paper's "mean of 4 weights, quantized to int8").
 
+MAQ3 / MAQ4 (``bits`` = 3 or 4, the higher-precision members of the family, no salient words, no bitmap):
+the words hold the low 2 bits of every code exactly as a MAQ2 2-bit word does, and a ``hi`` part holds the rest
+of the code for the same 16 inputs: for MAQ4 an int32 [P, T/16] word in the same 2-bit layout (bits 2j..2j+1 =
+bits 2..3 of input j's code), for MAQ3 a uint16 [P, T/16] (bit j = bit 2 of input j's code). The code is
+``q = lo + 4*hi`` (0..7 or 0..15) and the value ``d * sc[g] * q + dmin * m[g]``, scales and row scales as MAQ2
+(``dsal`` unused, stored 0). One word per 16 inputs stays the unit: the kernels run the 2-bit path on each plane.
+
 Bits per weight are counted honestly: every byte of every part x 8 / (P*T).
 """
 from __future__ import annotations
@@ -44,6 +51,11 @@ DEFAULT_GROUP = 128
 ROWSCALE_FIELDS = ("d", "dmin", "dsal")
 
 TYPE_MAQ2 = "maq2"           # logical tensor type name recorded in GGUF metadata
+TYPE_MAQ3 = "maq3"           # 3-bit codes: low 2-bit plane (words) + 1-bit plane (hi, uint16 per word)
+TYPE_MAQ4 = "maq4"           # 4-bit codes: low 2-bit plane (words) + high 2-bit plane (hi, int32 per word)
+BITS = (2, 3, 4)
+TYPE_OF_BITS = {2: TYPE_MAQ2, 3: TYPE_MAQ3, 4: TYPE_MAQ4}
+BITS_OF_TYPE = {v: k for k, v in TYPE_OF_BITS.items()}
 SALIENT_MEAN4 = "mean4"      # the paper's salient coding
 
 # GGUF part names: the words keep the llama.cpp tensor name, the other parts add a suffix.
@@ -51,7 +63,14 @@ PART_WORDS = ""
 PART_BITMAP = ".bitmap"
 PART_SCALES = ".scales"
 PART_ROWSCALE = ".rowscale"
-PART_SUFFIXES = (PART_WORDS, PART_BITMAP, PART_SCALES, PART_ROWSCALE)
+PART_HI = ".hi"
+PART_SUFFIXES = (PART_WORDS, PART_BITMAP, PART_SCALES, PART_ROWSCALE)   # MAQ2's parts
+PART_SUFFIXES_HI = (PART_WORDS, PART_HI, PART_SCALES, PART_ROWSCALE)    # MAQ3 / MAQ4's parts
+
+
+def part_suffixes(bits: int = 2) -> tuple[str, ...]:
+    """The GGUF part suffixes of a MAQ tensor with ``bits``-bit codes, in file order."""
+    return PART_SUFFIXES if bits == 2 else PART_SUFFIXES_HI
 
 # GGUF metadata keys (general.* / llama.* / tokenizer.* stay llama.cpp's own).
 KEY_VERSION = "maq.format_version"
@@ -89,8 +108,10 @@ def n_groups(T: int, G: int) -> int:
     return -(-T // G)
 
 
-def check_shape(T: int, P: int, G: int, what: str = "tensor") -> None:
-    """Raise FormatError unless (T, P, G) is a valid MAQ2 shape."""
+def check_shape(T: int, P: int, G: int, what: str = "tensor", bits: int = 2) -> None:
+    """Raise FormatError unless (T, P, G, bits) is a valid MAQ shape."""
+    if bits not in BITS:
+        raise FormatError(f"{what}: code width {bits} bits, expected one of {BITS}")
     if T <= 0 or P <= 0:
         raise FormatError(f"{what}: shape [P={P}, T={T}] must be positive")
     if T % WORD_WEIGHTS:
@@ -101,14 +122,15 @@ def check_shape(T: int, P: int, G: int, what: str = "tensor") -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """Shapes and dtypes of the four parts of one MAQ2 tensor of logical shape [P, T]."""
+    """Shapes and dtypes of the four parts of one MAQ tensor (MAQ2 / MAQ3 / MAQ4) of logical shape [P, T]."""
 
     T: int
     P: int
     G: int = DEFAULT_GROUP
+    bits: int = 2
 
     def __post_init__(self) -> None:
-        check_shape(self.T, self.P, self.G)
+        check_shape(self.T, self.P, self.G, bits=self.bits)
 
     @property
     def words_shape(self) -> tuple[int, int]:
@@ -126,14 +148,22 @@ class Layout:
     def rowscale_shape(self) -> tuple[int, int]:
         return (self.P, len(ROWSCALE_FIELDS))
 
+    @property
+    def type_name(self) -> str:
+        return TYPE_OF_BITS[self.bits]
+
     def part_specs(self) -> dict[str, tuple[tuple[int, int], np.dtype]]:
-        """{suffix: (shape, dtype)} for every part."""
-        return {
-            PART_WORDS: (self.words_shape, np.dtype("<i4")),
-            PART_BITMAP: (self.bitmap_shape, np.dtype(np.uint8)),
-            PART_SCALES: (self.scales_shape, np.dtype(np.uint8)),
-            PART_ROWSCALE: (self.rowscale_shape, np.dtype("<f2")),
-        }
+        """{suffix: (shape, dtype)} for every part, in file order."""
+        if self.bits == 2:
+            second = (PART_BITMAP, (self.bitmap_shape, np.dtype(np.uint8)))
+        else:
+            second = (PART_HI, (self.words_shape, np.dtype("<u2" if self.bits == 3 else "<i4")))
+        return dict([
+            (PART_WORDS, (self.words_shape, np.dtype("<i4"))),
+            second,
+            (PART_SCALES, (self.scales_shape, np.dtype(np.uint8))),
+            (PART_ROWSCALE, (self.rowscale_shape, np.dtype("<f2"))),
+        ])
 
     @property
     def nbytes(self) -> int:
@@ -145,27 +175,30 @@ class Layout:
         return self.nbytes * 8 / (self.P * self.T)
 
 
-def bits_per_weight(T: int, P: int = 1, G: int = DEFAULT_GROUP) -> float:
-    """Honest bits/weight of a MAQ2 tensor: all bytes of words, bitmap, scales and row scales x 8 / P*T."""
-    return Layout(T, P, G).bits_per_weight
+def bits_per_weight(T: int, P: int = 1, G: int = DEFAULT_GROUP, bits: int = 2) -> float:
+    """Honest bits/weight of a MAQ tensor: all bytes of words, bitmap (or hi), scales and row scales x 8 / P*T."""
+    return Layout(T, P, G, bits).bits_per_weight
 
 
 @dataclasses.dataclass
 class MAQTensor:
-    """The four stored parts of one MAQ2 tensor (see module docstring for their meaning).
+    """The four stored parts of one MAQ tensor (see module docstring for their meaning).
 
     words    int32   [P, T/16]
-    bitmap   uint8   [P, ceil(T/128)]
+    bitmap   uint8   [P, ceil(T/128)]   (MAQ2 only; None for MAQ3/MAQ4)
     scales   uint8   [P, 2*ceil(T/G)]   (first half sc as uint8, second half m as int8 bits)
     rowscale float16 [P, 3]             (d, dmin, dsal)
+    hi       uint16 / int32 [P, T/16]   (MAQ3 / MAQ4 only: the high bits of every code)
     """
 
     words: np.ndarray
-    bitmap: np.ndarray
+    bitmap: np.ndarray | None
     scales: np.ndarray
     rowscale: np.ndarray
     T: int
     G: int = DEFAULT_GROUP
+    bits: int = 2
+    hi: np.ndarray | None = None
 
     @property
     def P(self) -> int:
@@ -173,29 +206,34 @@ class MAQTensor:
 
     @property
     def layout(self) -> Layout:
-        return Layout(self.T, self.P, self.G)
+        return Layout(self.T, self.P, self.G, self.bits)
+
+    @property
+    def type_name(self) -> str:
+        return TYPE_OF_BITS[self.bits]
 
     def validate(self, what: str = "MAQ tensor") -> None:
         """Raise FormatError unless every part has the shape and dtype the layout demands."""
         if self.words.ndim != 2:
             raise FormatError(f"{what}: words must be 2-D [P, T/16], got shape {self.words.shape}")
         lay = self.layout
-        parts = {PART_WORDS: self.words, PART_BITMAP: self.bitmap,
-                 PART_SCALES: self.scales, PART_ROWSCALE: self.rowscale}
+        parts = self.parts()
         for suffix, (shape, dtype) in lay.part_specs().items():
             arr = parts[suffix]
             name = suffix or "words"
+            if arr is None:
+                raise FormatError(f"{what}: part {name} is missing for a {lay.type_name} tensor")
             if tuple(arr.shape) != shape:
                 raise FormatError(f"{what}: part {name} has shape {tuple(arr.shape)}, expected {shape}")
             if arr.dtype.kind != dtype.kind or arr.dtype.itemsize != dtype.itemsize:
                 raise FormatError(f"{what}: part {name} has dtype {arr.dtype}, expected {dtype}")
         pad = n_bitmap_bytes(self.T) * 8 - n_words(self.T)
-        if pad and np.any(self.bitmap[:, -1] >> (8 - pad)):
+        if self.bits == 2 and pad and np.any(self.bitmap[:, -1] >> (8 - pad)):
             raise FormatError(f"{what}: bitmap padding bits beyond word {n_words(self.T)} are set")
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.words, self.bitmap, self.scales, self.rowscale))
+        return sum(a.nbytes for a in self.parts().values())
 
     @property
     def bits_per_weight(self) -> float:
@@ -203,15 +241,15 @@ class MAQTensor:
 
     def parts(self) -> dict[str, np.ndarray]:
         """{suffix: array} in the order they are written to GGUF."""
-        return {PART_WORDS: self.words, PART_BITMAP: self.bitmap,
-                PART_SCALES: self.scales, PART_ROWSCALE: self.rowscale}
+        second = (PART_BITMAP, self.bitmap) if self.bits == 2 else (PART_HI, self.hi)
+        return dict([(PART_WORDS, self.words), second, (PART_SCALES, self.scales), (PART_ROWSCALE, self.rowscale)])
 
 
 @dataclasses.dataclass
 class Unpacked:
     """The decoded contents of a MAQ2 tensor, one value per meaningful field.
 
-    codes    uint8   [P, T]          2-bit codes 0..3 (0 where the word is salient)
+    codes    uint8   [P, T]          codes 0..2^bits-1 (0 where the word is salient)
     means    int8    [P, T/4]        int8 means (0 where the word is not salient)
     salient  bool    [P, T/16]       True for 8-bit salient words
     sc       uint8   [P, ceil(T/G)]  2-bit group scale codes
@@ -228,6 +266,7 @@ class Unpacked:
     dmin: np.ndarray
     dsal: np.ndarray
     G: int = DEFAULT_GROUP
+    bits: int = 2
 
 
 # --------------------------------------------------------------------------- reference pack / unpack
@@ -250,32 +289,40 @@ def unpack_bitmap(bitmap: np.ndarray, W: int) -> np.ndarray:
 
 def pack(codes: np.ndarray, means: np.ndarray, salient: np.ndarray,
          sc: np.ndarray, m: np.ndarray, d: np.ndarray, dmin: np.ndarray, dsal: np.ndarray,
-         G: int = DEFAULT_GROUP) -> MAQTensor:
+         G: int = DEFAULT_GROUP, bits: int = 2) -> MAQTensor:
     """Pack decoded fields (see ``Unpacked``) into the stored parts. Slow and obviously correct.
 
-    codes uint8 [P, T] in 0..3; means int8 [P, T/4]; salient bool [P, T/16];
+    codes uint8 [P, T] in 0..2^bits-1; means int8 [P, T/4]; salient bool [P, T/16] (all False for bits > 2);
     sc uint8 [P, ng]; m int8 [P, ng]; d, dmin, dsal float [P] (stored as float16).
     For salient words only ``means`` is stored; for 2-bit words only ``codes``.
     """
     codes = np.asarray(codes)
     P, T = codes.shape
-    check_shape(T, P, G, "pack")
+    check_shape(T, P, G, "pack", bits)
     W = n_words(T)
     ng = n_groups(T, G)
     salient = np.asarray(salient, dtype=bool)
     means = np.asarray(means)
     if salient.shape != (P, W) or means.shape != (P, T // MEAN_SPAN):
         raise FormatError(f"pack: salient {salient.shape} / means {means.shape} do not match codes [P={P}, T={T}]")
-    if np.any(codes > CODE_MAX):
-        raise FormatError("pack: 2-bit codes must be in 0..3")
+    if np.any(codes > (1 << bits) - 1):
+        raise FormatError(f"pack: {bits}-bit codes must be in 0..{(1 << bits) - 1}")
+    if bits > 2 and salient.any():
+        raise FormatError(f"pack: a {TYPE_OF_BITS[bits]} tensor has no salient words")
     if np.asarray(sc).shape != (P, ng) or np.asarray(m).shape != (P, ng):
         raise FormatError(f"pack: sc/m must have shape {(P, ng)}")
 
     words = np.zeros((P, W), dtype=np.uint32)
+    hi = np.zeros((P, W), dtype=np.uint32)
     for w in range(W):
         two_bit = np.zeros(P, dtype=np.uint32)
         for j in range(WORD_WEIGHTS):
-            two_bit |= codes[:, w * WORD_WEIGHTS + j].astype(np.uint32) << np.uint32(2 * j)
+            c = codes[:, w * WORD_WEIGHTS + j].astype(np.uint32)
+            two_bit |= (c & np.uint32(3)) << np.uint32(2 * j)
+            if bits == 3:
+                hi[:, w] |= (c >> np.uint32(2)) << np.uint32(j)
+            elif bits == 4:
+                hi[:, w] |= (c >> np.uint32(2)) << np.uint32(2 * j)
         eight_bit = np.zeros(P, dtype=np.uint32)
         for k in range(MEAN_SPAN):
             byte = means[:, w * 4 + k].astype(np.int8).view(np.uint8).astype(np.uint32)
@@ -285,8 +332,13 @@ def pack(codes: np.ndarray, means: np.ndarray, salient: np.ndarray,
     scales = np.concatenate([np.asarray(sc, dtype=np.uint8),
                              np.asarray(m, dtype=np.int8).view(np.uint8)], axis=1)
     rowscale = np.stack([np.asarray(d), np.asarray(dmin), np.asarray(dsal)], axis=1).astype("<f2")
-    t = MAQTensor(words=words.view("<i4"), bitmap=pack_bitmap(salient), scales=scales,
-                  rowscale=rowscale, T=T, G=G)
+    if bits == 2:
+        t = MAQTensor(words=words.view("<i4"), bitmap=pack_bitmap(salient), scales=scales,
+                      rowscale=rowscale, T=T, G=G)
+    else:
+        hi_arr = hi.astype("<u2") if bits == 3 else hi.view("<i4")
+        t = MAQTensor(words=words.view("<i4"), bitmap=None, scales=scales, rowscale=rowscale, T=T, G=G,
+                      bits=bits, hi=hi_arr)
     t.validate("pack")
     return t
 
@@ -297,20 +349,26 @@ def unpack(t: MAQTensor) -> Unpacked:
     P, T, G = t.P, t.T, t.G
     W = n_words(T)
     ng = n_groups(T, G)
-    salient = unpack_bitmap(t.bitmap, W)
+    salient = unpack_bitmap(t.bitmap, W) if t.bits == 2 else np.zeros((P, W), dtype=bool)
     u = t.words.view(np.uint32)
+    hi = None if t.bits == 2 else t.hi.view(np.uint16 if t.bits == 3 else np.uint32).astype(np.uint32)
     codes = np.zeros((P, T), dtype=np.uint8)
     means = np.zeros((P, T // MEAN_SPAN), dtype=np.int8)
     for w in range(W):
         for j in range(WORD_WEIGHTS):
-            codes[:, w * WORD_WEIGHTS + j] = np.where(salient[:, w], 0, (u[:, w] >> np.uint32(2 * j)) & 3)
+            c = (u[:, w] >> np.uint32(2 * j)) & 3
+            if t.bits == 3:
+                c = c | (((hi[:, w] >> np.uint32(j)) & 1) << np.uint32(2))
+            elif t.bits == 4:
+                c = c | (((hi[:, w] >> np.uint32(2 * j)) & 3) << np.uint32(2))
+            codes[:, w * WORD_WEIGHTS + j] = np.where(salient[:, w], 0, c)
         for k in range(MEAN_SPAN):
             byte = ((u[:, w] >> np.uint32(8 * k)) & 0xFF).astype(np.uint8).view(np.int8)
             means[:, w * 4 + k] = np.where(salient[:, w], byte, 0)
     rs = t.rowscale.astype(np.float16)
     return Unpacked(codes=codes, means=means, salient=salient,
                     sc=t.scales[:, :ng].astype(np.uint8), m=t.scales[:, ng:].view(np.int8).copy(),
-                    d=rs[:, 0].copy(), dmin=rs[:, 1].copy(), dsal=rs[:, 2].copy(), G=G)
+                    d=rs[:, 0].copy(), dmin=rs[:, 1].copy(), dsal=rs[:, 2].copy(), G=G, bits=t.bits)
 
 
 def dequantize(t: MAQTensor) -> np.ndarray:
@@ -328,32 +386,34 @@ def dequantize(t: MAQTensor) -> np.ndarray:
     return np.where(sal_inputs, eight_bit, two_bit).astype(np.float32)
 
 
-def empty(T: int, P: int, G: int = DEFAULT_GROUP) -> MAQTensor:
-    """A zero MAQ2 tensor of the given shape (all words 2-bit, all scales zero)."""
-    lay = Layout(T, P, G)
-    specs = lay.part_specs()
+def empty(T: int, P: int, G: int = DEFAULT_GROUP, bits: int = 2) -> MAQTensor:
+    """A zero MAQ tensor of the given shape (no salient words, all scales zero)."""
+    specs = Layout(T, P, G, bits).part_specs()
     arrs = {k: np.zeros(s, dtype=dt) for k, (s, dt) in specs.items()}
-    return MAQTensor(words=arrs[PART_WORDS], bitmap=arrs[PART_BITMAP], scales=arrs[PART_SCALES],
-                     rowscale=arrs[PART_ROWSCALE], T=T, G=G)
+    return MAQTensor(words=arrs[PART_WORDS], bitmap=arrs.get(PART_BITMAP), scales=arrs[PART_SCALES],
+                     rowscale=arrs[PART_ROWSCALE], T=T, G=G, bits=bits, hi=arrs.get(PART_HI))
 
 
-def from_parts(parts: dict[str, np.ndarray], T: int, G: int, what: str = "MAQ tensor") -> MAQTensor:
+def from_parts(parts: dict[str, np.ndarray], T: int, G: int, what: str = "MAQ tensor", bits: int = 2) -> MAQTensor:
     """Build a MAQTensor from ``{suffix: array}`` (e.g. read from GGUF), validating shapes and dtypes."""
-    missing = [s or "words" for s in PART_SUFFIXES if s not in parts]
+    missing = [s or "words" for s in part_suffixes(bits) if s not in parts]
     if missing:
         raise FormatError(f"{what}: missing part(s) {missing}")
     P = parts[PART_WORDS].shape[0] if parts[PART_WORDS].ndim == 2 else -1
-    check_shape(T, max(P, 1), G, what)
-    t = MAQTensor(words=parts[PART_WORDS], bitmap=parts[PART_BITMAP], scales=parts[PART_SCALES],
-                  rowscale=parts[PART_ROWSCALE], T=T, G=G)
+    check_shape(T, max(P, 1), G, what, bits)
+    t = MAQTensor(words=parts[PART_WORDS], bitmap=parts.get(PART_BITMAP) if bits == 2 else None,
+                  scales=parts[PART_SCALES], rowscale=parts[PART_ROWSCALE], T=T, G=G, bits=bits,
+                  hi=parts.get(PART_HI) if bits > 2 else None)
     t.validate(what)
     return t
 
 
 def salient_fraction(t: MAQTensor) -> float:
-    """Fraction of words that are salient (8-bit)."""
+    """Fraction of words that are salient (8-bit); 0 for MAQ3 / MAQ4."""
     W = n_words(t.T)
-    return float(unpack_bitmap(t.bitmap, W).mean()) if W else 0.0
+    if t.bits != 2 or not W:
+        return 0.0
+    return float(unpack_bitmap(t.bitmap, W).mean())
 
 
 # --------------------------------------------------------------------------- scale encoding
@@ -410,15 +470,17 @@ def encode_means(means: np.ndarray, salient: np.ndarray) -> tuple[np.ndarray, np
     return np.clip(c, -M_MAX, M_MAX).astype(np.int8), dsal
 
 
-def quantize_rtn(W: np.ndarray, salient: np.ndarray | None = None, G: int = DEFAULT_GROUP) -> MAQTensor:
-    """Reference round-to-nearest MAQ2 quantization of float W [P, T] (no Hessian, no compensation).
+def quantize_rtn(W: np.ndarray, salient: np.ndarray | None = None, G: int = DEFAULT_GROUP,
+                 bits: int = 2) -> MAQTensor:
+    """Reference round-to-nearest MAQ quantization of float W [P, T] (no Hessian, no compensation).
 
-    2-bit groups use min/max over their non-salient inputs; salient words ([P, T/16] bool) store the int8
-    means of each 4 weights. Used by tests and as the converter's RTN baseline building block.
+    Groups use min/max over their non-salient inputs with 2^bits levels; salient words ([P, T/16] bool, MAQ2
+    only) store the int8 means of each 4 weights. Used by tests and as the converter's RTN baseline.
     """
     W = np.asarray(W, dtype=np.float32)
     P, T = W.shape
-    check_shape(T, P, G, "quantize_rtn")
+    check_shape(T, P, G, "quantize_rtn", bits)
+    qmax = (1 << bits) - 1
     nw, ng = n_words(T), n_groups(T, G)
     sal = np.zeros((P, nw), dtype=bool) if salient is None else np.asarray(salient, dtype=bool)
     sal_in = np.repeat(sal, WORD_WEIGHTS, axis=1)
@@ -432,22 +494,23 @@ def quantize_rtn(W: np.ndarray, salient: np.ndarray | None = None, G: int = DEFA
     empty_g = ~np.isfinite(lo)
     lo[empty_g] = 0.0
     hi[empty_g] = 0.0
-    sc, m, d, dmin = encode_group_params((hi - lo) / CODE_MAX, lo)
+    sc, m, d, dmin = encode_group_params((hi - lo) / qmax, lo)
     scale, minv = decode_group_params(sc, m, d, dmin)
     g_of = np.arange(T) // G
     s_full, m_full = scale[:, g_of], minv[:, g_of]
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(s_full > 0, np.rint((W - m_full) / s_full), 0.0)
-    codes = np.clip(q, 0, CODE_MAX).astype(np.uint8)
+    codes = np.clip(q, 0, qmax).astype(np.uint8)
     codes[sal_in] = 0
     means_f = W.reshape(P, T // MEAN_SPAN, MEAN_SPAN).mean(axis=2)
     means, dsal = encode_means(means_f, sal)
-    return pack(codes, means, sal, sc, m, d, dmin, dsal, G=G)
+    return pack(codes, means, sal, sc, m, d, dmin, dsal, G=G, bits=bits)
 
 
 __all__ = [
     "FORMAT_VERSION", "WORD_WEIGHTS", "MEAN_SPAN", "GROUP_SIZES", "DEFAULT_GROUP", "TYPE_MAQ2", "SALIENT_MEAN4",
-    "PART_WORDS", "PART_BITMAP", "PART_SCALES", "PART_ROWSCALE", "PART_SUFFIXES",
+    "PART_WORDS", "PART_BITMAP", "PART_SCALES", "PART_ROWSCALE", "PART_SUFFIXES", "PART_HI", "PART_SUFFIXES_HI",
+    "part_suffixes", "BITS", "TYPE_MAQ3", "TYPE_MAQ4", "TYPE_OF_BITS", "BITS_OF_TYPE",
     "KEY_VERSION", "KEY_TOOL_VERSION", "key_tensor_type", "key_group_size", "key_salient_coding",
     "n_words", "n_bitmap_bytes", "n_groups", "check_shape", "Layout", "bits_per_weight", "MAQTensor", "Unpacked",
     "pack", "unpack", "dequantize", "empty", "from_parts", "pack_bitmap", "unpack_bitmap", "salient_fraction",

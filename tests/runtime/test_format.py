@@ -149,3 +149,63 @@ def test_validate_rejects_inconsistent_parts():
     bad[0, 0] = 0x80                     # 4 words per row: bit 7 is padding
     with pytest.raises(FormatError, match="padding"):
         F.from_parts({**parts, F.PART_BITMAP: bad}, T=64, G=32)
+
+
+# --------------------------------------------------------------------------- MAQ3 / MAQ4 (bit planes)
+def test_golden_bytes_maq4_maq3():
+    """Code q of input j: low 2 bits at bits 2j..2j+1 of the word, the rest in the hi plane (docs/FORMAT.md)."""
+    codes = np.arange(16, dtype=np.uint8)[None]                 # 0..15, one word
+    args = dict(means=np.zeros((1, 4), np.int8), salient=np.zeros((1, 1), bool), sc=np.ones((1, 1), np.uint8),
+                m=np.zeros((1, 1), np.int8), d=np.ones(1), dmin=np.ones(1), dsal=np.zeros(1), G=32)
+    t4 = F.pack(codes, bits=4, **args)
+    lo = sum((j & 3) << (2 * j) for j in range(16))
+    hi = sum((j >> 2) << (2 * j) for j in range(16))
+    assert t4.words.tobytes() == lo.to_bytes(4, "little") and t4.hi.tobytes() == hi.to_bytes(4, "little")
+    assert t4.bitmap is None and t4.hi.dtype == np.int32 and t4.type_name == "maq4"
+    t3 = F.pack(codes % 8, bits=3, **args)
+    hi3 = sum(((j % 8) >> 2) << j for j in range(16))
+    assert t3.hi.tobytes() == hi3.to_bytes(2, "little") and t3.hi.dtype == np.uint16
+    np.testing.assert_array_equal(F.dequantize(t4)[0], np.arange(16, dtype=np.float32))
+    np.testing.assert_array_equal(F.dequantize(t3)[0], (np.arange(16) % 8).astype(np.float32))
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("T,P,G", [(576, 5, 128), (1536, 3, 64), (48, 2, 32)])
+def test_pack_unpack_roundtrip_hi(bits, T, P, G):
+    rng = np.random.default_rng(bits * 100 + T)
+    ng = F.n_groups(T, G)
+    codes = rng.integers(0, 1 << bits, (P, T), dtype=np.uint8)
+    t = F.pack(codes, np.zeros((P, T // 4), np.int8), np.zeros((P, T // 16), bool),
+               rng.integers(0, 256, (P, ng), dtype=np.uint8), rng.integers(-127, 128, (P, ng)).astype(np.int8),
+               np.full(P, 0.01), np.full(P, 0.02), np.zeros(P), G=G, bits=bits)
+    np.testing.assert_array_equal(F.unpack(t).codes, codes)
+    assert t.nbytes == F.Layout(T, P, G, bits).nbytes
+    back = F.from_parts(t.parts(), T, G, bits=bits)
+    np.testing.assert_array_equal(F.dequantize(back), F.dequantize(t))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_rtn_error_shrinks_with_bits(bits):
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((32, 576)).astype(np.float32)
+    err = np.abs(F.dequantize(F.quantize_rtn(W, None, 64, bits)) - W).mean()
+    # mean |error| of uniform rounding = step/4, step = range/(2^bits-1), range of 64 N(0,1) samples ~ 4.6
+    ref = 4.6 / ((1 << bits) - 1) / 4
+    assert 0.8 * ref < err < 1.2 * ref
+
+
+def test_bits_per_weight_hi_figures():
+    assert F.bits_per_weight(576, 1, 128, bits=4) == pytest.approx(4 + 80 / 576 + 48 / 576)
+    assert F.bits_per_weight(576, 1, 128, bits=3) == pytest.approx(3 + 80 / 576 + 48 / 576)
+    assert F.bits_per_weight(4096, 1, 128, bits=4) == pytest.approx(4 + 0.125 + 48 / 4096)
+
+
+def test_maq3_rejects_salient_and_big_codes():
+    z = dict(sc=np.ones((1, 1), np.uint8), m=np.zeros((1, 1), np.int8), d=np.ones(1), dmin=np.ones(1),
+             dsal=np.zeros(1), G=32)
+    with pytest.raises(FormatError, match="salient"):
+        F.pack(np.zeros((1, 16), np.uint8), np.zeros((1, 4), np.int8), np.ones((1, 1), bool), bits=3, **z)
+    with pytest.raises(FormatError, match="0..7"):
+        F.pack(np.full((1, 16), 8, np.uint8), np.zeros((1, 4), np.int8), np.zeros((1, 1), bool), bits=3, **z)
+    with pytest.raises(FormatError, match="code width"):
+        F.Layout(576, 1, 128, bits=5)
