@@ -119,15 +119,22 @@ class Llama:
             log.debug("ignoring llama-cpp-python options not used by MAQ: %s", ", ".join(sorted(kwargs)))
         self.model_path = _resolve_path(model_path)
         self.verbose = verbose
+        # arguments first (cheap), so a typo does not wait for the model to load
+        model_mod.check_threads(n_threads)
+        if n_ctx is not None and n_ctx != 0:     # 0 / None: the model's context length (llama-cpp-python)
+            model_mod.check_positive("n_ctx", n_ctx)
+        model_mod.check_positive("n_batch", n_batch)
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
+            raise MAQError(f"seed = {seed!r}: expected an integer (negative: random) or None")
         t0 = time.perf_counter()
         self._lm = gguf_loader.load(self.model_path, exact=exact, dequant=dequant)
         self.tokenizer_ = tok_mod.from_gguf(self._lm.gguf)
         if self.tokenizer_.n_vocab != self._lm.config.vocab_size:
             raise MAQError(f"{self.model_path}: tokenizer has {self.tokenizer_.n_vocab} tokens, model vocabulary "
                            f"{self._lm.config.vocab_size}")
-        if not n_ctx or n_ctx <= 0:
+        if not n_ctx:
             n_ctx = self._lm.config.context_length
-        self._n_ctx = int(n_ctx)
+        self._n_ctx = model_mod.check_positive("n_ctx", n_ctx)
         if self._n_ctx > self._lm.config.context_length:
             log.warning("n_ctx=%d exceeds the model's training context (%d): quality may drop past it",
                         self._n_ctx, self._lm.config.context_length)
@@ -269,7 +276,41 @@ class Llama:
     # ------------------------------------------------------------------ completions
     def _completion_stream(self, prompt, max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, stop,
                            echo, logprobs, seed, chat: bool) -> Iterator[dict]:
-        if isinstance(prompt, (list, tuple)):
+        """Validate every argument now (a MAQError at the call, even for streams), then return the events."""
+        if isinstance(prompt, (list, tuple, np.ndarray)):
+            if len(prompt) == 0:
+                raise MAQError("empty prompt: give at least one token")
+            if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in prompt):
+                raise MAQError("prompt: a list of token ids must hold integers only")
+            n_vocab = self.n_vocab()
+            bad = [int(t) for t in prompt if not 0 <= t < n_vocab]
+            if bad:
+                raise MAQError(f"prompt: token id {bad[0]} outside the vocabulary of {n_vocab}")
+        elif isinstance(prompt, str):
+            if not prompt:
+                raise MAQError("empty prompt: give some text (or a list of token ids)")
+        else:
+            raise MAQError(f"prompt: expected a string or a list of token ids, got {type(prompt).__name__}")
+        if max_tokens is not None and (not isinstance(max_tokens, (int, np.integer)) or isinstance(max_tokens, bool)
+                                       or max_tokens <= 0):
+            raise MAQError(f"max_tokens = {max_tokens!r}: expected a positive number of tokens (or None: until the "
+                           "context window is full)")
+        if logprobs is not None and (not isinstance(logprobs, (int, np.integer)) or isinstance(logprobs, bool)
+                                     or logprobs < 0):
+            raise MAQError(f"logprobs = {logprobs!r}: expected None or an integer >= 0")
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
+            raise MAQError(f"seed = {seed!r}: expected an integer (negative: random) or None")
+        if stop is not None and not isinstance(stop, str) and not (
+                isinstance(stop, (list, tuple)) and all(isinstance(x, str) for x in stop)):
+            raise MAQError(f"stop = {stop!r}: expected a string or a list of strings")
+        SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                       repeat_penalty=repeat_penalty).validate()
+        prompt_tokens, prompt_text = self._prompt_tokens(prompt, chat)
+        return self._completion_events(prompt_tokens, prompt_text, max_tokens, temperature, top_p, top_k, min_p,
+                                       repeat_penalty, stop, echo, logprobs, seed)
+
+    def _prompt_tokens(self, prompt, chat: bool) -> tuple[list[int], str]:
+        if isinstance(prompt, (list, tuple, np.ndarray)):
             prompt_tokens = [int(t) for t in prompt]
             prompt_text = self.detokenize(prompt_tokens).decode("utf-8", errors="replace")
         else:
@@ -282,10 +323,12 @@ class Llama:
         if not prompt_tokens:
             raise MAQError("empty prompt and the model has no BOS token")
         if len(prompt_tokens) >= self._n_ctx:
-            raise MAQError(f"prompt of {len(prompt_tokens)} tokens exceeds the context window "
-                           f"n_ctx={self._n_ctx}")
-        if logprobs is not None and logprobs < 0:
-            raise MAQError(f"logprobs = {logprobs}: expected None or >= 0")
+            raise MAQError(f"prompt of {len(prompt_tokens)} tokens does not fit the context window "
+                           f"n_ctx={self._n_ctx} (with room for one generated token)")
+        return prompt_tokens, prompt_text
+
+    def _completion_events(self, prompt_tokens, prompt_text, max_tokens, temperature, top_p, top_k, min_p,
+                           repeat_penalty, stop, echo, logprobs, seed) -> Iterator[dict]:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         yield {"prompt": prompt_text}
         sampler = self._sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed)
@@ -417,6 +460,10 @@ class Llama:
                                stop: str | list[str] | None = None, seed: int | None = None,
                                max_tokens: int | None = None, repeat_penalty: float = 1.0, **kwargs):
         """OpenAI-shaped chat completion over the GGUF's chat template."""
+        if not isinstance(messages, (list, tuple)) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages):
+            raise MAQError("messages: expected a non-empty list of {'role': str, 'content': str} dicts")
         prompt = self.apply_chat_template(messages)
         gen = self._completion_stream(prompt, max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, stop,
                                       False, None, seed, chat=True)

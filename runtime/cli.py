@@ -80,8 +80,37 @@ def _llama(args, n_ctx: int):
 
 
 def _sampling_kwargs(args) -> dict:
-    return dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                repeat_penalty=args.repeat_penalty, seed=args.seed)
+    """The sampling options, validated (one MAQError line naming the option) before the model is loaded."""
+    from maq.runtime.sampling import SamplingParams
+
+    kw = dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+              repeat_penalty=args.repeat_penalty, seed=args.seed)
+    try:
+        SamplingParams(**{k: v for k, v in kw.items() if k != "seed"}).validate()
+    except MAQError as exc:
+        flag = {"temperature": "--temp", "top_k": "--top-k", "top_p": "--top-p", "min_p": "--min-p",
+                "repeat_penalty": "--repeat-penalty"}
+        msg = str(exc)
+        for name, opt in flag.items():
+            if msg.startswith(name + " ="):
+                msg = opt + " " + msg[len(name) + 3:]
+                break
+        raise MAQError(msg) from None
+    if args.max_tokens is not None and args.max_tokens <= 0:
+        raise MAQError(f"--max-tokens {args.max_tokens}: expected a positive number of tokens")
+    return kw
+
+
+def _check_common(args) -> None:
+    """Options every subcommand shares, checked before loading the model."""
+    from maq.runtime import model as model_mod
+
+    if args.threads is not None and not 1 <= args.threads <= model_mod.MAX_THREADS:
+        raise MAQError(f"--threads {args.threads}: expected 1..{model_mod.MAX_THREADS}")
+    if args.batch <= 0:
+        raise MAQError(f"--batch {args.batch}: expected a positive number of tokens")
+    if args.ctx <= 0:
+        raise MAQError(f"--ctx {args.ctx}: expected a positive number of tokens")
 
 
 def _rates(t: dict) -> tuple[float, float]:
@@ -92,13 +121,16 @@ def _rates(t: dict) -> tuple[float, float]:
 
 
 def cmd_generate(args) -> int:
+    _check_common(args)
+    kw = _sampling_kwargs(args)
+    if not args.prompt:
+        raise MAQError("--prompt is empty: give some text to complete")
     llm = _llama(args, args.ctx)
     prompt = args.prompt
     if args.chat:
         msgs = ([{"role": "system", "content": args.system}] if args.system else []) + \
                [{"role": "user", "content": prompt}]
         prompt = llm.apply_chat_template(msgs)
-    kw = _sampling_kwargs(args)
     stream = llm._completion_stream(prompt, args.max_tokens, kw["temperature"], kw["top_p"], kw["top_k"],
                                     kw["min_p"], kw["repeat_penalty"], None, False, None, kw["seed"],
                                     chat=args.chat)
@@ -126,6 +158,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_chat(args) -> int:
+    _check_common(args)
+    kw = _sampling_kwargs(args)
     llm = _llama(args, args.ctx)
     history: list[dict] = []
 
@@ -138,7 +172,6 @@ def cmd_chat(args) -> int:
     if interactive:
         print(f"maq chat: {args.model} ({llm.n_threads} threads, n_ctx {llm.n_ctx()}). /reset clears the "
               "history, /exit quits.", file=sys.stderr)
-    kw = _sampling_kwargs(args)
     while True:
         try:
             line = input("> " if interactive else "")
@@ -187,6 +220,10 @@ def cmd_chat(args) -> int:
 
 def cmd_perplexity(args) -> int:
     from maq.runtime import perplexity as ppl_mod
+
+    _check_common(args)
+    if args.limit is not None and args.limit <= 0:
+        raise MAQError(f"--limit {args.limit}: expected a positive number of windows")
 
     try:
         with open(args.file, "r", encoding="utf-8") as f:

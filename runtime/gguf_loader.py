@@ -106,6 +106,10 @@ class GGUFFile:
             raise MAQError(f"{self.path}: not a regular file")
         try:
             size = self.path.stat().st_size
+            with open(self.path, "rb") as f:
+                magic = f.read(4)
+            if size >= 4 and magic != GGUF_MAGIC:
+                raise FormatError(f"{self.path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
             if size < 24:
                 raise FormatError(f"{self.path}: {size} bytes is too small for a GGUF file (header: 24 bytes)")
             self.mm = np.memmap(self.path, dtype=np.uint8, mode="r")

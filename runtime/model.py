@@ -51,6 +51,41 @@ def physical_cores() -> int:
     return max(1, len(cores) or len(avail))
 
 
+MAX_THREADS = 256
+MAX_CTX = 1 << 24
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_threads(n_threads) -> int | None:
+    """None (the default: physical cores) or an integer thread count in 1..MAX_THREADS."""
+    if n_threads is None:
+        return None
+    if not _is_int(n_threads) or not 1 <= n_threads <= MAX_THREADS:
+        raise MAQError(f"n_threads = {n_threads!r}: expected an integer in 1..{MAX_THREADS} (or None for the "
+                       "number of physical cores)")
+    return int(n_threads)
+
+
+def check_positive(name: str, v, hi: int = MAX_CTX) -> int:
+    if not _is_int(v) or not 1 <= v <= hi:
+        raise MAQError(f"{name} = {v!r}: expected an integer in 1..{hi}")
+    return int(v)
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 class CModel:
     """``forward(tokens, pos, mode)`` -> logits, over a KV cache of ``n_ctx`` positions, in C."""
 
@@ -59,13 +94,14 @@ class CModel:
         self.ffi, self.lib = _c_api or _c()
         self.lm = lm
         cfg = self.cfg = lm.config
-        self.n_ctx = int(n_ctx or min(cfg.context_length, 4096))
-        if self.n_ctx <= 0:
-            raise MAQError(f"n_ctx = {n_ctx}: expected a positive number of positions")
-        self.n_threads = int(n_threads or physical_cores())
-        if self.n_threads < 1 or self.n_threads > 256:
-            raise MAQError(f"n_threads = {n_threads}: expected 1..256")
-        self.max_batch = max(1, min(int(max_batch), self.n_ctx))
+        self.n_ctx = check_positive("n_ctx", min(cfg.context_length, 4096) if n_ctx is None else n_ctx)
+        self.n_threads = check_threads(n_threads) or physical_cores()
+        self.max_batch = min(check_positive("n_batch", max_batch), self.n_ctx)
+        kv_bytes = 2 * 4 * cfg.n_layers * self.n_ctx * cfg.kv_dim
+        mem = physical_memory()
+        if mem and kv_bytes > mem:
+            raise MAQError(f"{lm.path}: n_ctx = {self.n_ctx} needs {_size(kv_bytes)} of KV cache, more than this "
+                           f"machine's {_size(mem)} of memory")
         self._keep: list = []  # every buffer whose address C holds
         ffi = self.ffi
 

@@ -26,14 +26,28 @@ class SamplingParams:
     seed: int | None = None
 
     def validate(self) -> None:
-        if not np.isfinite(self.temperature):
-            raise MAQError(f"temperature = {self.temperature}: expected a finite number")
-        if not 0 < self.top_p <= 1:
-            raise MAQError(f"top_p = {self.top_p}: expected 0 < top_p <= 1")
-        if not 0 <= self.min_p <= 1:
-            raise MAQError(f"min_p = {self.min_p}: expected 0 <= min_p <= 1")
-        if self.repeat_penalty <= 0:
-            raise MAQError(f"repeat_penalty = {self.repeat_penalty}: expected > 0")
+        """Raise MAQError (one line naming the parameter and the valid range) unless every field is usable."""
+        def num(v) -> bool:
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
+                and bool(np.isfinite(v))
+
+        def integer(v) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+        if not num(self.temperature) or self.temperature < 0:
+            raise MAQError(f"temperature = {self.temperature!r}: expected a finite number >= 0 (0 = greedy)")
+        if not integer(self.top_k) or self.top_k < 0:
+            raise MAQError(f"top_k = {self.top_k!r}: expected an integer >= 0 (0 = off)")
+        if not num(self.top_p) or not 0 < self.top_p <= 1:
+            raise MAQError(f"top_p = {self.top_p!r}: expected 0 < top_p <= 1 (1 = off)")
+        if not num(self.min_p) or not 0 <= self.min_p <= 1:
+            raise MAQError(f"min_p = {self.min_p!r}: expected 0 <= min_p <= 1 (0 = off)")
+        if not num(self.repeat_penalty) or self.repeat_penalty <= 0:
+            raise MAQError(f"repeat_penalty = {self.repeat_penalty!r}: expected a finite number > 0 (1 = off)")
+        if not integer(self.repeat_last_n) or self.repeat_last_n < -1:
+            raise MAQError(f"repeat_last_n = {self.repeat_last_n!r}: expected an integer >= -1 (-1 = all)")
+        if self.seed is not None and (not integer(self.seed) or self.seed < 0):
+            raise MAQError(f"seed = {self.seed!r}: expected None or an integer >= 0")
 
     @classmethod
     def greedy(cls) -> "SamplingParams":
