@@ -279,9 +279,16 @@ def worker() -> None:
         if not path:
             continue
         res = check(path, selftest)
-        res["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        res["maxrss_kb"] = _vm_hwm_kb()
         out.write(json.dumps(res) + "\n")
         out.flush()
+
+
+def _vm_hwm_kb() -> int:
+    """Peak RSS of this process image (VmHWM; unlike ru_maxrss it does not inherit the parent's peak across
+    fork + exec)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 def _selftest(name: str) -> None:

@@ -155,7 +155,8 @@ def test_hostile_variants(tmp_path):
     counts: dict = {}
     for v, res, _ in results:
         counts[res["status"]] = counts.get(res["status"], 0) + 1
-    print(f"\n{len(variants)} hostile variants in {elapsed:.1f} s: {counts}")
+    peak = max(res.get("maxrss_kb", 0) for _, res, _ in results) // 1024
+    print(f"\n{len(variants)} hostile variants in {elapsed:.1f} s: {counts}, worker peak RSS {peak} MB")
     base = results[0]
     assert base[0].id == "base" and base[1]["status"] == "ok", base
     assert counts.get("ok", 0) >= 100 and counts.get("error", 0) >= 1000   # both outcomes are exercised
