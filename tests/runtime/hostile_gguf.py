@@ -172,23 +172,38 @@ def _q8_0(W: np.ndarray) -> bytes:
 
 
 def base_model(seed: int = 0) -> tuple[list[KV], list[TI]]:
-    """(metadata, tensors) of the valid tiny MAQ GGUF."""
+    """(metadata, tensors) of the valid tiny MAQ GGUF the hostile variants derive from."""
+    return build_model(seed=seed)
+
+
+def build_model(*, dim: int = DIM, hidden: int = HIDDEN, layers: int = N_LAYERS, heads: int = N_HEADS,
+                kv_heads: int = N_KV, groups: dict | None = None, standard: dict | None = None, tied: bool = False,
+                rope_freqs: bool = True, seed: int = 0) -> tuple[list[KV], list[TI]]:
+    """(metadata, tensors) of a tiny llama GGUF: every linear MAQ2 with group sizes ``groups`` {kind: G}
+    (default: LINEARS' 32/64/128 mix) except ``standard`` {tensor name: ggml type F32/F16/Q8_0}; Q8_0 embedding,
+    F32 norms, F32 output head unless ``tied``. head_dim = dim / heads; rope over the whole head."""
     from maq.runtime import format as fmt
 
     rng = np.random.default_rng(seed)
     tokens, types, merges = _vocab()
+    head_dim = dim // heads
+    groups = {k: G for k, (_, _, G) in LINEARS.items()} if groups is None else groups
+    standard = {Q8_LINEAR: T_Q8_0} if standard is None else standard
+    shapes = {"attn_q": (heads * head_dim, dim), "attn_k": (kv_heads * head_dim, dim),
+              "attn_v": (kv_heads * head_dim, dim), "attn_output": (dim, heads * head_dim),
+              "ffn_gate": (hidden, dim), "ffn_up": (hidden, dim), "ffn_down": (dim, hidden)}
     kvs = [
         KV("general.architecture", STR, "llama"),
         KV("general.name", STR, "hostile-tiny"),
         KV("general.alignment", U32, 32),
-        KV("llama.block_count", U32, N_LAYERS),
+        KV("llama.block_count", U32, layers),
         KV("llama.context_length", U32, CTX),
-        KV("llama.embedding_length", U32, DIM),
-        KV("llama.feed_forward_length", U32, HIDDEN),
-        KV("llama.attention.head_count", U32, N_HEADS),
-        KV("llama.attention.head_count_kv", U32, N_KV),
+        KV("llama.embedding_length", U32, dim),
+        KV("llama.feed_forward_length", U32, hidden),
+        KV("llama.attention.head_count", U32, heads),
+        KV("llama.attention.head_count_kv", U32, kv_heads),
         KV("llama.rope.freq_base", F32, 10000.0),
-        KV("llama.rope.dimension_count", U32, ROPE_DIM),
+        KV("llama.rope.dimension_count", U32, head_dim),
         KV("llama.attention.layer_norm_rms_epsilon", F32, 1e-5),
         KV("llama.vocab_size", U32, VOCAB),
         KV(fmt.KEY_VERSION, U32, fmt.FORMAT_VERSION),
@@ -203,26 +218,33 @@ def base_model(seed: int = 0) -> tuple[list[KV], list[TI]]:
         KV("tokenizer.chat_template", STR, CHAT_TEMPLATE),
     ]
     f32 = lambda a: np.ascontiguousarray(a, dtype="<f4").tobytes()  # noqa: E731
-    tensors = [TI("token_embd.weight", [DIM, VOCAB], T_Q8_0, _q8_0(rng.standard_normal((VOCAB, DIM))))]
-    tensors.append(TI("rope_freqs.weight", [ROPE_DIM // 2], T_F32, f32(1.0 + 0.05 * np.arange(ROPE_DIM // 2))))
-    for layer in range(N_LAYERS):
+    tensors = [TI("token_embd.weight", [dim, VOCAB], T_Q8_0, _q8_0(rng.standard_normal((VOCAB, dim))))]
+    if rope_freqs:
+        tensors.append(TI("rope_freqs.weight", [head_dim // 2], T_F32, f32(1.0 + 0.05 * np.arange(head_dim // 2))))
+    for layer in range(layers):
         b = f"blk.{layer}."
-        tensors.append(TI(b + "attn_norm.weight", [DIM], T_F32, f32(1 + 0.1 * rng.standard_normal(DIM))))
-        tensors.append(TI(b + "ffn_norm.weight", [DIM], T_F32, f32(1 + 0.1 * rng.standard_normal(DIM))))
-        for kind, (P, T, G) in LINEARS.items():
+        tensors.append(TI(b + "attn_norm.weight", [dim], T_F32, f32(1 + 0.1 * rng.standard_normal(dim))))
+        tensors.append(TI(b + "ffn_norm.weight", [dim], T_F32, f32(1 + 0.1 * rng.standard_normal(dim))))
+        for kind, (P, T) in shapes.items():
             name = b + kind + ".weight"
             W = (rng.standard_normal((P, T)) / np.sqrt(T)).astype(np.float32)
-            if name == Q8_LINEAR:
+            gt = standard.get(name)
+            if gt == T_Q8_0:
                 tensors.append(TI(name, [T, P], T_Q8_0, _q8_0(W)))
                 continue
+            if gt in (T_F16, T_F32):
+                tensors.append(TI(name, [T, P], gt, W.astype("<f2" if gt == T_F16 else "<f4").tobytes()))
+                continue
+            G = groups[kind]
             mt = fmt.quantize_rtn(W, salient=rng.random((P, T // 16)) < 0.1, G=G)
             kvs += [KV(fmt.key_tensor_type(name), STR, fmt.TYPE_MAQ2), KV(fmt.key_group_size(name), U32, G),
                     KV(fmt.key_salient_coding(name), STR, fmt.SALIENT_MEAN4)]
-            for suffix, arr, gt in ((fmt.PART_WORDS, mt.words, T_I32), (fmt.PART_BITMAP, mt.bitmap, T_I8),
+            for suffix, arr, pt in ((fmt.PART_WORDS, mt.words, T_I32), (fmt.PART_BITMAP, mt.bitmap, T_I8),
                                     (fmt.PART_SCALES, mt.scales, T_I8), (fmt.PART_ROWSCALE, mt.rowscale, T_F16)):
-                tensors.append(TI(name + suffix, [arr.shape[1], arr.shape[0]], gt, np.ascontiguousarray(arr).tobytes()))
-    tensors.append(TI("output_norm.weight", [DIM], T_F32, f32(1 + 0.1 * rng.standard_normal(DIM))))
-    tensors.append(TI("output.weight", [DIM, VOCAB], T_F32, f32(rng.standard_normal((VOCAB, DIM)) / 8)))
+                tensors.append(TI(name + suffix, [arr.shape[1], arr.shape[0]], pt, np.ascontiguousarray(arr).tobytes()))
+    tensors.append(TI("output_norm.weight", [dim], T_F32, f32(1 + 0.1 * rng.standard_normal(dim))))
+    if not tied:
+        tensors.append(TI("output.weight", [dim, VOCAB], T_F32, f32(rng.standard_normal((VOCAB, dim)) / 8)))
     return kvs, tensors
 
 
