@@ -87,6 +87,12 @@ class TensorInfo:
         return tuple(reversed(self.ne))
 
 
+def _show(name: str) -> str:
+    """A key or tensor name from the file as it can appear in a one-line message (quoted when it is empty or holds
+    characters that are not printable)."""
+    return name if name and name.isprintable() and " " not in name else repr(name)[:80]
+
+
 class GGUFFile:
     """A parsed GGUF file: ``metadata`` {key: value} and ``tensors`` {name: TensorInfo} over one memmap.
 
@@ -223,7 +229,7 @@ class GGUFFile:
             key = self._string("key")
             if not key:
                 raise self._fail("empty key")
-            self._what = f"metadata key {key}"
+            self._what = f"metadata key {_show(key)}"
             if key in self.metadata:
                 raise self._fail("appears twice")
             vt = self._unpack("<I")
@@ -234,7 +240,7 @@ class GGUFFile:
         for i in range(n_tensors):
             self._what = f"tensor info #{i}"
             name = self._string("tensor name")
-            self._what = f"tensor {name!r}" if not name else f"tensor {name}"
+            self._what = f"tensor {_show(name)}"
             if not name or len(name.encode()) >= MAX_NAME:
                 raise self._fail(f"name of {len(name.encode())} bytes (expected 1..{MAX_NAME - 1})")
             if name in names:
@@ -262,7 +268,7 @@ class GGUFFile:
                              f"({size} bytes)")
         expect_off, prev = 0, "the start of the data section"
         for name, ne, t, off in infos:
-            self._what = f"tensor {name}"
+            self._what = f"tensor {_show(name)}"
             if t not in _SIZES:
                 raise self._fail(f"unknown ggml type id {t}")
             tname, bs, ts = _SIZES[t]
@@ -282,7 +288,7 @@ class GGUFFile:
                 raise self._fail(f"{nbytes} bytes of {tname} data at byte {start} run past the end of the file "
                                  f"({size} bytes): truncated file?")
             expect_off = off + -(-nbytes // align) * align
-            prev = f"tensor {name} ({nbytes} bytes of {tname}, ne={list(ne)})"
+            prev = f"tensor {_show(name)} ({nbytes} bytes of {tname}, ne={list(ne)})"
             self.tensors[name] = TensorInfo(name, ne, t, start, nbytes, self.mm[start:start + nbytes])
         self._what = "header"
 
