@@ -427,6 +427,11 @@ def variants(seed: int = 0, n_random: int = 300) -> Iterator[Variant]:
     deep = struct.pack("<IQ", ARR, 1) * 5000 + struct.pack("<IQ", U8, 1) + b"\x01"
     yield Variant("kv/nested-array-5000", ser(k=kvs + [KV("x.deep", ARR, None, raw=deep)]), ("x.deep",), False)
     yield Variant("kv/nested-array-1", ser(k=kvs + [KV("x.nest", ARR, [(U32, [1, 2])], ARR)]), ("x.nest",), False)
+    # names with control characters in messages (must stay one line)
+    for key in ("bad\nkey", "tab\tkey", "\x1b[31mred", " "):
+        yield Variant(f"kv/{key!r}/bad-type", ser(k=kvs + [KV(key, 13, None, raw=b"")]), ("type",), True)
+        yield Variant(f"kv/{key!r}/duplicate", ser(k=kvs + [KV(key, U8, 1), KV(key, U8, 1)]), ("twice",), True)
+        yield Variant(f"ti/{key!r}/bad-type", ser(t=tensors + [TI(key, [4], 1000, bytes(16))]), ("type",), True)
     ia = _kv_index(kvs, "general.alignment")
     for al in (0, 3, 13, 48, 2**31, 2**32 - 1):       # declared alignment not a power of two / absurd
         k2 = list(kvs)
