@@ -144,6 +144,8 @@ class CModel:
         """Decode fast path: one token at ``pos`` -> logits float32 [V] (a reused buffer: copy to keep)."""
         if not 0 <= pos < self.n_ctx:
             raise MAQError(f"context full: position {pos} exceeds n_ctx={self.n_ctx}")
+        if not 0 <= token < self.cfg.vocab_size:
+            raise MAQError(f"token id {token} outside the vocabulary of {self.cfg.vocab_size}")
         self._tok_buf[0] = token
         rc = self._forward_c(self._m, self._tok_p, 1, pos, self._last_p, LOGITS_LAST)
         if rc != 0:
@@ -192,11 +194,12 @@ class CModel:
         if isinstance(tokens, (int, np.integer)) and mode == LOGITS_LAST:
             return self.step(int(tokens), pos)
         if isinstance(tokens, (int, np.integer)):
-            n = 1
-            toks = np.array([tokens], dtype=np.int32)
-        else:
-            toks = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
-            n = toks.size
+            tokens = [int(tokens)]
+        toks = np.asarray(tokens).reshape(-1)
+        if toks.size and (toks.dtype.kind not in "iu" or toks.min() < 0 or toks.max() >= self.cfg.vocab_size):
+            raise MAQError(f"token ids must be integers inside the vocabulary (0..{self.cfg.vocab_size - 1})")
+        toks = np.ascontiguousarray(toks, dtype=np.int32)
+        n = toks.size
         if pos < 0 or pos + n > self.n_ctx:
             raise MAQError(f"context full: positions {pos}..{pos + n - 1} exceed n_ctx={self.n_ctx}")
         ffi = self.ffi

@@ -223,3 +223,24 @@ def test_cli_process_exit_codes(model, tmp_path):
         assert "Traceback" not in res.stderr and res.stderr.strip(), res.stderr
         if code == 1:
             assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("maq: error:")
+
+
+def test_engine_refuses_bad_tokens(model):
+    """The C engine's Python side checks token ids before C sees them (an int32 overflow used to escape as
+    OverflowError)."""
+    from maq.runtime import gguf_loader as gl
+    from maq.runtime import model as M
+
+    cm = M.CModel(gl.load(model), n_ctx=8, n_threads=1)
+    for toks in ([2**40], [-1], [1.5], [H.VOCAB]):
+        for mode in (M.LOGITS_ALL, M.LOGITS_LAST):
+            with pytest.raises(MAQError) as ei:
+                cm.forward(toks, 0, mode)
+            one_line(ei.value, "vocabulary")
+    with pytest.raises(MAQError) as ei:
+        cm.forward(2**40, 0, M.LOGITS_ALL)
+    one_line(ei.value, "vocabulary")
+    with pytest.raises(MAQError) as ei:
+        cm.step(H.VOCAB, 0)
+    one_line(ei.value, "vocabulary")
+    assert cm.forward([1, 2, 3], 0, M.LOGITS_ALL).shape == (3, H.VOCAB)
