@@ -216,7 +216,7 @@ static inline float exp_poly(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = (p * r) * r + r + 1.0f;
-    int32_t ki = (int32_t)k;
+    int32_t ki = (int32_t)(k == k ? k : 0.0f);       /* a NaN input stays NaN (in p) without a UB NaN->int cast */
     uint32_t bits = (uint32_t)(ki + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
