@@ -224,3 +224,34 @@ def test_sanitizers_are_live(drivers, tmp_path):
     for arg in ("oob", "x"):     # p[4] is past the block; INT_MAX - 1 + 2 + 2 overflows
         res = subprocess.run([str(exe), arg], capture_output=True, text=True, env=_env())
         assert res.returncode != 0 and any(m in res.stderr for m in REPORT_MARKS), (arg, res.stderr[-500:])
+
+
+def test_accepted_hostile_files_sanitized(drivers, tmp_path):
+    """Files the loader accepts from the hostile set (flipped weight bytes, custom alignment, trailing bytes, odd
+    metadata values...) run clean through the sanitized model.c too, with the extension's results."""
+    from maq.errors import MAQError
+    from maq.runtime import gguf_loader as gl
+
+    accepted = []
+    families = ("values/", "align/", "trailing/", "random/", "meta/", "float/", "dims/")   # where files load
+    for i, v in enumerate(v for v in H.variants(n_random=120) if v.id.startswith(families)):
+        p = tmp_path / f"v{i}.gguf"           # one file each: the loaded models map them
+        p.write_bytes(v.data)
+        try:
+            lm = gl.load(p)
+        except MAQError:
+            continue
+        accepted.append((v.id, lm))
+    assert len(accepted) >= 50
+    values = [a for a in accepted if a[0].startswith("values/")]       # NaN / inf / huge weights
+    others = [a for a in accepted if not a[0].startswith("values/")]
+    out = tmp_path / "out.bin"
+    for vid, lm in values + others[::max(1, len(others) // 30)]:
+        n = min(len(TOKENS), 6)
+        inp = tmp_path / "in.bin"
+        D.write_input(inp, lm, TOKENS[:n], 8, 4, 2)
+        run_clean([str(drivers["model"]), "default", str(inp), str(out)])
+        prefill, decode = D.read_output(out, n, lm.config.vocab_size)
+        ref_prefill, ref_decode = D.reference(lm, TOKENS[:n], 8, 4, 2)
+        np.testing.assert_array_equal(prefill, ref_prefill, err_msg=vid)
+        np.testing.assert_array_equal(decode, ref_decode, err_msg=vid)
