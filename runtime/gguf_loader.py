@@ -733,6 +733,11 @@ def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto") ->
         if not np.all(np.isfinite(ff) & (ff > 0)):
             raise FormatError(f"{gf.path}: tensor rope_freqs.weight: expected finite positive factors")
         cfg.rope.freq_factors = ff
+    with np.errstate(all="ignore"):
+        inv = cfg.rope.inv_freq()
+    if not np.all(np.isfinite(inv)):
+        raise FormatError(f"{gf.path}: RoPE angles overflow float32 (llama.rope.freq_base = {cfg.rope.base}, "
+                          "llama.rope.scaling.*, rope_freqs.weight): expected finite frequencies")
     # where each dimension comes from, for shape errors: [T, P] = [inputs, outputs]
     sD, sH, sV = "llama.embedding_length", "llama.feed_forward_length", "llama.vocab_size"
     hd = "llama.attention.key_length" if "llama.attention.key_length" in gf.metadata else \

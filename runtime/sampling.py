@@ -104,6 +104,11 @@ class Sampler:
         apply_repeat_penalty(x, history, p.repeat_penalty, p.repeat_last_n)
         if p.temperature <= 0:
             return int(np.argmax(x))
+        with np.errstate(over="ignore", under="ignore"):   # huge finite logits: exp underflows to 0, no warning
+            return self._draw(x)
+
+    def _draw(self, x: np.ndarray) -> int:
+        p = self.params
         V = x.size
         top_k = p.top_k if 0 < p.top_k < V else V
         mx = float(x.max())
@@ -136,8 +141,9 @@ class Sampler:
             keep &= probs >= p.min_p * probs.max()
         keep[int(np.argmax(cx))] = True
         idx = np.flatnonzero(keep)
-        t = cx[idx] / p.temperature
-        w = np.exp(t - t.max())
+        # (x - max) / T <= 0: huge finite logits or a tiny T underflow to 0 instead of making inf - inf = NaN
+        t = (cx[idx] - cx[idx].max()) / np.float32(p.temperature)
+        w = np.exp(t)
         w /= w.sum()
         choice = idx[int(self.rng.choice(idx.size, p=w))] if idx.size > 1 else idx[0]
         return int(cand[choice]) if cand is not None else int(choice)

@@ -244,3 +244,22 @@ def test_engine_refuses_bad_tokens(model):
         cm.step(H.VOCAB, 0)
     one_line(ei.value, "vocabulary")
     assert cm.forward([1, 2, 3], 0, M.LOGITS_ALL).shape == (3, H.VOCAB)
+
+
+def test_sampler_survives_extreme_logits():
+    """Finite but huge logits (an overflowing model) or a tiny temperature draw a token without NaN
+    probabilities (numpy's "probabilities contain NaN" used to escape) and without warnings."""
+    import warnings
+
+    import numpy as np
+
+    from maq.runtime.sampling import Sampler, SamplingParams
+
+    x = np.array([-3e38, 3e38, 1e38, 0.0, -1.0], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kw in (dict(), dict(top_k=0), dict(top_k=0, top_p=1.0, min_p=0.0), dict(temperature=1e-30, top_k=0),
+                   dict(temperature=1e30, top_k=0, min_p=0.0, top_p=1.0)):
+            s = Sampler(SamplingParams(seed=0, **kw))
+            got = {s(x) for _ in range(20)}
+            assert got <= {0, 1, 2, 3, 4} and (1 in got)
