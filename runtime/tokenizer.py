@@ -354,9 +354,18 @@ def _merges_from_scores(tokens: list[str], scores: list[float], types: list[int]
     """SentencePiece BPE merges implied by a scored vocabulary (as transformers' generate_merges does):
     every split of a normal token into two vocabulary pieces, ordered by the merged token's score."""
     vocab = {t: i for i, t in enumerate(tokens) if types[i] in (TOKEN_NORMAL, TOKEN_USER_DEFINED, TOKEN_UNUSED)}
+    # both pieces are vocabulary tokens, so only split points at a token length need looking at (a hostile
+    # vocabulary with one huge token would otherwise cost len^2)
+    lengths = sorted({len(t) for t in vocab})
+    length_set = set(lengths)
     found = []
     for t, i in vocab.items():
-        for k in range(1, len(t)):
+        n = len(t)
+        for k in lengths:
+            if k >= n:
+                break
+            if k == 0 or n - k not in length_set:
+                continue
             a, b = t[:k], t[k:]
             if a in vocab and b in vocab:
                 found.append((-scores[i], vocab[a], vocab[b], a, b))

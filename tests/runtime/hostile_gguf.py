@@ -326,7 +326,7 @@ def _selftest(name: str) -> None:
     elif name.startswith("alloc"):
         np.ones(4 << 30, dtype=np.uint8)      # 4 GiB: over the address-space limit -> MemoryError
     elif name.startswith("rss"):
-        globals().setdefault("_hog", []).append(np.ones(700 << 20, dtype=np.uint8))   # 700 MB resident
+        globals().setdefault("_hog", []).append(np.ones(320 << 20, dtype=np.uint8))   # 320 MB resident (bound: 256 MB)
 
 
 # --------------------------------------------------------------------------- variants
@@ -336,6 +336,7 @@ class Variant:
     data: bytes
     expect: tuple[str, ...] = ()    # if it fails, the message must contain one of these (besides the path)
     must_fail: bool = False         # a loader that accepts it is wrong
+    must_load: bool = False         # a valid file: refusing it is wrong
 
 
 def _kv_index(kvs: list[KV], key: str) -> int:
@@ -370,7 +371,7 @@ def variants(seed: int = 0, n_random: int = 300) -> Iterator[Variant]:
     rng = random.Random(seed)
     kvs, tensors = base_model()
     base, spans = serialize(kvs, tensors)
-    yield Variant("base", base)
+    yield Variant("base", base, must_load=True)
 
     def ser(k=None, t=None, **kw) -> bytes:
         return serialize(kvs if k is None else k, tensors if t is None else t, **kw)[0]
@@ -442,10 +443,10 @@ def variants(seed: int = 0, n_random: int = 300) -> Iterator[Variant]:
         k2 = list(kvs)
         k2[ia] = KV("general.alignment", vt, value)
         yield Variant(f"align/wrong-type={label}", ser(k=k2), ("general.alignment",), vt != U32)
-    for al in (1, 2, 8, 64, 256):                      # custom alignment, consistent (CUSTOM_ALIGN): may load
+    for al in (1, 2, 8, 64, 256):                      # custom alignment, consistent (CUSTOM_ALIGN)
         k2 = list(kvs)
         k2[ia] = KV("general.alignment", U32, al)
-        yield Variant(f"align/custom={al}", ser(k=k2, alignment=al), ("aligned",), False)
+        yield Variant(f"align/custom={al}", ser(k=k2, alignment=al), ("aligned",), False, must_load=al >= 8)
     for al, da in ((64, 32), (32, 1), (16, 32)):       # data written with another alignment (INCONSISTENT_ALIGN)
         k2 = list(kvs)
         k2[ia] = KV("general.alignment", U32, al)
@@ -494,6 +495,28 @@ def variants(seed: int = 0, n_random: int = 300) -> Iterator[Variant]:
         k2 = list(kvs)
         k2[it] = KV("tokenizer.ggml.tokens", ARR, toks, STR)
         yield Variant(f"tokens/{label}", ser(k=k2), ("tokenizer",), False)
+    # SentencePiece ("llama") tokenizer: merges derived from scores
+    spm = [kv for kv in kvs if kv.key not in ("tokenizer.ggml.model", "tokenizer.ggml.merges")]
+    spm += [KV("tokenizer.ggml.model", STR, "llama")]
+    scores = [0.0] * 3 + [-float(i) for i in range(VOCAB - 3)]
+    yield Variant("spm/valid", ser(k=spm + [KV("tokenizer.ggml.scores", ARR, scores, F32)]), (), must_load=True)
+    for label, sc, et in (("nan", [float("nan")] * VOCAB, F32), ("short", scores[:-1], F32),
+                          ("strings", ["x"] * VOCAB, STR), ("missing", None, None)):
+        extra = [] if sc is None else [KV("tokenizer.ggml.scores", ARR, sc, et)]
+        yield Variant(f"spm/scores-{label}", ser(k=spm + extra), ("tokenizer.ggml.scores",), True)
+    giant = list(kvs[it].value)
+    giant[50] = "a" * 300_000                  # one huge token: deriving merges must not cost len^2
+    yield Variant("spm/giant-token", ser(k=[kv if kv.key != "tokenizer.ggml.tokens" else
+                                             KV(kv.key, ARR, giant, STR) for kv in spm] +
+                                            [KV("tokenizer.ggml.scores", ARR, scores, F32)]), (), must_load=True)
+    bad_bytes = list(kvs[it].value)
+    bad_bytes[10:14] = ["<0xZZ>", "<0x>", "<0x0G>", "<0xff>"]
+    btypes = list(kvs[_kv_index(kvs, "tokenizer.ggml.token_type")].value)
+    btypes[10:14] = [6, 6, 6, 6]
+    yield Variant("spm/bad-byte-tokens", ser(k=[kv for kv in spm if kv.key not in (
+        "tokenizer.ggml.tokens", "tokenizer.ggml.token_type")] + [
+        KV("tokenizer.ggml.tokens", ARR, bad_bytes, STR), KV("tokenizer.ggml.token_type", ARR, btypes, I32),
+        KV("tokenizer.ggml.scores", ARR, scores, F32)]), (), must_load=True)
     im = _kv_index(kvs, "tokenizer.ggml.merges")
     for label, merges in (("no-space", ["ab"]), ("unknown", ["q q"]), ("empty", [])):
         k2 = list(kvs)
@@ -661,7 +684,7 @@ def variants(seed: int = 0, n_random: int = 300) -> Iterator[Variant]:
     for c in sorted(x for x in cut_at if 0 <= x < len(base)):
         yield Variant(f"truncate/{c}", base[:c], (), c < spans["data"][1] - 32 and c != len(base))
     for extra in (1, 31, 4096):
-        yield Variant(f"trailing/{extra}", base + bytes(extra), (), False)
+        yield Variant(f"trailing/{extra}", base + bytes(extra), (), False, must_load=True)
 
     # ---- random byte flips / overwrites (half of them in the header, where they matter most)
     hdr_end = spans["header"][1]

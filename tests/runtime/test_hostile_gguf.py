@@ -94,6 +94,8 @@ def judge(v: H.Variant, path: str, res: dict) -> str | None:
         return f"{st}: {res['msg']}"
     if st == "ok":
         return "loaded, but must be refused" if v.must_fail else None
+    if v.must_load:
+        return f"a valid file refused: {res.get('msg')!r}"
     msg = res["msg"]
     if "\n" in msg:
         return f"message is not one line: {msg!r}"
