@@ -222,8 +222,10 @@ class Llama:
         """NaN/inf logits come from corrupt or overflowing weights: say so instead of sampling garbage."""
         if not np.isfinite(logits).all():
             self._tokens = []          # the cache holds non-finite values: nothing in it can be re-used
+            bad = self._lm.find_non_finite()
+            why = f"tensor {bad} holds NaN/inf values" if bad else "the weights are corrupt or overflow float32"
             raise MAQError(f"{self.model_path}: the forward pass produced non-finite logits (NaN/inf) at position "
-                           f"{pos}: the weights are corrupt or overflow float32")
+                           f"{pos}: {why}")
 
     def _sampler(self, temperature, top_k, top_p, min_p, repeat_penalty, seed) -> Sampler:
         if seed is None or seed < 0:

@@ -492,6 +492,28 @@ class LoadedModel:
         if not self.config.tied_output:
             yield self.output
 
+    def find_non_finite(self) -> str | None:
+        """Name of the first weight or norm holding NaN/inf (F32/F16 values, Q8_0 block scales), else None. Reads
+        every such tensor: for error messages only (MAQ2 row scales are checked at load)."""
+        vectors = [("output_norm.weight", self.output_norm)] + [
+            (f"blk.{i}.{n}.weight", getattr(L, n)) for i, L in enumerate(self.layers) for n in ("attn_norm",
+                                                                                               "ffn_norm")]
+        for name, v in vectors:
+            if not np.all(np.isfinite(v)):
+                return name
+        for w in self.weights():
+            if w.kind == KIND_F32:
+                bad = not np.all(np.isfinite(w.data))
+            elif w.kind == KIND_F16:
+                bad = not np.all(np.isfinite(w.data.view(np.float16)))
+            elif w.kind == KIND_Q8_0:
+                bad = not np.all(np.isfinite(w.data.reshape(w.P, -1, Q8_0_BYTES)[:, :, :2].copy().view("<f2")))
+            else:
+                bad = False
+            if bad:
+                return w.name
+        return None
+
     def summary(self) -> dict[str, Any]:
         kinds: dict[str, int] = {}
         for w in self.weights():

@@ -579,6 +579,19 @@ def variants(seed: int = 0, n_random: int = 300) -> Iterator[Variant]:
         yield Variant(f"ti/{name}/offset-overlap", ser(t=t2), (name,), False)
         yield Variant(f"ti/{name}/dropped", ser(t=tensors[:i] + tensors[i + 1:]), (name, "missing"), name !=
                       "output.weight" and name != "rope_freqs.weight")
+    # a linear stored in every ggml type (consistent sizes, random bytes): dequantized at load, or refused
+    from gguf.constants import GGML_QUANT_SIZES
+
+    iq = _ti_index(tensors, Q8_LINEAR)
+    T8, P8 = tensors[iq].ne
+    drng = np.random.default_rng(seed + 1)
+    for qt, (bs, ts) in sorted(GGML_QUANT_SIZES.items(), key=lambda x: int(x[0])):
+        if T8 % bs:
+            continue
+        data = drng.integers(0, 256, P8 * (T8 // bs) * ts, dtype=np.uint8).tobytes()
+        t2 = list(tensors)
+        t2[iq] = TI(Q8_LINEAR, [T8, P8], int(qt), data)
+        yield Variant(f"ti/{Q8_LINEAR}/as-{qt.name}", ser(t=t2), (Q8_LINEAR,), False)
     # DATA_MEM_SIZE_OVERFLOW: two huge I8 tensors
     big = [TI("huge.a", [0x7FFFFFFFFFFFFFC0], T_I8, b""), TI("huge.b", [0x7FFFFFFFFFFFFFC0], T_I8, b"")]
     yield Variant("data/mem-size-overflow", ser(t=tensors + big), ("huge.",), True)
