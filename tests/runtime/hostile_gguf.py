@@ -296,6 +296,8 @@ def worker() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     out = sys.stdout
     selftest = os.environ.get("MAQ_HOSTILE_SELFTEST") == "1"
+    out.write(json.dumps({"status": "ready"}) + "\n")      # imports done: per-file timeouts start now
+    out.flush()
     for line in sys.stdin:
         path = line.strip()
         if not path:

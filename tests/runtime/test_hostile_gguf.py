@@ -32,6 +32,7 @@ import hostile_gguf as H
 HERE = Path(__file__).resolve().parent
 N_WORKERS = 2
 TIMEOUT_S = 30.0          # per variant (a healthy one takes milliseconds)
+STARTUP_S = 300.0         # a worker's imports
 MAX_RSS_KB = 256 * 1024   # a worker's peak RSS (VmHWM): about 50 MB here; the model needs a few MB
 
 
@@ -44,6 +45,9 @@ class Worker:
         self.p = subprocess.Popen([sys.executable, str(HERE / "hostile_gguf.py"), "--worker"], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(HERE))
         self.buf = b""
+        ready = self._answer(STARTUP_S)
+        if ready.get("status") != "ready":
+            raise RuntimeError(f"hostile_gguf worker did not start: {ready}")
 
     def run(self, path: str, timeout: float) -> dict:
         try:
@@ -51,6 +55,9 @@ class Worker:
             self.p.stdin.flush()
         except BrokenPipeError:
             return self._dead()
+        return self._answer(timeout)
+
+    def _answer(self, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         fd = self.p.stdout.fileno()
         while b"\n" not in self.buf:
