@@ -38,7 +38,7 @@ typedef struct {
     const uint8_t *bm;      /* [ceil(T/128)] */
     const uint8_t *sc;      /* [ng] */
     const int8_t *m;        /* [ng] */
-    float d, dmin, dsal;
+    float d, dmin, dsal;    /* row scales, converted at row start (off the critical path at the row's end) */
 } maq2_row;
 
 typedef struct {            /* one token's activation row, see maq2_act_layout */
@@ -54,10 +54,10 @@ typedef struct {            /* float lane accumulators: block b -> lane b % 4 */
 } maq2_acc;
 
 /* log2(G) for G in {32, 64, 128}: group of input i = i >> g_shift(G) (no integer division in loops). */
-static inline int g_shift(int G) { return G == 32 ? 5 : G == 64 ? 6 : 7; }
+static inline __attribute__((always_inline)) int g_shift(int G) { return G == 32 ? 5 : G == 64 ? 6 : 7; }
 
-static inline void row_init(const maq_weight *w, int p, maq2_row *r) {
-    const int nw = w->T >> 4, nbm = (nw + 7) >> 3, ng = (w->T + w->G - 1) >> g_shift(w->G);
+static inline __attribute__((always_inline)) void row_init_g(const maq_weight *w, int p, int G, maq2_row *r) {
+    const int nw = w->T >> 4, nbm = (nw + 7) >> 3, ng = (w->T + G - 1) >> g_shift(G);
     r->words = (const uint32_t *)w->data + (size_t)p * nw;
     r->bm = w->bitmap + (size_t)p * nbm;
     r->sc = w->scales + (size_t)p * 2 * ng;
@@ -66,6 +66,7 @@ static inline void row_init(const maq_weight *w, int p, maq2_row *r) {
     r->dmin = maq_h2f(w->rowscale[3 * (size_t)p + 1]);
     r->dsal = maq_h2f(w->rowscale[3 * (size_t)p + 2]);
 }
+static inline __attribute__((always_inline)) void row_init(const maq_weight *w, int p, maq2_row *r) { row_init_g(w, p, w->G, r); }
 
 static inline void x_init(const maq2_act_layout *L, const uint8_t *row, int G, maq2_x *x) {
     x->xp = (const int8_t *)(row + L->xp);
@@ -91,18 +92,18 @@ static inline float acc_final(const maq2_acc *a, const maq2_row *r) {
 }
 
 /* Words of block b and its bitmap byte with padding bits cleared. */
-static inline int block_words(int nw, int b) { return nw - 8 * b < 8 ? nw - 8 * b : 8; }
-static inline unsigned block_bits(const maq2_row *r, int nw, int b) {
+static inline __attribute__((always_inline)) int block_words(int nw, int b) { return nw - 8 * b < 8 ? nw - 8 * b : 8; }
+static inline __attribute__((always_inline)) unsigned block_bits(const maq2_row *r, int nw, int b) {
     return r->bm[b] & ((1u << block_words(nw, b)) - 1u);
 }
 
-static inline int32_t sal_dot(uint32_t word, const int16_t *s4) {
+static inline __attribute__((always_inline)) int32_t sal_dot(uint32_t word, const int16_t *s4) {
     return (int32_t)(int8_t)(uint8_t)word * s4[0] + (int32_t)(int8_t)(uint8_t)(word >> 8) * s4[1] +
            (int32_t)(int8_t)(uint8_t)(word >> 16) * s4[2] + (int32_t)(int8_t)(uint8_t)(word >> 24) * s4[3];
 }
 
 /* 2-bit dot of one word with natural-order int8 x (16 inputs). */
-static inline int32_t word_dot(uint32_t word, const int8_t *x16) {
+static inline __attribute__((always_inline)) int32_t word_dot(uint32_t word, const int8_t *x16) {
     int32_t s = 0;
     for (int j = 0; j < 16; j++) s += (int32_t)((word >> (2 * j)) & 3u) * x16[j];
     return s;
@@ -154,18 +155,27 @@ static void rows_scalar(const maq_weight *w, const maq2_act_layout *L, const uin
 /* ================================================================== shared by the SIMD paths */
 #define MAQ2_NT 4   /* tokens per tile in the batched product: each decoded word is reused NT times */
 
-/* Rows [pa, pb) for a tile of NT tokens: Y[t*P + p]. The per-row body is inlined so that everything that
- * depends only on (T, G) -- shuffle patterns, constants -- is hoisted out of the row loop. */
+#define ROW_LOOP(IMPL, NT, GC)                                                                           \
+    for (int p = pa; p < pb; p++) {                                                                      \
+        maq2_row r;                                                                                      \
+        float o[NT];                                                                                     \
+        row_init_g(w, p, GC, &r);                                                                        \
+        IMPL(&r, x, NT, T, GC, o);                                                                       \
+        for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                                \
+    }
+/* Rows [pa, pb) for a tile of NT tokens: Y[t*P + p]. The per-row body is inlined with G a compile-time
+ * constant (one loop per group size), so everything that depends only on (G, NT) -- shifts, shuffle patterns,
+ * loop bounds -- is folded or hoisted out of the row loop. */
 #define ROW_VARIANT(NAME, ATTR, IMPL, NT)                                                                \
     static ATTR void NAME(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y) {              \
-        const int T = w->T, G = w->G;                                                                    \
+        const int T = w->T;                                                                              \
         const size_t P = (size_t)w->P;                                                                   \
-        for (int p = pa; p < pb; p++) {                                                                  \
-            maq2_row r;                                                                                  \
-            float o[NT];                                                                                 \
-            row_init(w, p, &r);                                                                          \
-            IMPL(&r, x, NT, T, G, o);                                                                    \
-            for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                            \
+        if (w->G == 32) {                                                                                \
+            ROW_LOOP(IMPL, NT, 32)                                                                       \
+        } else if (w->G == 64) {                                                                         \
+            ROW_LOOP(IMPL, NT, 64)                                                                       \
+        } else {                                                                                         \
+            ROW_LOOP(IMPL, NT, 128)                                                                      \
         }                                                                                                \
     }
 #define ROW_VARIANTS(NAME, ATTR, IMPL)                                                                   \
@@ -193,7 +203,7 @@ static const uint8_t SC_SHUF[3][4][2][16] __attribute__((aligned(32))) = {
      {{2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80}, {2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80, 2, 0x80}},
      {{3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80}, {3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80, 3, 0x80}}},
 };
-static inline int g_index(int G) { return G == 32 ? 0 : G == 64 ? 1 : 2; }
+static inline __attribute__((always_inline)) int g_index(int G) { return G == 32 ? 0 : G == 64 ? 1 : 2; }
 
 /* Lane i all ones <=> bit i of the nibble set (word i of a chunk is salient). [16][4] */
 static const uint32_t SAL_MASK[16][4] __attribute__((aligned(16))) = {
@@ -204,7 +214,7 @@ static const uint32_t SAL_MASK[16][4] __attribute__((aligned(16))) = {
 };
 
 /* The group scales of block b as bytes 0..3 of a uint32 (1, 2 or 4 groups; fewer in a ragged block). */
-static inline uint32_t block_sc4(const maq2_row *r, int b, int G, int ng) {
+static inline __attribute__((always_inline)) uint32_t block_sc4(const maq2_row *r, int b, int G, int ng) {
     const int gpb = 128 >> g_shift(G), g0 = b * gpb;
     const int n = ng - g0 < gpb ? ng - g0 : gpb;
     uint32_t v = 0;
@@ -213,7 +223,7 @@ static inline uint32_t block_sc4(const maq2_row *r, int b, int G, int ng) {
 }
 
 /* M_b before salient corrections: sum over the groups of block b of m_g * XS_g. */
-static inline int32_t min_block(const maq2_row *r, const maq2_x *x, int b, int G, int ng) {
+static inline __attribute__((always_inline)) int32_t min_block(const maq2_row *r, const maq2_x *x, int b, int G, int ng) {
     const int gpb = 128 >> g_shift(G), g0 = b * gpb;
     const int g1 = g0 + gpb < ng ? g0 + gpb : ng;
     int32_t M = 0;
@@ -223,7 +233,7 @@ static inline int32_t min_block(const maq2_row *r, const maq2_x *x, int b, int G
 
 /* The integers of a (remainder) block b given D = its 4-word chunks' sum: adds tail words past the last full
  * chunk (T/16 % 4 != 0) to *D, and returns M (min term) and S (salient words) in *M, *S. */
-static inline void block_ints(const maq2_row *r, const maq2_x *x, int b, int nwb, unsigned bits, int G, int ng,
+static inline __attribute__((always_inline)) void block_ints(const maq2_row *r, const maq2_x *x, int b, int nwb, unsigned bits, int G, int ng,
                               int32_t *D, int32_t *M, int32_t *S) {
     const int gsh = g_shift(G);
     for (int i = nwb & ~3; i < nwb; i++) {
@@ -714,14 +724,15 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
 void maq2_get_row(const maq_weight *w, int p, float *out) {
     maq2_row r;
     row_init(w, p, &r);
+    const float d = r.d, dmin = r.dmin, dsal = r.dsal;
     const int nw = w->T / 16, G = w->G;
     for (int wi = 0; wi < nw; wi++) {
         const uint32_t word = r.words[wi];
         const int g = 16 * wi / G;
         if (r.bm[wi / 8] >> (wi % 8) & 1u) {
-            for (int j = 0; j < 16; j++) out[16 * wi + j] = r.dsal * (float)(int8_t)(uint8_t)(word >> (8 * (j / 4)));
+            for (int j = 0; j < 16; j++) out[16 * wi + j] = dsal * (float)(int8_t)(uint8_t)(word >> (8 * (j / 4)));
         } else {
-            const float s = r.d * (float)r.sc[g], lo = r.dmin * (float)r.m[g];
+            const float s = d * (float)r.sc[g], lo = dmin * (float)r.m[g];
             for (int j = 0; j < 16; j++) out[16 * wi + j] = s * (float)((word >> (2 * j)) & 3u) + lo;
         }
     }
