@@ -17,6 +17,8 @@ SUBCOMMAND_MODULES = (
     "maq.runtime.models",      # maq fetch
     "maq.converter.cli",       # maq convert
     "maq.runtime.cli",         # maq chat / generate / perplexity
+    "maq.runtime.inspect",     # maq inspect
+    "maq.evaluation.cli",      # maq eval (evaluation/; needs `pip install -e .` after it was added)
 )
 
 

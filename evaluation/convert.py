@@ -1,0 +1,100 @@
+"""Convert a configuration once: ``maq convert`` in a subprocess, its output cached by configuration hash.
+
+Cache layout (``<cache>/convert/``): ``<key>.gguf`` (the converter writes a temp file and renames it, so a file
+under its final name is complete) and ``<key>.json`` (what made it: source, canonical options, tool version, the
+command, seconds, the converter's log tail). A conversion that fails leaves no ``.gguf``; the error is raised as
+MAQError with the converter's last log line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from maq.errors import MAQError
+
+from . import configs as C
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Converted:
+    """A converted file and how it was made. ``cached``: found in the cache (``seconds`` is the original time)."""
+
+    path: Path
+    key: str
+    seconds: float
+    cached: bool
+    tool: str
+    options: dict
+    command: list[str]
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def _sidecar(path: Path) -> dict | None:
+    try:
+        return json.loads(path.with_suffix(".json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def find_cached(cache: Path, key: str, source: dict, options: dict, any_tool: bool) -> Path | None:
+    """The cached file of ``key``; with ``any_tool``, else the newest one with the same source and options."""
+    exact = cache / f"{key}.gguf"
+    if exact.is_file():
+        return exact
+    if not any_tool:
+        return None
+    best = None
+    for js in cache.glob("*.json"):
+        meta = _sidecar(js.with_suffix(".gguf"))
+        gguf = js.with_suffix(".gguf")
+        if meta and gguf.is_file() and meta.get("source") == source and meta.get("options") == options:
+            if best is None or gguf.stat().st_mtime > best.stat().st_mtime:
+                best = gguf
+    return best
+
+
+def convert(cfg: C.Config, source: Path, source_id: dict, cache: Path, common_flags: list[str] | tuple[str, ...] = (),
+            any_tool: bool = False, threads: int | None = None, log_dir: Path | None = None) -> Converted:
+    """Convert ``source`` with ``common_flags + cfg.flags`` (cached). ``threads``: torch threads of the converter."""
+    flags = list(common_flags) + list(cfg.flags)
+    options = C.canonical_flags(flags)
+    tool = C.tool_version()
+    key = C.cache_key(source_id, options, tool)
+    cache.mkdir(parents=True, exist_ok=True)
+    hit = find_cached(cache, key, source_id, options, any_tool)
+    if hit is not None:
+        meta = _sidecar(hit) or {}
+        return Converted(path=hit, key=hit.stem, seconds=float(meta.get("seconds", float("nan"))), cached=True,
+                         tool=meta.get("tool", "?"), options=options, command=meta.get("command", []))
+    out = cache / f"{key}.gguf"
+    cmd = [sys.executable, "-m", "maq", "convert", str(source), "--out", str(out), "--no-progress", *flags]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    logf = (log_dir or cache) / f"{key}.log"
+    log.info("converting %s: %s", cfg.name, " ".join(cmd[3:]))
+    t0 = time.time()
+    with open(logf, "w") as lf:
+        proc = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, text=True)
+    seconds = time.time() - t0
+    if proc.returncode != 0 or not out.is_file():
+        tail = [ln for ln in logf.read_text(errors="replace").splitlines() if ln.strip()]
+        raise MAQError(f"maq convert failed for {cfg.name!r} (exit {proc.returncode}): "
+                       f"{tail[-1] if tail else 'no output'} (log: {logf})")
+    meta = {"key": key, "name": cfg.name, "source": source_id, "options": options, "flags": flags, "tool": tool,
+            "command": cmd, "seconds": round(seconds, 2), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "log_tail": logf.read_text(errors="replace").splitlines()[-40:]}
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(out.with_suffix(".json"))
+    return Converted(path=out, key=key, seconds=seconds, cached=False, tool=tool, options=options, command=cmd)
