@@ -149,7 +149,17 @@ class BlockQuantizer:
                 act = B.mlp_act(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps), qw["ffn_gate"], qw["ffn_up"])
             X[c] = A[c] + B.linear(act, qw["ffn_down"])
         lap("5 output")
-        log.debug("block %d: %s", i, ", ".join(f"{k} {v:.1f} s" for k, v in sorted(times.items())))
+        log.debug("block %d: %s; %s", i, ", ".join(f"{k} {v:.1f} s" for k, v in sorted(times.items())), _rss_mib())
+
+
+def _rss_mib() -> str:
+    """Current and peak resident memory (Linux /proc), for the debug log."""
+    try:
+        with open("/proc/self/status") as f:
+            st = dict(line.split(":", 1) for line in f if ":" in line)
+        return f"rss {int(st['VmRSS'].split()[0]) >> 10} MiB, peak {int(st['VmHWM'].split()[0]) >> 10} MiB"
+    except (OSError, KeyError, ValueError):
+        return "rss n/a"
 
 
 def _set_threads(opts: ConvertOptions) -> None:
@@ -177,6 +187,7 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
             tail.append(tp)
     for tp in head:
         write_float(tp.name, src.tensor(tp.name))
+    log.debug("wrote %s; %s", ", ".join(tp.name for tp in head), _rss_mib())
 
     dev = torch.device(opts.device)
     bar = tqdm(total=p.n_layer, desc="blocks", unit="block", disable=not opts.progress, dynamic_ncols=True)
@@ -216,7 +227,7 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
                         write_float(tp.name, src.tensor(tp.name))
                 errs = ", ".join(f"{k} {r.err / r.ref:.3g}" for k, r in results.items() if r.ref > 0)
                 log.debug("block %d: %.1f s; H-weighted relative error %s", i, time.time() - t0, errs)
-                if not torch.isfinite(X).all():
+                if not all(bool(torch.isfinite(X[c]).all()) for c in _chunks(N, L)):   # chunked: no X-sized temporaries
                     raise RuntimeError(f"block {i}: calibration activations became NaN/Inf")
                 bar.update(1)
             del X, A, act, bq
