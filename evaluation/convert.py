@@ -64,6 +64,22 @@ def find_cached(cache: Path, key: str, source: dict, options: dict, any_tool: bo
     return best
 
 
+def _converting_elsewhere(cache: Path, key: str) -> bool:
+    """True while another live process writes ``<key>.gguf`` (the converter's ``.<name>.<pid>.tmp``)."""
+    import os
+
+    for tmp in cache.glob(f".{key}.gguf.*.tmp"):
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            continue
+        except PermissionError:
+            pass
+        return True
+    return False
+
+
 def convert(cfg: C.Config, source: Path, source_id: dict, cache: Path, common_flags: list[str] | tuple[str, ...] = (),
             any_tool: bool = False, threads: int | None = None, log_dir: Path | None = None) -> Converted:
     """Convert ``source`` with ``common_flags + cfg.flags`` (cached). ``threads``: torch threads of the converter."""
@@ -73,6 +89,10 @@ def convert(cfg: C.Config, source: Path, source_id: dict, cache: Path, common_fl
     key = C.cache_key(source_id, options, tool)
     cache.mkdir(parents=True, exist_ok=True)
     hit = find_cached(cache, key, source_id, options, any_tool)
+    while hit is None and _converting_elsewhere(cache, key):
+        log.info("%s: another process is converting it; waiting", cfg.name)
+        time.sleep(30)
+        hit = find_cached(cache, key, source_id, options, any_tool)
     if hit is not None:
         meta = _sidecar(hit) or {}
         return Converted(path=hit, key=hit.stem, seconds=float(meta.get("seconds", float("nan"))), cached=True,

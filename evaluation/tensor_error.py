@@ -87,7 +87,7 @@ def collect_hessians(model_path: str | Path, samples: np.ndarray, blocks: list[i
 
 def weighted(D: np.ndarray | torch.Tensor, H: torch.Tensor) -> float:
     """Σ_rows d H dᵀ (float64 result)."""
-    D = torch.as_tensor(np.asarray(D, dtype=np.float32)) if not isinstance(D, torch.Tensor) else D.float()
+    D = torch.from_numpy(np.array(D, dtype=np.float32)) if not isinstance(D, torch.Tensor) else D.float()
     return float(((D @ H) * D).sum(dtype=torch.float64))
 
 

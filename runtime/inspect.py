@@ -31,7 +31,9 @@ from maq.runtime import format as fmt
 
 LINEAR_KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 DEFAULT_ALIGNMENT = 32
-# llama.cpp types the installed gguf package may not know: {id: name}; sizes then come from tensor offsets
+# llama.cpp types the installed gguf package may not know, or knows under another name (ids have been reused
+# across versions: llama.cpp 0.3.36's id 41 is Q2_0, gguf 0.18's is Q1_0): {id: name}. When the gguf package's
+# block size does not fit the file's offsets, the tensor is named from this table and sized from the offsets.
 EXTRA_GGML_TYPES = {41: "Q2_0"}
 _VT_FMT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _LINEAR_RE = re.compile(r"^blk\.(\d+)\.(%s)\.weight$" % "|".join(LINEAR_KINDS))
@@ -50,13 +52,8 @@ class RawTensor:
     type_id: int
     offset: int            # absolute
     nbytes: int
-    exact: bool            # nbytes from the type's block size (True) or from the offsets (False)
-
-    @property
-    def type_name(self) -> str:
-        known = _ggml_types()
-        return known[self.type_id][0] if self.type_id in known else EXTRA_GGML_TYPES.get(self.type_id,
-                                                                                          f"type{self.type_id}")
+    exact: bool            # nbytes from the type's block size and consistent with the offsets (else from offsets)
+    type_name: str = ""
 
 
 @dataclasses.dataclass
@@ -151,15 +148,21 @@ def read_header(path: str | os.PathLike) -> Header:
         start = data_start + off
         if start > size:
             raise MAQError(f"{path}: tensor {name}: data at byte {start} is past the end of the file ({size})")
+        gap = ends[i] - start                 # the tensor's bytes plus alignment padding
         n_el = math.prod(ne)
+        tname, nbytes, exact = f"type{t}", gap, False
         if t in known:
-            _, bs, ts = known[t]
-            nbytes, exact = n_el // bs * ts, True
+            kname, bs, ts = known[t]
+            want = n_el // bs * ts if n_el % bs == 0 else -1
+            if 0 <= gap - want < align or (ends[i] == size and 0 <= gap - want):
+                tname, nbytes, exact = kname, want, True
+            else:   # the gguf package and the writer disagree on this id (ids get reused across versions)
+                tname = EXTRA_GGML_TYPES.get(t, f"type{t} (not {kname}: sizes disagree)")
         else:
-            nbytes, exact = ends[i] - start, False
+            tname = EXTRA_GGML_TYPES.get(t, tname)
         if start + nbytes > size:
             raise MAQError(f"{path}: tensor {name}: {nbytes} bytes at {start} run past the end of the file")
-        tensors.append(RawTensor(name, ne, t, start, nbytes, exact))
+        tensors.append(RawTensor(name, ne, t, start, nbytes, exact, tname))
     return Header(path, size, md, tensors, data_start)
 
 
@@ -365,8 +368,9 @@ def read_weight(path: str | os.PathLike, name: str, header: Header | None = None
     from gguf.constants import GGMLQuantizationType
     from gguf.quants import dequantize
 
-    if base.type_id not in _ggml_types():
-        raise MAQError(f"{path}: {name}: type {base.type_name} unknown to the gguf package: cannot dequantize")
+    if not base.exact:
+        raise MAQError(f"{path}: {name}: type {base.type_name} unknown to the gguf package (or sized differently "
+                       "there): cannot dequantize")
     P = math.prod(base.ne[1:])
     data = raw(base).reshape(P, -1)
     qt = GGMLQuantizationType(base.type_id)

@@ -1,0 +1,78 @@
+"""Held-back Hessians from the reference forward, and relative output errors from them."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from maq.evaluation import tensor_error as TE  # noqa: E402
+
+
+def test_rel_error_is_output_error_norm_ratio():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 64)).astype(np.float32)
+    X[:, 3] *= 10
+    W = rng.standard_normal((24, 64)).astype(np.float32)
+    Wq = W + 0.1 * rng.standard_normal(W.shape).astype(np.float32)
+    H = torch.from_numpy(2.0 * X.T @ X / len(X))
+    direct = np.linalg.norm((W - Wq) @ X.T) / np.linalg.norm(W @ X.T)
+    assert TE.rel_error(W, Wq, H) == pytest.approx(direct, rel=1e-4)
+
+
+def test_mean4_and_salient_breakdown():
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((8, 64)).astype(np.float32)
+    m = TE.mean4(W)
+    assert np.allclose(m.reshape(8, 16, 4), W.reshape(8, 16, 4).mean(axis=2, keepdims=True))
+    H = torch.eye(64) * 2
+    sal = np.zeros((8, 4), bool)
+    sal[0, 1] = sal[5, 3] = True
+    M = TE.word_mask(sal)
+    Q = np.where(M, m, W)                       # salient words: exact means, everything else exact
+    b = TE.salient_breakdown(W, Q, sal, H, Q_other=W)
+    assert b["nonsalient_only"] == 0.0 and b["other_on_salient"] == 0.0
+    assert b["salient_only"] == pytest.approx(b["mean4_only"]) == pytest.approx(b["total"])
+    want = math.sqrt(((W - m)[M] ** 2).sum() / (W ** 2).sum())
+    assert b["total"] == pytest.approx(want, rel=1e-5)
+    assert b["salient_pct"] == pytest.approx(100 * 2 / 32)
+
+
+def test_hessians_equal_transformers_layer_inputs(tiny_f32):
+    """H of every linear input, from our reference forward on the GGUF, equals 2·XᵀX/n of the inputs that
+    transformers' LlamaForCausalLM feeds its q_proj / o_proj / gate_proj / down_proj on the same tokens."""
+    from transformers import LlamaForCausalLM
+
+    hf = LlamaForCausalLM.from_pretrained(str(tiny_f32.parent / "hf")).eval().float()
+    rng = np.random.default_rng(0)
+    samples = rng.integers(0, 49152, (3, 40)).astype(np.int64)
+    H = TE.collect_hessians(tiny_f32, samples)
+    seen: dict[str, list] = {}
+    hooks = []
+    for i, layer in enumerate(hf.model.layers):
+        for name, mod in (("qkv", layer.self_attn.q_proj), ("o", layer.self_attn.o_proj),
+                          ("gu", layer.mlp.gate_proj), ("down", layer.mlp.down_proj)):
+            hooks.append(mod.register_forward_hook(
+                lambda m, inp, out, key=f"blk.{i}.{name}": seen.setdefault(key, []).append(inp[0].detach())))
+    with torch.no_grad():
+        hf(torch.from_numpy(samples))
+    for h in hooks:
+        h.remove()
+    assert set(seen) == set(H)
+    for key, xs in seen.items():
+        x = torch.cat(xs).reshape(-1, xs[0].shape[-1]).double()
+        want = 2.0 * x.T @ x / x.shape[0]
+        assert torch.allclose(H[key].double(), want, rtol=1e-4, atol=1e-5 * float(want.abs().max())), key
+
+
+def test_file_errors_on_tiny_files(tiny_f32, tiny_maq2):
+    rng = np.random.default_rng(0)
+    samples = rng.integers(0, 49152, (2, 32)).astype(np.int64)
+    H = TE.collect_hessians(tiny_f32, samples, blocks=[1])
+    names = [TE.tensor_name(1, k) for k in ("attn_v", "ffn_down")]
+    e = TE.file_errors(tiny_f32, {"same": tiny_f32, "maq": tiny_maq2}, H, names)
+    assert all(v["rel_err"] == 0.0 and v["type"] == "F32" for v in e["same"].values())
+    assert all(0.01 < v["rel_err"] < 2.0 and v["type"] == "MAQ2" for v in e["maq"].values())
+    agg = TE.aggregate(e["maq"])
+    assert agg["n"] == 2 and agg["min"] <= agg["gmean"] <= agg["max"]
