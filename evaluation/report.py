@@ -280,7 +280,7 @@ def load_runs(results_dir: Path) -> dict[str, dict]:
             d = json.loads(p.read_text())
         except json.JSONDecodeError:
             continue
-        if isinstance(d, dict) and "rows" in d:
+        if isinstance(d, dict) and ("rows" in d or "tables" in d):
             d["run"] = p.stem
             runs[p.stem] = d
     return runs
@@ -292,13 +292,22 @@ def write(results_dir: Path, md_path: Path) -> None:
 
     def sub(m: re.Match) -> str:
         name, table = m.group(1), m.group(2)
-        if name not in runs or table not in TABLES:
+        run = runs.get(name)
+        if run is None:
             return m.group(0)
-        return block(name, table, render(runs[name], table, results_dir))
+        if table in (run.get("tables") or {}):              # analysis files carry their own markdown
+            return block(name, table, run["tables"][table])
+        if table not in TABLES or "rows" not in run:
+            return m.group(0)
+        return block(name, table, render(run, table, results_dir))
 
     text = MARK.sub(sub, text)
     for name, run in runs.items():
         if f"BEGIN GENERATED {name}:" in text:
+            continue
+        if "rows" not in run:
+            parts = [f"\n## `{name}`\n"] + [block(name, t, md) + "\n" for t, md in run["tables"].items()]
+            text += "\n".join(parts)
             continue
         parts = [f"\n## Run `{name}`\n", run_header(run) + "\n"]
         for t in TABLES:

@@ -76,3 +76,24 @@ def test_file_errors_on_tiny_files(tiny_f32, tiny_maq2):
     assert all(0.01 < v["rel_err"] < 2.0 and v["type"] == "MAQ2" for v in e["maq"].values())
     agg = TE.aggregate(e["maq"])
     assert agg["n"] == 2 and agg["min"] <= agg["gmean"] <= agg["max"]
+
+
+def test_hybrid_replaces_only_the_named_tensors(tiny_f32, tiny_maq2, tmp_path):
+    from maq.evaluation import hybrid
+    from maq.runtime.inspect import read_header, read_weight
+
+    names = ["blk.0.attn_q.weight", "blk.1.ffn_down.weight"]
+    out = hybrid.write_hybrid(tiny_f32, tmp_path / "h.gguf", hybrid.replacements(tiny_maq2, names))
+    h0, h1 = read_header(tiny_f32), read_header(out)
+    assert h0.data_start == h1.data_start and tiny_f32.read_bytes()[:h0.data_start] == out.read_bytes()[:h0.data_start]
+    for t in h0.tensors:
+        a = read_weight(out, t.name, h1)[0] if len(t.ne) == 2 else None
+        if t.name in names:
+            assert np.array_equal(a, read_weight(tiny_maq2, t.name)[0])
+            assert not np.array_equal(a, read_weight(tiny_f32, t.name)[0])
+        elif a is not None:
+            assert np.array_equal(a, read_weight(tiny_f32, t.name)[0])
+    from maq.errors import MAQError
+
+    with pytest.raises(MAQError, match="needs an F32 base"):
+        hybrid.write_hybrid(tiny_maq2, tmp_path / "x.gguf", {names[0]: np.zeros((64, 64), np.float32)})
