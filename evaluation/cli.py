@@ -91,19 +91,33 @@ class Results:
                 return r
         return None
 
-    def put(self, row: dict) -> None:
-        rows = self.data["rows"]
-        for i, r in enumerate(rows):
-            if r["name"] == row["name"]:
-                rows[i] = row
-                break
-        else:
-            rows.append(row)
-        self.save()
+    def put(self, row: dict | None = None) -> None:
+        """Store ``row`` (replacing the row of the same name) and the meta. Other processes may write other rows
+        of the same file: under an exclusive lock the file is re-read and only this row replaced."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lk:
+            fcntl.flock(lk, fcntl.LOCK_EX)
+            try:
+                rows = json.loads(self.path.read_text()).get("rows", []) if self.path.is_file() else []
+            except json.JSONDecodeError:
+                rows = list(self.data["rows"])
+            if row is not None:
+                for i, r in enumerate(rows):
+                    if r["name"] == row["name"]:
+                        rows[i] = row
+                        break
+                else:
+                    rows.append(row)
+            self.data["rows"] = rows
+            self._write()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
+        self.put(None)
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(f".json.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.data, indent=1, default=str))
         tmp.replace(self.path)
 

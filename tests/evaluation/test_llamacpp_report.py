@@ -115,3 +115,13 @@ def test_c4_heldout_documents(tmp_path):
                                                               for i in range(1000)))
     p = cli.c4_heldout_text(tmp_path / "data", tmp_path / "cache", (900, 902))
     assert p.read_text() == "doc 900\n\ndoc 901\n\n"
+
+
+def test_two_writers_keep_each_others_rows(tmp_path):
+    a = cli.Results(tmp_path / "x.json", {})
+    b = cli.Results(tmp_path / "x.json", {})
+    a.put({"name": "a", "v": 1})
+    b.put({"name": "b", "v": 1})          # b never saw row a in memory
+    a.put({"name": "a", "v": 2})
+    rows = {r["name"]: r["v"] for r in cli.Results(tmp_path / "x.json", {}).data["rows"]}
+    assert rows == {"a": 2, "b": 1}
