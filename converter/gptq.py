@@ -98,7 +98,8 @@ def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torc
     ng = fmt.n_groups(T, cfg.G)
     out = _Pass(codes=torch.zeros(P, T, dtype=torch.uint8, device=dev),
                 mcodes=torch.zeros(P, T // SPAN, dtype=torch.int8, device=dev),
-                sc=torch.zeros(P, ng, dtype=torch.uint8, device=dev), m=torch.zeros(P, ng, dtype=torch.int8, device=dev),
+                sc=torch.zeros(P, ng, dtype=torch.uint8, device=dev),
+                m=torch.zeros(P, ng, dtype=torch.int8, device=dev),
                 Q=torch.zeros(P, T, dtype=torch.float32, device=dev),
                 want_s=torch.zeros(P, ng, device=dev), want_lo=torch.zeros(P, ng, device=dev),
                 want_mean=torch.zeros(P, T // SPAN, device=dev))

@@ -12,7 +12,8 @@ each linear layer on inputs produced by the already-quantized layers before it (
 
 Memory: one block's weights, X and A (N·L·D float32 each), one chunk of intermediates, and the activations of
 step 4 in the calibration dtype if they take at most ACT_CACHE_BYTES (else step 5 recomputes them chunk by chunk);
-attention runs once per block. The methods: maq / gptq through ``gptq.GPTQ``; rtn needs no calibration (``format.quantize_rtn``).
+attention runs once per block. The methods: maq / gptq through ``gptq.GPTQ``; rtn needs no calibration
+(``format.quantize_rtn``).
 """
 from __future__ import annotations
 

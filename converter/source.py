@@ -94,7 +94,9 @@ def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def llama3_rope_factors(params: LlamaParams) -> np.ndarray | None:
-    """The ``rope_freqs.weight`` llama.cpp writes for rope_type "llama3" (Llama 3.1+), else None. float32 [head_dim/2]."""
+    """The ``rope_freqs.weight`` llama.cpp writes for rope_type "llama3" (Llama 3.1+), else None.
+
+    float32 [head_dim/2]."""
     rs = params.rope_scaling or {}
     if str(rs.get("rope_type", rs.get("type", ""))).lower() != "llama3":
         return None

@@ -24,7 +24,8 @@ def _rtn_err(W, H, G=128):
 
 
 @pytest.mark.parametrize("cfg", [
-    QuantConfig(top_k=2), QuantConfig(top_k=2, refit_rows=True), QuantConfig(top_k=2, salient_feedback=False), QuantConfig(top_k=3, grouped=False),
+    QuantConfig(top_k=2), QuantConfig(top_k=2, refit_rows=True), QuantConfig(top_k=2, salient_feedback=False),
+    QuantConfig(top_k=3, grouped=False),
     QuantConfig(top_k=0, scale_search="minmax"), QuantConfig(top_k=2, G=32, block=64),
     QuantConfig(top_k=2, G=64, headroom=1.3), QuantConfig(top_k=1, compensate=False)])
 def test_packed_tensor_is_exactly_what_gptq_assumed(layer, cfg):

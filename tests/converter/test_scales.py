@@ -31,7 +31,8 @@ def test_encode_decode_matches_format():
     d = torch.from_numpy(d16.astype(np.float32))
     dmin = torch.from_numpy(dmin16.astype(np.float32))
     sc, m, s2, lo2 = scales.encode_decode(s, lo, d, dmin)
-    assert np.array_equal(sc.numpy().astype(np.uint8), sc8[:, 0]) and np.array_equal(m.numpy().astype(np.int8), m8[:, 0])
+    assert np.array_equal(sc.numpy().astype(np.uint8), sc8[:, 0])
+    assert np.array_equal(m.numpy().astype(np.int8), m8[:, 0])
     ref_s, ref_lo = fmt.decode_group_params(sc8, m8, d16, dmin16)
     assert np.array_equal(s2.numpy(), ref_s[:, 0]) and np.array_equal(lo2.numpy(), ref_lo[:, 0])
     # decoded values re-encode to the same codes
