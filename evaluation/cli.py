@@ -367,7 +367,7 @@ def run_config(cfg: C.Config, args, files: Files, res: Results) -> dict:
         if args.tasks and not why:
             step = "zero-shot"
             run_tasks(path, args, row, save)
-    except (MAQError, OSError, RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
+    except Exception as exc:   # noqa: BLE001 - one configuration's failure is reported in its row, the run goes on
         row["error"] = f"{step}: {type(exc).__name__}: {exc}"
         row["traceback"] = traceback.format_exc().splitlines()[-6:]
         log.error("%s: %s", cfg.name, row["error"])

@@ -108,6 +108,14 @@ def mean4(W: np.ndarray) -> np.ndarray:
     return np.broadcast_to(m, (P, T // fmt.MEAN_SPAN, fmt.MEAN_SPAN)).reshape(P, T)
 
 
+def adjacent_corr(W: np.ndarray) -> float:
+    """Correlation of weights of neighbouring inputs inside a 4-input span (what a mean of 4 relies on)."""
+    P, T = W.shape
+    s = W.reshape(P, T // fmt.MEAN_SPAN, fmt.MEAN_SPAN)
+    a, b = s[:, :, :-1].ravel(), s[:, :, 1:].ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def salient_breakdown(W: np.ndarray, Q: np.ndarray, sal: np.ndarray, H: torch.Tensor,
                       Q_other: np.ndarray | None = None) -> dict:
     """Where a MAQ tensor's output error comes from. ``sal`` bool [P, T/16]; ``Q_other`` e.g. the GPTQ tensor.
@@ -125,7 +133,12 @@ def salient_breakdown(W: np.ndarray, Q: np.ndarray, sal: np.ndarray, H: torch.Te
            "salient_only": r(np.where(M, W - Q, 0.0)),
            "mean4_only": r(np.where(M, W - mean4(W), 0.0)),
            "nonsalient_only": r(np.where(M, 0.0, W - Q)),
-           "energy_salient": weighted(np.where(M, W, 0.0), H) / ref}
+           "energy_salient": weighted(np.where(M, W, 0.0), H) / ref,
+           # unweighted: the share of the salient words' own energy their mean-of-4 coding loses (0.75 for
+           # independent inputs: a mean of 4 keeps 1/4 of the energy), and the same for the whole tensor
+           "mean4_loss_salient": float(((W - mean4(W))[M] ** 2).sum() / max((W[M] ** 2).sum(), 1e-30)),
+           "mean4_loss_all": float(((W - mean4(W)) ** 2).sum() / max((W ** 2).sum(), 1e-30)),
+           "adjacent_corr": adjacent_corr(W)}
     if Q_other is not None:
         out["other_total"] = r(W - Q_other)
         out["other_on_salient"] = r(np.where(M, W - Q_other, 0.0))

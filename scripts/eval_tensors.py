@@ -189,12 +189,14 @@ def cmd_salient(args) -> dict:
                 b["salient_word_columns"] = int(len(cols))
                 rows[n] = b
         out[label] = rows
-        keys = ["total", "salient_only", "mean4_only", "nonsalient_only", "other_on_salient", "other_total"]
+        keys = ["total", "salient_only", "mean4_only", "nonsalient_only", "other_on_salient", "other_total",
+                "mean4_loss_salient", "mean4_loss_all", "adjacent_corr"]
         lines = ["| kind | salient % | " + " | ".join(keys) + " | energy of salient words | median max-H_jj of "
                  "salient words / of all words (x median H_jj) |", "|---" * (len(keys) + 4) + "|"]
         for k in KINDS:
             sub = [v for n, v in rows.items() if n.split(".")[2] == k]
-            rms = {kk: float(np.sqrt(np.mean([v.get(kk, float("nan")) ** 2 for v in sub]))) for kk in keys}
+            rms = {kk: float(np.sqrt(np.mean([v.get(kk, float("nan")) ** 2 for v in sub]))) for kk in keys[:6]}
+            rms.update({kk: float(np.mean([v[kk] for v in sub])) for kk in keys[6:]})
             lines.append(f"| {k} | {np.mean([v['salient_pct'] for v in sub]):.2f} | " +
                          " | ".join(f"{rms[kk]:.4f}" for kk in keys) +
                          f" | {np.mean([v['energy_salient'] for v in sub]):.3f} | "
