@@ -51,3 +51,14 @@ def test_no_configurations(tiny_f32, wiki_text, tmp_path):
         cli.run(_args(tmp_path, tiny_f32, wiki_text))
     with pytest.raises(MAQError, match="--only"):
         cli.run(_args(tmp_path, tiny_f32, wiki_text, "--config", "a=reference", "--only", "b"))
+
+
+def test_maq_cli_has_eval_and_inspect():
+    from maq.cli import build_parser
+
+    p = build_parser()
+    args = p.parse_args(["eval", "--preset", "analysis", "--limit", "1"])
+    assert args.func is cli.run and args.limit == 1
+    from maq.runtime import inspect
+
+    assert p.parse_args(["inspect", "x.gguf"]).func is inspect._run
