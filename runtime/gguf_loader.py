@@ -1,14 +1,16 @@
-"""Memory-mapped, validated loading of a Llama-family GGUF (standard types and MAQ2) for the runtime.
+"""Memory-mapped, validated loading of a Llama-family GGUF (standard types and MAQ2/3/4) for the runtime.
 
 A small GGUF reader of our own (header, metadata, tensor infos; numpy views of one read-only ``np.memmap``):
 the stock ``gguf.GGUFReader`` parses the 100k-entry tokenizer arrays one element at a time (about 2 s for
 SmolLM2); here string arrays are read in one pass and numeric arrays with ``np.frombuffer``.
 
 Every tensor is checked before any pointer can reach C: GGUF type, shape against the ``llama.*`` metadata, byte
-size inside the file, alignment, and for MAQ2 tensors the four parts against each other (``format.from_parts``).
+size inside the file, alignment, and for MAQ tensors the four parts against each other (``format.from_parts``):
+MAQ2 = words + bitmap + scales + rowscale, MAQ3 / MAQ4 = words + hi (I16 / I32) + scales + rowscale, by the
+``maq.tensor.<name>.type`` key ("maq2", "maq3", "maq4"); a model may mix them with standard types per tensor.
 Errors are ``FormatError`` / ``MAQError`` naming the file, the tensor and what was expected.
 
-Weights stay in the mapped file (zero-copy) for F32, F16, Q8_0 and MAQ2. Other ggml types that ``gguf.quants``
+Weights stay in the mapped file (zero-copy) for F32, F16, Q8_0 and MAQ2/3/4. Other ggml types that ``gguf.quants``
 can dequantize (Q4_0, Q4_1, Q5_x, k-quants, BF16, ...) are dequantized **to F32 at load**: exact (a Q4_1 value
 ``d*q + m`` needs more mantissa than F16 has, and a Q8_0 requantization would change the reference model), at the
 cost of 4 bytes per weight of RSS for those tensors.
@@ -45,8 +47,15 @@ GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0 = 0, 1, 2, 3, 8
 GGML_I8, GGML_I16, GGML_I32 = 24, 25, 26
 
 # Logical weight kinds the C core reads directly (values match enum maq_type in csrc/maq.h).
-KIND_F32, KIND_F16, KIND_Q8_0, KIND_MAQ2 = 0, 1, 8, 100
-KIND_NAMES = {KIND_F32: "F32", KIND_F16: "F16", KIND_Q8_0: "Q8_0", KIND_MAQ2: "MAQ2"}
+KIND_F32, KIND_F16, KIND_Q8_0, KIND_MAQ2, KIND_MAQ3, KIND_MAQ4 = 0, 1, 8, 100, 101, 102
+KIND_NAMES = {KIND_F32: "F32", KIND_F16: "F16", KIND_Q8_0: "Q8_0", KIND_MAQ2: "MAQ2", KIND_MAQ3: "MAQ3",
+              KIND_MAQ4: "MAQ4"}
+KIND_OF_BITS = {2: KIND_MAQ2, 3: KIND_MAQ3, 4: KIND_MAQ4}   # format code width -> kind
+MAQ_KINDS = tuple(KIND_OF_BITS.values())
+# GGUF types of the MAQ parts (the .hi part: I16 for MAQ3, I32 for MAQ4)
+_MAQ_PART_GGUF = {fmt.PART_WORDS: GGML_I32, fmt.PART_BITMAP: GGML_I8, fmt.PART_SCALES: GGML_I8,
+                  fmt.PART_ROWSCALE: GGML_F16}
+_MAQ_HI_GGUF = {3: GGML_I16, 4: GGML_I32}
 Q8_0_BLOCK, Q8_0_BYTES = 32, 34
 
 
@@ -409,8 +418,8 @@ class Weight:
     """One logical weight [P, T] in a form the C core reads.
 
     kind F32: data float32 [P, T]; F16: data uint16 [P, T]; Q8_0: data uint8 [P, T/32*34];
-    MAQ2: ``maq`` (words int32 [P, T/16], bitmap/scales uint8, rowscale float16). Views of the mapped file unless
-    ``copied`` (dequantized at load).
+    MAQ2/3/4: ``maq`` (words int32 [P, T/16], bitmap (MAQ2) or hi (MAQ3 uint16 / MAQ4 int32 [P, T/16]),
+    scales uint8, rowscale float16). Views of the mapped file unless ``copied`` (dequantized at load).
     """
 
     name: str
@@ -431,8 +440,8 @@ class Weight:
         return self.maq.nbytes if self.maq is not None else int(self.data.nbytes)
 
     def dequantize(self) -> np.ndarray:
-        """float32 [P, T] (reference: format.dequantize for MAQ2, gguf.quants for ggml types)."""
-        if self.kind == KIND_MAQ2:
+        """float32 [P, T] (reference: format.dequantize for MAQ2/3/4, gguf.quants for ggml types)."""
+        if self.kind in MAQ_KINDS:
             return fmt.dequantize(self.maq)
         if self.kind == KIND_F32:
             return np.asarray(self.data, dtype=np.float32)
@@ -444,9 +453,11 @@ class Weight:
 
     def row(self, p: int) -> np.ndarray:
         """float32 [T]: row p dequantized (embedding lookup in the reference)."""
-        if self.kind == KIND_MAQ2:
-            sub = fmt.MAQTensor(self.maq.words[p:p + 1], self.maq.bitmap[p:p + 1], self.maq.scales[p:p + 1],
-                                self.maq.rowscale[p:p + 1], T=self.T, G=self.G)
+        if self.kind in MAQ_KINDS:
+            t = self.maq
+            sub = fmt.MAQTensor(t.words[p:p + 1], None if t.bitmap is None else t.bitmap[p:p + 1],
+                                t.scales[p:p + 1], t.rowscale[p:p + 1], T=self.T, G=self.G, bits=t.bits,
+                                hi=None if t.hi is None else t.hi[p:p + 1])
             return fmt.dequantize(sub)[0]
         if self.kind == KIND_F32:
             return np.asarray(self.data[p], dtype=np.float32)
@@ -494,7 +505,7 @@ class LoadedModel:
 
     def find_non_finite(self) -> str | None:
         """Name of the first weight or norm holding NaN/inf (F32/F16 values, Q8_0 block scales), else None. Reads
-        every such tensor: for error messages only (MAQ2 row scales are checked at load)."""
+        every such tensor: for error messages only (MAQ row scales are checked at load)."""
         vectors = [("output_norm.weight", self.output_norm)] + [
             (f"blk.{i}.{n}.weight", getattr(L, n)) for i, L in enumerate(self.layers) for n in ("attn_norm",
                                                                                                "ffn_norm")]
@@ -565,14 +576,17 @@ class _Loader:
     def weight(self, name: str, P: int, T: int, src: str = "llama.* metadata") -> Weight:
         key = fmt.key_tensor_type(name)
         if key in self.f.metadata:
-            if self.f.get_str(key) != fmt.TYPE_MAQ2:
-                raise FormatError(f"{self.where}: metadata {key} = {self.f.metadata[key]!r}, expected "
-                                  f"{fmt.TYPE_MAQ2!r} (the only logical type this runtime knows)")
-            w = self.maq_weight(name, P, T, src)
+            v = self.f.metadata[key]
+            if not isinstance(v, str) or v not in fmt.BITS_OF_TYPE:
+                r = repr(v)
+                raise FormatError(f"{self.where}: metadata {key} = {r[:60]}, expected one of "
+                                  f"{', '.join(repr(t) for t in fmt.BITS_OF_TYPE)} (the logical types this runtime "
+                                  "knows)")
+            w = self.maq_weight(name, P, T, src, bits=fmt.BITS_OF_TYPE[v])
             return self._exact(w) if self.exact else w
         t = self.info(name)
         if t.ggml_type in (GGML_I8, GGML_I16, GGML_I32):
-            raise self.err(name, f"type {t.type_name} is not a weight type (a MAQ2 part without its {key} "
+            raise self.err(name, f"type {t.type_name} is not a weight type (a MAQ part without its {key} "
                                  "metadata?)")
         if t.ne != (T, P):
             raise self.err(name, f"shape ne={list(t.ne)}, expected [{T}, {P}] ({src})")
@@ -600,14 +614,14 @@ class _Loader:
         from gguf.quants import dequantize
 
         if t.ggml_type in (GGML_I8, GGML_I16, GGML_I32) or t.ggml_type not in _SIZES:
-            raise self.err(t.name, f"type {t.type_name} is not a weight type (a MAQ2 part without its "
+            raise self.err(t.name, f"type {t.type_name} is not a weight type (a MAQ part without its "
                                    f"{fmt.key_tensor_type(t.name)} metadata?)")
         qt = GGMLQuantizationType(t.ggml_type)
         try:
             w = dequantize(np.asarray(t.data).reshape(P, -1), qt).reshape(P, T).astype(np.float32)
         except NotImplementedError:
-            raise self.err(t.name, f"type {t.type_name} cannot be read (supported: F32, F16, Q8_0, MAQ2 and what "
-                                   "gguf.quants dequantizes)") from None
+            raise self.err(t.name, f"type {t.type_name} cannot be read (supported: F32, F16, Q8_0, MAQ2/3/4 and "
+                                   "what gguf.quants dequantizes)") from None
         if not np.all(np.isfinite(w)):
             raise self.err(t.name, f"{t.type_name} dequantizes to non-finite values")
         if self.dequant == "q8_0" and T % Q8_0_BLOCK == 0:
@@ -618,8 +632,11 @@ class _Loader:
         log.debug("%s: %s dequantized to F32 at load", t.name, t.type_name)
         return Weight(t.name, KIND_F32, P, T, np.ascontiguousarray(w), source_type=t.type_name, copied=True)
 
-    def maq_weight(self, name: str, P: int, T: int, src: str = "llama.* metadata") -> Weight:
+    def maq_weight(self, name: str, P: int, T: int, src: str = "llama.* metadata", bits: int = 2) -> Weight:
+        """A MAQ2 / MAQ3 / MAQ4 (``bits`` 2 / 3 / 4) tensor: its four parts checked against each other, the metadata
+        and the model's dimensions, then handed over as views of the mapped file."""
         md = self.f.metadata
+        tname = fmt.TYPE_OF_BITS[bits].upper()
         gkey = fmt.key_group_size(name)
         G = md.get(gkey, fmt.DEFAULT_GROUP)
         coding = self.f.get_str(fmt.key_salient_coding(name), fmt.SALIENT_MEAN4)
@@ -630,28 +647,30 @@ class _Loader:
             raise FormatError(f"{self.where}: metadata {gkey} = {G!r}, expected one of {fmt.GROUP_SIZES}")
         g_src = f"{gkey} = {G}" if gkey in md else f"{gkey} missing: default {G}"
         if T % fmt.WORD_WEIGHTS:
-            raise self.err(name, f"MAQ2 needs the input dimension T={T} to be a multiple of {fmt.WORD_WEIGHTS}")
-        lay = fmt.Layout(T, P, G)
-        gguf_types = {fmt.PART_WORDS: (GGML_I32,), fmt.PART_BITMAP: (GGML_I8,), fmt.PART_SCALES: (GGML_I8,),
-                      fmt.PART_ROWSCALE: (GGML_F16,)}
+            raise self.err(name, f"{tname} needs the input dimension T={T} to be a multiple of {fmt.WORD_WEIGHTS}")
+        lay = fmt.Layout(T, P, G, bits)
         parts = {}
         for suffix, (shape, dtype) in lay.part_specs().items():
             pname = name + suffix
             t = self.info(pname)
-            if t.ggml_type not in gguf_types[suffix]:
-                raise self.err(pname, f"type {t.type_name}, expected "
-                                      f"{'/'.join(ggml_type_name(x) for x in gguf_types[suffix])} (MAQ2 part)")
+            want = _MAQ_HI_GGUF[bits] if suffix == fmt.PART_HI else _MAQ_PART_GGUF[suffix]
+            if t.ggml_type != want:
+                raise self.err(pname, f"type {t.type_name}, expected {ggml_type_name(want)} ({tname} part)")
             want_ne = tuple(reversed(shape))
             if t.ne != want_ne:
-                raise self.err(pname, f"shape ne={list(t.ne)}, expected {list(want_ne)} for MAQ2 "
+                raise self.err(pname, f"shape ne={list(t.ne)}, expected {list(want_ne)} for {tname} "
                                       f"[P={P}, T={T}] ({src}), G={G} ({g_src})")
             self._check_align(t, dtype.itemsize)
             parts[suffix] = self.f.view(t, dtype, shape)
-        mt = fmt.from_parts(parts, T, G, what=f"{self.where}: tensor {name}")
+        other = fmt.PART_HI if bits == 2 else fmt.PART_BITMAP       # the other members' part: not ours
+        if name + other in self.f.tensors:
+            raise self.err(name + other, f"is a part of {'MAQ3/MAQ4' if bits == 2 else 'MAQ2'} tensors, but "
+                                         f"{fmt.key_tensor_type(name)} = {fmt.TYPE_OF_BITS[bits]!r}")
+        mt = fmt.from_parts(parts, T, G, what=f"{self.where}: tensor {name}", bits=bits)
         rs = mt.rowscale.view(np.float16)
         if not np.all(np.isfinite(rs)):
             raise self.err(name + fmt.PART_ROWSCALE, "row scales contain inf/nan")
-        return Weight(name, KIND_MAQ2, P, T, maq=mt, source_type="MAQ2")
+        return Weight(name, KIND_OF_BITS[bits], P, T, maq=mt, source_type=tname)
 
 
 def _config(gf: GGUFFile) -> ModelConfig:
@@ -729,9 +748,9 @@ DEQUANT_AUTO_LIMIT = 4 << 30   # bytes of F32 copies above which dequant="auto" 
 def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto") -> LoadedModel:
     """Open, validate and map a llama GGUF. Raises MAQError/FormatError naming file, tensor and expectation.
 
-    ``exact``: dequantize every weight that is not F32/F16 (Q8_0 and MAQ2 included) to F32 at load, so every
+    ``exact``: dequantize every weight that is not F32/F16 (Q8_0 and MAQ2/3/4 included) to F32 at load, so every
     product is computed in float: the model exactly as its dequantized weights define it (the "reference"
-    numerics of the paper's evaluation), at the cost of speed and 4 bytes per weight. By default Q8_0 and MAQ2
+    numerics of the paper's evaluation), at the cost of speed and 4 bytes per weight. By default Q8_0 and MAQ
     stay in the mapped file and the kernels round activations to int8 (as llama.cpp does).
 
     ``dequant``: what ggml types the kernels do not read (Q4_0, Q4_1, k-quants, ...) become at load: "f32" (exact,
@@ -789,4 +808,4 @@ def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto") ->
 
 
 __all__ = ["GGUFFile", "TensorInfo", "ModelConfig", "RopeConfig", "Weight", "Layer", "LoadedModel", "load",
-           "KIND_F32", "KIND_F16", "KIND_Q8_0", "KIND_MAQ2"]
+           "KIND_F32", "KIND_F16", "KIND_Q8_0", "KIND_MAQ2", "KIND_MAQ3", "KIND_MAQ4", "KIND_OF_BITS", "MAQ_KINDS"]

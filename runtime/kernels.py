@@ -5,7 +5,7 @@ alignment and bounds before a pointer reaches C (``ffi.from_buffer`` would silen
 float64 array as ``float *``). Errors are ``maq.errors.MAQError`` / ``FormatError`` with a one-line message.
 
     with Pool(2) as pool:
-        w = Weight.from_maq(format.quantize_rtn(W))        # or Weight.f32 / f16 / q8_0 / from_buffers
+        w = Weight.from_maq(format.quantize_rtn(W))        # MAQ2 (bits=3/4: MAQ3/MAQ4); or f32/f16/q8_0/from_buffers
         y = matmul(w, x, pool)                             # x [T] -> y [P]; X [B, T] -> Y [B, P]
 
 Paths: ``compiled_paths()``, ``supported_paths()``, ``active_path()``, ``set_path(name)`` and the context
@@ -33,7 +33,12 @@ TYPE_F32 = lib.MAQ_TYPE_F32
 TYPE_F16 = lib.MAQ_TYPE_F16
 TYPE_Q8_0 = lib.MAQ_TYPE_Q8_0
 TYPE_MAQ2 = lib.MAQ_TYPE_MAQ2
-TYPE_NAMES = {TYPE_F32: "f32", TYPE_F16: "f16", TYPE_Q8_0: "q8_0", TYPE_MAQ2: "maq2"}
+TYPE_MAQ3 = lib.MAQ_TYPE_MAQ3
+TYPE_MAQ4 = lib.MAQ_TYPE_MAQ4
+TYPE_NAMES = {TYPE_F32: "f32", TYPE_F16: "f16", TYPE_Q8_0: "q8_0", TYPE_MAQ2: "maq2", TYPE_MAQ3: "maq3",
+              TYPE_MAQ4: "maq4"}
+MAQ_TYPE_OF_BITS = {2: TYPE_MAQ2, 3: TYPE_MAQ3, 4: TYPE_MAQ4}      # format bits -> enum maq_type
+MAQ_TYPES = tuple(MAQ_TYPE_OF_BITS.values())
 Q8_0_BLOCK = 32          # inputs per Q8_0 block
 Q8_0_BLOCK_BYTES = 34    # fp16 d + 32 int8
 _MAX_DIM = 1 << 30       # T, P and B must fit a C int comfortably
@@ -182,36 +187,47 @@ class Weight:
     """
 
     def __init__(self, wtype: int, T: int, P: int, G: int, data: np.ndarray, bitmap=None, scales=None,
-                 rowscale=None, name: str = "weight"):
+                 rowscale=None, name: str = "weight", hi=None):
         # private: use the classmethods, which validate
         self.type, self.T, self.P, self.G, self.name = wtype, T, P, G, name
-        self._arrays = [a for a in (data, bitmap, scales, rowscale) if a is not None]
-        self._bufs = [ffi.from_buffer(a, require_writable=False) for a in self._arrays]
+        self._arrays = [a for a in (data, bitmap, scales, rowscale, hi) if a is not None]
+        buf = {id(a): ffi.from_buffer(a, require_writable=False) for a in self._arrays}
+        self._bufs = list(buf.values())
         c = ffi.new("maq_weight *")
         c.type, c.T, c.P, c.G = wtype, T, P, G
-        c.data = ffi.cast("const void *", self._bufs[0])
+        c.data = ffi.cast("const void *", buf[id(data)])
+        if wtype in MAQ_TYPES:
+            c.scales = ffi.cast("const uint8_t *", buf[id(scales)])
+            c.rowscale = ffi.cast("const uint16_t *", buf[id(rowscale)])
         if wtype == TYPE_MAQ2:
-            c.bitmap = ffi.cast("const uint8_t *", self._bufs[1])
-            c.scales = ffi.cast("const uint8_t *", self._bufs[2])
-            c.rowscale = ffi.cast("const uint16_t *", self._bufs[3])
+            c.bitmap = ffi.cast("const uint8_t *", buf[id(bitmap)])
+        elif wtype in (TYPE_MAQ3, TYPE_MAQ4):
+            c.hi = ffi.cast("const void *", buf[id(hi)])
         self.c = c
 
     # -- constructors
     @classmethod
     def from_maq(cls, t: F.MAQTensor, name: str = "MAQ tensor") -> "Weight":
-        """A MAQ2 tensor (format.MAQTensor; parts may be memmaps). Validates the layout first."""
+        """A MAQ2 / MAQ3 / MAQ4 tensor (format.MAQTensor, ``t.bits`` 2/3/4; parts may be memmaps). Validates the
+        layout first (format's shape/dtype/padding checks, then contiguity, byte order and alignment)."""
         if not isinstance(t, F.MAQTensor):
             raise MAQError(f"{name}: expected a format.MAQTensor, got {type(t).__name__}")
+        if isinstance(t.bits, bool) or not isinstance(t.bits, (int, np.integer)) or t.bits not in MAQ_TYPE_OF_BITS:
+            raise FormatError(f"{name}: code width {t.bits!r} bits, expected one of {sorted(MAQ_TYPE_OF_BITS)}")
         t.validate(name)
         lay = t.layout
         _check_dim(t.T, f"{name}: T")
         _check_dim(t.P, f"{name}: P")
         specs = lay.part_specs()
         words = _check_array(t.words, f"{name}: words", *specs[F.PART_WORDS], align=4)
-        bitmap = _check_array(t.bitmap, f"{name}: bitmap", *specs[F.PART_BITMAP], align=1)
         scales = _check_array(t.scales, f"{name}: scales", *specs[F.PART_SCALES], align=1)
         rowscale = _check_array(t.rowscale, f"{name}: rowscale", *specs[F.PART_ROWSCALE], align=2)
-        return cls(TYPE_MAQ2, t.T, t.P, t.G, words, bitmap, scales, rowscale, name=name)
+        if t.bits == 2:
+            bitmap = _check_array(t.bitmap, f"{name}: bitmap", *specs[F.PART_BITMAP], align=1)
+            return cls(TYPE_MAQ2, t.T, t.P, t.G, words, bitmap, scales, rowscale, name=name)
+        shape, dt = specs[F.PART_HI]
+        hi = _check_array(t.hi, f"{name}: hi", shape, dt, align=dt.itemsize)
+        return cls(MAQ_TYPE_OF_BITS[t.bits], t.T, t.P, t.G, words, None, scales, rowscale, name=name, hi=hi)
 
     @classmethod
     def f32(cls, W: np.ndarray, name: str = "F32 weight") -> "Weight":
@@ -242,10 +258,11 @@ class Weight:
 
     @classmethod
     def from_buffers(cls, wtype, T: int, P: int, data, bitmap=None, scales=None, rowscale=None,
-                     G: int = 0, name: str = "weight") -> "Weight":
+                     G: int = 0, name: str = "weight", hi=None) -> "Weight":
         """Raw buffers (bytes, mmap, memoryview or ndarray, e.g. slices of a memmapped GGUF), zero-copy.
 
-        wtype: 'f32' | 'f16' | 'q8_0' | 'maq2' (or the TYPE_* ints). MAQ2 needs bitmap, scales, rowscale, G.
+        wtype: 'f32' | 'f16' | 'q8_0' | 'maq2' | 'maq3' | 'maq4' (or the TYPE_* ints). MAQ2 needs bitmap, scales,
+        rowscale, G; MAQ3 / MAQ4 need hi (uint16 / int32 [P, T/16] bytes), scales, rowscale, G.
         """
         if isinstance(wtype, str):
             names = {v: k for k, v in TYPE_NAMES.items()}
@@ -270,6 +287,20 @@ class Weight:
                 scales=_as_2d_bytes(scales, f"{name}: scales", P, lay.scales_shape[1]),
                 rowscale=_as_2d_bytes(rowscale, f"{name}: rowscale", P, 2 * lay.rowscale_shape[1]).view("<f2"),
                 T=T, G=G)
+            return cls.from_maq(t, name=name)
+        if wtype in (TYPE_MAQ3, TYPE_MAQ4):
+            bits = 3 if wtype == TYPE_MAQ3 else 4
+            if hi is None or scales is None or rowscale is None:
+                raise FormatError(f"{name}: {TYPE_NAMES[wtype].upper()} needs words, hi, scales and rowscale")
+            F.check_shape(T, P, G, name, bits)
+            lay = F.Layout(T, P, G, bits)
+            nw = lay.words_shape[1]
+            hdt = lay.part_specs()[F.PART_HI][1]
+            t = F.MAQTensor(
+                words=_as_2d_bytes(data, f"{name}: words", P, 4 * nw).view("<i4"), bitmap=None,
+                scales=_as_2d_bytes(scales, f"{name}: scales", P, lay.scales_shape[1]),
+                rowscale=_as_2d_bytes(rowscale, f"{name}: rowscale", P, 2 * lay.rowscale_shape[1]).view("<f2"),
+                T=T, G=G, bits=bits, hi=_as_2d_bytes(hi, f"{name}: hi", P, hdt.itemsize * nw).view(hdt))
             return cls.from_maq(t, name=name)
         raise MAQError(f"{name}: unknown weight type {wtype!r}")
 
@@ -306,7 +337,7 @@ class Weight:
         return out
 
     def __repr__(self) -> str:
-        g = f", G={self.G}" if self.type == TYPE_MAQ2 else ""
+        g = f", G={self.G}" if self.type in MAQ_TYPES else ""
         return f"Weight({self.type_name}, P={self.P}, T={self.T}{g})"
 
 
@@ -351,6 +382,7 @@ def read_sum(buf: np.ndarray, pool: Optional[Pool] = None) -> int:
 
 
 __all__ = [
-    "TYPE_F32", "TYPE_F16", "TYPE_Q8_0", "TYPE_MAQ2", "Pool", "Weight", "matmul", "read_sum",
+    "TYPE_F32", "TYPE_F16", "TYPE_Q8_0", "TYPE_MAQ2", "TYPE_MAQ3", "TYPE_MAQ4", "MAQ_TYPES", "Pool", "Weight",
+    "matmul", "read_sum",
     "compiled_paths", "supported_paths", "active_path", "set_path", "forced_path",
 ]

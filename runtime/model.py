@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from maq.errors import MAQError
-from maq.runtime.gguf_loader import KIND_MAQ2, LoadedModel, Weight
+from maq.runtime.gguf_loader import KIND_MAQ2, KIND_OF_BITS, MAQ_KINDS, LoadedModel, Weight
 
 log = logging.getLogger(__name__)
 
@@ -168,16 +168,24 @@ class CModel:
     def _fill(self, dst, w: Weight) -> None:
         """Fill a maq_weight descriptor from a validated Weight (checks dtype, contiguity, shape again)."""
         dst.type, dst.T, dst.P, dst.G = w.kind, w.T, w.P, w.G
-        if w.kind == KIND_MAQ2:
+        dst.hi = self.ffi.NULL
+        if w.kind in MAQ_KINDS:
             t = w.maq
             t.validate(w.name)
-            for a in (t.words, t.bitmap, t.scales, t.rowscale):
+            if KIND_OF_BITS.get(t.bits) != w.kind:
+                raise MAQError(f"internal: {w.name} kind {w.kind} does not match its {t.bits}-bit parts")
+            second = t.bitmap if w.kind == KIND_MAQ2 else t.hi
+            for a in (t.words, second, t.scales, t.rowscale):
                 if not a.flags.c_contiguous:
                     raise MAQError(f"internal: {w.name} part not contiguous")
             dst.data = self._ptr("void *", t.words)
-            dst.bitmap = self._ptr("uint8_t *", t.bitmap)
             dst.scales = self._ptr("uint8_t *", t.scales)
             dst.rowscale = self._ptr("uint16_t *", t.rowscale)
+            if w.kind == KIND_MAQ2:
+                dst.bitmap = self._ptr("uint8_t *", t.bitmap)
+            else:
+                dst.bitmap = self.ffi.NULL
+                dst.hi = self._ptr("void *", t.hi)
         else:
             a = w.data
             if not a.flags.c_contiguous or a.shape[0] != w.P:

@@ -1,6 +1,6 @@
 """Pure-numpy Llama forward: the test oracle for the C engine, and a slow fallback engine.
 
-Every weight is dequantized to float32 once (``format.dequantize`` for MAQ2, ``gguf.quants`` for ggml types),
+Every weight is dequantized to float32 once (``format.dequantize`` for MAQ2/3/4, ``gguf.quants`` for ggml types),
 then the forward is the textbook one, in float32 (or float64 with ``dtype=np.float64``):
 RMSNorm -> Q/K/V -> RoPE on adjacent pairs (2i, 2i+1) (llama.cpp's LLAMA convention; GGUF Q/K rows were permuted
 by the HF->GGUF converter so this equals transformers' rotate-half) -> causal GQA attention over a KV cache ->
@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from maq.errors import MAQError
-from maq.runtime.gguf_loader import KIND_MAQ2, KIND_Q8_0, LoadedModel
+from maq.runtime.gguf_loader import KIND_MAQ2, KIND_MAQ3, KIND_MAQ4, KIND_Q8_0, LoadedModel
 
 # Activation rounding of the C kernels (csrc/act.c), for ``act_quant=True``: symmetric int8 per block of the
-# input, d = amax/127, q = roundf(x * (1/d)); MAQ2 blocks of 128 inputs, Q8_0 blocks of 32 with d rounded to fp16.
-ACT_BLOCK = {KIND_MAQ2: 128, KIND_Q8_0: 32}
+# input, d = amax/127, q = roundf(x * (1/d)); MAQ2/3/4 blocks of 128 inputs (one shared activation layout), Q8_0
+# blocks of 32 with d rounded to fp16.
+ACT_BLOCK = {KIND_MAQ2: 128, KIND_MAQ3: 128, KIND_MAQ4: 128, KIND_Q8_0: 32}
 
 
 def round_activations(x: np.ndarray, kind: int) -> np.ndarray:

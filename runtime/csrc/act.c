@@ -244,7 +244,9 @@ size_t maq_act_bytes(const maq_weight *w, int B) {
 
 size_t maq_act_rows_bytes(const maq_weight *w, int B) {
     switch (w->type) {
-    case MAQ_TYPE_MAQ2: {
+    case MAQ_TYPE_MAQ2:
+    case MAQ_TYPE_MAQ3:
+    case MAQ_TYPE_MAQ4: {
         maq2_act_layout L;
         maq2_act_layout_init(&L, w->T);
         return L.stride * (size_t)B;
@@ -265,7 +267,9 @@ void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act) {
     act_ops o;
     act_ops_for(maq_path_id(), &o);
     switch (w->type) {
-    case MAQ_TYPE_MAQ2: {
+    case MAQ_TYPE_MAQ2:
+    case MAQ_TYPE_MAQ3:
+    case MAQ_TYPE_MAQ4: {
         maq2_act_layout L;
         maq2_act_layout_init(&L, T);
         for (int b = 0; b < B; b++) maq2_act_row(&L, &o, X + (size_t)b * T, a + (size_t)b * L.stride);

@@ -2,8 +2,9 @@
  * a persistent thread pool. Portable C99/C11. Python validates every argument; C trusts them.
  *
  * Logical weight W has P output rows and T inputs (GGUF ne = [T, P]); y = W x, y[p] = sum_t W[p,t] x[t].
- * The MAQ2 byte layout is defined by runtime/format.py and docs/FORMAT.md (one 32-bit word per 16 inputs,
- * 2-bit words: code of input j at bits 2j..2j+1; salient words: 4 int8 means, byte k covers inputs 4k..4k+3).
+ * The MAQ byte layouts are defined by runtime/format.py and docs/FORMAT.md (one 32-bit word per 16 inputs,
+ * 2-bit words: code of input j at bits 2j..2j+1; salient words: 4 int8 means, byte k covers inputs 4k..4k+3;
+ * MAQ3 / MAQ4: those 2-bit words hold the low 2 bits of 3- / 4-bit codes, a .hi plane the rest).
  */
 #ifndef MAQ_H
 #define MAQ_H
@@ -41,17 +42,21 @@ enum maq_type {
     MAQ_TYPE_F32  = 0,    /* ggml F32:  float  [P][T] */
     MAQ_TYPE_F16  = 1,    /* ggml F16:  uint16 [P][T] (IEEE half) */
     MAQ_TYPE_Q8_0 = 8,    /* ggml Q8_0: per row T/32 blocks of { uint16 d (half); int8 qs[32]; } = 34 bytes */
-    MAQ_TYPE_MAQ2 = 100   /* MAQ2: words + bitmap + scales + rowscale (format.py) */
+    MAQ_TYPE_MAQ2 = 100,  /* MAQ2: words + bitmap + scales + rowscale (format.py) */
+    MAQ_TYPE_MAQ3 = 101,  /* MAQ3: words (low 2 bits of 3-bit codes) + hi uint16 + scales + rowscale */
+    MAQ_TYPE_MAQ4 = 102   /* MAQ4: words (low 2 bits of 4-bit codes) + hi int32 + scales + rowscale */
 };
 
 typedef struct {
     int type;                   /* enum maq_type */
     int T, P;                   /* inputs per row, output rows */
-    int G;                      /* MAQ2: 2-bit scale group (32, 64, 128); else 0 */
-    const void *data;           /* F32/F16/Q8_0: rows; MAQ2: words int32 [P][T/16] */
-    const uint8_t *bitmap;      /* MAQ2: [P][ceil(T/128)] */
-    const uint8_t *scales;      /* MAQ2: [P][2*ceil(T/G)]: sc uint8 x ng, then m int8 x ng */
-    const uint16_t *rowscale;   /* MAQ2: [P][3] half: d, dmin, dsal */
+    int G;                      /* MAQ2/3/4: scale group (32, 64, 128); else 0 */
+    const void *data;           /* F32/F16/Q8_0: rows; MAQ2/3/4: words int32 [P][T/16] */
+    const uint8_t *bitmap;      /* MAQ2: [P][ceil(T/128)]; MAQ3/4: unused */
+    const uint8_t *scales;      /* MAQ2/3/4: [P][2*ceil(T/G)]: sc uint8 x ng, then m int8 x ng */
+    const uint16_t *rowscale;   /* MAQ2/3/4: [P][3] half: d, dmin, dsal (dsal unused by MAQ3/4) */
+    const void *hi;             /* MAQ3: uint16 [P][T/16] (bit j = bit 2 of input j's code);
+                                 * MAQ4: uint32 [P][T/16] (bits 2j..2j+1 = bits 2..3 of input j's code); else unused */
 } maq_weight;
 
 /* Dequantize row p of w into out[T] (float). Used for embedding lookups and tests. */
@@ -59,7 +64,8 @@ void maq_get_row(const maq_weight *w, int p, float *out);
 
 /* ------------------------------------------------------------------ activations */
 /* Bytes of scratch needed to hold B preprocessed activation rows for products with w. Depends only on
- * (w->type, w->T): weights of the same type and T share one preprocessed activation. */
+ * (w->type, w->T): weights of the same type and T share one preprocessed activation; MAQ2, MAQ3 and MAQ4 have
+ * one activation layout, so a MAQ2 activation also serves MAQ3/MAQ4 weights of the same T (and vice versa). */
 size_t maq_act_bytes(const maq_weight *w, int B);
 /* Preprocess X [B][T] (float) for products with w (e.g. int8 quantization with block scales and sums). */
 void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act);

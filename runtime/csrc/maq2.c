@@ -1,26 +1,43 @@
-/* maq2.c -- MAQ2 mixed-width (2-bit / salient 8-bit) products and row dequantization.
+/* maq2.c -- the MAQ family's products and row dequantization: MAQ2 (2-bit / salient 8-bit words) and MAQ3 / MAQ4
+ * (3- / 4-bit codes: the MAQ2 2-bit word as the low plane, plus a .hi plane; no salient words, no bitmap).
  *
- * Weight row p (format.py): words uint32 [T/16], bitmap uint8 [ceil(T/128)], scales uint8 [2*ng]
- * (sc uint8 [ng] then m int8 [ng], ng = ceil(T/G)), rowscale half [3] = d, dmin, dsal.
- * Activation: the MAQ2 layout of maq_internal.h (int8 x per 128-input block b with float scale dx[b]).
+ * Weight row p (format.py): words uint32 [T/16], scales uint8 [2*ng] (sc uint8 [ng] then m int8 [ng],
+ * ng = ceil(T/G)), rowscale half [3] = d, dmin, dsal; and
+ *   MAQ2: bitmap uint8 [ceil(T/128)] (bit set = salient word: 4 int8 means);
+ *   MAQ3: hi uint16 [T/16], bit j = bit 2 of input j's code            (code q = lo + 4*hi, 0..7);
+ *   MAQ4: hi uint32 [T/16], bits 2j..2j+1 = bits 2..3 of input j's code  (code q = lo + 4*hi, 0..15);
+ * lo = (word >> 2j) & 3 in all three. Value d*sc[g]*q + dmin*m[g] (2-bit / MAQ3 / MAQ4 words), dsal*c (salient).
+ * Activation: the MAQ2 layout of maq_internal.h (int8 x per 128-input block b with float scale dx[b]), shared by
+ * all three types.
  *
  * Per block b (128 inputs = 8 words = one bitmap byte), every path computes the same exact integers
- *   D_b = sum over 2-bit words w of sc[g(w)] * sum_j q_j(w) * x_j
- *   M_b = sum over 2-bit words w of m[g(w)]  * sum_j x_j    (computed as sum_g m_g*XS_g - salient words)
- *   S_b = sum over salient words w of sum_k c_k(w) * s4_k(w)
- * (|D_b| <= 8*16*3*127*255 < 2^24, |M_b|, |S_b| < 2^22: the int -> float conversions are exact), then the
- * same float operations in the same order: with lane l = b % 4,
+ *   D_b = sum over non-salient words w of sc[g(w)] * sum_j q_j(w) * x_j
+ *   M_b = sum over non-salient words w of m[g(w)]  * sum_j x_j    (computed as sum_g m_g*XS_g - salient words)
+ *   S_b = sum over salient words w of sum_k c_k(w) * s4_k(w)      (MAQ2 only)
+ * (MAQ2: |D_b| <= 8*16*3*127*255 < 2^24, |M_b|, |S_b| < 2^22, so the int -> float conversions are exact; MAQ3/4:
+ * |D_b| <= 8*16*15*127*255 < 2^26, and (float)D_b is one round-to-nearest of the same integer on every path),
+ * then the same float operations in the same order: with lane l = b % 4,
  *   fD[l] += dx[b]*D_b;  fM[l] += dx[b]*M_b;  fS[l] += dx[b]*S_b;
- *   y = d*((fD0+fD1)+(fD2+fD3)) + dmin*((fM0+fM1)+(fM2+fM3)) + dsal*((fS0+fS1)+(fS2+fS3))
+ *   y = d*((fD0+fD1)+(fD2+fD3)) + dmin*((fM0+fM1)+(fM2+fM3)) [+ dsal*((fS0+fS1)+(fS2+fS3)): MAQ2 only]
  * Four lanes let a 128-bit path finish four blocks ("a quad", 512 inputs) with one vector conversion and
  * multiply, and make every path bit-identical to the scalar reference.
  *
  * SIMD inner loop (one 64-input chunk = 4 words = 16 bytes W): V_k = (W >> 2k) & 3 (k = 0..3) holds, in
  * byte 4i+t, the code of weight 4t+k of word i; the activation is stored permuted to match, so
  * maddubs(V_k, x_k) summed over k, then madd with the per-word group scales, gives sc*dot per word.
- * Salient words are zeroed first with a mask indexed by their bitmap nibble (branch-free); their own
+ * MAQ2: salient words are zeroed first with a mask indexed by their bitmap nibble (branch-free); their own
  * products (rare: ~2.5% of words) run in a scalar loop once per quad that has any, accumulated into
  * vector lanes in registers (a scalar store then vector load round trip would stall store forwarding).
+ * MAQ4: the 16 bytes H of the hi plane have the words' 2-bit layout, and V_k = lo_k | hi_k << 2 (0..15) is built
+ * two fields at a time: A = (W & 0x33) | (H << 2 & 0xcc) holds codes k = 0 (low nibble) and 2 (high nibble),
+ * B = (W >> 2 & 0x33) | (H & 0xcc) codes k = 1 and 3. MAQ3: the chunk's 4 uint16 hi words are split into nibbles
+ * (byte 4i+t = the hi bits of inputs 4t..4t+3 of word i) and two 16-entry table lookups (pshufb / tbl) put those
+ * bits where a MAQ4 plane has them in A and B. Codes <= 15 keep every maddubs / vmull int16 sum exact
+ * (4 fields x 2 x 15 x 127 = 15240 < 2^15).
+ *
+ * Every function that depends on the type takes `const int BITS` (2, 3, 4): the row loops are instantiated per
+ * (BITS, G, token tile) with all three compile-time constants, so the MAQ2 code is what it was and the MAQ3/4
+ * bodies carry no bitmap or salient work.
  */
 #include <string.h>
 
@@ -35,7 +52,9 @@
 
 typedef struct {
     const uint32_t *words;  /* [T/16] */
-    const uint8_t *bm;      /* [ceil(T/128)] */
+    const uint8_t *bm;      /* MAQ2: [ceil(T/128)] */
+    const uint16_t *hi16;   /* MAQ3: [T/16] */
+    const uint32_t *hi32;   /* MAQ4: [T/16] */
     const uint8_t *sc;      /* [ng] */
     const int8_t *m;        /* [ng] */
     float d, dmin, dsal;    /* row scales, converted at row start (off the critical path at the row's end) */
@@ -53,20 +72,25 @@ typedef struct {            /* float lane accumulators: block b -> lane b % 4 */
     float D[4], M[4], S[4];
 } maq2_acc;
 
+/* Code width of a MAQ type: 2, 3 or 4 (MAQ_TYPE_MAQ2/3/4 = 100/101/102). */
+static inline int type_bits(int type) { return type == MAQ_TYPE_MAQ4 ? 4 : type == MAQ_TYPE_MAQ3 ? 3 : 2; }
+
 /* log2(G) for G in {32, 64, 128}: group of input i = i >> g_shift(G) (no integer division in loops). */
 static inline __attribute__((always_inline)) int g_shift(int G) { return G == 32 ? 5 : G == 64 ? 6 : 7; }
 
-static inline __attribute__((always_inline)) void row_init_g(const maq_weight *w, int p, int G, maq2_row *r) {
+static inline __attribute__((always_inline)) void row_init_g(const maq_weight *w, int p, int G, const int BITS,
+                                                             maq2_row *r) {
     const int nw = w->T >> 4, nbm = (nw + 7) >> 3, ng = (w->T + G - 1) >> g_shift(G);
     r->words = (const uint32_t *)w->data + (size_t)p * nw;
-    r->bm = w->bitmap + (size_t)p * nbm;
+    r->bm = BITS == 2 ? w->bitmap + (size_t)p * nbm : NULL;
+    r->hi16 = BITS == 3 ? (const uint16_t *)w->hi + (size_t)p * nw : NULL;
+    r->hi32 = BITS == 4 ? (const uint32_t *)w->hi + (size_t)p * nw : NULL;
     r->sc = w->scales + (size_t)p * 2 * ng;
     r->m = (const int8_t *)(r->sc + ng);
     r->d = maq_h2f(w->rowscale[3 * (size_t)p + 0]);
     r->dmin = maq_h2f(w->rowscale[3 * (size_t)p + 1]);
     r->dsal = maq_h2f(w->rowscale[3 * (size_t)p + 2]);
 }
-static inline __attribute__((always_inline)) void row_init(const maq_weight *w, int p, maq2_row *r) { row_init_g(w, p, w->G, r); }
 
 static inline void x_init(const maq2_act_layout *L, const uint8_t *row, int G, maq2_x *x) {
     x->xp = (const int8_t *)(row + L->xp);
@@ -84,16 +108,19 @@ static inline void acc_block(maq2_acc *a, int b, float dx, int32_t D, int32_t M,
     a->S[b & 3] += dx * (float)S;
 }
 
-static inline float acc_final(const maq2_acc *a, const maq2_row *r) {
+/* MAQ3/4 rows have no salient words: S is 0 and dsal (stored 0, never trusted) is not used. */
+static inline __attribute__((always_inline)) float acc_final(const maq2_acc *a, const maq2_row *r, const int BITS) {
     const float D = (a->D[0] + a->D[1]) + (a->D[2] + a->D[3]);
     const float M = (a->M[0] + a->M[1]) + (a->M[2] + a->M[3]);
+    if (BITS != 2) return r->d * D + r->dmin * M;
     const float S = (a->S[0] + a->S[1]) + (a->S[2] + a->S[3]);
     return r->d * D + r->dmin * M + r->dsal * S;
 }
 
-/* Words of block b and its bitmap byte with padding bits cleared. */
+/* Words of block b and its bitmap byte with padding bits cleared (0 for MAQ3/4: no salient words). */
 static inline __attribute__((always_inline)) int block_words(int nw, int b) { return nw - 8 * b < 8 ? nw - 8 * b : 8; }
-static inline __attribute__((always_inline)) unsigned block_bits(const maq2_row *r, int nw, int b) {
+static inline __attribute__((always_inline)) unsigned block_bits(const maq2_row *r, int nw, int b, const int BITS) {
+    if (BITS != 2) return 0;
     return r->bm[b] & ((1u << block_words(nw, b)) - 1u);
 }
 
@@ -102,21 +129,30 @@ static inline __attribute__((always_inline)) int32_t sal_dot(uint32_t word, cons
            (int32_t)(int8_t)(uint8_t)(word >> 16) * s4[2] + (int32_t)(int8_t)(uint8_t)(word >> 24) * s4[3];
 }
 
-/* 2-bit dot of one word with natural-order int8 x (16 inputs). */
-static inline __attribute__((always_inline)) int32_t word_dot(uint32_t word, const int8_t *x16) {
+/* Code of input j of word w: lo + 4*hi (MAQ2: the 2-bit code). */
+static inline __attribute__((always_inline)) uint32_t code_of(const maq2_row *r, int w, int j, const int BITS) {
+    uint32_t q = (r->words[w] >> (2 * j)) & 3u;
+    if (BITS == 3) q += 4u * ((r->hi16[w] >> j) & 1u);
+    if (BITS == 4) q += 4u * ((r->hi32[w] >> (2 * j)) & 3u);
+    return q;
+}
+
+/* Code dot of word w (a 2-bit, MAQ3 or MAQ4 word) with natural-order int8 x (16 inputs). */
+static inline __attribute__((always_inline)) int32_t word_dot(const maq2_row *r, int w, const int8_t *x16,
+                                                              const int BITS) {
     int32_t s = 0;
-    for (int j = 0; j < 16; j++) s += (int32_t)((word >> (2 * j)) & 3u) * x16[j];
+    for (int j = 0; j < 16; j++) s += (int32_t)code_of(r, w, j, BITS) * x16[j];
     return s;
 }
 
 /* ================================================================== scalar reference */
 /* Obviously correct: walks every word with natural-order x and forms D_b, M_b, S_b directly. */
-static float row_dot_scalar(const maq2_row *r, const maq2_x *x, int T, int G) {
+static float row_dot_scalar(const maq2_row *r, const maq2_x *x, int T, int G, int BITS) {
     const int nw = T / 16, nb = (T + 127) / 128;
     maq2_acc a;
     acc_zero(&a);
     for (int b = 0; b < nb; b++) {
-        const unsigned bits = block_bits(r, nw, b);
+        const unsigned bits = BITS == 2 ? block_bits(r, nw, b, 2) : 0u;
         int32_t D = 0, M = 0, S = 0;
         for (int i = 0; i < block_words(nw, b); i++) {
             const int w = 8 * b + i, g = 16 * w / G;
@@ -128,26 +164,33 @@ static float row_dot_scalar(const maq2_row *r, const maq2_x *x, int T, int G) {
                     S += c * (x16[4 * k] + x16[4 * k + 1] + x16[4 * k + 2] + x16[4 * k + 3]);
                 }
             } else {
-                int32_t xs = 0;
-                for (int j = 0; j < 16; j++) xs += x16[j];
-                D += (int32_t)r->sc[g] * word_dot(word, x16);
+                int32_t xs = 0, dot = 0;
+                for (int j = 0; j < 16; j++) {
+                    uint32_t q = (word >> (2 * j)) & 3u;
+                    if (BITS == 3) q += 4u * ((r->hi16[w] >> j) & 1u);
+                    if (BITS == 4) q += 4u * ((r->hi32[w] >> (2 * j)) & 3u);
+                    dot += (int32_t)q * x16[j];
+                    xs += x16[j];
+                }
+                D += (int32_t)r->sc[g] * dot;
                 M += (int32_t)r->m[g] * xs;
             }
         }
         acc_block(&a, b, x->dx[b], D, M, S);
     }
-    return acc_final(&a, r);
+    return BITS == 2 ? acc_final(&a, r, 2) : acc_final(&a, r, 3);
 }
 
 static void rows_scalar(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0,
                         int p1, float *Y) {
+    const int bits = type_bits(w->type);
     for (int p = p0; p < p1; p++) {
         maq2_row r;
-        row_init(w, p, &r);
+        row_init_g(w, p, w->G, bits, &r);
         for (int t = 0; t < B; t++) {
             maq2_x x;
             x_init(L, act + (size_t)t * L->stride, w->G, &x);
-            Y[(size_t)t * w->P + p] = row_dot_scalar(&r, &x, w->T, w->G);
+            Y[(size_t)t * w->P + p] = row_dot_scalar(&r, &x, w->T, w->G, bits);
         }
     }
 }
@@ -155,32 +198,43 @@ static void rows_scalar(const maq_weight *w, const maq2_act_layout *L, const uin
 /* ================================================================== shared by the SIMD paths */
 #define MAQ2_NT 4   /* tokens per tile in the batched product: each decoded word is reused NT times */
 
-#define ROW_LOOP(IMPL, NT, GC)                                                                           \
+typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y);
+
+#define ROW_LOOP(IMPL, NT, GC, BITS)                                                                     \
     for (int p = pa; p < pb; p++) {                                                                      \
         maq2_row r;                                                                                      \
         float o[NT];                                                                                     \
-        row_init_g(w, p, GC, &r);                                                                        \
-        IMPL(&r, x, NT, T, GC, o);                                                                       \
+        row_init_g(w, p, GC, BITS, &r);                                                                  \
+        IMPL(&r, x, NT, T, GC, o, BITS);                                                                 \
         for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                                \
     }
-/* Rows [pa, pb) for a tile of NT tokens: Y[t*P + p]. The per-row body is inlined with G a compile-time
- * constant (one loop per group size), so everything that depends only on (G, NT) -- shifts, shuffle patterns,
- * loop bounds -- is folded or hoisted out of the row loop. */
-#define ROW_VARIANT(NAME, ATTR, IMPL, NT)                                                                \
+/* Rows [pa, pb) for a tile of NT tokens: Y[t*P + p]. The per-row body is inlined with BITS and G compile-time
+ * constants (one loop per group size), so everything that depends only on (BITS, G, NT) -- shifts, shuffle
+ * patterns, loop bounds, the salient-word code -- is folded or hoisted out of the row loop. */
+#define ROW_VARIANT(NAME, ATTR, IMPL, NT, BITS)                                                          \
     static ATTR void NAME(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y) {              \
         const int T = w->T;                                                                              \
         const size_t P = (size_t)w->P;                                                                   \
         if (w->G == 32) {                                                                                \
-            ROW_LOOP(IMPL, NT, 32)                                                                       \
+            ROW_LOOP(IMPL, NT, 32, BITS)                                                                 \
         } else if (w->G == 64) {                                                                         \
-            ROW_LOOP(IMPL, NT, 64)                                                                       \
+            ROW_LOOP(IMPL, NT, 64, BITS)                                                                 \
         } else {                                                                                         \
-            ROW_LOOP(IMPL, NT, 128)                                                                      \
+            ROW_LOOP(IMPL, NT, 128, BITS)                                                                \
         }                                                                                                \
     }
-#define ROW_VARIANTS(NAME, ATTR, IMPL)                                                                   \
-    ROW_VARIANT(NAME##_1, ATTR, IMPL, 1) ROW_VARIANT(NAME##_2, ATTR, IMPL, 2)                            \
-    ROW_VARIANT(NAME##_3, ATTR, IMPL, 3) ROW_VARIANT(NAME##_4, ATTR, IMPL, 4)
+#define ROW_VARIANTS(NAME, ATTR, IMPL, BITS)                                                             \
+    ROW_VARIANT(NAME##_1, ATTR, IMPL, 1, BITS) ROW_VARIANT(NAME##_2, ATTR, IMPL, 2, BITS)                \
+    ROW_VARIANT(NAME##_3, ATTR, IMPL, 3, BITS) ROW_VARIANT(NAME##_4, ATTR, IMPL, 4, BITS)
+/* NAME##_fns[BITS - 2][NT - 1]: the row functions of one path for MAQ2, MAQ3 and MAQ4. */
+#define ROW_FAMILY(NAME, ATTR, IMPL)                                                                     \
+    ROW_VARIANTS(NAME##_b2, ATTR, IMPL, 2)                                                               \
+    ROW_VARIANTS(NAME##_b3, ATTR, IMPL, 3)                                                               \
+    ROW_VARIANTS(NAME##_b4, ATTR, IMPL, 4)                                                               \
+    static const row_fn NAME##_fns[3][MAQ2_NT] = {                                                       \
+        {NAME##_b2_1, NAME##_b2_2, NAME##_b2_3, NAME##_b2_4},                                            \
+        {NAME##_b3_1, NAME##_b3_2, NAME##_b3_3, NAME##_b3_4},                                            \
+        {NAME##_b4_1, NAME##_b4_2, NAME##_b4_3, NAME##_b4_4}};
 
 
 /* pshufb / tbl patterns turning a quad's group scales (byte g = sc of its g-th group) into one int16 per
@@ -213,6 +267,16 @@ static const uint32_t SAL_MASK[16][4] __attribute__((aligned(16))) = {
     {0, 0, ~0u, ~0u}, {~0u, 0, ~0u, ~0u}, {0, ~0u, ~0u, ~0u}, {~0u, ~0u, ~0u, ~0u},
 };
 
+/* MAQ3: a nibble n of hi bits (bit k = hi bit of the input in field k) -> its bits placed where the MAQ4 high
+ * plane would put them in A (k = 0 -> bit 2, k = 2 -> bit 6) and in B (k = 1 -> bit 2, k = 3 -> bit 6).
+ * pshufb / tbl lookups; 32 bytes (the AVX2 lanes repeat the table). */
+static const uint8_t HI3_A[32] __attribute__((aligned(32))) = {
+    0, 4, 0, 4, 64, 68, 64, 68, 0, 4, 0, 4, 64, 68, 64, 68,
+    0, 4, 0, 4, 64, 68, 64, 68, 0, 4, 0, 4, 64, 68, 64, 68};
+static const uint8_t HI3_B[32] __attribute__((aligned(32))) = {
+    0, 0, 4, 4, 0, 0, 4, 4, 64, 64, 68, 68, 64, 64, 68, 68,
+    0, 0, 4, 4, 0, 0, 4, 4, 64, 64, 68, 68, 64, 64, 68, 68};
+
 /* The group scales of block b as bytes 0..3 of a uint32 (1, 2 or 4 groups; fewer in a ragged block). */
 static inline __attribute__((always_inline)) uint32_t block_sc4(const maq2_row *r, int b, int G, int ng) {
     const int gpb = 128 >> g_shift(G), g0 = b * gpb;
@@ -233,16 +297,17 @@ static inline __attribute__((always_inline)) int32_t min_block(const maq2_row *r
 
 /* The integers of a (remainder) block b given D = its 4-word chunks' sum: adds tail words past the last full
  * chunk (T/16 % 4 != 0) to *D, and returns M (min term) and S (salient words) in *M, *S. */
-static inline __attribute__((always_inline)) void block_ints(const maq2_row *r, const maq2_x *x, int b, int nwb, unsigned bits, int G, int ng,
-                              int32_t *D, int32_t *M, int32_t *S) {
+static inline __attribute__((always_inline)) void block_ints(const maq2_row *r, const maq2_x *x, int b, int nwb,
+                                                             unsigned bits, int G, int ng, int32_t *D, int32_t *M,
+                                                             int32_t *S, const int BITS) {
     const int gsh = g_shift(G);
     for (int i = nwb & ~3; i < nwb; i++) {
         const int w = 8 * b + i;
-        if (!(bits >> i & 1u)) *D += (int32_t)r->sc[(16 * w) >> gsh] * word_dot(r->words[w], x->xn + 16 * w);
+        if (!(bits >> i & 1u)) *D += (int32_t)r->sc[(16 * w) >> gsh] * word_dot(r, w, x->xn + 16 * w, BITS);
     }
     *M = min_block(r, x, b, G, ng);
     *S = 0;
-    while (bits) {
+    while (BITS == 2 && bits) {
         const int w = 8 * b + __builtin_ctz(bits);
         bits &= bits - 1;
         const int16_t *s4 = x->s4 + 4 * w;
@@ -252,10 +317,11 @@ static inline __attribute__((always_inline)) void block_ints(const maq2_row *r, 
 }
 
 /* block_ints, then the float lane update. */
-static inline void block_rest(const maq2_row *r, const maq2_x *x, int b, int nwb, unsigned bits, int G, int ng,
-                              int32_t D, maq2_acc *a) {
+static inline __attribute__((always_inline)) void block_rest(const maq2_row *r, const maq2_x *x, int b, int nwb,
+                                                             unsigned bits, int G, int ng, int32_t D, maq2_acc *a,
+                                                             const int BITS) {
     int32_t M, S;
-    block_ints(r, x, b, nwb, bits, G, ng, &D, &M, &S);
+    block_ints(r, x, b, nwb, bits, G, ng, &D, &M, &S, BITS);
     acc_block(a, b, x->dx[b], D, M, S);
 }
 
@@ -269,10 +335,32 @@ SSE_FN int32_t hsum_epi32_sse(__m128i v) {
     return _mm_cvtsi128_si32(v);
 }
 
-/* Chunk words4[0..3] with salient words (bits of nib) zeroed, split into the four 2-bit fields V[k]. */
-SSE_FN void chunk_decode_sse(const uint32_t *words4, unsigned nib, __m128i *V) {
+/* The chunk of words wi..wi+3 as the four code fields V[k] (byte 4i+t = code of input 4t+k of word i):
+ * MAQ2 with salient words (bits of nib) zeroed, MAQ3 / MAQ4 with the hi plane merged in (see the file comment). */
+SSE_FN void chunk_decode_sse(const maq2_row *r, int wi, unsigned nib, __m128i *V, const int BITS) {
     const __m128i m3 = _mm_set1_epi8(3);
-    __m128i W = _mm_loadu_si128((const __m128i *)words4);
+    __m128i W = _mm_loadu_si128((const __m128i *)(r->words + wi));
+    if (BITS != 2) {
+        const __m128i m33 = _mm_set1_epi8(0x33), m0f = _mm_set1_epi8(0x0f);
+        __m128i A, Bv;   /* codes k = 0 | 2 and k = 1 | 3 (low | high nibble) */
+        if (BITS == 4) {
+            const __m128i mcc = _mm_set1_epi8((char)0xcc);
+            const __m128i H = _mm_loadu_si128((const __m128i *)(r->hi32 + wi));
+            A = _mm_or_si128(_mm_and_si128(W, m33), _mm_and_si128(_mm_slli_epi16(H, 2), mcc));
+            Bv = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(W, 2), m33), _mm_and_si128(H, mcc));
+        } else {
+            const __m128i h8 = _mm_loadl_epi64((const __m128i *)(r->hi16 + wi));                 /* 4 x uint16 */
+            const __m128i hn = _mm_and_si128(_mm_unpacklo_epi8(h8, _mm_srli_epi16(h8, 4)), m0f);  /* nibbles */
+            A = _mm_or_si128(_mm_and_si128(W, m33), _mm_shuffle_epi8(_mm_load_si128((const __m128i *)HI3_A), hn));
+            Bv = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(W, 2), m33),
+                              _mm_shuffle_epi8(_mm_load_si128((const __m128i *)HI3_B), hn));
+        }
+        V[0] = _mm_and_si128(A, m0f);
+        V[1] = _mm_and_si128(Bv, m0f);
+        V[2] = _mm_and_si128(_mm_srli_epi16(A, 4), m0f);
+        V[3] = _mm_and_si128(_mm_srli_epi16(Bv, 4), m0f);
+        return;
+    }
     W = _mm_andnot_si128(_mm_load_si128((const __m128i *)SAL_MASK[nib]), W);
     V[0] = _mm_and_si128(W, m3);
     V[1] = _mm_and_si128(_mm_srli_epi16(W, 2), m3);
@@ -347,11 +435,12 @@ SSE_FN void salient_quad_sse(const maq2_row *r, const maq2_x *x, const int NT, i
 /* Remainder blocks (after the full quads) of one row for NT tokens; per block, chunks in SIMD, then the float
  * update of lane b % 4 done on the vectors: the other lanes add dx*0 = +-0, which leaves them unchanged (a
  * lane is never -0), so this equals the scalar acc_block bit for bit. */
-SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, int b0, __m128 f[][3]) {
+SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, int b0, __m128 f[][3],
+                          const int BITS) {
     const int nw = T >> 4, nb = (T + 127) >> 7, ng = (T + G - 1) >> g_shift(G), gi = g_index(G);
     for (int b = b0; b < nb; b++) {
         const int nwb = block_words(nw, b), nc = nwb >> 2;
-        const unsigned bits = block_bits(r, nw, b);
+        const unsigned bits = block_bits(r, nw, b, BITS);
         const __m128i sc4 = _mm_cvtsi32_si128((int)block_sc4(r, b, G, ng));
         const __m128 lane = _mm_castsi128_ps(_mm_load_si128((const __m128i *)SAL_MASK[1u << (b & 3)]));
         __m128i acc[MAQ2_NT];
@@ -359,38 +448,45 @@ SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int 
         for (int c = 0; c < nc; c++) {
             __m128i V[4];
             const __m128i sv = _mm_shuffle_epi8(sc4, _mm_load_si128((const __m128i *)SC_SHUF[gi][0][c]));
-            chunk_decode_sse(r->words + 8 * b + 4 * c, (bits >> (4 * c)) & 15u, V);
+            chunk_decode_sse(r, 8 * b + 4 * c, (bits >> (4 * c)) & 15u, V, BITS);
             for (int t = 0; t < NT; t++)
                 acc[t] = _mm_add_epi32(acc[t], chunk_dot_sse(V, x[t].xp + 128 * b + 16 * c, sv));
         }
         for (int t = 0; t < NT; t++) {
             int32_t D = hsum_epi32_sse(acc[t]), M, S;
-            block_ints(r, &x[t], b, nwb, bits, G, ng, &D, &M, &S);
+            block_ints(r, &x[t], b, nwb, bits, G, ng, &D, &M, &S, BITS);
             const __m128 dxv = _mm_and_ps(_mm_set1_ps(x[t].dx[b]), lane);
             f[t][0] = _mm_add_ps(f[t][0], _mm_mul_ps(dxv, _mm_set1_ps((float)D)));
             f[t][1] = _mm_add_ps(f[t][1], _mm_mul_ps(dxv, _mm_set1_ps((float)M)));
-            f[t][2] = _mm_add_ps(f[t][2], _mm_mul_ps(dxv, _mm_set1_ps((float)S)));
+            if (BITS == 2) f[t][2] = _mm_add_ps(f[t][2], _mm_mul_ps(dxv, _mm_set1_ps((float)S)));
         }
     }
 }
 
-/* Float lane update of a quad for one token and the final store into the lane accumulators. */
-SSE_FN void quad_float_sse(__m128i Dv, __m128i Mv, __m128i Sv, const float *dx4, __m128 *f) {
+/* Float lane update of a quad for one token (MAQ3/4: no salient sums). */
+SSE_FN void quad_float_sse(__m128i Dv, __m128i Mv, __m128i Sv, const float *dx4, __m128 *f, const int BITS) {
     const __m128 dxv = _mm_load_ps(dx4);
     f[0] = _mm_add_ps(f[0], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Dv)));
     f[1] = _mm_add_ps(f[1], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Mv)));
-    f[2] = _mm_add_ps(f[2], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Sv)));
+    if (BITS == 2) f[2] = _mm_add_ps(f[2], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Sv)));
 }
 
-SSE_FN void row_sse_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out) {
+SSE_FN float lanes_out_sse(const __m128 *f, const maq2_row *r, const int BITS) {
+    maq2_acc a;
+    _mm_storeu_ps(a.D, f[0]);
+    _mm_storeu_ps(a.M, f[1]);
+    _mm_storeu_ps(a.S, f[2]);
+    return acc_final(&a, r, BITS);
+}
+
+SSE_FN void row_sse_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int BITS) {
     const int nq = T / 512, gi = g_index(G);
     __m128 f[MAQ2_NT][3];
     for (int t = 0; t < NT; t++) f[t][0] = f[t][1] = f[t][2] = _mm_setzero_ps();
     for (int q = 0; q < nq; q++) {
-        uint32_t qbits;
-        memcpy(&qbits, r->bm + 4 * q, 4);
+        uint32_t qbits = 0;
+        if (BITS == 2) memcpy(&qbits, r->bm + 4 * q, 4);
         const __m128i scq = quad_sc_sse(r, q, G);
-        const uint32_t *wq = r->words + 32 * q;
         __m128i h[2][MAQ2_NT], prev[MAQ2_NT];
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
@@ -399,7 +495,7 @@ SSE_FN void row_sse_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, 
             for (int c = 0; c < 2; c++) {
                 __m128i V[4];
                 const __m128i sv = _mm_shuffle_epi8(scq, _mm_load_si128((const __m128i *)SC_SHUF[gi][j][c]));
-                chunk_decode_sse(wq + 8 * j + 4 * c, (qbits >> (8 * j + 4 * c)) & 15u, V);
+                chunk_decode_sse(r, 32 * q + 8 * j + 4 * c, (qbits >> (8 * j + 4 * c)) & 15u, V, BITS);
                 for (int t = 0; t < NT; t++) {
                     const __m128i d = chunk_dot_sse(V, x[t].xp + 512 * q + 128 * j + 16 * c, sv);
                     acc[t] = c ? _mm_add_epi32(acc[t], d) : d;
@@ -415,7 +511,7 @@ SSE_FN void row_sse_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, 
         if (!qbits) {
             for (int t = 0; t < NT; t++)
                 quad_float_sse(_mm_hadd_epi32(h[0][t], h[1][t]), quad_min_sse(G, mw, mw2, x[t].xsg, q),
-                               _mm_setzero_si128(), x[t].dx + 4 * q, f[t]);
+                               _mm_setzero_si128(), x[t].dx + 4 * q, f[t], BITS);
         } else {
             __m128i Sv[MAQ2_NT], Cv[MAQ2_NT];
             for (int t = 0; t < NT; t++) Sv[t] = Cv[t] = _mm_setzero_si128();
@@ -423,54 +519,76 @@ SSE_FN void row_sse_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, 
             for (int t = 0; t < NT; t++)
                 quad_float_sse(_mm_hadd_epi32(h[0][t], h[1][t]),
                                _mm_sub_epi32(quad_min_sse(G, mw, mw2, x[t].xsg, q), Cv[t]), Sv[t], x[t].dx + 4 * q,
-                               f[t]);
+                               f[t], BITS);
         }
     }
-    remainder_sse(r, x, NT, T, G, 4 * nq, f);
-    for (int t = 0; t < NT; t++) {
-        maq2_acc a;
-        _mm_storeu_ps(a.D, f[t][0]);
-        _mm_storeu_ps(a.M, f[t][1]);
-        _mm_storeu_ps(a.S, f[t][2]);
-        out[t] = acc_final(&a, r);
-    }
+    remainder_sse(r, x, NT, T, G, 4 * nq, f, BITS);
+    for (int t = 0; t < NT; t++) out[t] = lanes_out_sse(f[t], r, BITS);
 }
 
 /* ================================================================== AVX2 (256-bit), x86-64 */
 #define AVX2_FN static inline __attribute__((always_inline, target("avx2,f16c,ssse3,sse4.1")))
 
-AVX2_FN void row_avx2_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out) {
-    const int nq = T / 512, gi = g_index(G);
+/* Block of 8 words wi..wi+7 as the four code fields (each 128-bit lane = one chunk, as chunk_decode_sse). */
+AVX2_FN void block_decode_avx2(const maq2_row *r, int wi, unsigned bits8, __m256i *V, const int BITS) {
     const __m256i m3 = _mm256_set1_epi8(3);
+    __m256i W = _mm256_loadu_si256((const __m256i *)(r->words + wi));
+    if (BITS != 2) {
+        const __m256i m33 = _mm256_set1_epi8(0x33), m0f = _mm256_set1_epi8(0x0f);
+        __m256i A, Bv;
+        if (BITS == 4) {
+            const __m256i mcc = _mm256_set1_epi8((char)0xcc);
+            const __m256i H = _mm256_loadu_si256((const __m256i *)(r->hi32 + wi));
+            A = _mm256_or_si256(_mm256_and_si256(W, m33), _mm256_and_si256(_mm256_slli_epi16(H, 2), mcc));
+            Bv = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(W, 2), m33), _mm256_and_si256(H, mcc));
+        } else {
+            /* 8 x uint16 -> lane c gets words 4c..4c+3: byte 2n = h[n] & 15, byte 2n+1 = h[n] >> 4 */
+            const __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r->hi16 + wi)));
+            const __m256i hn = _mm256_and_si256(_mm256_or_si256(h, _mm256_slli_epi16(h, 4)), m0f);
+            A = _mm256_or_si256(_mm256_and_si256(W, m33),
+                                _mm256_shuffle_epi8(_mm256_load_si256((const __m256i *)HI3_A), hn));
+            Bv = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(W, 2), m33),
+                                 _mm256_shuffle_epi8(_mm256_load_si256((const __m256i *)HI3_B), hn));
+        }
+        V[0] = _mm256_and_si256(A, m0f);
+        V[1] = _mm256_and_si256(Bv, m0f);
+        V[2] = _mm256_and_si256(_mm256_srli_epi16(A, 4), m0f);
+        V[3] = _mm256_and_si256(_mm256_srli_epi16(Bv, 4), m0f);
+        return;
+    }
+    /* MAQ2: salient words zeroed (keep lanes whose bitmap bit is clear) */
     const __m256i bitpos = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i keep = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits8), bitpos),
+                                            _mm256_setzero_si256());
+    W = _mm256_and_si256(W, keep);
+    V[0] = _mm256_and_si256(W, m3);
+    V[1] = _mm256_and_si256(_mm256_srli_epi16(W, 2), m3);
+    V[2] = _mm256_and_si256(_mm256_srli_epi16(W, 4), m3);
+    V[3] = _mm256_and_si256(_mm256_srli_epi16(W, 6), m3);
+}
+
+AVX2_FN void row_avx2_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int BITS) {
+    const int nq = T / 512, gi = g_index(G);
     __m128 f[MAQ2_NT][3];
     for (int t = 0; t < NT; t++) f[t][0] = f[t][1] = f[t][2] = _mm_setzero_ps();
     for (int q = 0; q < nq; q++) {
-        uint32_t qbits;
-        memcpy(&qbits, r->bm + 4 * q, 4);
+        uint32_t qbits = 0;
+        if (BITS == 2) memcpy(&qbits, r->bm + 4 * q, 4);
         const __m256i scq = _mm256_broadcastsi128_si256(quad_sc_sse(r, q, G));
-        const uint32_t *wq = r->words + 32 * q;
         __m256i h[2][MAQ2_NT], prev[MAQ2_NT];
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            /* block j: 8 words, salient words zeroed (keep lanes whose bitmap bit is clear) */
-            __m256i W = _mm256_loadu_si256((const __m256i *)(wq + 8 * j));
-            const __m256i keep = _mm256_cmpeq_epi32(
-                _mm256_and_si256(_mm256_set1_epi32((int)((qbits >> (8 * j)) & 255u)), bitpos), _mm256_setzero_si256());
-            W = _mm256_and_si256(W, keep);
-            const __m256i V0 = _mm256_and_si256(W, m3);
-            const __m256i V1 = _mm256_and_si256(_mm256_srli_epi16(W, 2), m3);
-            const __m256i V2 = _mm256_and_si256(_mm256_srli_epi16(W, 4), m3);
-            const __m256i V3 = _mm256_and_si256(_mm256_srli_epi16(W, 6), m3);
+            __m256i V[4];
+            block_decode_avx2(r, 32 * q + 8 * j, (qbits >> (8 * j)) & 255u, V, BITS);
             const __m256i sv = _mm256_shuffle_epi8(scq, _mm256_load_si256((const __m256i *)SC_SHUF[gi][j]));
             for (int t = 0; t < NT; t++) {
                 const int8_t *xk = x[t].xp + 512 * q + 128 * j;
                 const __m256i s01 = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(V0, _mm256_load_si256((const __m256i *)xk)),
-                    _mm256_maddubs_epi16(V1, _mm256_load_si256((const __m256i *)(xk + 32))));
+                    _mm256_maddubs_epi16(V[0], _mm256_load_si256((const __m256i *)xk)),
+                    _mm256_maddubs_epi16(V[1], _mm256_load_si256((const __m256i *)(xk + 32))));
                 const __m256i s23 = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(V2, _mm256_load_si256((const __m256i *)(xk + 64))),
-                    _mm256_maddubs_epi16(V3, _mm256_load_si256((const __m256i *)(xk + 96))));
+                    _mm256_maddubs_epi16(V[2], _mm256_load_si256((const __m256i *)(xk + 64))),
+                    _mm256_maddubs_epi16(V[3], _mm256_load_si256((const __m256i *)(xk + 96))));
                 const __m256i acc = _mm256_madd_epi16(_mm256_add_epi16(s01, s23), sv);
                 if (j & 1) h[j >> 1][t] = _mm256_hadd_epi32(prev[t], acc);
                 else prev[t] = acc;
@@ -484,30 +602,45 @@ AVX2_FN void row_avx2_nt(const maq2_row *r, const maq2_x *x, const int NT, int T
         for (int t = 0; t < NT; t++) {
             const __m256i d8 = _mm256_hadd_epi32(h[0][t], h[1][t]);   /* [D_j lo half | D_j hi half] */
             const __m128i Dv = _mm_add_epi32(_mm256_castsi256_si128(d8), _mm256_extracti128_si256(d8, 1));
-            quad_float_sse(Dv, _mm_sub_epi32(quad_min_sse(G, mw, mw2, x[t].xsg, q), Cv[t]), Sv[t], x[t].dx + 4 * q, f[t]);
+            quad_float_sse(Dv, _mm_sub_epi32(quad_min_sse(G, mw, mw2, x[t].xsg, q), Cv[t]), Sv[t], x[t].dx + 4 * q,
+                           f[t], BITS);
         }
     }
-    remainder_sse(r, x, NT, T, G, 4 * nq, f);
-    for (int t = 0; t < NT; t++) {
-        maq2_acc a;
-        _mm_storeu_ps(a.D, f[t][0]);
-        _mm_storeu_ps(a.M, f[t][1]);
-        _mm_storeu_ps(a.S, f[t][2]);
-        out[t] = acc_final(&a, r);
-    }
+    remainder_sse(r, x, NT, T, G, 4 * nq, f, BITS);
+    for (int t = 0; t < NT; t++) out[t] = lanes_out_sse(f[t], r, BITS);
 }
 
-ROW_VARIANTS(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
-ROW_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
+ROW_FAMILY(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
+ROW_FAMILY(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
 #endif /* MAQ_X86 */
 
 /* ================================================================== NEON (128-bit) and dotprod, aarch64 */
 #if defined(MAQ_NEON)
 #define NEON_FN static inline __attribute__((always_inline))
 
-NEON_FN void chunk_decode_neon(const uint32_t *words4, unsigned nib, int8x16_t *V) {
+/* As chunk_decode_sse (byte shifts do not cross bytes here; bit selects merge the planes). */
+NEON_FN void chunk_decode_neon(const maq2_row *r, int wi, unsigned nib, int8x16_t *V, const int BITS) {
+    uint8x16_t W = vld1q_u8((const uint8_t *)(r->words + wi));
+    if (BITS != 2) {
+        const uint8x16_t m33 = vdupq_n_u8(0x33), m0f = vdupq_n_u8(0x0f);
+        uint8x16_t A, Bv;   /* codes k = 0 | 2 and k = 1 | 3 (low | high nibble) */
+        if (BITS == 4) {
+            const uint8x16_t H = vld1q_u8((const uint8_t *)(r->hi32 + wi));
+            A = vbslq_u8(m33, W, vshlq_n_u8(H, 2));
+            Bv = vbslq_u8(m33, vshrq_n_u8(W, 2), H);
+        } else {
+            const uint8x8_t h8 = vld1_u8((const uint8_t *)(r->hi16 + wi)), s8 = vshr_n_u8(h8, 4);
+            const uint8x16_t hn = vandq_u8(vcombine_u8(vzip1_u8(h8, s8), vzip2_u8(h8, s8)), m0f);   /* nibbles */
+            A = vbslq_u8(m33, W, vqtbl1q_u8(vld1q_u8(HI3_A), hn));
+            Bv = vbslq_u8(m33, vshrq_n_u8(W, 2), vqtbl1q_u8(vld1q_u8(HI3_B), hn));
+        }
+        V[0] = vreinterpretq_s8_u8(vandq_u8(A, m0f));
+        V[1] = vreinterpretq_s8_u8(vandq_u8(Bv, m0f));
+        V[2] = vreinterpretq_s8_u8(vshrq_n_u8(A, 4));
+        V[3] = vreinterpretq_s8_u8(vshrq_n_u8(Bv, 4));
+        return;
+    }
     const uint8x16_t m3 = vdupq_n_u8(3);
-    uint8x16_t W = vld1q_u8((const uint8_t *)words4);
     W = vbicq_u8(W, vld1q_u8((const uint8_t *)SAL_MASK[nib]));
     V[0] = vreinterpretq_s8_u8(vandq_u8(W, m3));
     V[1] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(W, 2), m3));
@@ -561,11 +694,12 @@ NEON_FN int32x4_t quad_min_neon(int G, const int8_t *mp, const int16_t *xs, int 
                       vpaddq_s32(vmull_s16(vget_low_s16(mb), vget_low_s16(xb)), vmull_high_s16(mb, xb)));
 }
 
-NEON_FN void quad_float_neon(int32x4_t Dv, int32x4_t Mv, int32x4_t Sv, const float *dx4, float32x4_t *f) {
+NEON_FN void quad_float_neon(int32x4_t Dv, int32x4_t Mv, int32x4_t Sv, const float *dx4, float32x4_t *f,
+                             const int BITS) {
     const float32x4_t dxv = vld1q_f32(dx4);
     f[0] = vaddq_f32(f[0], vmulq_f32(dxv, vcvtq_f32_s32(Dv)));
     f[1] = vaddq_f32(f[1], vmulq_f32(dxv, vcvtq_f32_s32(Mv)));
-    f[2] = vaddq_f32(f[2], vmulq_f32(dxv, vcvtq_f32_s32(Sv)));
+    if (BITS == 2) f[2] = vaddq_f32(f[2], vmulq_f32(dxv, vcvtq_f32_s32(Sv)));
 }
 
 /* As salient_quad_sse: block j's salient sums in lane j of Sv[t] / Cv[t], kept in registers. */
@@ -587,37 +721,37 @@ NEON_FN void salient_quad_neon(const maq2_row *r, const maq2_x *x, const int NT,
 }
 
 NEON_FN void remainder_neon(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, int b0, maq2_acc *a,
-                            const int DOT) {
+                            const int DOT, const int BITS) {
     const int nw = T / 16, nb = (T + 127) / 128, ng = (T + G - 1) / G, gi = g_index(G);
     for (int b = b0; b < nb; b++) {
         const int nwb = block_words(nw, b), nc = nwb >> 2;
-        const unsigned bits = block_bits(r, nw, b);
+        const unsigned bits = block_bits(r, nw, b, BITS);
         const uint8x16_t sc4 = vreinterpretq_u8_u32(vsetq_lane_u32(block_sc4(r, b, G, ng), vdupq_n_u32(0), 0));
         int32x4_t acc[MAQ2_NT];
         for (int t = 0; t < NT; t++) acc[t] = vdupq_n_s32(0);
         for (int c = 0; c < nc; c++) {
             int8x16_t V[4];
             const int16x8_t sv = scale_lanes_neon(sc4, SC_SHUF[gi][0][c]);
-            chunk_decode_neon(r->words + 8 * b + 4 * c, (bits >> (4 * c)) & 15u, V);
+            chunk_decode_neon(r, 8 * b + 4 * c, (bits >> (4 * c)) & 15u, V, BITS);
             for (int t = 0; t < NT; t++) acc[t] = vaddq_s32(acc[t], CHUNK_DOT(DOT, V, x[t].xp + 128 * b + 16 * c, sv));
         }
-        for (int t = 0; t < NT; t++) block_rest(r, &x[t], b, nwb, bits, G, ng, vaddvq_s32(acc[t]), &a[t]);
+        for (int t = 0; t < NT; t++) block_rest(r, &x[t], b, nwb, bits, G, ng, vaddvq_s32(acc[t]), &a[t], BITS);
     }
 }
 
 /* DOT (compile time): 0 = NEON widening multiplies, 1 = SDOT (only inside MAQ_DOTPROD_ATTR functions). */
-NEON_FN void row_neon_any(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int DOT) {
+NEON_FN void row_neon_any(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int DOT,
+                          const int BITS) {
     const int nq = T / 512, gi = g_index(G);
     float32x4_t f[MAQ2_NT][3];
     for (int t = 0; t < NT; t++) f[t][0] = f[t][1] = f[t][2] = vdupq_n_f32(0.0f);
     for (int q = 0; q < nq; q++) {
-        uint32_t qbits;
-        memcpy(&qbits, r->bm + 4 * q, 4);
+        uint32_t qbits = 0;
+        if (BITS == 2) memcpy(&qbits, r->bm + 4 * q, 4);
         const uint8_t *scp = r->sc + (size_t)q * (512 >> g_shift(G));
         uint8_t scb[16] = {0};
         memcpy(scb, scp, (size_t)(512 >> g_shift(G)));
         const uint8x16_t scq = vld1q_u8(scb);
-        const uint32_t *wq = r->words + 32 * q;
         int32x4_t h[2][MAQ2_NT], prev[MAQ2_NT];
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
@@ -626,7 +760,7 @@ NEON_FN void row_neon_any(const maq2_row *r, const maq2_x *x, const int NT, int 
             for (int c = 0; c < 2; c++) {
                 int8x16_t V[4];
                 const int16x8_t sv = scale_lanes_neon(scq, SC_SHUF[gi][j][c]);
-                chunk_decode_neon(wq + 8 * j + 4 * c, (qbits >> (8 * j + 4 * c)) & 15u, V);
+                chunk_decode_neon(r, 32 * q + 8 * j + 4 * c, (qbits >> (8 * j + 4 * c)) & 15u, V, BITS);
                 for (int t = 0; t < NT; t++) {
                     const int32x4_t d = CHUNK_DOT(DOT, V, x[t].xp + 512 * q + 128 * j + 16 * c, sv);
                     acc[t] = c ? vaddq_s32(acc[t], d) : d;
@@ -643,7 +777,7 @@ NEON_FN void row_neon_any(const maq2_row *r, const maq2_x *x, const int NT, int 
         const int8_t *mp = r->m + (size_t)q * (512 >> g_shift(G));
         for (int t = 0; t < NT; t++)
             quad_float_neon(vpaddq_s32(h[0][t], h[1][t]), vsubq_s32(quad_min_neon(G, mp, x[t].xsg, q), Cv[t]), Sv[t],
-                            x[t].dx + 4 * q, f[t]);
+                            x[t].dx + 4 * q, f[t], BITS);
     }
     maq2_acc a[MAQ2_NT];
     for (int t = 0; t < NT; t++) {
@@ -651,24 +785,23 @@ NEON_FN void row_neon_any(const maq2_row *r, const maq2_x *x, const int NT, int 
         vst1q_f32(a[t].M, f[t][1]);
         vst1q_f32(a[t].S, f[t][2]);
     }
-    remainder_neon(r, x, NT, T, G, 4 * nq, a, DOT);
-    for (int t = 0; t < NT; t++) out[t] = acc_final(&a[t], r);
+    remainder_neon(r, x, NT, T, G, 4 * nq, a, DOT, BITS);
+    for (int t = 0; t < NT; t++) out[t] = acc_final(&a[t], r, BITS);
 }
 
-NEON_FN void row_neon_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out) {
-    row_neon_any(r, x, NT, T, G, out, 0);
+NEON_FN void row_neon_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int BITS) {
+    row_neon_any(r, x, NT, T, G, out, 0, BITS);
 }
 static inline __attribute__((always_inline)) MAQ_DOTPROD_ATTR void row_dot_nt(const maq2_row *r, const maq2_x *x,
-                                                                            const int NT, int T, int G, float *out) {
-    row_neon_any(r, x, NT, T, G, out, 1);
+                                                                            const int NT, int T, int G, float *out,
+                                                                            const int BITS) {
+    row_neon_any(r, x, NT, T, G, out, 1, BITS);
 }
-ROW_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
-ROW_VARIANTS(row_dot, __attribute__((noinline)) MAQ_DOTPROD_ATTR, row_dot_nt)
+ROW_FAMILY(row_neon, __attribute__((noinline)), row_neon_nt)
+ROW_FAMILY(row_dot, __attribute__((noinline)) MAQ_DOTPROD_ATTR, row_dot_nt)
 #endif /* MAQ_NEON */
 
 /* ================================================================== row/token tiling shared by SIMD paths */
-typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y);
-
 /* Rows [p0, p1) x all B tokens: row sub-tiles of 16 rows (their words stay in L1/L2) x token tiles of NT
  * (B <= NT: the whole range at once). */
 static void rows_tiled(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
@@ -686,54 +819,48 @@ static void rows_tiled(const maq_weight *w, const maq2_act_layout *L, const uint
 }
 
 /* ================================================================== dispatch */
+/* MAQ2, MAQ3 and MAQ4 (w->type) rows [p0, p1) for all B tokens. */
 void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     maq2_act_layout L;
     maq2_act_layout_init(&L, w->T);
+    const int bi = type_bits(w->type) - 2;
     switch (path) {
 #if defined(MAQ_X86)
-    case MAQ_PATH_SSE: {
-        static const row_fn fns[MAQ2_NT] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4};
-        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+    case MAQ_PATH_SSE:
+        rows_tiled(w, &L, act, B, p0, p1, Y, row_sse_fns[bi]);
         break;
-    }
-    case MAQ_PATH_AVX2: {
-        static const row_fn fns[MAQ2_NT] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4};
-        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+    case MAQ_PATH_AVX2:
+        rows_tiled(w, &L, act, B, p0, p1, Y, row_avx2_fns[bi]);
         break;
-    }
 #endif
 #if defined(MAQ_NEON)
-    case MAQ_PATH_NEON: {
-        static const row_fn fns[MAQ2_NT] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4};
-        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+    case MAQ_PATH_NEON:
+        rows_tiled(w, &L, act, B, p0, p1, Y, row_neon_fns[bi]);
         break;
-    }
-    case MAQ_PATH_DOTPROD: {
-        static const row_fn fns[MAQ2_NT] = {row_dot_1, row_dot_2, row_dot_3, row_dot_4};
-        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+    case MAQ_PATH_DOTPROD:
+        rows_tiled(w, &L, act, B, p0, p1, Y, row_dot_fns[bi]);
         break;
-    }
 #endif
     default:
         rows_scalar(w, &L, act, B, p0, p1, Y);
         break;
     }
+    (void)bi;
 }
 
 /* Row p dequantized exactly as format.dequantize does it (float32: d*sc*q + dmin*m, dsal*c). */
 void maq2_get_row(const maq_weight *w, int p, float *out) {
+    const int bits = type_bits(w->type), nw = w->T / 16, G = w->G;
     maq2_row r;
-    row_init(w, p, &r);
-    const float d = r.d, dmin = r.dmin, dsal = r.dsal;
-    const int nw = w->T / 16, G = w->G;
+    row_init_g(w, p, G, bits, &r);
     for (int wi = 0; wi < nw; wi++) {
         const uint32_t word = r.words[wi];
         const int g = 16 * wi / G;
-        if (r.bm[wi / 8] >> (wi % 8) & 1u) {
-            for (int j = 0; j < 16; j++) out[16 * wi + j] = dsal * (float)(int8_t)(uint8_t)(word >> (8 * (j / 4)));
+        if (bits == 2 && (r.bm[wi / 8] >> (wi % 8) & 1u)) {
+            for (int j = 0; j < 16; j++) out[16 * wi + j] = r.dsal * (float)(int8_t)(uint8_t)(word >> (8 * (j / 4)));
         } else {
-            const float s = d * (float)r.sc[g], lo = dmin * (float)r.m[g];
-            for (int j = 0; j < 16; j++) out[16 * wi + j] = s * (float)((word >> (2 * j)) & 3u) + lo;
+            const float s = r.d * (float)r.sc[g], lo = r.dmin * (float)r.m[g];
+            for (int j = 0; j < 16; j++) out[16 * wi + j] = s * (float)code_of(&r, wi, j, bits) + lo;
         }
     }
 }

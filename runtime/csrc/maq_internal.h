@@ -4,7 +4,7 @@
  *   dispatch.c  SIMD path selection (scalar / sse / avx2 / neon / dotprod), fp16 conversion
  *   pool.c      persistent thread pool
  *   act.c       activation preprocessing (layouts below)
- *   maq2.c      MAQ2 products and get_row
+ *   maq2.c      MAQ2 / MAQ3 / MAQ4 products and get_row (one family: same words, scales and activation)
  *   q8_0.c      Q8_0 products and get_row
  *   float.c     F32 / F16 products and get_row
  *   matmul.c    public entry points: split rows across the pool, dispatch by type
@@ -94,7 +94,7 @@ static inline uint16_t maq_f2h(float f) {
 }
 
 /* ------------------------------------------------------------------ activation layouts (act.c) */
-/* MAQ2 activation, one token row of T inputs (all regions 64-byte aligned inside the row):
+/* MAQ2 activation (also MAQ3 / MAQ4), one token row of T inputs (all regions 64-byte aligned inside the row):
  *   xp    int8  [nb][128]   x quantized per 128-input block, each block stored permuted for the SIMD paths:
  *                           xp[b*128 + 32*k + 16*c + 4*i + t] = x[128*b + 64*c + 16*i + 4*t + k]
  *                           (c = 64-input chunk 0..1, i = word in chunk 0..3, t = byte of word 0..3,
@@ -131,6 +131,7 @@ size_t float_act_stride(int T);
 
 /* ------------------------------------------------------------------ kernels: rows [p0, p1) for all B tokens */
 /* act: B rows of `stride` bytes; Y [B][P] (row-major, token-major). */
+/* maq2_rows / maq2_get_row serve MAQ_TYPE_MAQ2, MAQ3 and MAQ4 (by w->type). */
 void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
 void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
 void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);

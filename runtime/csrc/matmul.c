@@ -20,7 +20,9 @@ typedef struct {
 
 static void rows(const mm_task *t, int p0, int p1) {
     switch (t->w->type) {
-    case MAQ_TYPE_MAQ2: maq2_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path); break;
+    case MAQ_TYPE_MAQ2:
+    case MAQ_TYPE_MAQ3:
+    case MAQ_TYPE_MAQ4: maq2_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path); break;
     case MAQ_TYPE_Q8_0: q8_0_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path); break;
     default: float_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path); break;
     }
@@ -66,7 +68,9 @@ void maq_matmul(const maq_weight *w, const float *X, int B, float *Y, void *scra
 
 void maq_get_row(const maq_weight *w, int p, float *out) {
     switch (w->type) {
-    case MAQ_TYPE_MAQ2: maq2_get_row(w, p, out); break;
+    case MAQ_TYPE_MAQ2:
+    case MAQ_TYPE_MAQ3:
+    case MAQ_TYPE_MAQ4: maq2_get_row(w, p, out); break;
     case MAQ_TYPE_Q8_0: q8_0_get_row(w, p, out); break;
     default: float_get_row(w, p, out); break;
     }

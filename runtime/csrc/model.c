@@ -174,11 +174,15 @@ typedef struct {
     int type, T;
 } act_tag;
 
-/* Y[B][w->P] = X[B][w->T] W^T, preparing X only when the previous product used another (type, T). */
+/* The activation layout of a weight type: MAQ2, MAQ3 and MAQ4 share one (maq.h, maq_act_bytes). */
+static int act_kind(int type) { return type == MAQ_TYPE_MAQ3 || type == MAQ_TYPE_MAQ4 ? MAQ_TYPE_MAQ2 : type; }
+
+/* Y[B][w->P] = X[B][w->T] W^T, preparing X only when the previous product used another (activation kind, T),
+ * e.g. Q/K/V of mixed MAQ2 / MAQ3 / MAQ4 types share one preparation. */
 static void matmul(maq_model *m, act_tag *tag, const maq_weight *w, const float *X, int B, float *Y) {
-    if (tag->type != w->type || tag->T != w->T) {
+    if (tag->type != act_kind(w->type) || tag->T != w->T) {
         maq_act_prepare(w, X, B, m->s.act);
-        tag->type = w->type;
+        tag->type = act_kind(w->type);
         tag->T = w->T;
     }
     maq_matmul_act(w, m->s.act, B, Y, m->pool);

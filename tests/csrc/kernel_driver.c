@@ -3,10 +3,11 @@
  *
  * usage: kernel_driver PATH IN OUT      (PATH: scalar | sse | avx2 | neon | default)
  * IN  (little-endian, written by the test):
- *     char magic[4] = "MAQD"; int32 version = 1;
+ *     char magic[4] = "MAQD"; int32 version = 2;
  *     int32 type, T, P, G, B, n_threads, n_rows;       (n_rows: rows of maq_get_row to output)
- *     int64 n_data, n_bitmap, n_scales, n_rowscale;   (bytes of each weight part; 0 if unused)
- *     bytes data[n_data], bitmap[n_bitmap], scales[n_scales], rowscale[n_rowscale];
+ *     int64 n_data, n_bitmap, n_scales, n_rowscale, n_hi;   (bytes of each weight part; 0 if unused)
+ *     bytes data[n_data], bitmap[n_bitmap], scales[n_scales], rowscale[n_rowscale], hi[n_hi];
+ *     (type: enum maq_type, MAQ2 = 100 with a bitmap, MAQ3 = 101 / MAQ4 = 102 with hi)
  *     float X[B][T]
  * OUT: float Y[B][P]; float rows[n_rows][T]
  * stdout: "path=<active> compiled=<list>". Exit 0 ok, 2 path unavailable, 1 any other error.
@@ -45,18 +46,18 @@ int main(int argc, char **argv) {
     }
     char magic[4];
     int32_t hdr[8];
-    int64_t sizes[4];
-    if (read_all(f, magic, 4) || memcmp(magic, "MAQD", 4) || read_all(f, hdr, sizeof(hdr)) || hdr[0] != 1 ||
+    int64_t sizes[5];
+    if (read_all(f, magic, 4) || memcmp(magic, "MAQD", 4) || read_all(f, hdr, sizeof(hdr)) || hdr[0] != 2 ||
         read_all(f, sizes, sizeof(sizes))) {
         fprintf(stderr, "%s: bad header\n", argv[2]);
         return 1;
     }
     const int type = hdr[1], T = hdr[2], P = hdr[3], G = hdr[4], B = hdr[5], nth = hdr[6], n_rows = hdr[7];
     void *data = read_blob(f, sizes[0]), *bitmap = read_blob(f, sizes[1]);
-    void *scales = read_blob(f, sizes[2]), *rowscale = read_blob(f, sizes[3]);
+    void *scales = read_blob(f, sizes[2]), *rowscale = read_blob(f, sizes[3]), *hi = read_blob(f, sizes[4]);
     float *X = (float *)read_blob(f, (int64_t)B * T * 4);
     fclose(f);
-    if (!data || !bitmap || !scales || !rowscale || !X) {
+    if (!data || !bitmap || !scales || !rowscale || !hi || !X) {
         fprintf(stderr, "%s: truncated\n", argv[2]);
         return 1;
     }
@@ -70,6 +71,7 @@ int main(int argc, char **argv) {
     w.bitmap = (const uint8_t *)bitmap;
     w.scales = (const uint8_t *)scales;
     w.rowscale = (const uint16_t *)rowscale;
+    w.hi = hi;
 
     float *Y = (float *)malloc((size_t)B * P * sizeof(float));
     float *rows = (float *)malloc((size_t)(n_rows > 0 ? n_rows : 1) * T * sizeof(float));

@@ -7,14 +7,15 @@
  *
  * usage: model_driver PATH IN OUT       (PATH: scalar | sse | avx2 | neon | dotprod | default)
  * IN (little-endian):
- *   char magic[4] = "MAQM"; int32 version = 1;
+ *   char magic[4] = "MAQM"; int32 version = 2;
  *   int32 dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_dim, vocab_size, seq_len, rope_dim,
  *         max_batch, n_threads, n_tokens, tied;          (tied: 1 = output is tok_embd, no output record)
  *   float norm_eps; float rope_inv_freq[rope_dim / 2]; int32 tokens[n_tokens];
  *   weight tok_embd;
  *   per layer: vector attn_norm; weight wq, wk, wv, wo; vector ffn_norm; weight w_gate, w_up, w_down;
  *   vector output_norm; [weight output if !tied]
- *   weight = int32 type, T, P, G; int64 n_data, n_bitmap, n_scales, n_rowscale; the four byte blobs
+ *   weight = int32 type, T, P, G; int64 n_data, n_bitmap, n_scales, n_rowscale, n_hi; the five byte blobs
+ *            (type: enum maq_type; MAQ2 has a bitmap, MAQ3 / MAQ4 a hi part; unused parts have 0 bytes)
  *   vector = int64 n; float v[n]
  * OUT: float prefill[n_tokens][V]   (one maq_model_forward over all tokens, logits of every token, in chunks
  *                                     of max_batch)
@@ -54,7 +55,7 @@ static void *blob(FILE *f, int64_t n, int *err) {
 
 static int read_weight(FILE *f, maq_weight *w, int *err) {
     int32_t h[4];
-    int64_t s[4];
+    int64_t s[5];
     if (rd(f, h, sizeof h) || rd(f, s, sizeof s)) return *err = 1;
     memset(w, 0, sizeof *w);
     w->type = h[0];
@@ -65,6 +66,7 @@ static int read_weight(FILE *f, maq_weight *w, int *err) {
     if (s[1]) w->bitmap = (const uint8_t *)blob(f, s[1], err);
     if (s[2]) w->scales = (const uint8_t *)blob(f, s[2], err);
     if (s[3]) w->rowscale = (const uint16_t *)blob(f, s[3], err);
+    if (s[4]) w->hi = blob(f, s[4], err);
     return *err;
 }
 
@@ -94,7 +96,7 @@ int main(int argc, char **argv) {
     char magic[4];
     int32_t version, h[13];
     int err = 0;
-    if (rd(f, magic, 4) || memcmp(magic, "MAQM", 4) || rd(f, &version, 4) || version != 1 || rd(f, h, sizeof h)) {
+    if (rd(f, magic, 4) || memcmp(magic, "MAQM", 4) || rd(f, &version, 4) || version != 2 || rd(f, h, sizeof h)) {
         fprintf(stderr, "%s: bad header\n", argv[2]);
         return 1;
     }

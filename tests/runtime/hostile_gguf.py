@@ -1,14 +1,15 @@
 """Hostile GGUF files for the runtime's loader (used by test_hostile_gguf.py and scripts/fuzz_gguf.py).
 
 * ``base_model()`` describes a tiny valid MAQ GGUF (2 layers, width 64, MLP 96, GQA 4/2, a 112-token byte-level
-  BPE vocabulary): every linear MAQ2 (G = 32, 64 and 128; ragged groups; bitmap padding bits) except one Q8_0
-  linear, a Q8_0 embedding, an untied F32 output head, F32 norms and rope_freqs.
+  BPE vocabulary): every linear MAQ2 (G = 32, 64 and 128; ragged groups; bitmap padding bits) except two MAQ3 and
+  two MAQ4 linears (``HI_LINEARS``) and one Q8_0 linear, a Q8_0 embedding, an untied F32 output head, F32 norms and
+  rope_freqs.
 * ``serialize()`` is a GGUF writer of our own that can write anything (duplicate keys, empty names, lying counts,
   wrong types, bad offsets) and records the byte span of every field, so variants can be made both semantically
   (edit the description, write it again) and at the byte level (flip/overwrite/truncate at a field).
 * ``variants()`` derives the hostile files: every corruption class of llama.cpp's tests/test-gguf.cpp, wrong
-  metadata types for every key, huge dimensions, MAQ parts disagreeing, truncation around every section boundary,
-  random byte flips.
+  metadata types for every key, huge dimensions, MAQ2/3/4 parts disagreeing (shapes, GGUF types, a part of the
+  other members, type keys naming another member), truncation around every section boundary, random byte flips.
 * ``check(path)`` is what one variant must survive: ``maq.Llama`` on it (loader, tokenizer, C model) and a
   completion that runs the forward pass (prompt logits for every token, then decode). It returns a dict; the
   ``worker`` entry point runs it for paths read from stdin, one JSON line per answer, under an address-space limit,
@@ -162,6 +163,24 @@ LINEARS = {
     "ffn_gate": (HIDDEN, DIM, 32), "ffn_up": (HIDDEN, DIM, 128), "ffn_down": (DIM, HIDDEN, 64),
 }
 Q8_LINEAR = "blk.1.ffn_up.weight"    # one standard-type linear among the MAQ2 ones
+# MAQ3 / MAQ4 linears of the base model {tensor name: code bits} (T=96 with G=64: a ragged group; T < G)
+HI_LINEARS = {"blk.0.attn_k.weight": 3, "blk.0.ffn_down.weight": 4, "blk.1.attn_output.weight": 3,
+              "blk.1.ffn_gate.weight": 4}
+
+
+MAQ_PART_TYPES = {"": T_I32, ".bitmap": T_I8, ".scales": T_I8, ".rowscale": T_F16}   # the .hi part: I16 / I32
+
+# build_model() keywords of a model mixing every linear type the runtime reads, per tensor (as --target-bpw files
+# do): MAQ2, MAQ3, MAQ4, Q8_0, F16 and F32 linears; MAQ2/3/4 Q, K, V share one prepared activation; ffn_down has
+# T = 576 (one 512-input quad + a half block, ragged G = 128 group).
+MIXED_MODEL = dict(
+    dim=128, hidden=576, layers=2, heads=4, kv_heads=2,
+    groups={"attn_q": 32, "attn_k": 64, "attn_v": 128, "attn_output": 64, "ffn_gate": 32, "ffn_up": 128,
+            "ffn_down": 128},
+    bits={"blk.0.attn_k.weight": 3, "blk.0.attn_v.weight": 4, "blk.0.ffn_gate.weight": 4, "blk.0.ffn_up.weight": 3,
+          "blk.0.ffn_down.weight": 4, "blk.1.attn_q.weight": 3, "blk.1.attn_k.weight": 4,
+          "blk.1.attn_output.weight": 3, "blk.1.ffn_down.weight": 3},
+    standard={"blk.0.attn_output.weight": T_Q8_0, "blk.1.ffn_up.weight": T_F16, "blk.1.attn_v.weight": T_F32})
 
 
 def _q8_0(W: np.ndarray) -> bytes:
@@ -178,10 +197,11 @@ def base_model(seed: int = 0) -> tuple[list[KV], list[TI]]:
 
 def build_model(*, dim: int = DIM, hidden: int = HIDDEN, layers: int = N_LAYERS, heads: int = N_HEADS,
                 kv_heads: int = N_KV, groups: dict | None = None, standard: dict | None = None, tied: bool = False,
-                rope_freqs: bool = True, seed: int = 0) -> tuple[list[KV], list[TI]]:
+                rope_freqs: bool = True, seed: int = 0, bits: dict | None = None) -> tuple[list[KV], list[TI]]:
     """(metadata, tensors) of a tiny llama GGUF: every linear MAQ2 with group sizes ``groups`` {kind: G}
-    (default: LINEARS' 32/64/128 mix) except ``standard`` {tensor name: ggml type F32/F16/Q8_0}; Q8_0 embedding,
-    F32 norms, F32 output head unless ``tied``. head_dim = dim / heads; rope over the whole head."""
+    (default: LINEARS' 32/64/128 mix) except ``standard`` {tensor name: ggml type F32/F16/Q8_0} and the MAQ3 / MAQ4
+    linears ``bits`` {tensor name: 3 or 4} (default HI_LINEARS); Q8_0 embedding, F32 norms, F32 output head unless
+    ``tied``. head_dim = dim / heads; rope over the whole head."""
     from maq.runtime import format as fmt
 
     rng = np.random.default_rng(seed)
@@ -189,6 +209,7 @@ def build_model(*, dim: int = DIM, hidden: int = HIDDEN, layers: int = N_LAYERS,
     head_dim = dim // heads
     groups = {k: G for k, (_, _, G) in LINEARS.items()} if groups is None else groups
     standard = {Q8_LINEAR: T_Q8_0} if standard is None else standard
+    bits = HI_LINEARS if bits is None else bits
     shapes = {"attn_q": (heads * head_dim, dim), "attn_k": (kv_heads * head_dim, dim),
               "attn_v": (kv_heads * head_dim, dim), "attn_output": (dim, heads * head_dim),
               "ffn_gate": (hidden, dim), "ffn_up": (hidden, dim), "ffn_down": (dim, hidden)}
@@ -236,11 +257,16 @@ def build_model(*, dim: int = DIM, hidden: int = HIDDEN, layers: int = N_LAYERS,
                 tensors.append(TI(name, [T, P], gt, W.astype("<f2" if gt == T_F16 else "<f4").tobytes()))
                 continue
             G = groups[kind]
-            mt = fmt.quantize_rtn(W, salient=rng.random((P, T // 16)) < 0.1, G=G)
-            kvs += [KV(fmt.key_tensor_type(name), STR, fmt.TYPE_MAQ2), KV(fmt.key_group_size(name), U32, G),
-                    KV(fmt.key_salient_coding(name), STR, fmt.SALIENT_MEAN4)]
-            for suffix, arr, pt in ((fmt.PART_WORDS, mt.words, T_I32), (fmt.PART_BITMAP, mt.bitmap, T_I8),
-                                    (fmt.PART_SCALES, mt.scales, T_I8), (fmt.PART_ROWSCALE, mt.rowscale, T_F16)):
+            nb = bits.get(name, 2)
+            if nb == 2:
+                mt = fmt.quantize_rtn(W, salient=rng.random((P, T // 16)) < 0.1, G=G)
+                kvs += [KV(fmt.key_tensor_type(name), STR, fmt.TYPE_MAQ2), KV(fmt.key_group_size(name), U32, G),
+                        KV(fmt.key_salient_coding(name), STR, fmt.SALIENT_MEAN4)]
+            else:
+                mt = fmt.quantize_rtn(W, G=G, bits=nb)
+                kvs += [KV(fmt.key_tensor_type(name), STR, fmt.TYPE_OF_BITS[nb]), KV(fmt.key_group_size(name), U32, G)]
+            for suffix, arr in mt.parts().items():
+                pt = MAQ_PART_TYPES[suffix] if suffix != fmt.PART_HI else (T_I16 if nb == 3 else T_I32)
                 tensors.append(TI(name + suffix, [arr.shape[1], arr.shape[0]], pt, np.ascontiguousarray(arr).tobytes()))
     tensors.append(TI("output_norm.weight", [dim], T_F32, f32(1 + 0.1 * rng.standard_normal(dim))))
     if not tied:
@@ -598,10 +624,13 @@ def variants(seed: int = 0, n_random: int = 300) -> Iterator[Variant]:
     big = [TI("huge.a", [0x7FFFFFFFFFFFFFC0], T_I8, b""), TI("huge.b", [0x7FFFFFFFFFFFFFC0], T_I8, b"")]
     yield Variant("data/mem-size-overflow", ser(t=tensors + big), ("huge.",), True)
 
-    # ---- MAQ parts disagreeing with each other / with the metadata
-    for name in ("blk.0.attn_q.weight", "blk.0.ffn_down.weight", "blk.1.attn_v.weight", "blk.1.ffn_down.weight"):
+    # ---- MAQ parts disagreeing with each other / with the metadata (MAQ2, MAQ3 and MAQ4 tensors)
+    maq_names = ("blk.0.attn_q.weight", "blk.0.ffn_down.weight", "blk.1.attn_v.weight", "blk.1.ffn_down.weight",
+                 "blk.0.attn_k.weight", "blk.1.ffn_gate.weight")
+    for name in maq_names:
         P, T, G = LINEARS[name.split(".")[2]]
-        idx = {s: _ti_index(tensors, name + s) for s in fmt.PART_SUFFIXES}
+        nb = HI_LINEARS.get(name, 2)
+        idx = {s: _ti_index(tensors, name + s) for s in fmt.part_suffixes(nb)}
         for s, i in idx.items():
             t = tensors[i]
             part = s or ".words"
@@ -610,8 +639,8 @@ def variants(seed: int = 0, n_random: int = 300) -> Iterator[Variant]:
                               ("swap", [t.ne[1], t.ne[0]]), ("flat", [t.ne[0] * t.ne[1]])):
                 if min(ne) <= 0:
                     continue
-                nb = -(-int(np.prod(ne)) * len(t.data) // (t.ne[0] * t.ne[1]))
-                data = (t.data * 2)[:nb]
+                nbytes = -(-int(np.prod(ne)) * len(t.data) // (t.ne[0] * t.ne[1]))
+                data = (t.data * 2)[:nbytes]
                 t2 = list(tensors)
                 t2[i] = TI(t.name, ne, t.gtype, data)
                 yield Variant(f"maq/{name}{part}/{label}", ser(t=t2), (t.name, name), True)
@@ -622,6 +651,22 @@ def variants(seed: int = 0, n_random: int = 300) -> Iterator[Variant]:
                 t2[i] = TI(t.name, t.ne, gt, t.data)
                 yield Variant(f"maq/{name}{part}/type={gt}", ser(t=t2), (t.name, name), True)
             yield Variant(f"maq/{name}{part}/missing", ser(t=tensors[:i] + tensors[i + 1:]), (t.name,), True)
+        if nb > 2:   # the .hi part re-declared with the other member's type and the matching byte size
+            i = idx[fmt.PART_HI]
+            t = tensors[i]
+            hi = np.frombuffer(t.data, "<u2" if nb == 3 else "<i4").reshape(t.ne[1], t.ne[0])
+            other = hi.astype("<i4") if nb == 3 else hi.astype("<u2")
+            t2 = list(tensors)
+            t2[i] = TI(t.name, t.ne, T_I32 if nb == 3 else T_I16, other.tobytes())
+            yield Variant(f"maq/{name}.hi/as-maq{7 - nb}-hi", ser(t=t2), (t.name,), True)
+        # a part of the other members next to the right ones (MAQ2 + .hi, MAQ3/4 + .bitmap)
+        stray = fmt.PART_HI if nb == 2 else fmt.PART_BITMAP
+        sshape = (P, T // 16) if nb == 2 else fmt.Layout(T, P, G).bitmap_shape
+        sdata = np.zeros(sshape, "<i4" if nb == 2 else np.uint8).tobytes()
+        ins = max(idx.values()) + 1
+        t2 = tensors[:ins] + [TI(name + stray, [sshape[1], sshape[0]], T_I32 if nb == 2 else T_I8, sdata)] + \
+            tensors[ins:]
+        yield Variant(f"maq/{name}/stray{stray}", ser(t=t2), (name + stray,), True)
         ig = _kv_index(kvs, fmt.key_group_size(name))
         for g in (0, 16, 48, 96, 256, 2**32 - 1) + tuple(x for x in fmt.GROUP_SIZES if x != G):
             k2 = list(kvs)
@@ -631,43 +676,55 @@ def variants(seed: int = 0, n_random: int = 300) -> Iterator[Variant]:
                       -(-T // fmt.DEFAULT_GROUP) != -(-T // G))
         itype = _kv_index(kvs, fmt.key_tensor_type(name))
         yield Variant(f"maq/{name}/type-key-missing", ser(k=kvs[:itype] + kvs[itype + 1:]), (name,), True)
-        for v in ("maq3", "", "MAQ2", "q8_0"):
+        others = [fmt.TYPE_OF_BITS[b] for b in fmt.BITS if b != nb]   # the parts of one member, the key of another
+        for v in others + ["", fmt.TYPE_OF_BITS[nb].upper(), "q8_0", "maq5"]:
             k2 = list(kvs)
             k2[itype] = KV(fmt.key_tensor_type(name), STR, v)
             yield Variant(f"maq/{name}/type-key={v!r}", ser(k=k2), (name,), True)
-        isc = _kv_index(kvs, fmt.key_salient_coding(name))
-        for v in ("mean8", ""):
-            k2 = list(kvs)
-            k2[isc] = KV(fmt.key_salient_coding(name), STR, v)
-            yield Variant(f"maq/{name}/salient_coding={v!r}", ser(k=k2), (name,), True)
-        # bitmap padding bits (T/16 words; the last byte's bits past the last word)
-        ib = idx[fmt.PART_BITMAP]
-        nbytes_row = tensors[ib].ne[0]
-        pad = nbytes_row * 8 - T // 16
-        if pad:
-            bm = bytearray(tensors[ib].data)
-            for row in (0, P - 1):
-                bm[row * nbytes_row + nbytes_row - 1] |= 0x80
+        k2 = list(kvs)
+        k2[itype] = KV(fmt.key_tensor_type(name), U32, nb)
+        yield Variant(f"maq/{name}/type-key-u32", ser(k=k2), (name,), True)
+        if nb == 2:
+            isc = _kv_index(kvs, fmt.key_salient_coding(name))
+            for v in ("mean8", ""):
+                k2 = list(kvs)
+                k2[isc] = KV(fmt.key_salient_coding(name), STR, v)
+                yield Variant(f"maq/{name}/salient_coding={v!r}", ser(k=k2), (name,), True)
+            # bitmap padding bits (T/16 words; the last byte's bits past the last word)
+            ib = idx[fmt.PART_BITMAP]
+            nbytes_row = tensors[ib].ne[0]
+            pad = nbytes_row * 8 - T // 16
+            if pad:
+                bm = bytearray(tensors[ib].data)
+                for row in (0, P - 1):
+                    bm[row * nbytes_row + nbytes_row - 1] |= 0x80
+                t2 = list(tensors)
+                t2[ib] = TI(tensors[ib].name, tensors[ib].ne, T_I8, bytes(bm))
+                yield Variant(f"maq/{name}/bitmap-padding", ser(t=t2), ("padding",), True)
+        else:   # every hi bit set: the largest codes (valid)
+            i = idx[fmt.PART_HI]
             t2 = list(tensors)
-            t2[ib] = TI(tensors[ib].name, tensors[ib].ne, T_I8, bytes(bm))
-            yield Variant(f"maq/{name}/bitmap-padding", ser(t=t2), ("padding",), True)
+            t2[i] = TI(tensors[i].name, tensors[i].ne, tensors[i].gtype, b"\xff" * len(tensors[i].data))
+            yield Variant(f"maq/{name}/hi-all-ones", ser(t=t2), (), False, must_load=True)
         ir = idx[fmt.PART_ROWSCALE]
-        for label, bits in (("inf", 0x7C00), ("nan", 0x7E00), ("-inf", 0xFC00)):
+        for label, bits16 in (("inf", 0x7C00), ("nan", 0x7E00), ("-inf", 0xFC00)):
             rs = bytearray(tensors[ir].data)
-            rs[2:4] = struct.pack("<H", bits)
+            rs[2:4] = struct.pack("<H", bits16)
             t2 = list(tensors)
             t2[ir] = TI(tensors[ir].name, tensors[ir].ne, T_F16, bytes(rs))
             yield Variant(f"maq/{name}/rowscale-{label}", ser(t=t2), (name,), True)
-        # a MAQ type key on a tensor that has no parts; parts of one tensor with the metadata of another
-        k2 = kvs + [KV(fmt.key_tensor_type("output.weight"), STR, fmt.TYPE_MAQ2)]
-        yield Variant(f"maq/type-key-on-output", ser(k=k2), ("output.weight",), True)
-    # a whole MAQ tensor's parts replaced by another tensor's parts of a different shape
-    src, dst = "blk.0.ffn_down.weight", "blk.0.attn_q.weight"
-    t2 = list(tensors)
-    for s in fmt.PART_SUFFIXES:
-        t = tensors[_ti_index(tensors, src + s)]
-        t2[_ti_index(tensors, dst + s)] = TI(dst + s, t.ne, t.gtype, t.data)
-    yield Variant("maq/parts-of-another-shape", ser(t=t2), (dst,), True)
+    # a MAQ type key on a tensor that has no parts
+    for v in (fmt.TYPE_MAQ2, fmt.TYPE_MAQ3, fmt.TYPE_MAQ4):
+        k2 = kvs + [KV(fmt.key_tensor_type("output.weight"), STR, v)]
+        yield Variant(f"maq/type-key-on-output={v}", ser(k=k2), ("output.weight",), True)
+    # a whole MAQ tensor's parts replaced by another tensor's parts of a different shape (same member)
+    for src, dst in (("blk.1.ffn_down.weight", "blk.0.attn_q.weight"),      # MAQ2 [64, 96] -> [64, 64]
+                     ("blk.0.ffn_down.weight", "blk.1.ffn_gate.weight")):   # MAQ4 [64, 96] -> [96, 64]
+        t2 = list(tensors)
+        for s in fmt.part_suffixes(HI_LINEARS.get(src, 2)):
+            t = tensors[_ti_index(tensors, src + s)]
+            t2[_ti_index(tensors, dst + s)] = TI(dst + s, t.ne, t.gtype, t.data)
+        yield Variant(f"maq/parts-of-another-shape/{src}->{dst}", ser(t=t2), (dst,), True)
 
     # ---- weight values that overflow: NaN / inf in float weights, Q8_0 block scales, norms
     def with_values(name: str, fn) -> bytes:

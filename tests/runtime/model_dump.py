@@ -1,10 +1,11 @@
-"""Run runtime/csrc/model.c outside Python: build tests/csrc/model_driver.c with any compiler and flags, and write
-the model the way runtime/model.py hands it to C (used by test_sanitizers.py and test_arm_forward.py).
+"""Run runtime/csrc outside Python: build tests/csrc/model_driver.c / kernel_driver.c with any compiler and flags,
+and write their inputs (used by test_sanitizers.py, test_arm_forward.py and test_neon.py).
 
 ``write_input(path, lm, tokens, ...)`` serializes a ``gguf_loader.LoadedModel`` (config, RoPE angles from
 ``RopeConfig.inv_freq`` as CModel computes them, every weight's parts) in the format documented at the top of
 model_driver.c; ``read_output`` returns (prefill logits [n, V], decode logits [n, V]); ``reference`` computes the
-same two arrays with the Python extension (``model.CModel``)."""
+same two arrays with the Python extension (``model.CModel``). ``write_kernel_input`` writes kernel_driver.c's input
+(one weight's five parts and the activations); ``random_maq_hi`` makes random but valid MAQ3 / MAQ4 parts."""
 from __future__ import annotations
 
 import glob
@@ -58,13 +59,14 @@ def build_many(cc: str, drivers: dict[str, Path], outdir: Path, extra: list[str]
 def _weight(f, w) -> None:
     from maq.runtime import gguf_loader as gl
 
-    if w.kind == gl.KIND_MAQ2:
+    if w.kind in gl.MAQ_KINDS:
         t = w.maq
-        parts = [np.ascontiguousarray(a).tobytes() for a in (t.words, t.bitmap, t.scales, t.rowscale)]
+        parts = [np.ascontiguousarray(a).tobytes() if a is not None else b""
+                 for a in (t.words, t.bitmap, t.scales, t.rowscale, t.hi)]
     else:
-        parts = [np.ascontiguousarray(w.data).tobytes(), b"", b"", b""]
+        parts = [np.ascontiguousarray(w.data).tobytes(), b"", b"", b"", b""]
     f.write(struct.pack("<4i", w.kind, w.T, w.P, w.G))
-    f.write(struct.pack("<4q", *[len(p) for p in parts]))
+    f.write(struct.pack("<5q", *[len(p) for p in parts]))
     for p in parts:
         f.write(p)
 
@@ -80,7 +82,7 @@ def write_input(path: Path, lm, tokens, n_ctx: int, max_batch: int, n_threads: i
     inv = np.ascontiguousarray(cfg.rope.inv_freq(), dtype="<f4")
     assert inv.size == cfg.rope.dim // 2
     with open(path, "wb") as f:
-        f.write(b"MAQM" + struct.pack("<i", 1))
+        f.write(b"MAQM" + struct.pack("<i", 2))
         f.write(struct.pack("<13i", cfg.dim, cfg.hidden_dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
                             cfg.vocab_size, n_ctx, cfg.rope.dim, max_batch, n_threads, len(tokens),
                             int(cfg.tied_output)))
@@ -115,3 +117,31 @@ def reference(lm, tokens, n_ctx: int, max_batch: int, n_threads: int) -> tuple[n
     m1 = M.CModel(lm, n_ctx=n_ctx, n_threads=n_threads, max_batch=max_batch)
     decode = np.stack([m1.forward(int(t), i).copy() for i, t in enumerate(tokens)])
     return np.array(prefill), decode
+
+
+def write_kernel_input(path: Path, w, parts: list, X: np.ndarray, n_threads: int, n_rows: int) -> None:
+    """tests/csrc/kernel_driver.c's input (version 2, see the comment at its top): ``w`` a kernels.Weight, ``parts``
+    its five byte strings (data, bitmap, scales, rowscale, hi; b"" where unused), X float32 [B, T]."""
+    assert len(parts) == 5
+    with open(path, "wb") as f:
+        f.write(b"MAQD")
+        f.write(struct.pack("<8i", 2, w.type, w.T, w.P, w.G, X.shape[0], n_threads, n_rows))
+        f.write(struct.pack("<5q", *[len(p) for p in parts]))
+        for p in parts:
+            f.write(p)
+        f.write(np.ascontiguousarray(X, dtype="<f4").tobytes())
+
+
+def random_maq_hi(T: int, P: int, G: int, bits: int, rng):
+    """Random but valid MAQ3 / MAQ4 parts (format.MAQTensor): any word and hi bits (every 3- / 4-bit code), any scale
+    bytes, finite row scales."""
+    from maq.runtime import format as F
+
+    lay = F.Layout(T, P, G, bits)
+    hshape, hdt = lay.part_specs()[F.PART_HI]
+    words = rng.integers(0, 2**32, size=lay.words_shape, dtype=np.uint64).astype(np.uint32).view("<i4")
+    hi = rng.integers(0, 2**32, size=hshape, dtype=np.uint64).astype(np.uint32)
+    hi = hi.astype("<u2") if bits == 3 else hi.view("<i4")
+    scales = rng.integers(0, 256, size=lay.scales_shape, dtype=np.uint8)
+    rowscale = (rng.standard_normal(lay.rowscale_shape) * 1e-2).astype("<f2")
+    return F.MAQTensor(words, None, scales, rowscale, T=T, G=G, bits=bits, hi=np.ascontiguousarray(hi, hdt))

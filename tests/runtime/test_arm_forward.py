@@ -29,7 +29,7 @@ QEMU = "qemu-aarch64"
 APT_HINT = "apt-get install -y gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
 
 MODELS = {
-    # the hostile test's base: GQA 4/2, head_dim 16, MAQ2 (G 32/64/128, ragged) + a Q8_0 linear, F32 head
+    # the hostile test's base: GQA 4/2, head_dim 16, MAQ2 (G 32/64/128, ragged) + MAQ3/MAQ4 + a Q8_0 linear, F32 head
     "gqa-hd16": dict(),
     # head_dim 64 (the register-resident values path), MQA, tied Q8_0 head, an F16 and an F32 linear
     "mqa-hd64-tied": dict(dim=128, hidden=192, layers=1, heads=2, kv_heads=1, tied=True, rope_freqs=False,
@@ -37,6 +37,13 @@ MODELS = {
                           standard={"blk.0.ffn_up.weight": H.T_F16, "blk.0.attn_v.weight": H.T_F32}),
     # SmolLM2's widths: 576 = 4.5 blocks of 128, ffn 1536, GQA 9/3, head_dim 64
     "smollm2-shaped": dict(dim=576, hidden=1536, layers=1, heads=9, kv_heads=3, groups={k: 128 for k in H.LINEARS}),
+    # every linear type per tensor, as --target-bpw files: MAQ2, MAQ3, MAQ4, Q8_0, F16, F32
+    "mixed": H.MIXED_MODEL,
+    # SmolLM2's widths with MAQ3 / MAQ4 linears (quads and half blocks of the hi-plane kernels)
+    "smollm2-shaped-maq34": dict(dim=576, hidden=1536, layers=1, heads=9, kv_heads=3, groups={k: 64 for k in H.LINEARS},
+                                 bits={"blk.0.attn_q.weight": 3, "blk.0.attn_k.weight": 4, "blk.0.attn_v.weight": 3,
+                                       "blk.0.attn_output.weight": 4, "blk.0.ffn_gate.weight": 3,
+                                       "blk.0.ffn_up.weight": 4, "blk.0.ffn_down.weight": 3}, standard={}),
 }
 N_CTX, MAX_BATCH = 32, 5
 TOKENS = [int(t) for t in np.random.default_rng(7).integers(0, H.VOCAB, 21)]   # > 8 positions: softmax tails

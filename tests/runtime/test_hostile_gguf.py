@@ -10,8 +10,9 @@ The corruption classes are llama.cpp's tests/test-gguf.cpp (bad magic, version 0
 bad or empty key, bad value type, duplicate key, bad / wrong-typed / inconsistent alignment, bad name size,
 bad n_dims, bad or zero shape, ne and nbytes too big, padding wrap, bad tensor type, bad offset, duplicate name,
 not enough data, size overflow) plus: every metadata key rewritten with 18 wrong types, huge and zero model
-dimensions, MAQ2 parts disagreeing (shapes, types, group size key, type key, bitmap padding bits, non-finite row
-scales, missing parts), truncation at and around every field boundary, and random byte flips.
+dimensions, MAQ2 / MAQ3 / MAQ4 parts disagreeing (shapes, types, group size key, type key naming another member,
+a part of another member, bitmap padding bits, non-finite row scales, missing parts), truncation at and around
+every field boundary, and random byte flips.
 ``MAQ_HOSTILE_SEED`` changes the random flips (default 0; the seed is in every random variant's name).
 """
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The NEON (and NEON + dotprod) paths: the same runtime/csrc kernel sources cross-compiled for aarch64 with tests/csrc/kernel_driver.c
-(``aarch64-linux-gnu-gcc -O2 -static``) and run under ``qemu-aarch64``, on reference vectors written by this test.
+"""The NEON (and NEON + dotprod) paths: the same runtime/csrc kernel sources cross-compiled for aarch64 with
+tests/csrc/kernel_driver.c (``aarch64-linux-gnu-gcc -O2 -static``) and run under ``qemu-aarch64``, on reference
+vectors written by this test (MAQ2, MAQ3, MAQ4, Q8_0, F16, F32; products and get_row).
 
 Expected results come from the x86 Python extension's scalar path. Every path of every architecture is
 bit-identical by construction (exact integers per block, the same float operations in the same order, no FMA
@@ -12,13 +13,13 @@ Skips (with the apt packages to install) when the cross toolchain or qemu is mis
 from __future__ import annotations
 
 import shutil
-import struct
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import model_dump as D
 from maq.runtime import format as F
 from maq.runtime import kernels as K
 
@@ -32,13 +33,19 @@ CROSS_CC = "aarch64-linux-gnu-gcc"
 QEMU = "qemu-aarch64"
 APT_HINT = "apt-get install -y gcc-aarch64-linux-gnu qemu-user"
 
-# (type, T, P, G, salient fraction, B)
+# (type, T, P, G, salient fraction, B); MAQ3 / MAQ4 with random parts (every word and hi bit pattern)
 CASES = [
     ("maq2", 576, 192, 128, 0.025, 1),
     ("maq2", 576, 64, 64, 0.5, 3),
     ("maq2", 1536, 48, 32, 0.025, 5),
     ("maq2", 592, 40, 32, 1.0, 2),          # ragged last block with a tail word, all salient
     ("maq2", 4096 + 128 + 64 + 16, 24, 128, 0.0, 4),   # quads + full, half and tail remainder blocks
+    ("maq3", 576, 192, 128, 0.0, 1),
+    ("maq3", 1536, 48, 32, 0.0, 5),
+    ("maq3", 4096 + 128 + 64 + 16, 24, 64, 0.0, 4),  # quads + full, half and tail remainder blocks
+    ("maq4", 576, 64, 64, 0.0, 3),
+    ("maq4", 592, 40, 32, 0.0, 2),          # ragged last block with a tail word
+    ("maq4", 4096 + 128 + 64 + 16, 24, 128, 0.0, 4),
     ("q8_0", 576, 96, 0, 0.0, 3),
     ("f16", 200, 33, 0, 0.0, 2),
     ("f32", 203, 17, 0, 0.0, 5),
@@ -64,33 +71,31 @@ def drivers(tmp_path_factory):
 
 
 def _make_weight(kind: str, T: int, P: int, G: int, frac: float, rng) -> tuple[K.Weight, list[bytes]]:
+    """(Weight, the five byte parts of kernel_driver.c's input: data, bitmap, scales, rowscale, hi)."""
     if kind == "maq2":
         W = rng.standard_normal((P, T)).astype(np.float32)
         t = F.quantize_rtn(W, rng.random((P, T // 16)) < frac, G=G)
-        parts = [t.words.tobytes(), t.bitmap.tobytes(), t.scales.tobytes(), t.rowscale.tobytes()]
+        parts = [t.words.tobytes(), t.bitmap.tobytes(), t.scales.tobytes(), t.rowscale.tobytes(), b""]
+        return K.Weight.from_maq(t), parts
+    if kind in ("maq3", "maq4"):
+        t = D.random_maq_hi(T, P, G, int(kind[-1]), rng)
+        parts = [t.words.tobytes(), b"", t.scales.tobytes(), t.rowscale.tobytes(), t.hi.tobytes()]
         return K.Weight.from_maq(t), parts
     if kind == "q8_0":
         import gguf
         from gguf.quants import quantize
 
         q = quantize(rng.standard_normal((P, T)).astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
-        return K.Weight.q8_0(q, T, P), [q.tobytes(), b"", b"", b""]
+        return K.Weight.q8_0(q, T, P), [q.tobytes(), b"", b"", b"", b""]
     if kind == "f16":
         W = rng.standard_normal((P, T)).astype(np.float16)
-        return K.Weight.f16(W), [W.tobytes(), b"", b"", b""]
+        return K.Weight.f16(W), [W.tobytes(), b"", b"", b"", b""]
     W = rng.standard_normal((P, T)).astype(np.float32)
-    return K.Weight.f32(W), [W.tobytes(), b"", b"", b""]
+    return K.Weight.f32(W), [W.tobytes(), b"", b"", b"", b""]
 
 
 def _write_input(path: Path, w: K.Weight, parts: list[bytes], X: np.ndarray, n_threads: int, n_rows: int) -> None:
-    B = X.shape[0]
-    with open(path, "wb") as f:
-        f.write(b"MAQD")
-        f.write(struct.pack("<8i", 1, w.type, w.T, w.P, w.G, B, n_threads, n_rows))
-        f.write(struct.pack("<4q", *[len(p) for p in parts]))
-        for p in parts:
-            f.write(p)
-        f.write(np.ascontiguousarray(X, dtype="<f4").tobytes())
+    D.write_kernel_input(path, w, parts, X, n_threads, n_rows)
 
 
 def _run(cmd: list[str], out: Path, B: int, P: int, T: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, str]:

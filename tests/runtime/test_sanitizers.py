@@ -6,11 +6,12 @@ kernel_driver.c (one product + get_row per run) and model_driver.c (a whole pref
 through maq_model_forward). They run
 
 * over kernel test vectors: MAQ2 with random words / bitmaps / scales (every code value, salient and 2-bit words),
-  G = 32/64/128, ragged T (tail words, half and partial 128-blocks, T < G), odd P, B = 1..5 with zero / NaN / inf
-  activations; Q8_0, F16 and F32 with odd shapes -- on every SIMD path this CPU supports (MAQ_FORCE_PATH-style
-  path argument) and 1, 2 and 3 threads;
-* over two tiny models (MAQ2 + Q8_0 + F32 head, GQA 4/2, head_dim 16; and head_dim 64, MQA, tied Q8_0 head, F16
-  and F32 linears), every path, 1/2/3 threads, prefill chunks of 3 tokens.
+  MAQ3 / MAQ4 with random words / hi planes / scales (every 3- / 4-bit code), G = 32/64/128, ragged T (tail words,
+  half and partial 128-blocks, T < G), odd P, B = 1..5 with zero / NaN / inf activations; Q8_0, F16 and F32 with
+  odd shapes -- on every SIMD path this CPU supports (MAQ_FORCE_PATH-style path argument) and 1, 2 and 3 threads;
+* over three tiny models (MAQ2 + MAQ3 + MAQ4 + Q8_0 + F32 head, GQA 4/2, head_dim 16; head_dim 64, MQA, tied Q8_0
+  head, F16 and F32 linears; and one layer mixing all of MAQ2/3/4, Q8_0, F16 and F32 linears), every path, 1/2/3
+  threads, prefill chunks of 3 tokens.
 
 A run passes when it exits 0 with no sanitizer line on stderr (halt_on_error makes the first report fatal) and its
 results equal the Python extension's (the sanitized build must compute the same thing, bit for bit).
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import subprocess
 
 import numpy as np
@@ -86,6 +86,14 @@ KERNEL_CASES = [
     ("maq2", 592, 17, 64, 4),          # 4 blocks + half block + tail word
     ("maq2", 1536, 13, 32, 1),         # SmolLM2 ffn_down width
     ("maq2", 4096 + 208, 6, 128, 2),   # quads of blocks + remainders
+    ("maq3", 16, 1, 32, 1),            # one word, T < G
+    ("maq3", 48, 5, 64, 3),
+    ("maq3", 592, 17, 64, 4),
+    ("maq3", 4096 + 208, 6, 128, 2),
+    ("maq4", 16, 2, 128, 2),
+    ("maq4", 112, 7, 128, 5),
+    ("maq4", 1536, 13, 32, 1),
+    ("maq4", 4096 + 208, 6, 32, 3),
     ("q8_0", 32, 1, 0, 1),
     ("q8_0", 96, 7, 0, 3),
     ("q8_0", 576, 33, 0, 2),
@@ -122,26 +130,24 @@ def _kernel_case(kind: str, T: int, P: int, G: int, rng):
 
     if kind == "maq2":
         t = _maq2_parts(T, P, G, rng)
-        return K.Weight.from_maq(t), [a.tobytes() for a in (t.words, t.bitmap, t.scales, t.rowscale)]
+        return K.Weight.from_maq(t), [a.tobytes() for a in (t.words, t.bitmap, t.scales, t.rowscale)] + [b""]
+    if kind in ("maq3", "maq4"):
+        t = D.random_maq_hi(T, P, G, int(kind[-1]), rng)
+        return K.Weight.from_maq(t), [t.words.tobytes(), b"", t.scales.tobytes(), t.rowscale.tobytes(),
+                                      t.hi.tobytes()]
     if kind == "q8_0":
         q = quantize(rng.standard_normal((P, T)).astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
-        return K.Weight.q8_0(q, T, P), [q.tobytes(), b"", b"", b""]
+        return K.Weight.q8_0(q, T, P), [q.tobytes(), b"", b"", b"", b""]
     if kind == "f16":
         W = rng.standard_normal((P, T)).astype(np.float16)
-        return K.Weight.f16(W), [W.tobytes(), b"", b"", b""]
+        return K.Weight.f16(W), [W.tobytes(), b"", b"", b"", b""]
     W = rng.standard_normal((P, T)).astype(np.float32)
-    return K.Weight.f32(W), [W.tobytes(), b"", b"", b""]
+    return K.Weight.f32(W), [W.tobytes(), b"", b"", b"", b""]
 
 
 def _write_kernel_input(path, w, parts, X, n_threads: int, n_rows: int) -> None:
     """tests/csrc/kernel_driver.c's input format (see the comment at its top)."""
-    with open(path, "wb") as f:
-        f.write(b"MAQD")
-        f.write(struct.pack("<8i", 1, w.type, w.T, w.P, w.G, X.shape[0], n_threads, n_rows))
-        f.write(struct.pack("<4q", *[len(p) for p in parts]))
-        for p in parts:
-            f.write(p)
-        f.write(np.ascontiguousarray(X, dtype="<f4").tobytes())
+    D.write_kernel_input(path, w, parts, X, n_threads, n_rows)
 
 
 @pytest.mark.parametrize("kind,T,P,G,B", KERNEL_CASES, ids=[f"{c[0]}-T{c[1]}-P{c[2]}-G{c[3]}-B{c[4]}"
@@ -180,6 +186,7 @@ MODELS = {
     "mqa-hd64-tied": dict(dim=128, hidden=192, layers=1, heads=2, kv_heads=1, tied=True, rope_freqs=False,
                           groups={k: 128 for k in H.LINEARS},
                           standard={"blk.0.ffn_up.weight": H.T_F16, "blk.0.attn_v.weight": H.T_F32}),
+    "mixed": H.MIXED_MODEL,                                                # MAQ2/3/4, Q8_0, F16, F32 in one layer
 }
 TOKENS = [5, 17, 99, 3, 111, 0, 42, 7]
 
