@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -95,7 +96,12 @@ def convert(cfg: C.Config, source: Path, source_id: dict, cache: Path, common_fl
         hit = find_cached(cache, key, source_id, options, any_tool)
     if hit is not None:
         meta = _sidecar(hit) or {}
-        return Converted(path=hit, key=hit.stem, seconds=float(meta.get("seconds", float("nan"))), cached=True,
+        seconds = float(meta.get("seconds", float("nan")))
+        if not meta:   # made by a process that did not finish its bookkeeping: the converter's own figure
+            m = re.search(r"in ([0-9.]+) s$", (cache / f"{hit.stem}.log").read_text(errors="replace").strip()) \
+                if (cache / f"{hit.stem}.log").is_file() else None
+            seconds = float(m.group(1)) if m else seconds
+        return Converted(path=hit, key=hit.stem, seconds=seconds, cached=True,
                          tool=meta.get("tool", "?"), options=options, command=meta.get("command", []))
     out = cache / f"{key}.gguf"
     cmd = [sys.executable, "-m", "maq", "convert", str(source), "--out", str(out), "--no-progress", *flags]
