@@ -234,9 +234,59 @@ def runtime_loads(path: Path) -> str | None:
     return None
 
 
+def reuse_ppl(results_dir: Path | None, path: Path, key: str, sig: dict, this_run: str) -> dict | None:
+    """The ``ppl[key]`` slot with the most windows that another results file measured on the same file (same path
+    and size: cached conversions are named by their configuration hash) with the same text and ctx, or None."""
+    if results_dir is None or not Path(results_dir).is_dir():
+        return None
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    best = None
+    for p in sorted(Path(results_dir).glob("*.json")):
+        if p.stem == this_run:
+            continue
+        try:
+            rows = json.loads(p.read_text()).get("rows", [])
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        for r in rows:
+            slot = ((r.get("ppl") or {}).get(key) or {})
+            if (r.get("file") == str(path) and (r.get("size") or {}).get("file_bytes") == size
+                    and slot.get("sig") == sig and slot.get("windows")
+                    and (best is None or len(slot["windows"]) > len(best[1]["windows"]))):
+                best = (p.stem, slot)
+    if best is None:
+        return None
+    return {**json.loads(json.dumps(best[1])), "reused_from": best[0]}
+
+
+def reuse_llamacpp_ppl(results_dir: Path, path: Path, sig: dict, this_run: str) -> dict | None:
+    """llama-perplexity's figure for the same file (path and size) and sig from another results file, or None."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    for p in sorted(Path(results_dir).glob("*.json")):
+        if p.stem == this_run:
+            continue
+        try:
+            rows = json.loads(p.read_text()).get("rows", [])
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        for r in rows:
+            slot = r.get("llamacpp_ppl") or {}
+            if (r.get("file") == str(path) and (r.get("size") or {}).get("file_bytes") == size
+                    and slot.get("sig") == sig and slot.get("ppl") is not None):
+                return {**slot, "reused_from": p.stem}
+    return None
+
+
 def measure_ppl(path: Path, text: Path, ctx: int, limit: int | None, threads: int, row: dict, key: str,
-                save) -> None:
-    """Our runtime's perplexity (both protocols) into row["ppl"][key], resuming from stored windows."""
+                save, results_dir: Path | None = None, this_run: str = "") -> None:
+    """Our runtime's perplexity (both protocols) into row["ppl"][key], resuming from stored windows (this row's,
+    or another results file's measurement of the same file: ``reuse_ppl``)."""
     from maq.runtime.api import Llama
 
     from . import ppl
@@ -246,6 +296,12 @@ def measure_ppl(path: Path, text: Path, ctx: int, limit: int | None, threads: in
     if slot.get("sig") != sig:
         slot.clear()
         slot["sig"] = sig
+    other = reuse_ppl(results_dir, path, key, sig, this_run)
+    if other is not None and len(other["windows"]) > len(slot.get("windows", [])):
+        slot.clear()
+        slot.update(other)
+        log.info("%s: %d perplexity windows measured on the same file in %s", row.get("name"),
+                 len(other["windows"]), other["reused_from"])
     done = ppl.from_json(slot.get("windows", []))
     llm = Llama(str(path), n_ctx=ctx, n_threads=threads, n_batch=128, verbose=False)
     tokens, bos = ppl.tokenize_file(llm, str(text))
@@ -335,11 +391,13 @@ def run_config(cfg: C.Config, args, files: Files, res: Results) -> dict:
             row["runtime_note"] = why
         if not args.no_ppl and not why:
             step = "perplexity"
-            measure_ppl(path, Path(args.text), args.ctx, args.limit, args.threads, row, "wikitext2", save)
+            measure_ppl(path, Path(args.text), args.ctx, args.limit, args.threads, row, "wikitext2", save,
+                        Path(args.results_dir), res.path.stem)
             save()
         if args.c4 and not why:
             step = "c4 perplexity"
-            measure_ppl(path, Path(args.c4), args.ctx, args.c4_limit, args.threads, row, "c4", save)
+            measure_ppl(path, Path(args.c4), args.ctx, args.c4_limit, args.threads, row, "c4", save,
+                        Path(args.results_dir), res.path.stem)
             save()
         if not is_maq and (cfg.kind in ("reference", "llamacpp")) and args.llamacpp_ppl:
             step = "llama-perplexity"
@@ -347,6 +405,12 @@ def run_config(cfg: C.Config, args, files: Files, res: Results) -> dict:
 
             slot = row.setdefault("llamacpp_ppl", {})
             sig = {"text": str(args.text), "ctx": args.ctx, "limit": args.limit}
+            if slot.get("sig") != sig or "ppl" not in slot:
+                other = reuse_llamacpp_ppl(Path(args.results_dir), path, sig, res.path.stem)
+                if other is not None:
+                    slot.clear()
+                    slot.update(other)
+                    save()
             if slot.get("sig") != sig or "ppl" not in slot:
                 r = llamacpp.perplexity(files.bins, path, Path(args.text), args.ctx, args.limit, args.threads,
                                         log_path=Path(args.cache) / "llamacpp" / f"ppl.{cfg.name.replace(' ', '_')}.log")

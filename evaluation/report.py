@@ -5,7 +5,10 @@ docs/RESULTS.md is hand-written prose with generated tables between markers::
     <!-- BEGIN GENERATED run:table -->  ...  <!-- END GENERATED run:table -->
 
 ``write`` re-renders every marked section whose results file exists (tables: ppl, c4, ablation, zeroshot, types,
-speed, plot) and appends a section with all tables for a results file RESULTS.md does not mention yet. Nothing
+speed, plot) and appends a section with all tables for a results file RESULTS.md does not mention yet; the block
+``all:plot`` is one plot of every run's rows (each results file a series), added at the end if missing. So a new
+run (``scripts/evaluate.py --run curve --config "maq 3.0=--target-bpw 3.0" ...``) gets its own section and joins
+the common plot on the next ``--report``. Nothing
 is measured here: the tables can be regenerated from the JSON at any time.
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 from pathlib import Path
 
 MARK = re.compile(r"<!-- BEGIN GENERATED ([\w.\-]+):(\w+) -->\n.*?<!-- END GENERATED \1:\2 -->", re.S)
+ALL = "all"              # <!-- BEGIN GENERATED all:plot -->: one plot of every run's rows (runs may not be named "all")
 TABLES = ("ppl", "c4", "ablation", "zeroshot", "types", "speed", "plot")
 ZS_ORDER = ("piqa", "boolq", "openbookqa", "winogrande", "arc_easy", "arc_challenge", "hellaswag")
 
@@ -255,6 +259,72 @@ def plot(run: dict, out: Path) -> str:
     return f"![perplexity vs bits/weight ({run['run']})](results/{out.name})"
 
 
+def plot_all(runs: dict[str, dict], out: Path) -> str:
+    """PNG: perplexity vs linear bits/weight of every row of every results file, one series (colour, marker) per
+    run; left the full protocol (our runtime), right the second-half protocol (ours; llama.cpp's own figure for its
+    files drawn hollow). A file measured in several runs (same path) is labelled once. Runs named ``curve*`` are
+    drawn as lines through their rows in bits/weight order (a size/quality dial). Returns the markdown image line."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "_matplotlib not installed: no plot_"
+    markers = "osD^v<>Pph*"
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
+    n_points = 0
+    for ax, proto in zip(axes, ("full", "second-half")):
+        labelled: set[tuple[str, str]] = set()
+        for si, (name, run) in enumerate(sorted((n, r) for n, r in runs.items() if "rows" in r)):
+            color, marker = f"C{si % 10}", markers[si % len(markers)]
+            xs, ys = [], []
+            for r in run["rows"]:
+                b = (r.get("bpw") or {}).get("linear")
+                if b is None:
+                    continue
+                s = _ppl(r, "wikitext2", proto)
+                lc = (r.get("llamacpp_ppl") or {}).get("ppl") if proto == "second-half" else None
+                pts = []
+                if s and s.get("tokens") and math.isfinite(s["ppl"]):
+                    pts.append((s["ppl"], True))
+                if lc is not None and math.isfinite(lc):
+                    pts.append((lc, False))
+                for y, ours in pts:
+                    ax.scatter([b], [y], marker=marker, s=42, color=color if ours else "none",
+                               edgecolors=color, linewidths=1.2,
+                               label=name if (ours and (name, proto) not in labelled) else None)
+                    labelled.add((name, proto))
+                    key = (r.get("file") or r["name"], "ours" if ours else "llama.cpp")
+                    if key not in labelled:
+                        labelled.add(key)
+                        ax.annotate(r["name"] + ("" if ours else " (llama.cpp tool)"), (b, y), fontsize=6.5,
+                                    xytext=(4, 3), textcoords="offset points")
+                    if ours:
+                        xs.append(b)
+                        ys.append(y)
+                    n_points += 1
+            if name.startswith("curve") and len(xs) > 1:
+                order = sorted(range(len(xs)), key=xs.__getitem__)
+                ax.plot([xs[i] for i in order], [ys[i] for i in order], color=color, lw=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("linear tensors: bits/weight (from the file)")
+        ax.set_title(f"WikiText-2 perplexity, protocol {proto}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, title="run (results file)", title_fontsize=7)
+    axes[0].set_ylabel("perplexity (log scale)")
+    lims = sorted({(r.get("meta") or {}).get("limit") for r in runs.values() if "rows" in r}, key=str)
+    fig.suptitle("all runs in docs/results/ (windows of 2048; --limit " + ", ".join(str(x or "all") for x in lims)
+                 + "); hollow: llama.cpp's llama-perplexity on its own file", fontsize=9)
+    fig.tight_layout()
+    if not n_points:
+        plt.close(fig)
+        return "_no perplexity measured yet_"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return f"![perplexity vs bits/weight, all runs](results/{out.name})"
+
+
 def render(run: dict, table: str, results_dir: Path) -> str:
     if table == "plot":
         return plot(run, results_dir / f"{run['run']}_ppl_vs_bpw.png")
@@ -292,6 +362,8 @@ def write(results_dir: Path, md_path: Path) -> None:
 
     def sub(m: re.Match) -> str:
         name, table = m.group(1), m.group(2)
+        if name == ALL and table == "plot":
+            return block(ALL, "plot", plot_all(runs, results_dir / "all_ppl_vs_bpw.png"))
         run = runs.get(name)
         if run is None:
             return m.group(0)
@@ -301,6 +373,8 @@ def write(results_dir: Path, md_path: Path) -> None:
             return m.group(0)
         return block(name, table, render(run, table, results_dir))
 
+    if f"BEGIN GENERATED {ALL}:plot" not in text:
+        text += "\n## Perplexity vs bits/weight, all runs\n\n" + block(ALL, "plot", "") + "\n"
     text = MARK.sub(sub, text)
     for name, run in runs.items():
         if f"BEGIN GENERATED {name}:" in text:

@@ -125,3 +125,42 @@ def test_two_writers_keep_each_others_rows(tmp_path):
     a.put({"name": "a", "v": 2})
     rows = {r["name"]: r["v"] for r in cli.Results(tmp_path / "x.json", {}).data["rows"]}
     assert rows == {"a": 2, "b": 1}
+
+
+def test_all_runs_plot_block(tmp_path):
+    pytest.importorskip("matplotlib")
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "t.json").write_text(json.dumps(_run()))
+    curve = _run()
+    curve["rows"] = [_row(f"maq {b}", "convert", f"--target-bpw {b}", b, 30.0 / b, 25.0 / b) for b in (3.0, 4.0)]
+    (res / "curve.json").write_text(json.dumps(curve))
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# R\n")
+    report.write(res, md)
+    text = md.read_text()
+    assert text.count("BEGIN GENERATED all:plot") == 1 and "results/all_ppl_vs_bpw.png" in text
+    assert (res / "all_ppl_vs_bpw.png").stat().st_size > 10000
+    assert "BEGIN GENERATED curve:ppl" in text and "| maq 3.0 |" in text    # a new run: its own section
+    report.write(res, md)
+    assert md.read_text() == text
+
+
+def test_ppl_reused_from_another_run_of_the_same_file(tmp_path):
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"x" * 100)
+    sig = {"text": "/t.raw", "ctx": 2048}
+    slot = {"sig": sig, "windows": [{"i": 0, "nll": {"full": 1.0, "second-half": 0.5},
+                                     "tokens": {"full": 10, "second-half": 5}}]}
+    rows = [{"name": "a", "file": str(f), "size": {"file_bytes": 100}, "ppl": {"wikitext2": slot},
+             "llamacpp_ppl": {"sig": {**sig, "limit": 1}, "ppl": 3.0}}]
+    (tmp_path / "one.json").write_text(json.dumps({"rows": rows}))
+    got = cli.reuse_ppl(tmp_path, f, "wikitext2", sig, "two")
+    assert got["windows"] == slot["windows"] and got["reused_from"] == "one"
+    assert cli.reuse_ppl(tmp_path, f, "wikitext2", sig, "one") is None          # not from the run itself
+    assert cli.reuse_ppl(tmp_path, f, "wikitext2", {**sig, "ctx": 512}, "two") is None
+    f.write_bytes(b"x" * 99)                                                    # another file under that name
+    assert cli.reuse_ppl(tmp_path, f, "wikitext2", sig, "two") is None
+    f.write_bytes(b"x" * 100)
+    assert cli.reuse_llamacpp_ppl(tmp_path, f, {**sig, "limit": 1}, "two")["ppl"] == 3.0
+    assert cli.reuse_llamacpp_ppl(tmp_path, f, {**sig, "limit": 2}, "two") is None
