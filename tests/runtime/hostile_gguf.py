@@ -719,7 +719,8 @@ def variants(seed: int = 0, n_random: int = 300) -> Iterator[Variant]:
         yield Variant(f"maq/type-key-on-output={v}", ser(k=k2), ("output.weight",), True)
     # a whole MAQ tensor's parts replaced by another tensor's parts of a different shape (same member)
     for src, dst in (("blk.1.ffn_down.weight", "blk.0.attn_q.weight"),      # MAQ2 [64, 96] -> [64, 64]
-                     ("blk.0.ffn_down.weight", "blk.1.ffn_gate.weight")):   # MAQ4 [64, 96] -> [96, 64]
+                     ("blk.0.ffn_down.weight", "blk.1.ffn_gate.weight"),    # MAQ4 [64, 96] -> [96, 64]
+                     ("blk.0.attn_k.weight", "blk.1.attn_output.weight")):  # MAQ3 [32, 64] -> [64, 64]
         t2 = list(tensors)
         for s in fmt.part_suffixes(HI_LINEARS.get(src, 2)):
             t = tensors[_ti_index(tensors, src + s)]
