@@ -196,7 +196,7 @@ class Files:
                                 shlex.split(self.args.convert_flags or ""), any_tool=self.args.any_tool_version,
                                 threads=self.args.convert_threads)
             row["conversion"] = {"seconds": r.seconds, "cached": r.cached, "key": r.key, "tool": r.tool,
-                                 "options": r.options}
+                                 "options": r.options, **({"note": r.note} if r.note else {})}
             return r.path
         from . import llamacpp
 

@@ -34,6 +34,7 @@ class Converted:
     tool: str
     options: dict
     command: list[str]
+    note: str = ""
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -81,10 +82,24 @@ def _converting_elsewhere(cache: Path, key: str) -> bool:
     return False
 
 
+def same_as(flags: list[str]) -> tuple[list[str], str]:
+    """Flags that write the same tensors with less work, and why ("" when none). ``--no-mixed`` (ablation -M: K = 0,
+    no salient words) is GPTQ 2-bit with the same options (tests/converter/test_run.py::
+    test_no_mixed_is_exactly_gptq), so it is converted (and cached) as ``--method gptq``."""
+    opts = C.canonical_flags(flags)
+    if opts.get("no_mixed") and opts.get("method", "maq") == "maq":
+        return [f for f in flags if f != "--no-mixed"] + ["--method", "gptq"], \
+            "-M (--no-mixed) is GPTQ with the same options: converted as --method gptq"
+    return flags, ""
+
+
 def convert(cfg: C.Config, source: Path, source_id: dict, cache: Path, common_flags: list[str] | tuple[str, ...] = (),
             any_tool: bool = False, threads: int | None = None, log_dir: Path | None = None) -> Converted:
-    """Convert ``source`` with ``common_flags + cfg.flags`` (cached). ``threads``: torch threads of the converter."""
-    flags = list(common_flags) + list(cfg.flags)
+    """Convert ``source`` with ``common_flags + cfg.flags`` (cached; see ``same_as``). ``threads``: torch threads of
+    the converter."""
+    flags, note = same_as(list(common_flags) + list(cfg.flags))
+    if note:
+        log.info("%s: %s", cfg.name, note)
     options = C.canonical_flags(flags)
     tool = C.tool_version()
     key = C.cache_key(source_id, options, tool)
@@ -102,7 +117,7 @@ def convert(cfg: C.Config, source: Path, source_id: dict, cache: Path, common_fl
                 if (cache / f"{hit.stem}.log").is_file() else None
             seconds = float(m.group(1)) if m else seconds
         return Converted(path=hit, key=hit.stem, seconds=seconds, cached=True,
-                         tool=meta.get("tool", "?"), options=options, command=meta.get("command", []))
+                         tool=meta.get("tool", "?"), options=options, command=meta.get("command", []), note=note)
     out = cache / f"{key}.gguf"
     cmd = [sys.executable, "-m", "maq", "convert", str(source), "--out", str(out), "--no-progress", *flags]
     if threads is not None:
@@ -123,4 +138,5 @@ def convert(cfg: C.Config, source: Path, source_id: dict, cache: Path, common_fl
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=1))
     tmp.replace(out.with_suffix(".json"))
-    return Converted(path=out, key=key, seconds=seconds, cached=False, tool=tool, options=options, command=cmd)
+    return Converted(path=out, key=key, seconds=seconds, cached=False, tool=tool, options=options, command=cmd,
+                     note=note)

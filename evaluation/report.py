@@ -77,7 +77,8 @@ def _method(row: dict) -> str:
         extra.append(f"g{md.get('maq.group_size', '?')}")
         if m != "rtn":
             extra.append(md.get("maq.scale_search", ""))
-    return " ".join([m] + [e for e in extra if e])
+    note = " (-M: same tensors as GPTQ)" if "--no-mixed" in (row.get("conversion") or {}).get("note", "") else ""
+    return " ".join([m] + [e for e in extra if e]) + note
 
 
 def _err(row: dict) -> str:
@@ -134,9 +135,13 @@ def table_ablation(run: dict) -> str:
     pick = {}
     for r in run["rows"]:
         md = r.get("metadata") or {}
-        if md.get("maq.method") != "maq" and "--no-mixed" not in r.get("spec", ""):
+        spec = r.get("spec", "")
+        if md.get("maq.method") != "maq" and "--no-mixed" not in spec:
             continue
-        ab = md.get("maq.ablation", "")
+        if any(f in spec for f in ("--salient-frac", "--top-k", "--group", "--scale-search", "--no-salient-feedback")):
+            continue                                     # the ablation compares the default method only
+        ab = "no-mixed" if "--no-mixed" in spec else "no-grouping" if "--no-grouping" in spec else \
+            md.get("maq.ablation", "")
         label = {"": "full method", "no-grouping": "without grouping (-G)",
                  "no-mixed": "without mixed precision (-M)"}.get(ab)
         if label and label not in pick:

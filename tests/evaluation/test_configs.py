@@ -109,3 +109,12 @@ def test_source_identity(tmp_path):
     a = C.source_identity(f)
     f.write_bytes(b"GGUF" + b"\1" * 20)
     assert C.source_identity(f)["sha256"] != a["sha256"] and a["size"] == 24
+
+
+def test_no_mixed_converted_as_gptq():
+    from maq.evaluation import convert
+
+    flags, note = convert.same_as(["--nsamples", "32", "--no-mixed"])
+    assert "--no-mixed" not in flags and flags[-2:] == ["--method", "gptq"] and "-M" in note
+    assert C.canonical_flags(flags) == C.canonical_flags(["--nsamples", "32", "--method", "gptq"])
+    assert convert.same_as(["--no-grouping"]) == (["--no-grouping"], "")
