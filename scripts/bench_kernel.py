@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the MAQ2 C kernels (issue 4, item 5). Prints a table; the LAST line is one JSON object.
+"""Benchmark the MAQ C kernels (issue 4, item 5; issue 9, item 4). Prints tables; the LAST line is one JSON object.
 
 In one run:
   * machine read bandwidth: a C read-sum loop (maq_read_sum) over a buffer much larger than the last-level cache,
@@ -11,14 +11,19 @@ In one run:
   * a large weight set: several 4096x11008 tensors with >= --large-mb MB of packed words in total, used
     round-robin so every matvec streams its weights from DRAM: effective GB/s per path at 1 and 2 threads;
   * the 2-thread matvec while another process keeps one core busy (the pool must not collapse);
-  * SmolLM2-135M shapes at 1 thread (576x576, 1536x576, 576x1536 MAQ2 and the 49152x576 Q8_0 output head).
+  * SmolLM2-135M shapes at 1 thread (576x576, 1536x576, 576x1536 MAQ2 and the 49152x576 Q8_0 output head);
+  * the type family at the same 4096x11008 shape (G=128): MAQ2 (2.5% salient), MAQ3, MAQ4 and Q8_0, every SIMD
+    path, 1 and 2 threads: ms per matvec, Gweights/s, effective GB/s and the time per weight relative to MAQ2
+    (best of many single calls: robust to a shared machine). ``--family-only`` runs just this section.
 
 JSON keys: gweights_per_s_1t, gweights_per_s_2t and effective_gbs_2t_large are the 128-bit path ("sse" on
 x86-64, "neon" on aarch64) -- the path the issue's bar is about; numpy_f32_gweights_per_s, read_bw_gbs_1t,
-read_bw_gbs_2t; "paths" holds the figures of every path; "bar" the issue's pass/fail checks.
+read_bw_gbs_2t; "paths" holds the figures of every path; "bar" the issue's pass/fail checks; "family" the type
+family figures {path: {type: {...}}}.
 
     python scripts/bench_kernel.py            # full run (~1-2 min, ~1.2 GB of RAM)
     python scripts/bench_kernel.py --quick    # smaller large set and fewer repetitions (smoke test)
+    python scripts/bench_kernel.py --family-only --md FILE   # MAQ2 / MAQ3 / MAQ4 / Q8_0 only (~30 s)
 """
 from __future__ import annotations
 
@@ -50,6 +55,85 @@ def random_maq2(rng: np.random.Generator, T: int, P: int, G: int, frac: float) -
     t = F.MAQTensor(words=words, bitmap=bitmap, scales=scales, rowscale=rowscale, T=T, G=G)
     t.validate("bench")
     return t
+
+
+def random_maq_hi(rng: np.random.Generator, T: int, P: int, G: int, bits: int) -> F.MAQTensor:
+    """Random MAQ3 / MAQ4 parts (any word and hi bits: every code; kernel speed does not depend on the values)."""
+    lay = F.Layout(T, P, G, bits)
+    hshape, hdt = lay.part_specs()[F.PART_HI]
+    words = rng.integers(0, 2 ** 32, size=lay.words_shape, dtype=np.uint32).view("<i4")
+    hi = rng.integers(0, 2 ** 32, size=hshape, dtype=np.uint32)
+    hi = hi.astype("<u2") if bits == 3 else hi.view("<i4")
+    scales = rng.integers(0, 256, size=lay.scales_shape, dtype=np.uint8)
+    rowscale = (rng.random(lay.rowscale_shape) * 1e-3).astype("<f2")
+    t = F.MAQTensor(words=words, bitmap=None, scales=scales, rowscale=rowscale, T=T, G=G, bits=bits,
+                    hi=np.ascontiguousarray(hi, hdt))
+    t.validate("bench")
+    return t
+
+
+def random_q8_0(rng: np.random.Generator, T: int, P: int) -> "K.Weight":
+    """Random Q8_0 bytes with sane fp16 block scales."""
+    q = rng.integers(0, 256, size=(P, T // 32 * 34), dtype=np.uint8)
+    q.reshape(P, -1, 34)[:, :, 1] = 0x1C
+    return K.Weight.q8_0(q, T, P)
+
+
+def family(rng: np.random.Generator, paths: list[str], reps: int) -> dict:
+    """MAQ2 / MAQ3 / MAQ4 / Q8_0 at T x P, every non-scalar path, 1 and 2 threads: {path: {type: figures}}.
+
+    Best of ``reps`` single calls (a call takes 1-10 ms: on a shared core the best single call is one that ran
+    without being preempted, where the best of a block of calls rarely is)."""
+    ws = {"maq2": (K.Weight.from_maq(random_maq2(rng, T, P, G, SALIENT)), F.bits_per_weight(T, P, G, 2)),
+          "maq3": (K.Weight.from_maq(random_maq_hi(rng, T, P, G, 3)), F.bits_per_weight(T, P, G, 3)),
+          "maq4": (K.Weight.from_maq(random_maq_hi(rng, T, P, G, 4)), F.bits_per_weight(T, P, G, 4))}
+    q8 = random_q8_0(rng, T, P)
+    ws["q8_0"] = (q8, q8.nbytes * 8 / (T * P))
+    x = rng.standard_normal(T).astype(np.float32)
+    out = np.empty(P, np.float32)
+    res: dict = {}
+    base: dict = {}
+    print(f"type family {P}x{T} (P x T), G={G} (MAQ2 {SALIENT:.1%} salient words), best of {reps} single calls:")
+    print(f"{'path':6s} {'thr':>3s} {'type':5s} {'bits/w':>6s} {'MB':>6s} {'ms/matvec':>10s} {'Gweights/s':>11s} "
+          f"{'GB/s':>6s} {'time/weight vs MAQ2':>20s}")
+    with K.Pool(1) as p1, K.Pool(2) as p2:
+        pools = {1: p1, 2: p2}
+        for path in [p for p in paths if p != "scalar"]:
+            res[path] = {}
+            with K.forced_path(path):
+                for n in (1, 2):
+                    for kind, (w, bpw) in ws.items():
+                        tm = best_time(lambda: K.matmul(w, x, pools[n], out=out), reps)
+                        r = res[path].setdefault(kind, {"bits_per_weight": round(bpw, 4),
+                                                        "mb": round(w.nbytes / 1e6, 2)})
+                        r[f"ms_{n}t"] = round(tm * 1e3, 4)
+                        r[f"gweights_per_s_{n}t"] = round(T * P / tm / 1e9, 2)
+                        r[f"gbs_{n}t"] = round(w.nbytes / tm / 1e9, 2)
+                        base.setdefault((path, n), tm)            # maq2 runs first
+                        r[f"vs_maq2_{n}t"] = round(tm / base[(path, n)], 3)
+                        print(f"{path:6s} {n:3d} {kind:5s} {bpw:6.3f} {w.nbytes / 1e6:6.1f} {tm * 1e3:10.3f} "
+                              f"{T * P / tm / 1e9:11.2f} {w.nbytes / tm / 1e9:6.1f} {r[f'vs_maq2_{n}t']:19.2f}x")
+    return res
+
+
+def markdown_family(fam: dict, argv, load: tuple) -> str:
+    """The type-family table (markdown) for docs/BENCHMARKS.md."""
+    argv = sys.argv[1:] if argv is None else argv
+    cmd = "python scripts/bench_kernel.py" + ("" if not argv else " " + " ".join(argv))
+    lines = [f"Machine: {cpu_model()} ({platform.machine()}, {os.cpu_count()} cores), date "
+             f"{datetime.date.today().isoformat()}, load average before/after {load[0]:.2f} / {load[1]:.2f}.",
+             f"Command: `{cmd}`", "",
+             f"{P}x{T} (P x T), G={G}, MAQ2 with {SALIENT:.1%} salient words; time per weight relative to MAQ2 "
+             "of the same path and threads (< 1: faster per weight):", "",
+             "| path | threads | type | bits/weight | MB | ms/matvec | Gweights/s | GB/s | time/weight vs MAQ2 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for path, kinds in fam.items():
+        for n in (1, 2):
+            for kind, r in kinds.items():
+                lines.append(f"| {path} | {n} | {kind} | {r['bits_per_weight']:.3f} | {r['mb']:.1f} | "
+                             f"{r[f'ms_{n}t']:.3f} | {r[f'gweights_per_s_{n}t']:.2f} | {r[f'gbs_{n}t']:.2f} | "
+                             f"{r[f'vs_maq2_{n}t']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def best_time(fn, reps: int, inner: int = 1) -> float:
@@ -84,6 +168,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=7, help="repetitions (best of)")
     ap.add_argument("--paths", default="", help="comma-separated paths (default: all supported)")
     ap.add_argument("--md", default="", help="also write the results as a markdown section to this file")
+    ap.add_argument("--family-only", action="store_true",
+                    help="only the MAQ2 / MAQ3 / MAQ4 / Q8_0 comparison at 4096x11008")
     args = ap.parse_args(argv)
     if args.quick:
         args.large_mb, args.reps = 96, 3
@@ -91,10 +177,21 @@ def main(argv=None) -> int:
     narrow = "neon" if "neon" in K.supported_paths() else "sse"
     rng = np.random.default_rng(0)
     load0 = os.getloadavg()[0]
+    fam_reps = 15 * args.reps
 
     print(f"# MAQ kernel benchmark  {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"# cpu: {cpu_model()}  machine: {platform.machine()}  cores: {os.cpu_count()}  "
           f"paths: {','.join(K.supported_paths())}  load average before: {load0:.2f}")
+    if args.family_only:
+        fam = family(rng, paths, fam_reps)
+        load = (load0, os.getloadavg()[0])
+        if args.md:
+            with open(args.md, "w", encoding="utf-8") as f:
+                f.write(markdown_family(fam, argv, load))
+        print(json.dumps({"family": fam, "shape": [P, T], "group": G, "salient": SALIENT,
+                          "load_avg_before_after": [round(v, 2) for v in load], "cpu": cpu_model(),
+                          "date": datetime.date.today().isoformat()}))
+        return 0
 
     # ---- read bandwidth
     bw_bytes = max(args.large_mb, 256) << 20
@@ -181,9 +278,7 @@ def main(argv=None) -> int:
         if kind == "maq2":
             ws = K.Weight.from_maq(random_maq2(rng, Ts, Ps, G, SALIENT))
         else:
-            q = rng.integers(0, 256, size=(Ps, Ts // 32 * 34), dtype=np.uint8)
-            q.reshape(Ps, -1, 34)[:, :, 1] = 0x1C                      # sane fp16 scales
-            ws = K.Weight.q8_0(q, Ts, Ps)
+            ws = random_q8_0(rng, Ts, Ps)
         xs = rng.standard_normal(Ts).astype(np.float32)
         outs = np.empty(Ps, np.float32)
         key = f"{kind}_{Ps}x{Ts}"
@@ -200,6 +295,9 @@ def main(argv=None) -> int:
     for p in pools.values():
         p.close()
 
+    # ---- the type family at the big shape
+    fam = family(rng, paths, fam_reps)
+
     load1 = os.getloadavg()[0]
     head = res.get(narrow, {})
     summary = {
@@ -213,6 +311,7 @@ def main(argv=None) -> int:
         "shape": [P, T], "group": G, "salient": SALIENT, "large_set_mb_words": round(total_words / 2 ** 20),
         "paths": res,
         "smollm2_shapes_1t": small,
+        "family": fam,
         "load_avg_before_after": [round(load0, 2), round(load1, 2)],
         "cpu": cpu_model(),
         "date": datetime.date.today().isoformat(),
@@ -265,6 +364,9 @@ def markdown(s: dict, paths: list, argv) -> str:
                   "|---|" + "---|" * len([p for p in paths if p != "scalar"])]
         for key, v in s["smollm2_shapes_1t"].items():
             lines.append(f"| {key} | " + " | ".join(str(v.get(p, "-")) for p in paths if p != "scalar") + " |")
+    if s.get("family"):
+        fam_md = markdown_family(s["family"], argv, tuple(s["load_avg_before_after"]))
+        lines += ["", "Type family:", ""] + fam_md.splitlines()[3:]
     if "bar" in s:
         lines += ["", "Bar (128-bit path = " + s["path_128bit"] + "): " +
                   ", ".join(f"{k}: {'pass' if v else 'FAIL'}" for k, v in s["bar"].items()) + "."]
