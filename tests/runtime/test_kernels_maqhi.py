@@ -1,5 +1,6 @@
 """MAQ3 / MAQ4 C kernels (runtime/csrc/maq2.c, via maq.runtime.kernels) against numpy references, and a model
-mixing MAQ2, MAQ3, MAQ4, Q8_0, F16 and F32 linears per tensor against the numpy forward.
+mixing MAQ2, MAQ3, MAQ4, Q8_0, F16 and F32 linears per tensor against the numpy forward; and the MAQ3 / MAQ4
+worked example and bits/weight table of docs/FORMAT.md (section 7) against format.py and the C kernels.
 
 Tolerance (derived as MAQ2's in test_kernels.py; y = C result, W = format.dequantize(t) in float64, x float32):
   the kernel quantizes x per 128-input block b exactly as for MAQ2 (the activation layout is shared), then computes
@@ -22,6 +23,8 @@ Model: the C engine vs the numpy reference over format.dequantize'd weights, wit
 from __future__ import annotations
 
 import functools
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -329,3 +332,58 @@ def test_loader_reads_maq3_maq4_zero_copy(mixed):
         np.testing.assert_array_equal(K.Weight.from_maq(t).get_row(5), w.row(5))
     s = lm.summary()["kinds"]
     assert s["MAQ2"] == 2 and s["MAQ3"] == 5 and s["MAQ4"] == 4, s
+
+
+# --------------------------------------------------------------------------- docs/FORMAT.md section 7
+FORMAT_MD = Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
+
+
+def _doc_section(start: str, end: str) -> str:
+    text = FORMAT_MD.read_text(encoding="utf-8")
+    i = text.index(start)
+    return text[i:text.index(end, i)]
+
+
+def test_format_doc_bits_per_weight():
+    """The MAQ3 / MAQ4 bits/weight table of docs/FORMAT.md (section 7.3) is format.bits_per_weight, 4 decimals."""
+    sec = _doc_section("### 7.3", "### 7.4")
+    rows = [line for line in sec.splitlines() if re.match(r"\| \d+ ", line)]
+    assert len(rows) >= 3
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        T = int(cells[0].split()[0])
+        got = [float(c) for c in cells[1:]]
+        want = [F.bits_per_weight(T, 1, G, bits) for bits in (3, 4) for G in (128, 64, 32)]
+        assert got == pytest.approx(want, abs=5.1e-5), line
+    assert {int(r.strip("|").split()[0]) for r in rows} >= {576, 1536, 4096}
+
+
+def _doc_bytes(sec: str, part: str) -> bytes:
+    m = re.search(r"^\| " + re.escape(part) + r" \| `([0-9a-f ]+)`", sec, re.M)
+    assert m, part
+    return bytes.fromhex(m.group(1))
+
+
+def test_format_doc_worked_example(pools):
+    """Section 7.4 of docs/FORMAT.md: the documented codes packed by format.pack give exactly the documented bytes
+    of every part; the values are 0.125*q - 0.5 in format.dequantize and the C get_row; the C products agree."""
+    sec = _doc_section("### 7.4", "### 7.5")
+    sec4, sec3 = sec.split("**MAQ3.**")
+    codes = {4: list(range(16)) + [5, 5, 5, 5, 10, 10, 10, 10, 0, 15, 0, 15, 3, 12, 3, 12],
+             3: [0, 1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4, 3, 2, 1, 0] + [0, 4, 1, 5, 2, 6, 3, 7, 7, 7, 0, 0, 4, 4, 3, 3]}
+    for bits, doc in ((4, sec4), (3, sec3)):
+        q = np.array([codes[bits]], np.uint8)
+        assert " ".join(map(str, codes[bits][:16])) in doc      # the codes as written in the document
+        t = F.pack(q, np.zeros((1, 8), np.int8), np.zeros((1, 2), bool), np.array([[32]], np.uint8),
+                   np.array([[-64]], np.int8), np.array([2.0 ** -8]), np.array([2.0 ** -7]), np.zeros(1), G=32,
+                   bits=bits)
+        assert t.words.tobytes() == _doc_bytes(doc, "words")
+        assert t.hi.tobytes() == _doc_bytes(doc, f"hi ({'I32' if bits == 4 else 'I16'})")
+        assert t.scales.tobytes() == _doc_bytes(doc, "scales")
+        assert t.rowscale.tobytes() == _doc_bytes(doc, "rowscale")
+        assert t.nbytes == {4: 24, 3: 20}[bits]
+        values = (0.125 * q[0] - 0.5).astype(np.float32)
+        np.testing.assert_array_equal(F.dequantize(t)[0], values)
+        w = K.Weight.from_maq(t)
+        np.testing.assert_array_equal(w.get_row(0), values)
+        check(t, F.dequantize(t).astype(np.float64), w, pools, B=2)
