@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import logging
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,16 @@ def read_text(path: Path) -> str:
         raw = path.read_bytes()
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise MAQError(f"{path}: cannot read calibration text: {exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MAQError(f"{path}: calibration text is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                       f"expected plain text, .jsonl with a 'text' field, or either gzipped") from exc
+    if "\x00" in text:
+        raise MAQError(f"{path}: calibration file looks binary (NUL byte at offset {raw.index(bytes(1))}); "
+                       f"expected plain UTF-8 text")
     stem = path.name[:-3] if path.suffix == ".gz" else path.name
     if stem.endswith(".jsonl"):
         parts = []
@@ -63,6 +71,8 @@ def read_text(path: Path) -> str:
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise MAQError(f"{path}: line {i + 1} is not a JSON object with a 'text' field") from exc
         text = "".join(parts)
+    if not text.strip():
+        raise MAQError(f"{path}: calibration text is empty")
     return text
 
 

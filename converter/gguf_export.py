@@ -13,6 +13,7 @@ plus metadata ``maq.tensor.<name>.type = "maq2"``, ``.group_size = G``, ``.salie
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 from pathlib import Path
@@ -162,10 +163,11 @@ class StreamingGGUF:
             w.write_header_to_file(path=self.tmp)
             w.write_kv_data_to_file()
             w.write_ti_data_to_file()
-        except OSError as exc:
-            w.close()
-            self._cleanup()
-            raise MAQError(f"{self.out}: cannot write: {exc}") from exc
+        except BaseException as exc:  # OSError, but also Ctrl-C: __exit__ is not called when __enter__ fails
+            self._abort(w)
+            if isinstance(exc, OSError):
+                raise MAQError(self._write_error("cannot write the header", exc)) from exc
+            raise
         self._w = w
         return self
 
@@ -181,29 +183,84 @@ class StreamingGGUF:
         try:
             self._w.write_tensor_data(np.ascontiguousarray(arr))
         except OSError as exc:
-            raise MAQError(f"{self.out}: cannot write tensor {name}: {exc}") from exc
+            raise MAQError(self._write_error(f"cannot write tensor {name}", exc)) from exc
         self._next += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._w is not None:
-            self._w.close()
-        if exc_type is None and self._next != len(self.decls):
-            self._cleanup()
-            raise RuntimeError(f"{self.out}: only {self._next} of {len(self.decls)} tensors were written")
-        if exc_type is not None:
-            self._cleanup()
+        if exc_type is not None:          # an error or Ctrl-C while the tensors were produced: nothing is kept
+            self._abort(self._w)
             return
+        if self._next != len(self.decls):
+            self._abort(self._w)
+            raise RuntimeError(f"{self.out}: only {self._next} of {len(self.decls)} tensors were written")
         try:
-            os.replace(self.tmp, self.out)
-        except OSError as exc:
+            self._finish()
+        except BaseException as e:        # disk full at the last flush, Ctrl-C during fsync/rename, ...
+            self._abort(self._w)
+            if isinstance(e, OSError):
+                raise MAQError(self._write_error("cannot finish the file", e)) from e
+            raise
+
+    def _finish(self) -> None:
+        """Flush and fsync the temporary file, then rename it onto ``out`` (atomic on POSIX filesystems)."""
+        w = self._w
+        for f in w.fout or ():
+            f.flush()                     # buffered padding: a full disk shows up here at the latest
+            os.fsync(f.fileno())          # the data is on disk before the rename makes it visible as ``out``
+        w.close()
+        os.replace(self.tmp, self.out)
+        self._w = None
+
+    def _write_error(self, what: str, exc: OSError) -> str:
+        """One line naming the output file, what failed and why (a full disk said plainly)."""
+        if exc.errno == errno.ENOSPC:
+            why = "no space left on device"
+        elif exc.errno == errno.EFBIG:
+            why = "file too large for this filesystem or the process's file size limit"
+        else:
+            why = exc.strerror or str(exc)
+        return f"{self.out}: {what}: {why}; nothing was written" + (
+            " (the existing file is unchanged)" if self.out.exists() else "")
+
+    def _abort(self, w) -> None:
+        """Close the writer and remove the temporary file; a second Ctrl-C cannot interrupt this."""
+        prev = _block_sigint()
+        try:
+            if w is not None:
+                try:
+                    w.close()
+                except OSError:
+                    pass                  # the buffered tail could not be flushed: the file is removed anyway
             self._cleanup()
-            raise MAQError(f"{self.out}: cannot rename the finished file into place: {exc}") from exc
+        finally:
+            _restore_sigint(prev)
+        self._w = None
 
     def _cleanup(self) -> None:
         try:
             self.tmp.unlink()
         except FileNotFoundError:
             pass
+
+
+def _block_sigint():
+    """Ignore SIGINT (main thread only) while the temporary file is removed; returns the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):
+        return None
+
+
+def _restore_sigint(prev) -> None:
+    import signal
+
+    if prev is not None:
+        signal.signal(signal.SIGINT, prev)
 
 
 def gguf_value(value: Any, kind: str):

@@ -1,12 +1,21 @@
 """The layer Hessian H = 2·XᵀX/n of a linear layer's inputs, its damping, and the factor GPTQ needs.
 
 Shapes: X [n, T] (n tokens, T inputs), H [T, T], U [T, T] upper triangular with H_damped⁻¹ = Uᵀ U.
+
+Determinism: the result must not depend on the number of torch threads (docs/CONVERTER.md, "Failures and
+determinism"). MKL's LAPACK (Cholesky, cholesky_inverse) splits its blocked updates by thread count and rounds
+differently with 1 and 2 threads, so ``prepare`` runs them on one thread; ``weighted_error`` sums in float64 in
+numpy (a fixed pairwise order) instead of torch's full reduction, whose partial sums follow the thread count.
+The XᵀX products (``addmm``) split over output tiles, not over tokens, and were measured bit-identical for 1, 2, 4
+and 8 threads (tests/converter/test_determinism.py checks it).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -33,6 +42,20 @@ class HessianAccumulator:
         return self.sum * (2.0 / self.n)
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Run the enclosed torch/LAPACK calls on one thread (their rounding depends on the thread count)."""
+    prev = torch.get_num_threads()
+    if prev == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
 @dataclasses.dataclass
 class PreparedHessian:
     """H [T,T] as measured (dead inputs' diagonal set to 1), dead [T] bool, U [T,T] upper: (H + λI)⁻¹ = UᵀU."""
@@ -53,24 +76,25 @@ def prepare(H: torch.Tensor, damp: float) -> PreparedHessian:
     diag = torch.diagonal(H)
     dead = diag <= 0
     H[dead, dead] = 1.0
-    mean_diag = float(torch.diagonal(H).mean())
-    lam = damp * mean_diag
     H64 = H.double()
     eye = torch.eye(H.shape[0], dtype=torch.float64, device=H.device)
-    for attempt in range(6):
-        L, info = torch.linalg.cholesky_ex(H64 + lam * eye)
-        if int(info) == 0:
-            Hinv = torch.cholesky_inverse(L)
-            U, info2 = torch.linalg.cholesky_ex(Hinv, upper=True)
-            if int(info2) == 0:
-                if attempt:
-                    log.warning("H not positive definite with damp %.3g: used %.3g", damp, lam / mean_diag)
-                return PreparedHessian(H=H, dead=dead, U=U.float(), damp_used=lam / mean_diag)
-        lam *= 10.0
+    with one_thread():
+        mean_diag = float(torch.diagonal(H).mean())   # one thread: a fixed order even beyond torch's grain size
+        lam = damp * mean_diag
+        for attempt in range(6):
+            L, info = torch.linalg.cholesky_ex(H64 + lam * eye)
+            if int(info) == 0:
+                Hinv = torch.cholesky_inverse(L)
+                U, info2 = torch.linalg.cholesky_ex(Hinv, upper=True)
+                if int(info2) == 0:
+                    if attempt:
+                        log.warning("H not positive definite with damp %.3g: used %.3g", damp, lam / mean_diag)
+                    return PreparedHessian(H=H, dead=dead, U=U.float(), damp_used=lam / mean_diag)
+            lam *= 10.0
     raise RuntimeError("Hessian is not positive definite even with 1e5 x damping")
 
 
 def weighted_error(D: torch.Tensor, H: torch.Tensor) -> float:
     """Σ_rows d H dᵀ for D [P, T]: the summed squared output error (x2) over the calibration tokens' mean."""
-    D = D.float()
-    return float(((D @ H) * D).sum())
+    E = (D.float() @ H) * D.float()
+    return float(np.sum(E.cpu().numpy(), dtype=np.float64))   # numpy: one fixed order, whatever the threads

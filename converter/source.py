@@ -120,6 +120,36 @@ def llama3_rope_factors(params: LlamaParams) -> np.ndarray | None:
     return np.asarray(out, dtype=np.float32)
 
 
+def expected_shape(name: str, p: LlamaParams) -> tuple[int, ...] | None:
+    """Logical shape ([P, T] for a weight, [n] for a vector) tensor ``name`` must have under ``p``; None: unknown."""
+    if name in ("token_embd.weight", "output.weight"):
+        return (p.n_vocab, p.n_embd)
+    if name == "output_norm.weight":
+        return (p.n_embd,)
+    if name == ROPE_FREQS:
+        return (p.head_dim // 2,)
+    parts = name.split(".")
+    if len(parts) != 4 or parts[0] != "blk":
+        return None
+    q, kv = p.n_head * p.head_dim, p.n_head_kv * p.head_dim
+    return {"attn_norm": (p.n_embd,), "ffn_norm": (p.n_embd,),
+            "attn_q": (q, p.n_embd), "attn_k": (kv, p.n_embd), "attn_v": (kv, p.n_embd),
+            "attn_output": (p.n_embd, q), "ffn_gate": (p.n_ff, p.n_embd), "ffn_up": (p.n_ff, p.n_embd),
+            "ffn_down": (p.n_embd, p.n_ff)}.get(parts[2])
+
+
+def check_shapes(src: "Source", what: str, stored_name=lambda n: n) -> None:
+    """Raise MAQError naming the first tensor whose shape does not follow the model's hyper-parameters."""
+    p = src.params
+    for name in src.names():
+        want = expected_shape(name, p)
+        got = src.shape(name)
+        if want is not None and tuple(got) != tuple(want):
+            raise MAQError(f"{src.path}: tensor {stored_name(name)} has shape {list(got)}, expected {list(want)} "
+                           f"from {what} (hidden {p.n_embd}, ffn {p.n_ff}, heads {p.n_head}/{p.n_head_kv} x "
+                           f"{p.head_dim}, vocab {p.n_vocab})")
+
+
 def check_finite(name: str, a: np.ndarray, path: Path) -> None:
     """Raise MAQError if tensor ``name`` holds NaN or Inf."""
     if not np.all(np.isfinite(a)):
@@ -244,6 +274,7 @@ class HFSource(Source):
                 raise MAQError(f"{fpath}: cannot read safetensors header: {exc}") from exc
             self._tensors.update(st.tensors)
         self._map = self._name_map()
+        check_shapes(self, "config.json", lambda n: self._map.get(n, n))
 
     @staticmethod
     def _params(cfg: dict, what: Path) -> LlamaParams:
@@ -383,6 +414,7 @@ class GGUFSource(Source):
         extra = [n for n in self._tensors if n not in set(self.names())]
         if extra:
             raise MAQError(f"{path}: unexpected tensor(s) for a llama model: {extra[:3]}")
+        check_shapes(self, "its llama.* metadata")
 
     def has(self, name: str) -> bool:
         return name in self._tensors

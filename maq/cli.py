@@ -41,21 +41,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """Run one subcommand. User errors (MAQError) print one line and return 1; Ctrl-C prints one line and
+    returns 130 (128 + SIGINT, as a shell reports it), wherever it lands, argument parsing and imports included."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except MAQError as exc:
-        print(f"maq: error: {exc}", file=sys.stderr)
+        _close_progress_bars()
+        print(f"maq: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("maq: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error message on one line (a message quoting a file's content may hold newlines)."""
+    return " ".join(str(exc).split("\n")).strip() or type(exc).__name__
+
+
+def _close_progress_bars() -> None:
+    """Close any open tqdm bar so that the error line starts on a line of its own."""
+    tqdm_mod = sys.modules.get("tqdm")
+    if tqdm_mod is None:
+        return
+    try:
+        for bar in list(getattr(tqdm_mod.tqdm, "_instances", ())):
+            bar.close()
+    except Exception:  # noqa: BLE001 - cosmetic; never hide the error being reported
+        pass
 
 
 if __name__ == "__main__":

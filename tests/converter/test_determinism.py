@@ -1,0 +1,83 @@
+"""Determinism: the same input, flags and seed give a byte-identical GGUF on 1 or 2 torch threads.
+
+End to end on the tiny model, and op by op at SmolLM2's sizes (T = 576 / 1536), where MKL's LAPACK rounds
+differently with 1 and 2 threads unless ``hessian.prepare`` pins it to one thread.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from maq.cli import main  # noqa: E402
+from maq.converter import hessian  # noqa: E402
+
+CAL = ["--nsamples", "4", "--seqlen", "64", "--no-progress"]
+
+
+@pytest.fixture
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _on_threads(n, fn):
+    torch.set_num_threads(n)
+    return fn()
+
+
+@pytest.mark.parametrize("extra", [[], ["--calib-dtype", "bfloat16", "--no-salient-feedback"]])
+def test_threads_1_and_2_byte_identical(tiny_hf, tmp_path, restore_threads, extra):
+    outs = []
+    for threads in ("1", "2", "1"):
+        out = tmp_path / f"t{threads}_{len(outs)}.gguf"
+        assert main(["convert", str(tiny_hf), "--out", str(out), "--threads", threads, *CAL, *extra]) == 0
+        outs.append(_sha(out))
+    assert outs[0] == outs[1] == outs[2]
+
+
+@pytest.mark.parametrize("T", [64, 576, 1536])
+def test_prepare_is_thread_count_independent(restore_threads, T):
+    g = torch.Generator().manual_seed(T)
+    X = torch.randn(2 * T, T, generator=g)
+    H = 2 * X.t() @ X / X.shape[0]
+    H[3, :] = 0
+    H[:, 3] = 0                                   # a dead input
+    a = _on_threads(1, lambda: hessian.prepare(H, 0.01))
+    b = _on_threads(2, lambda: hessian.prepare(H, 0.01))
+    assert torch.equal(a.U, b.U) and a.damp_used == b.damp_used
+    assert torch.get_num_threads() == 2           # prepare restored the caller's thread count
+
+
+def test_weighted_error_is_thread_count_independent(restore_threads):
+    """884k products per error: torch's own full .sum() splits them per thread (differed in 6 of 10 draws)."""
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        X = torch.randn(4096, 576, generator=g)
+        H = X.t() @ X / 4096
+        D = 0.01 * torch.randn(1536, 576, generator=g)
+        a = _on_threads(1, lambda: hessian.weighted_error(D, H))
+        b = _on_threads(2, lambda: hessian.weighted_error(D, H))
+        assert a == b, seed
+
+
+@pytest.mark.parametrize("T, n", [(64, 8192), (576, 8192), (1536, 8192)])
+def test_hessian_accumulation_is_thread_count_independent(restore_threads, T, n):
+    """XᵀX over a chunk of n tokens (pipeline.CHUNK_TOKENS) through addmm: BLAS splits the output, not the sum."""
+    g = torch.Generator().manual_seed(1)
+    chunks = [torch.randn(n, T, generator=g) for _ in range(2)]
+
+    def acc():
+        a = hessian.HessianAccumulator(T)
+        for c in chunks:
+            a.add(c)
+        return a.hessian()
+
+    assert torch.equal(_on_threads(1, acc), _on_threads(2, acc))
