@@ -234,9 +234,11 @@ def runtime_loads(path: Path) -> str | None:
     return None
 
 
-def reuse_ppl(results_dir: Path | None, path: Path, key: str, sig: dict, this_run: str) -> dict | None:
-    """The ``ppl[key]`` slot with the most windows that another results file measured on the same file (same path
-    and size: cached conversions are named by their configuration hash) with the same text and ctx, or None."""
+def reuse_ppl(results_dir: Path | None, path: Path, key: str, sig: dict, this_run: str, this_row: str = ""
+              ) -> dict | None:
+    """The ``ppl[key]`` slot with the most windows that another row (of any results file but this row itself)
+    measured on the same file (same path and size: cached conversions are named by their configuration hash) with
+    the same text and ctx, or None."""
     if results_dir is None or not Path(results_dir).is_dir():
         return None
     try:
@@ -245,21 +247,21 @@ def reuse_ppl(results_dir: Path | None, path: Path, key: str, sig: dict, this_ru
         return None
     best = None
     for p in sorted(Path(results_dir).glob("*.json")):
-        if p.stem == this_run:
-            continue
         try:
             rows = json.loads(p.read_text()).get("rows", [])
         except (OSError, json.JSONDecodeError, AttributeError):
             continue
         for r in rows:
+            if p.stem == this_run and r.get("name") == this_row:
+                continue
             slot = ((r.get("ppl") or {}).get(key) or {})
             if (r.get("file") == str(path) and (r.get("size") or {}).get("file_bytes") == size
                     and slot.get("sig") == sig and slot.get("windows")
-                    and (best is None or len(slot["windows"]) > len(best[1]["windows"]))):
-                best = (p.stem, slot)
+                    and (best is None or len(slot["windows"]) > len(best[1][1]["windows"]))):
+                best = (p.stem, (r.get("name", ""), slot))
     if best is None:
         return None
-    return {**json.loads(json.dumps(best[1])), "reused_from": best[0]}
+    return {**json.loads(json.dumps(best[1][1])), "reused_from": best[0] + ": " + best[1][0]}
 
 
 def reuse_llamacpp_ppl(results_dir: Path, path: Path, sig: dict, this_run: str) -> dict | None:
@@ -296,7 +298,7 @@ def measure_ppl(path: Path, text: Path, ctx: int, limit: int | None, threads: in
     if slot.get("sig") != sig:
         slot.clear()
         slot["sig"] = sig
-    other = reuse_ppl(results_dir, path, key, sig, this_run)
+    other = reuse_ppl(results_dir, path, key, sig, this_run, row.get("name", ""))
     if other is not None and len(other["windows"]) > len(slot.get("windows", [])):
         slot.clear()
         slot.update(other)

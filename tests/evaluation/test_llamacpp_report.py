@@ -156,8 +156,9 @@ def test_ppl_reused_from_another_run_of_the_same_file(tmp_path):
              "llamacpp_ppl": {"sig": {**sig, "limit": 1}, "ppl": 3.0}}]
     (tmp_path / "one.json").write_text(json.dumps({"rows": rows}))
     got = cli.reuse_ppl(tmp_path, f, "wikitext2", sig, "two")
-    assert got["windows"] == slot["windows"] and got["reused_from"] == "one"
-    assert cli.reuse_ppl(tmp_path, f, "wikitext2", sig, "one") is None          # not from the run itself
+    assert got["windows"] == slot["windows"] and got["reused_from"] == "one: a"
+    assert cli.reuse_ppl(tmp_path, f, "wikitext2", sig, "one", "a") is None     # not from the row itself
+    assert cli.reuse_ppl(tmp_path, f, "wikitext2", sig, "one", "b")["reused_from"] == "one: a"   # another row
     assert cli.reuse_ppl(tmp_path, f, "wikitext2", {**sig, "ctx": 512}, "two") is None
     f.write_bytes(b"x" * 99)                                                    # another file under that name
     assert cli.reuse_ppl(tmp_path, f, "wikitext2", sig, "two") is None
