@@ -358,7 +358,7 @@ def measure_speed(path: Path, threads: list[int], row: dict) -> None:
     sp = row.setdefault("speed", {}).setdefault("maq", {})
     for t in threads:
         r = speed.measure(str(path), t)
-        sp[f"t{t}"] = {"tg": r["tg"], "pp": r["pp"]}
+        sp[f"t{t}"] = {k: r[k] for k in ("tg", "pp", "tg_cpu", "pp_cpu", "load_avg")}
 
 
 def run_config(cfg: C.Config, args, files: Files, res: Results) -> dict:
@@ -429,6 +429,7 @@ def run_config(cfg: C.Config, args, files: Files, res: Results) -> dict:
                 from . import llamacpp
 
                 row.setdefault("speed", {})["llamacpp"] = llamacpp.bench(files.bins, path, args.speed_threads)
+                row["speed_load_avg"] = os.getloadavg()[0]
                 save()
         if args.tasks and not why:
             step = "zero-shot"

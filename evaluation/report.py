@@ -201,8 +201,9 @@ def table_speed(run: dict) -> str:
         return "_no speed measurements in this run_"
     ths = sorted({k for r in rows for src in r["speed"].values() for k in src}, key=lambda s: int(s[1:]))
     head = " | ".join(f"ours tg {t} | llama.cpp tg {t}" for t in ths)
-    out = [f"| configuration | file MiB | {head} | ours pp128 {ths[-1]} | llama.cpp pp128 {ths[-1]} |",
-           "|---" * (3 + 2 * len(ths) + 1) + "|"]
+    out = [f"| configuration | file MiB | {head} | ours pp128 {ths[-1]} | llama.cpp pp128 {ths[-1]} | "
+           f"ours tg {ths[0]} per CPU-s | load avg |",
+           "|---" * (3 + 2 * len(ths) + 3) + "|"]
     for r in rows:
         sp = r["speed"]
         cells = []
@@ -212,7 +213,9 @@ def table_speed(run: dict) -> str:
         t = ths[-1]
         out.append(f"| {r['name']} | {_f(r['size']['file_bytes'] / 2**20, 1)} | " + " | ".join(cells) +
                    f" | {_f(((sp.get('maq') or {}).get(t) or {}).get('pp'), 1)} | "
-                   f"{_f(((sp.get('llamacpp') or {}).get(t) or {}).get('pp'), 1)} |")
+                   f"{_f(((sp.get('llamacpp') or {}).get(t) or {}).get('pp'), 1)} | "
+                   f"{_f(((sp.get('maq') or {}).get(ths[0]) or {}).get('tg_cpu'), 1)} | "
+                   f"{_f(((sp.get('maq') or {}).get(ths[0]) or {}).get('load_avg', r.get('speed_load_avg')), 1)} |")
     return "\n".join(out)
 
 
