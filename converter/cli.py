@@ -6,8 +6,8 @@ from pathlib import Path
 
 from maq.runtime import format as fmt
 
-from maq.converter.options import (CALIB_DTYPES, DEFAULT_SALIENT_FRAC, EMBED_TYPES, METHODS, SCALE_SEARCHES,
-                                   ConvertOptions)
+from maq.converter.options import (BITS_CHOICES, CALIB_DTYPES, DEFAULT_SALIENT_FRAC, EMBED_TYPES, METHODS,
+                                   SALIENT_CODINGS, SCALE_SEARCHES, WORD_CHOICES, ConvertOptions)
 
 
 def register(subparsers) -> None:
@@ -34,7 +34,22 @@ def register(subparsers) -> None:
     g.add_argument("--no-grouping", action="store_true",
                    help="ablation -G: rank words by their single most salient weight instead of the group sum")
     g.add_argument("--no-mixed", action="store_true", help="ablation -M: no salient words (everything 2-bit)")
-    q = p.add_argument_group("2-bit words")
+    g.add_argument("--salient-coding", choices=SALIENT_CODINGS, default="mean4",
+                   help="how a salient word holds its 16 weights: mean4 = the paper's 4 int8 means of 4 weights")
+    g.add_argument("--word-choice", choices=WORD_CHOICES, default=None,
+                   help="all: every selected word is salient (the paper); error: a selected word is kept as means "
+                        "only where that lowers the H-weighted error, and a layer never ends worse than "
+                        "all-2-bit (default: error with --target-bpw, else all)")
+    d = p.add_argument_group("size / quality dial")
+    d.add_argument("--target-bpw", type=float, default=None, metavar="B",
+                   help="the best file whose linear tensors take at most B bits/weight (every byte counted): "
+                        "each tensor's type (MAQ2/MAQ3/MAQ4 with G 128/64/32, or Q8_0) is chosen by its measured "
+                        "sensitivity (Fisher-weighted output error on the calibration text). Useful range: "
+                        "~2.3 to 8.5; e.g. 3.0 or 4.0")
+    d.add_argument("--bits", type=int, choices=BITS_CHOICES, default=2,
+                   help="code width of every linear tensor for --method gptq/rtn: 2 (MAQ2, default), 3 (MAQ3), "
+                        "4 (MAQ4)")
+    q = p.add_argument_group("2-bit (and 3/4-bit) words")
     q.add_argument("--group", type=int, choices=fmt.GROUP_SIZES, default=fmt.DEFAULT_GROUP,
                    help="inputs per 2-bit scale/min group (default %(default)s)")
     q.add_argument("--block", type=int, default=128, help="GPTQ column block B (default %(default)s)")
@@ -72,7 +87,8 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
         damp=args.damp, scale_search=args.scale_search, embed_type=args.embed_type, calib=args.calib,
         nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, device=args.device,
         calib_dtype=args.calib_dtype, threads=args.threads, tokenizer_pre=args.tokenizer_pre,
-        progress=args.progress)
+        progress=args.progress, salient_coding=args.salient_coding, word_choice=args.word_choice,
+        target_bpw=args.target_bpw, bits=args.bits)
 
 
 def run(args: argparse.Namespace) -> int:

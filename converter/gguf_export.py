@@ -9,6 +9,7 @@ A MAQ2 tensor ``W`` ([P, T] logical) is four GGUF tensors (``maq.runtime.format`
 ``<name>`` I32 words ne=[T/16, P], ``<name>.bitmap`` I8 (the uint8 bytes) ne=[ceil(T/128), P],
 ``<name>.scales`` I8 (the uint8 bytes) ne=[2*ceil(T/G), P], ``<name>.rowscale`` F16 ne=[3, P];
 plus metadata ``maq.tensor.<name>.type = "maq2"``, ``.group_size = G``, ``.salient_coding = "mean4"``.
+MAQ3 / MAQ4 replace the bitmap by ``<name>.hi`` (I16 / I32, ne=[T/16, P]) and have no salient coding key.
 """
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ KEY_CALIB_SHA256 = "maq.calib.sha256"        # sha256 of the calibration text (u
 KEY_CALIB_NAME = "maq.calib.name"            # file name of the calibration text
 KEY_BPW_LINEAR = "maq.bits_per_weight"       # honest bits/weight over all linear (block) tensors
 KEY_SOURCE = "maq.source"                    # file name of the source model
+KEY_WORD_CHOICE = "maq.salient.word_choice"  # "all" | "error": salient words kept only where they lower the error
+KEY_TARGET_BPW = "maq.target_bpw"            # --target-bpw budget (bits/weight over the linear tensors)
+
+
+def key_choice(base: str) -> str:
+    """Per linear tensor with --target-bpw: the chosen storage ("maq3/g64", "q8_0", ...)."""
+    return f"maq.tensor.{base}.choice"
 
 
 @dataclasses.dataclass
@@ -86,13 +94,16 @@ def encode_float(a: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"unknown float storage {kind!r}")
 
 
-def maq_decls(name: str, T: int, P: int, G: int) -> list[TensorDecl]:
-    """The four GGUF tensors of a MAQ2 tensor (shapes from ``format.Layout``)."""
-    lay = fmt.Layout(T, P, G)
+_SIGNED = {np.dtype(np.uint8): np.dtype(np.int8), np.dtype("<u2"): np.dtype("<i2")}
+
+
+def maq_decls(name: str, T: int, P: int, G: int, bits: int = 2) -> list[TensorDecl]:
+    """The four GGUF tensors of a MAQ2 / MAQ3 / MAQ4 tensor (shapes from ``format.Layout``)."""
+    lay = fmt.Layout(T, P, G, bits)
     out = []
     for suffix, (shape, dtype) in lay.part_specs().items():
-        # gguf has no U8 tensor type: the uint8 parts are stored as I8 (same bytes)
-        dt = np.dtype(np.int8) if dtype == np.dtype(np.uint8) else dtype
+        # gguf has no U8 / U16 tensor types: those parts are stored as I8 / I16 (same bytes)
+        dt = _SIGNED.get(np.dtype(dtype), dtype)
         out.append(TensorDecl(name + suffix, tuple(shape), dt))
     return out
 
@@ -103,17 +114,19 @@ def maq_arrays(name: str, t: fmt.MAQTensor) -> list[tuple[str, np.ndarray]]:
     out = []
     for suffix, arr in t.parts().items():
         a = np.ascontiguousarray(arr)
-        if a.dtype == np.uint8:
-            a = a.view(np.int8)
+        if a.dtype in _SIGNED:
+            a = a.view(_SIGNED[a.dtype])
         out.append((name + suffix, a))
     return out
 
 
-def maq_tensor_metadata(name: str, G: int) -> dict[str, tuple[Any, str]]:
-    """Per-tensor metadata {key: (value, kind)} for MAQ2 tensor ``name``."""
-    return {fmt.key_tensor_type(name): (fmt.TYPE_MAQ2, "str"),
-            fmt.key_group_size(name): (int(G), "u32"),
-            fmt.key_salient_coding(name): (fmt.SALIENT_MEAN4, "str")}
+def maq_tensor_metadata(name: str, G: int, bits: int = 2) -> dict[str, tuple[Any, str]]:
+    """Per-tensor metadata {key: (value, kind)} for MAQ tensor ``name``."""
+    md = {fmt.key_tensor_type(name): (fmt.TYPE_OF_BITS[bits], "str"),
+          fmt.key_group_size(name): (int(G), "u32")}
+    if bits == 2:
+        md[fmt.key_salient_coding(name)] = (fmt.SALIENT_MEAN4, "str")
+    return md
 
 
 def check_output(out: Path, force: bool) -> None:

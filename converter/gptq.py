@@ -1,4 +1,4 @@
-"""GPTQ for MAQ2 tensors: one object per layer input holding H, one ``quantize`` method per weight.
+"""GPTQ for MAQ tensors (MAQ2 / MAQ3 / MAQ4): one object per layer input holding H, one ``quantize`` method per weight.
 
 Column order, blocks of B columns, error E_j = (w_j − q_j)/U_jj propagated to the rest of the block with
 U_j,j+1: and to all later columns after each block (GPTQ, Frantar et al. 2022). What MAQ adds:
@@ -8,7 +8,13 @@ U_j,j+1: and to all later columns after each block (GPTQ, Frantar et al. 2022). 
   means come from the original weights and salient errors are not propagated;
 - 2-bit groups of G inputs: (sc, m) chosen by ``scales.fit_group`` when GPTQ reaches the group, on the
   compensated weights, through the row scales (d, dmin) fixed up front — the quantized values GPTQ propagates
-  are exactly the values ``format.dequantize`` reads back.
+  are exactly the values ``format.dequantize`` reads back;
+- MAQ3 / MAQ4 (``bits`` 3 / 4): the same sweep with codes 0..7 / 0..15 and no salient words;
+- ``word_choice="error"``: the K selected words per 16-input block are only candidates; when GPTQ reaches a
+  candidate word it keeps the int8 means only in rows where they give a lower H-diag-weighted error than the
+  2-bit codes (with the group's scale/min) on the compensated weights; ``never_worse`` then also runs the plain
+  all-2-bit pass and keeps whichever has the lower Hessian-weighted error, so salient words never make a layer
+  worse than all-2-bit.
 """
 from __future__ import annotations
 
@@ -41,18 +47,26 @@ class QuantConfig:
     headroom: float = 1.0               # row scales sized at headroom x the original weights' largest group
     compensate: bool = True             # False: no GPTQ error propagation (RTN with the same machinery)
     refit_rows: bool = False            # second GPTQ pass with row scales sized on what the first pass met
+    bits: int = 2                       # code width: 2 (MAQ2, salient words allowed), 3 (MAQ3), 4 (MAQ4)
+    word_choice: str = "all"            # "all": every selected word is salient; "error": only where it helps
+    never_worse: bool = False           # also run the all-2-bit pass, keep the lower H-weighted error
+
+    @property
+    def qmax(self) -> int:
+        return (1 << self.bits) - 1
 
 
 @dataclasses.dataclass
 class LayerResult:
     """A quantized weight: the stored tensor, its dequantized values, the bitmap and the H-weighted errors."""
 
-    tensor: fmt.MAQTensor
+    tensor: fmt.MAQTensor | None   # None: stored as Q8_0 (pipeline.q8_0_result)
     Q: torch.Tensor            # [P, T] float32, == format.dequantize(tensor)
     salient: np.ndarray        # bool [P, T/16]
     err: float = float("nan")  # Σ (w-q) H (w-q)ᵀ
     err_rtn: float = float("nan")
     ref: float = float("nan")  # Σ w H wᵀ
+    nbytes: int = 0            # stored bytes when tensor is None
 
 
 @contextlib.contextmanager
@@ -87,6 +101,7 @@ class _Pass:
     want_s: torch.Tensor      # float32 [P, ng]: unencoded best scale of each group on the weights GPTQ saw
     want_lo: torch.Tensor     # float32 [P, ng]
     want_mean: torch.Tensor   # float32 [P, T/4]: the salient means GPTQ saw (0 elsewhere)
+    salient: np.ndarray       # bool [P, T/16]: the words stored as int8 means
 
 
 def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torch.Tensor, wts: torch.Tensor,
@@ -102,7 +117,11 @@ def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torc
                 m=torch.zeros(P, ng, dtype=torch.int8, device=dev),
                 Q=torch.zeros(P, T, dtype=torch.float32, device=dev),
                 want_s=torch.zeros(P, ng, device=dev), want_lo=torch.zeros(P, ng, device=dev),
-                want_mean=torch.zeros(P, T // SPAN, device=dev))
+                want_mean=torch.zeros(P, T // SPAN, device=dev), salient=np.zeros(0, dtype=bool))
+    choose = cfg.word_choice == "error" and bool(sal_in.any())
+    if choose:
+        sal_in = sal_in.clone()     # candidates in, decisions out (this pass only)
+    qmax = cfg.qmax
     Wq = Wz.clone()
     safe_dsal = torch.where(dsal > 0, dsal, torch.ones_like(dsal))
     B = cfg.block
@@ -119,10 +138,15 @@ def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torc
                 g = col // cfg.G
                 ge = min(col + cfg.G, T) - i1
                 gx, gk, gw = W1[:, j:ge], keep[:, col:col + ge - j], wts[col:col + ge - j]
-                gsc, gm, cur_s, cur_lo = scales.fit_group(gx, gk, gw, d, dmin, cfg.scale_search)
+                gsc, gm, cur_s, cur_lo = scales.fit_group(gx, gk, gw, d, dmin, cfg.scale_search, qmax)
                 out.sc[:, g], out.m[:, g] = gsc, gm
                 if cfg.refit_rows:
-                    out.want_s[:, g], out.want_lo[:, g] = scales.search(gx, gk, gw, cfg.scale_search)
+                    out.want_s[:, g], out.want_lo[:, g] = scales.search(gx, gk, gw, cfg.scale_search, qmax=qmax)
+            if choose and col % W16 == 0:
+                cand = sal_in[:, col]
+                if bool(cand.any()):
+                    sal_in[:, col:col + W16] = (cand & _means_help(W1[:, j:j + W16], wts[col:col + W16], cur_s,
+                                                                   cur_lo, dsal, safe_dsal))[:, None]
             srow = sal_in[:, col]
             if col % SPAN == 0:
                 src = W1[:, j:j + SPAN] if cfg.salient_feedback else W0[:, col:col + SPAN]
@@ -133,7 +157,7 @@ def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torc
                 out.mcodes[:, col // SPAN] = c.to(torch.int8)
                 qsal = dsal * c
             w = W1[:, j]
-            q2 = scales._codes(w[:, None], cur_s, cur_lo)[:, 0]
+            q2 = scales._codes(w[:, None], cur_s, cur_lo, qmax)[:, 0]
             v2 = cur_s * q2 + cur_lo
             q = torch.where(srow, qsal, v2)
             out.codes[:, col] = torch.where(srow, torch.zeros_like(q2), q2).to(torch.uint8)
@@ -147,7 +171,20 @@ def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torc
             Err1[:, j] = e
         if cfg.compensate and i2 < T:
             Wq[:, i2:] -= Err1 @ U[i1:i2, i2:]
+    out.salient = sal_in[:, ::W16].cpu().numpy()
     return out
+
+
+def _means_help(x: torch.Tensor, wts: torch.Tensor, s: torch.Tensor, lo: torch.Tensor, dsal: torch.Tensor,
+                safe_dsal: torch.Tensor) -> torch.Tensor:
+    """bool [P]: rows where the word x [P, 16] costs less (Σ wts·err²) as 4 int8 means than as 2-bit codes."""
+    P = x.shape[0]
+    v2 = scales._value(scales._codes(x, s, lo), s, lo)
+    e2 = (((x - v2) ** 2) * wts[None, :]).sum(1)
+    c = torch.clamp(torch.round(x.view(P, W16 // SPAN, SPAN).mean(-1) / safe_dsal[:, None]), -fmt.M_MAX, fmt.M_MAX)
+    v8 = (dsal[:, None] * c).repeat_interleave(SPAN, dim=1)
+    e8 = (((x - v8) ** 2) * wts[None, :]).sum(1)
+    return (e8 < e2) & (dsal > 0)
 
 
 def _row_scales_from(s: torch.Tensor, lo: torch.Tensor, means: torch.Tensor, salient: np.ndarray, headroom: float):
@@ -158,9 +195,20 @@ def _row_scales_from(s: torch.Tensor, lo: torch.Tensor, means: torch.Tensor, sal
 
 
 def _quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerResult:
+    if cfg.bits != 2 and cfg.top_k:
+        raise ValueError(f"{fmt.TYPE_OF_BITS[cfg.bits]} has no salient words (top_k={cfg.top_k})")
+    res = _quantize_once(W, H, cfg)
+    if cfg.never_worse and cfg.top_k > 0:
+        plain = _quantize_once(W, H, dataclasses.replace(cfg, top_k=0, refit_rows=False, word_choice="all"))
+        if plain.err <= res.err:
+            return plain
+    return res
+
+
+def _quantize_once(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerResult:
     W0 = W.float()
     P, T = W0.shape
-    fmt.check_shape(T, P, cfg.G, "quantize_maq")
+    fmt.check_shape(T, P, cfg.G, "quantize_maq", cfg.bits)
     dev = W0.device
     ph = prepare(H.to(dev), cfg.damp)
     U = ph.U
@@ -178,7 +226,7 @@ def _quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerRe
     lo0 = torch.zeros(P, ng, device=dev)
     for g in range(ng):
         sl = slice(g * cfg.G, min((g + 1) * cfg.G, T))
-        s0[:, g], lo0[:, g] = scales.search(Wz[:, sl], ~sal_in[:, sl], wts[sl], cfg.scale_search)
+        s0[:, g], lo0[:, g] = scales.search(Wz[:, sl], ~sal_in[:, sl], wts[sl], cfg.scale_search, qmax=cfg.qmax)
     means0 = Wz.view(P, T // SPAN, SPAN).mean(-1)
     rows = _row_scales_from(s0, lo0, means0, salient, cfg.headroom)
 
@@ -197,13 +245,14 @@ def _quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerRe
             ps, rows = ps2, rows2
 
     d16, dmin16, dsal16 = rows
+    salient = ps.salient
     t = fmt.pack(ps.codes.cpu().numpy(), ps.mcodes.cpu().numpy(), salient, ps.sc.cpu().numpy(),
-                 ps.m.cpu().numpy(), d16, dmin16, dsal16, G=cfg.G)
+                 ps.m.cpu().numpy(), d16, dmin16, dsal16, G=cfg.G, bits=cfg.bits)
     res = LayerResult(tensor=t, Q=ps.Q, salient=salient)
     Hm = ph.H
     res.err = weighted_error(W0 - ps.Q, Hm)
     res.ref = weighted_error(W0, Hm)
-    rtn = torch.from_numpy(fmt.dequantize(fmt.quantize_rtn(W0.cpu().numpy(), salient, cfg.G))).to(dev)
+    rtn = torch.from_numpy(fmt.dequantize(fmt.quantize_rtn(W0.cpu().numpy(), salient, cfg.G, cfg.bits))).to(dev)
     res.err_rtn = weighted_error(W0 - rtn, Hm)
     return res
 
@@ -233,5 +282,5 @@ class GPTQ:
         return self.acc.hessian()
 
     def quantize(self, W: torch.Tensor, cfg: QuantConfig) -> LayerResult:
-        """W [P, T] -> LayerResult (MAQ2 tensor + dequantized weights + errors)."""
+        """W [P, T] -> LayerResult (MAQ tensor + dequantized weights + errors)."""
         return quantize_maq(W, self.hessian(), cfg)

@@ -12,6 +12,10 @@ FLOAT_METHODS = ("f32", "f16")
 EMBED_TYPES = ("auto", "q8_0", "f16", "f32")
 SCALE_SEARCHES = ("clip", "minmax")
 CALIB_DTYPES = ("float32", "bfloat16")
+WORD_CHOICES = ("all", "error")
+SALIENT_CODINGS = ("mean4",)
+BITS_CHOICES = (2, 3, 4)
+TARGET_BPW_MAX = 8.5     # every linear tensor Q8_0
 
 # The paper's K = 100 on Llama2-7B (P = 4096 outputs): 100/4096 of the words of each 16-input block.
 PAPER_K = 100
@@ -34,6 +38,11 @@ class ConvertOptions:
     salient_feedback: bool = True          # feed salient-word errors back into GPTQ (False: paper's literal order)
     no_grouping: bool = False              # "-G": rank words by their single most salient weight
     no_mixed: bool = False                 # "-M": no salient words (K = 0)
+    salient_coding: str = "mean4"          # how a salient word stores its 16 weights (the paper's 4 int8 means)
+    word_choice: str | None = None         # "all" | "error" (None: "error" with --target-bpw, else "all")
+    # size / quality dial
+    bits: int = 2                          # code width of every linear tensor (3, 4: MAQ3 / MAQ4, no salient words)
+    target_bpw: float | None = None        # per-tensor types chosen for the lowest predicted loss under this budget
     # 2-bit words
     group: int = fmt.DEFAULT_GROUP         # inputs per 2-bit scale/min group
     block: int = 128                       # GPTQ column block B
@@ -70,6 +79,12 @@ class ConvertOptions:
         return int(round(frac * P))
 
     @property
+    def resolved_word_choice(self) -> str:
+        if self.word_choice is not None:
+            return self.word_choice
+        return "error" if self.target_bpw is not None else "all"
+
+    @property
     def ablation(self) -> str:
         return "no-mixed" if self.no_mixed else ("no-grouping" if self.no_grouping else "")
 
@@ -83,12 +98,29 @@ class ConvertOptions:
             raise MAQError(f"--scale-search {self.scale_search!r}: expected one of {SCALE_SEARCHES}")
         if self.calib_dtype not in CALIB_DTYPES:
             raise MAQError(f"--calib-dtype {self.calib_dtype!r}: expected one of {CALIB_DTYPES}")
+        if self.word_choice is not None and self.word_choice not in WORD_CHOICES:
+            raise MAQError(f"--word-choice {self.word_choice!r}: expected one of {WORD_CHOICES}")
+        if self.salient_coding not in SALIENT_CODINGS:
+            raise MAQError(f"--salient-coding {self.salient_coding!r}: expected one of {SALIENT_CODINGS}")
+        if self.bits not in BITS_CHOICES:
+            raise MAQError(f"--bits {self.bits}: expected one of {BITS_CHOICES}")
+        if self.bits != 2 and self.method == "maq" and not self.no_mixed:
+            raise MAQError(f"--bits {self.bits}: MAQ3/MAQ4 words have no salient words; use --method gptq or rtn "
+                           "(or --target-bpw to mix widths per tensor)")
+        if self.target_bpw is not None:
+            if self.method not in ("maq", "gptq"):
+                raise MAQError(f"--target-bpw needs --method maq or gptq (got --method {self.method})")
+            if self.bits != 2:
+                raise MAQError("--target-bpw chooses the code width per tensor: do not combine it with --bits")
+            if not 1.0 <= self.target_bpw <= TARGET_BPW_MAX:
+                raise MAQError(f"--target-bpw {self.target_bpw}: expected bits/weight between the smallest MAQ2 "
+                               f"file (~2.2) and {TARGET_BPW_MAX} (every linear tensor Q8_0)")
         if self.top_k is not None and self.salient_frac is not None:
             raise MAQError("--top-k and --salient-frac are alternatives: give one")
         salient_opts = self.top_k is not None or self.salient_frac is not None or self.no_grouping \
-            or not self.salient_feedback
+            or not self.salient_feedback or self.word_choice is not None
         if self.method != "maq" and (salient_opts or self.no_mixed):
-            raise MAQError(f"--top-k/--salient-frac/--no-grouping/--no-mixed/--no-salient-feedback apply to "
+            raise MAQError(f"--top-k/--salient-frac/--no-grouping/--no-mixed/--no-salient-feedback/--word-choice apply to "
                            f"--method maq only (got --method {self.method})")
         if self.no_mixed and (self.top_k or self.salient_frac or self.no_grouping):
             raise MAQError("--no-mixed means no salient words: it cannot be combined with --top-k, "

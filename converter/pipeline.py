@@ -26,6 +26,7 @@ import torch
 
 from maq.converter import block as B
 from maq.converter.gptq import GPTQ, LayerResult, QuantConfig
+from maq.converter.hessian import weighted_error
 from maq.converter.options import ConvertOptions
 from maq.converter.source import BLOCK_TENSORS, LINEAR_KINDS, ROPE_FREQS, Source, block_name
 from maq.runtime import format as fmt
@@ -36,21 +37,44 @@ CHUNK_TOKENS = 8192   # tokens per forward chunk (bounds the intermediate activa
 ACT_CACHE_BYTES = 3 << 29   # 1.5 GiB: keep the MLP activations of step 4 for step 5 when they fit (else recompute)
 
 
-def quant_config(opts: ConvertOptions, P: int) -> QuantConfig:
-    """The options reduced to one weight with P output rows."""
-    K = opts.resolved_top_k(P)
+def quant_config(opts: ConvertOptions, tp) -> QuantConfig:
+    """The options reduced to one linear weight (a run.TensorPlan: [P, T], MAQ type, group)."""
+    P = tp.shape[0]
+    bits = tp.bits
+    K = opts.resolved_top_k(P) if bits == 2 else 0
     # fed-back salient errors widen the later 2-bit groups: size the row scales on a first pass (measured:
     # docs/CONVERTER.md); without salient words GPTQ's updates barely move the ranges and one pass is kept
-    return QuantConfig(G=opts.group, block=opts.block, damp=opts.damp, top_k=K,
+    choice = opts.resolved_word_choice
+    block = opts.block if opts.block % tp.group == 0 else max(opts.block // tp.group, 1) * tp.group
+    return QuantConfig(G=tp.group, block=block, damp=opts.damp, top_k=K,
                        grouped=not opts.no_grouping, salient_feedback=opts.salient_feedback,
-                       scale_search=opts.scale_search, refit_rows=K > 0 and opts.salient_feedback)
+                       scale_search=opts.scale_search, refit_rows=K > 0 and opts.salient_feedback, bits=bits,
+                       word_choice=choice, never_worse=choice == "error")
 
 
-def tensor_row(name: str, kind: str, res: LayerResult | None, t: fmt.MAQTensor) -> dict:
-    """Per-tensor stats for the summary."""
-    P, T = t.P, t.T
-    row = {"name": name, "kind": kind, "nbytes": t.nbytes, "nweights": P * T,
-           "words": P * fmt.n_words(T), "salient_words": int(fmt.unpack_bitmap(t.bitmap, fmt.n_words(T)).sum())}
+def q8_0_result(W: torch.Tensor, H: torch.Tensor | None) -> LayerResult:
+    """A linear stored as Q8_0 (no GPTQ: 8-bit rounding error is negligible): Q = its dequantized values."""
+    import gguf
+
+    Wn = W.float().cpu().numpy()
+    q = gguf.quants.quantize(Wn, gguf.GGMLQuantizationType.Q8_0)
+    Q = torch.from_numpy(gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).reshape(Wn.shape)).to(W.device)
+    res = LayerResult(tensor=None, Q=Q, salient=np.zeros((Wn.shape[0], Wn.shape[1] // fmt.WORD_WEIGHTS), bool))
+    res.nbytes = int(q.nbytes)
+    if H is not None:
+        res.err = weighted_error(W.float() - Q, H)
+        res.ref = weighted_error(W.float(), H)
+        res.err_rtn = res.err
+    return res
+
+
+def tensor_row(name: str, kind: str, res: LayerResult | None, t: fmt.MAQTensor | None, choice: str = "") -> dict:
+    """Per-tensor stats for the summary (t None: a Q8_0 linear, its bytes in res.nbytes)."""
+    Q = res.Q if t is None else None
+    P, T = (t.P, t.T) if t is not None else tuple(Q.shape)
+    sal = 0 if t is None or t.bitmap is None else int(fmt.unpack_bitmap(t.bitmap, fmt.n_words(T)).sum())
+    row = {"name": name, "kind": kind, "nbytes": t.nbytes if t is not None else res.nbytes, "nweights": P * T,
+           "words": P * fmt.n_words(T), "salient_words": sal, "choice": choice}
     if res is not None:
         row.update(err=res.err, err_rtn=res.err_rtn, ref=res.ref)
     return row
@@ -74,16 +98,20 @@ class BlockQuantizer:
     def _weights(self, i: int) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(self.src.tensor(block_name(i, k))).to(self.dev) for k in BLOCK_TENSORS}
 
-    def _quantize(self, g: GPTQ, w: torch.Tensor) -> LayerResult:
-        return g.quantize(w, quant_config(self.opts, w.shape[0]))
+    def _quantize(self, g: GPTQ, w: torch.Tensor, tp) -> LayerResult:
+        if tp.storage == "q8_0":
+            return q8_0_result(w, g.hessian())
+        return g.quantize(w, quant_config(self.opts, tp))
 
-    def _timed_quantize(self, g: GPTQ, w: torch.Tensor, lap: Callable[[str], None]) -> LayerResult:
+    def _timed_quantize(self, g: GPTQ, w: torch.Tensor, lap: Callable[[str], None], tp) -> LayerResult:
         lap("other")
-        res = self._quantize(g, w)
+        res = self._quantize(g, w, tp)
         lap("gptq")
         return res
 
-    def run(self, i: int, X: torch.Tensor, A: torch.Tensor, on_result: Callable[[str, LayerResult], None]) -> None:
+    def run(self, i: int, X: torch.Tensor, A: torch.Tensor, on_result: Callable[[str, LayerResult], None],
+            plans: dict) -> None:
+        """Quantize block i; ``plans`` maps each linear kind to its run.TensorPlan (storage, group)."""
         p, dev, cdt = self.params, self.dev, self.cdtype
         w = self._weights(i)
         N, L, D = X.shape
@@ -107,7 +135,7 @@ class BlockQuantizer:
             g.add_batch(B.rms_norm(X[c], w["attn_norm"], p.rms_eps))
         lap("1 H_qkv")
         for kind in ("attn_q", "attn_k", "attn_v"):
-            done(kind, self._timed_quantize(g, w[kind], lap))
+            done(kind, self._timed_quantize(g, w[kind], lap, plans[kind]))
         del g
         # 2. attention output
         g = GPTQ(p.n_head * p.head_dim, dev)
@@ -118,7 +146,7 @@ class BlockQuantizer:
             g.add_batch(a)
             A[c] = a
             lap("2 H_o")
-        done("attn_output", self._timed_quantize(g, w["attn_output"], lap))
+        done("attn_output", self._timed_quantize(g, w["attn_output"], lap, plans["attn_output"]))
         del g
         # 3. gate, up
         g = GPTQ(D, dev)
@@ -129,7 +157,7 @@ class BlockQuantizer:
             g.add_batch(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps))
         lap("3 H_gu")
         for kind in ("ffn_gate", "ffn_up"):
-            done(kind, self._timed_quantize(g, w[kind], lap))
+            done(kind, self._timed_quantize(g, w[kind], lap, plans[kind]))
         del g
         # 4. down
         g = GPTQ(p.n_ff, dev)
@@ -140,7 +168,7 @@ class BlockQuantizer:
             lap("4 gate/up")
             g.add_batch(act)
             lap("4 H_down")
-        done("ffn_down", self._timed_quantize(g, w["ffn_down"], lap))
+        done("ffn_down", self._timed_quantize(g, w["ffn_down"], lap, plans["ffn_down"]))
         del g
         # 5. block output -> next block's input
         for c in chunks:
@@ -196,12 +224,12 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
         if opts.method == "rtn":
             for i in range(p.n_layer):
                 for tp in by_block[i]:
-                    if tp.storage != "maq2":
+                    if not tp.is_maq:
                         write_float(tp.name, src.tensor(tp.name))
                         continue
-                    t = fmt.quantize_rtn(src.tensor(tp.name), None, opts.group)
+                    t = fmt.quantize_rtn(src.tensor(tp.name), None, tp.group, tp.bits)
                     write_maq(tp.name, t)
-                    rows.append(tensor_row(tp.name, tp.kind, None, t))
+                    rows.append(tensor_row(tp.name, tp.kind, None, t, tp.choice))
                 bar.update(1)
         else:
             cdtype = torch.bfloat16 if opts.calib_dtype == "bfloat16" else torch.float32
@@ -218,12 +246,16 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
             for i in range(p.n_layer):
                 t0 = time.time()
                 results: dict[str, LayerResult] = {}
-                bq.run(i, X, A, lambda kind, res: results.__setitem__(kind, res))
+                plans = {tp.kind: tp for tp in by_block[i] if tp.kind in LINEAR_KINDS}
+                bq.run(i, X, A, lambda kind, res: results.__setitem__(kind, res), plans)
                 for tp in by_block[i]:
                     if tp.kind in LINEAR_KINDS:
                         res = results[tp.kind]
-                        write_maq(tp.name, res.tensor)
-                        rows.append(tensor_row(tp.name, tp.kind, res, res.tensor))
+                        if res.tensor is None:
+                            write_float(tp.name, src.tensor(tp.name))
+                        else:
+                            write_maq(tp.name, res.tensor)
+                        rows.append(tensor_row(tp.name, tp.kind, res, res.tensor, tp.choice))
                     else:
                         write_float(tp.name, src.tensor(tp.name))
                 errs = ", ".join(f"{k} {r.err / r.ref:.3g}" for k, r in results.items() if r.ref > 0)
@@ -237,4 +269,4 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
         write_float(tp.name, src.tensor(tp.name))
     from maq.converter.summary import kind_rows
 
-    return kind_rows(rows)
+    return kind_rows(rows), rows

@@ -1,7 +1,9 @@
 """``maq convert`` end to end: open the source, plan every tensor's storage, calibrate + quantize, write the GGUF.
 
 Storage per tensor:
-- linear weights of the blocks: MAQ2 (methods maq / gptq / rtn) or plain F32 / F16 (methods f32 / f16);
+- linear weights of the blocks: MAQ2 (methods maq / gptq / rtn; MAQ3 / MAQ4 with ``--bits``) or plain F32 / F16
+  (methods f32 / f16); with ``--target-bpw`` each one's type and group size is chosen by ``allocate.py``
+  (MAQ2/3/4 with G = 128/64/32, or Q8_0) after calibration;
 - token_embd / output: ``--embed-type`` (auto: F32 for f32, F16 for f16, else Q8_0; Q8_0 needs a width that is a
   multiple of 32, else F16);
 - norms and rope_freqs: F32.
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from maq import __version__
+from maq.converter import allocate
 from maq.converter import gguf_export as gx
 from maq.converter.options import DEFAULT_SALIENT_FRAC, ConvertOptions
 from maq.converter.source import LINEAR_KINDS, Source, open_source
@@ -31,7 +34,8 @@ class TensorPlan:
 
     name: str
     shape: tuple[int, ...]
-    storage: str  # "f32" | "f16" | "q8_0" | "maq2"
+    storage: str  # "f32" | "f16" | "q8_0" | "maq2" | "maq3" | "maq4"
+    group: int = fmt.DEFAULT_GROUP   # MAQ scale group G
 
     @property
     def kind(self) -> str:
@@ -39,8 +43,28 @@ class TensorPlan:
         return parts[2] if parts[0] == "blk" else parts[0]
 
     @property
+    def is_maq(self) -> bool:
+        return self.storage in fmt.BITS_OF_TYPE
+
+    @property
+    def bits(self) -> int:
+        return fmt.BITS_OF_TYPE[self.storage]
+
+    @property
     def is_linear(self) -> bool:
-        return self.storage == "maq2" or (self.name.startswith("blk.") and self.kind in LINEAR_KINDS)
+        return self.is_maq or (self.name.startswith("blk.") and self.kind in LINEAR_KINDS)
+
+    @property
+    def choice(self) -> str:
+        """"maq3/g64", "q8_0", ...: the storage of a linear tensor as the summary and metadata name it."""
+        return f"{self.storage}/g{self.group}" if self.is_maq else self.storage
+
+    @property
+    def nbytes(self) -> int:
+        if self.is_maq:
+            P, T = self.shape
+            return fmt.Layout(T, P, self.group, self.bits).nbytes
+        return gx.float_decl(self.name, self.shape, self.storage).nbytes
 
 
 @dataclasses.dataclass
@@ -54,6 +78,7 @@ class ConvertResult:
     seconds: float
     rows: list[dict]                      # per tensor kind summary rows
     tensors: dict[str, fmt.MAQTensor]     # only filled when keep_tensors=True (tests)
+    tensor_rows: list[dict] = dataclasses.field(default_factory=list)   # per tensor (name, choice, err, ...)
 
 
 def embed_storage(opts: ConvertOptions, width: int) -> str:
@@ -85,34 +110,30 @@ def make_plan(src: Source, opts: ConvertOptions) -> list[TensorPlan]:
                 K = opts.resolved_top_k(P)
                 if K > P:
                     raise MAQError(f"--top-k {K}: larger than the {P} output rows of {name}")
-                tp.storage = "maq2"
+                tp.storage = fmt.TYPE_OF_BITS[opts.bits]
+                tp.group = opts.group
         plan.append(tp)
     return plan
 
 
-def plan_decls(plan: list[TensorPlan], G: int) -> list[gx.TensorDecl]:
+def plan_decls(plan: list[TensorPlan]) -> list[gx.TensorDecl]:
     decls: list[gx.TensorDecl] = []
     for tp in plan:
-        if tp.storage == "maq2":
+        if tp.is_maq:
             P, T = tp.shape
-            decls += gx.maq_decls(tp.name, T, P, G)
+            decls += gx.maq_decls(tp.name, T, P, tp.group, tp.bits)
         else:
             decls.append(gx.float_decl(tp.name, tp.shape, tp.storage))
     return decls
 
 
-def linear_bits_per_weight(plan: list[TensorPlan], G: int) -> float:
+def linear_bits_per_weight(plan: list[TensorPlan]) -> float:
     """Honest bits/weight over all linear block tensors (every byte of every part)."""
     nbytes = nweights = 0
     for tp in plan:
-        if not tp.is_linear:
-            continue
-        P, T = tp.shape
-        nweights += P * T
-        if tp.storage == "maq2":
-            nbytes += fmt.Layout(T, P, G).nbytes
-        else:
-            nbytes += gx.float_decl(tp.name, tp.shape, tp.storage).nbytes
+        if tp.is_linear:
+            nweights += int(np.prod(tp.shape))
+            nbytes += tp.nbytes
     return nbytes * 8 / nweights if nweights else 0.0
 
 
@@ -136,7 +157,7 @@ def build_metadata(src: Source, opts: ConvertOptions, plan: list[TensorPlan], ca
     md[gx.KEY_METHOD] = v(opts.method, "str")
     md[gx.KEY_SOURCE] = v(Path(opts.model).name, "str")
     if not opts.is_float:
-        P_ref = max(tp.shape[0] for tp in plan if tp.storage == "maq2")
+        P_ref = max(tp.shape[0] for tp in plan if tp.is_linear)
         md[gx.KEY_ABLATION] = v(opts.ablation, "str")
         md[gx.KEY_TOP_K] = v(opts.top_k if (opts.top_k is not None and opts.method == "maq"
                                             and not opts.no_mixed) else -1, "i32")
@@ -146,7 +167,10 @@ def build_metadata(src: Source, opts: ConvertOptions, plan: list[TensorPlan], ca
         md[gx.KEY_SALIENT_FRAC] = v(float(frac), "f32")
         md[gx.KEY_SALIENT_FEEDBACK] = v(bool(opts.salient_feedback), "bool")
         md[gx.KEY_GROUP] = v(opts.group, "u32")
-        md[gx.KEY_BPW_LINEAR] = v(float(linear_bits_per_weight(plan, opts.group)), "f32")
+        md[gx.KEY_BPW_LINEAR] = v(float(linear_bits_per_weight(plan)), "f32")
+        md[gx.KEY_WORD_CHOICE] = v(opts.resolved_word_choice, "str")
+        if opts.target_bpw is not None:
+            md[gx.KEY_TARGET_BPW] = v(float(opts.target_bpw), "f32")
         if opts.needs_calibration:
             md[gx.KEY_BLOCK] = v(opts.block, "u32")
             md[gx.KEY_DAMP] = v(float(opts.damp), "f32")
@@ -156,9 +180,11 @@ def build_metadata(src: Source, opts: ConvertOptions, plan: list[TensorPlan], ca
         for key, (val, kind) in calib_meta.items():
             md[key] = v(val, kind)
         for tp in plan:
-            if tp.storage == "maq2":
-                for key, (val, kind) in gx.maq_tensor_metadata(tp.name, opts.group).items():
+            if tp.is_maq:
+                for key, (val, kind) in gx.maq_tensor_metadata(tp.name, tp.group, tp.bits).items():
                     md[key] = v(val, kind)
+            if opts.target_bpw is not None and tp.is_linear:
+                md[gx.key_choice(tp.name)] = v(tp.choice, "str")
     return md
 
 
@@ -168,7 +194,7 @@ def describe_plan(src: Source, opts: ConvertOptions, plan: list[TensorPlan]) -> 
     counts: dict[str, int] = {}
     for tp in plan:
         counts[tp.storage] = counts.get(tp.storage, 0) + 1
-    decls = plan_decls(plan, opts.group)
+    decls = plan_decls(plan)
     size = sum(d.nbytes for d in decls)
     lines = [
         f"source    {src.path} ({src.kind}): llama, {p.n_layer} blocks, dim {p.n_embd}, ffn {p.n_ff}, "
@@ -179,12 +205,19 @@ def describe_plan(src: Source, opts: ConvertOptions, plan: list[TensorPlan]) -> 
         f"size      ~{size / 2**20:.1f} MiB of tensor data (BF16 file: ~{bf16_file_bytes(plan) / 2**20:.1f} MiB)",
     ]
     if not opts.is_float:
-        P0 = next(tp.shape[0] for tp in plan if tp.storage == "maq2")
-        K = opts.resolved_top_k(P0)
-        lines.append(f"MAQ2      group {opts.group}, linear tensors {linear_bits_per_weight(plan, opts.group):.4f} "
-                     f"bits/weight, salient words per 16-input block: {K} of {P0} ({K / P0:.2%})"
+        P0 = next(tp.shape[0] for tp in plan if tp.is_linear)
+        K = opts.resolved_top_k(P0) if opts.bits == 2 else 0
+        lines.append(f"{fmt.TYPE_OF_BITS[opts.bits].upper():<9} group {opts.group}, linear tensors "
+                     f"{linear_bits_per_weight(plan):.4f} bits/weight, salient words per 16-input block: "
+                     f"{K} of {P0} ({K / P0:.2%})"
                      + (" [ranked by single weight: -G]" if opts.no_grouping else "")
-                     + ("" if opts.salient_feedback else " [no salient feedback]"))
+                     + ("" if opts.salient_feedback else " [no salient feedback]")
+                     + (" [kept only where they lower the error]" if K and opts.resolved_word_choice == "error"
+                        else ""))
+    if opts.target_bpw is not None:
+        lines.append(f"target    <= {opts.target_bpw} bits/weight over the linear tensors: per-tensor types among "
+                     f"{', '.join(c.name for c in allocate.candidates())} chosen after calibration "
+                     f"(the smallest file possible: {allocate.min_bpw(plan):.4f})")
     if opts.needs_calibration:
         lines.append(f"calib     {opts.calib or 'shipped C4 sample'}: {opts.nsamples} x {opts.seqlen} tokens "
                      f"(seed {opts.seed}), GPTQ block {opts.block}, damp {opts.damp}, scale search "
@@ -198,6 +231,9 @@ def convert(opts: ConvertOptions, keep_tensors: bool = False) -> ConvertResult |
     opts.validate()
     src = open_source(opts.model, opts.tokenizer_pre)
     plan = make_plan(src, opts)
+    if opts.target_bpw is not None and opts.target_bpw < allocate.min_bpw(plan):
+        raise MAQError(f"--target-bpw {opts.target_bpw}: below the smallest MAQ file of {src.path} "
+                       f"({allocate.min_bpw(plan):.4f} bits/weight over the linear tensors: every one MAQ2 g128)")
     gx.check_output(Path(opts.out), opts.force)
     for line in describe_plan(src, opts, plan):
         log.info("%s", line)
@@ -212,12 +248,15 @@ def convert(opts: ConvertOptions, keep_tensors: bool = False) -> ConvertResult |
         calib = load_calibration(src, opts)
         samples = calib.samples
         calib_meta = calib.metadata()
+    if opts.target_bpw is not None:
+        allocate.allocate(src, opts, plan, samples)
 
     metadata = build_metadata(src, opts, plan, calib_meta)
-    decls = plan_decls(plan, opts.group)
+    decls = plan_decls(plan)
     by_name = {tp.name: tp for tp in plan}
     kept: dict[str, fmt.MAQTensor] = {}
     rows: list[dict] = []
+    tensor_rows: list[dict] = []
 
     with gx.StreamingGGUF(Path(opts.out), opts.force, metadata, decls) as g:
         def write_float(name: str, a: np.ndarray) -> None:
@@ -235,13 +274,13 @@ def convert(opts: ConvertOptions, keep_tensors: bool = False) -> ConvertResult |
         else:
             from maq.converter.pipeline import quantize_model
 
-            rows = quantize_model(src, opts, plan, samples, write_float, write_maq)
+            rows, tensor_rows = quantize_model(src, opts, plan, samples, write_float, write_maq)
 
     size = Path(opts.out).stat().st_size
     meta_bytes = size - sum(d.nbytes for d in decls)
     res = ConvertResult(out=Path(opts.out), file_bytes=size, bf16_bytes=bf16_file_bytes(plan) + max(meta_bytes, 0),
-                        linear_bpw=linear_bits_per_weight(plan, opts.group), seconds=time.time() - t0,
-                        rows=rows, tensors=kept)
+                        linear_bpw=linear_bits_per_weight(plan), seconds=time.time() - t0,
+                        rows=rows, tensors=kept, tensor_rows=tensor_rows)
     from maq.converter.summary import log_summary
 
     log_summary(res, opts)

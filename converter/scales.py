@@ -31,11 +31,11 @@ def _minmax(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return mn, mx
 
 
-def _codes(x: torch.Tensor, s: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
-    """2-bit codes (float 0..3) of x [..., P, g] for s, lo [..., P]; s == 0 -> code 0."""
+def _codes(x: torch.Tensor, s: torch.Tensor, lo: torch.Tensor, qmax: int = fmt.CODE_MAX) -> torch.Tensor:
+    """Codes (float 0..qmax; 3 for 2-bit words) of x [..., P, g] for s, lo [..., P]; s == 0 -> code 0."""
     pos = s > 0
     safe = torch.where(pos, s, torch.ones_like(s))
-    q = torch.clamp(torch.round((x - lo[..., None]) / safe[..., None]), 0, fmt.CODE_MAX)
+    q = torch.clamp(torch.round((x - lo[..., None]) / safe[..., None]), 0, qmax)
     return q * pos[..., None]
 
 
@@ -53,19 +53,21 @@ def encode_decode(s: torch.Tensor, lo: torch.Tensor, d: torch.Tensor, dmin: torc
     return sc, m, d * sc, dmin * m
 
 
-def _eval(x, wk, mn, width, a, b, decode):
+def _eval(x, wk, mn, width, a, b, decode, qmax=fmt.CODE_MAX):
     """Candidates a, b [C, P] (fractions clipped from the low/high end) -> error [C, P], s, lo [C, P]."""
     lo = mn + a * width
-    s = torch.clamp(width * (1.0 - a - b), min=0.0) / fmt.CODE_MAX
+    s = torch.clamp(width * (1.0 - a - b), min=0.0) / qmax
     if decode is not None:
         _, _, s, lo = encode_decode(s, lo, *decode)
-    xh = _value(_codes(x, s, lo), s, lo)
+    xh = _value(_codes(x, s, lo, qmax), s, lo)
     return (((x - xh) ** 2) * wk).sum(-1), s, lo
 
 
 def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str = "clip",
-           decode: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best (s, lo) [P] for group x [P, g] (kept entries only; keep bool [P, g]; wts [g] >= 0).
+           decode: tuple[torch.Tensor, torch.Tensor] | None = None,
+           qmax: int = fmt.CODE_MAX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best (s, lo) [P] for group x [P, g] (kept entries only; keep bool [P, g]; wts [g] >= 0) with codes
+    0..qmax (3: MAQ2's 2-bit words, 7: MAQ3, 15: MAQ4).
 
     decode=(d, dmin): candidates are scored after encoding/decoding with those row scales and the returned
     (s, lo) are the decoded values; None: plain float search (used to size the row scales).
@@ -78,11 +80,11 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
     P = x.shape[0]
     zero = torch.zeros(1, P, dtype=x.dtype, device=x.device)
     if method == "minmax":
-        _, s, lo = _eval(x, wk, mn, width, zero, zero, decode)
+        _, s, lo = _eval(x, wk, mn, width, zero, zero, decode, qmax)
         return s[0], lo[0]
     # symmetric shrink
     sym = torch.tensor(SYM_GRID, dtype=x.dtype, device=x.device)[:, None].expand(-1, P)
-    e1, s1, lo1 = _eval(x, wk, mn, width, sym, sym, decode)
+    e1, s1, lo1 = _eval(x, wk, mn, width, sym, sym, decode, qmax)
     k = torch.argmin(e1, dim=0)                                    # first minimum: ties keep min/max
     ar = torch.arange(P, device=x.device)
     best_e, best_s, best_lo = e1[k, ar], s1[k, ar], lo1[k, ar]
@@ -91,7 +93,7 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
     offs = [(da, db) for da in NEIGHBOUR for db in NEIGHBOUR if da or db]
     a2 = torch.stack([torch.clamp(ca + da, min=0.0) for da, _ in offs])
     b2 = torch.stack([torch.clamp(ca + db, min=0.0) for _, db in offs])
-    e2, s2, lo2 = _eval(x, wk, mn, width, a2, b2, decode)
+    e2, s2, lo2 = _eval(x, wk, mn, width, a2, b2, decode, qmax)
     e2 = torch.where(a2 + b2 < 0.95, e2, torch.full_like(e2, float("inf")))
     k2 = torch.argmin(e2, dim=0)
     e2b, s2b, lo2b = e2[k2, ar], s2[k2, ar], lo2[k2, ar]
@@ -100,7 +102,7 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
     best_s = torch.where(better, s2b, best_s)
     best_lo = torch.where(better, lo2b, best_lo)
     # one weighted least-squares refit of (s, lo) for the chosen codes
-    q = _codes(x, best_s, best_lo)
+    q = _codes(x, best_s, best_lo, qmax)
     sw, sq, sqq = wk.sum(1), (wk * q).sum(1), (wk * q * q).sum(1)
     sx, sqx = (wk * x).sum(1), (wk * q * x).sum(1)
     det = sw * sqq - sq * sq
@@ -110,15 +112,15 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
     lo_ls = torch.where(ok, (sqq * sx - sq * sqx) / safe, best_lo)
     if decode is not None:
         _, _, s_ls, lo_ls = encode_decode(s_ls, lo_ls, *decode)
-    e = (((x - _value(_codes(x, s_ls, lo_ls), s_ls, lo_ls)) ** 2) * wk).sum(1)
+    e = (((x - _value(_codes(x, s_ls, lo_ls, qmax), s_ls, lo_ls)) ** 2) * wk).sum(1)
     better = e < best_e
     return torch.where(better, s_ls, best_s), torch.where(better, lo_ls, best_lo)
 
 
 def fit_group(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, d: torch.Tensor, dmin: torch.Tensor,
-              method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Codes (sc uint8, m int8) [P] and decoded (s, lo) float32 [P] of one 2-bit group x [P, g]."""
-    s, lo = search(x, keep, wts, method, decode=(d, dmin))
+              method: str, qmax: int = fmt.CODE_MAX) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Codes (sc uint8, m int8) [P] and decoded (s, lo) float32 [P] of one group x [P, g] (codes 0..qmax)."""
+    s, lo = search(x, keep, wts, method, decode=(d, dmin), qmax=qmax)
     sc, m, s_dec, lo_dec = encode_decode(s, lo, d, dmin)
     # s, lo are already decoded values: re-encoding them is exact, so (s_dec, lo_dec) == (s, lo)
     return sc.to(torch.uint8), m.to(torch.int8), s_dec, lo_dec

@@ -40,9 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the same cleanup runs (temporary output removed)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _install_sigterm() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. User errors (MAQError) print one line and return 1; Ctrl-C prints one line and
     returns 130 (128 + SIGINT, as a shell reports it), wherever it lands, argument parsing and imports included."""
+    _install_sigterm()
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -56,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         print(f"maq: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _close_progress_bars()
+        if isinstance(exc, _Terminated):
+            print("maq: terminated", file=sys.stderr)
+            return 143
         print("maq: interrupted", file=sys.stderr)
         return 130
 

@@ -471,7 +471,7 @@ def _run(args) -> int:
 
 def register(subparsers) -> None:
     """Add `maq inspect` (see maq/cli.py)."""
-    p = subparsers.add_parser("inspect", help="per-tensor type, bits/weight, salient %, metadata of a GGUF",
+    p = subparsers.add_parser("inspect", help="per-tensor type, bits/weight, salient %%, metadata of a GGUF",
                               description="Per-tensor storage type, shape, honest bits/weight (every byte of every "
                                           "part), salient-word % and group size, totals per type and for the linear "
                                           "tensors, file size vs BF16, metadata. --plot draws Fig. 3-style maps.")

@@ -29,7 +29,7 @@ def _convert_proc(model, out, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _sigint_when(proc, ready, timeout=120.0):
+def _sigint_when(proc, ready, timeout=120.0, sig=signal.SIGINT):
     """Send SIGINT as soon as ready(stderr lines so far) is true; fail if the process ended first.
     Returns (exit code, whole stderr)."""
     lines: list[str] = []
@@ -40,7 +40,7 @@ def _sigint_when(proc, ready, timeout=120.0):
         assert proc.poll() is None, f"conversion ended before the interrupt:\n{''.join(lines)}"
         assert time.time() - t0 < timeout, "the conversion never reached the point to interrupt"
         time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     proc.wait(timeout=120)
     reader.join(timeout=10)
     return proc.returncode, "".join(lines)
@@ -89,6 +89,17 @@ def test_sigint_before_writing(tiny_hf, tmp_path):
     proc = _convert_proc(tiny_hf, out, "--force", *CAL)
     rc, err = _sigint_when(proc, lambda lines: any(ln.startswith("calib ") for ln in lines))
     _assert_clean_interrupt(rc, err)
+    assert _leftovers(tmp_path) == [] and out.read_bytes() == OLD
+
+
+def test_sigterm_while_writing(tiny_hf, tmp_path):
+    """SIGTERM (a job killed by a scheduler) runs the same cleanup: exit 143, one line, no temporary file."""
+    out = tmp_path / "x.gguf"
+    out.write_bytes(OLD)
+    proc = _convert_proc(tiny_hf, out, "--force", *CAL)
+    rc, err = _sigint_when(proc, lambda _: bool(_leftovers(tmp_path)), sig=signal.SIGTERM)
+    assert rc == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "maq: terminated", err
     assert _leftovers(tmp_path) == [] and out.read_bytes() == OLD
 
 

@@ -1,0 +1,325 @@
+"""``--target-bpw B``: choose every linear tensor's storage for the lowest predicted loss under a size budget.
+
+Candidates per tensor (``candidates()``): MAQ2, MAQ3, MAQ4 with scale groups G = 128, 64, 32, and Q8_0 (8.5 bits);
+their honest sizes come from ``format.Layout`` (every byte of every part) and the GGUF Q8_0 block.
+
+Sensitivity (``measure``): the float model runs forward and backward over a few calibration windows
+(``SENS_WINDOWS`` x ``SENS_SEQLEN`` tokens from the same samples as the quantization). For every linear y = W x:
+  - H = 2/n Σ x xᵀ over the tokens (its input Hessian, as GPTQ uses),
+  - f [P] = 1/n Σ (∂loss/∂y_p)² (the diagonal empirical Fisher of its outputs, loss = next-token cross-entropy).
+A weight error D = W − Ŵ changes the outputs by δy = D x, and to second order the loss by ½ Σ_tokens δyᵀ F δy;
+with F ≈ diag(f) this is ∝ Σ_p f_p · (D H Dᵀ)_pp, the Fisher-weighted output error: the predicted cost of a
+candidate, computed for each candidate on the tensor quantized by round-to-nearest with the clipping search
+(``scales.search``; the GPTQ pass that follows lowers every error further).
+
+Allocation (``choose``): every tensor starts at its smallest candidate; upgrades along each tensor's lower convex
+hull of (bytes, predicted cost) are taken greedily by cost saved per byte while they fit the budget, then any
+single move that still lowers the cost and fits is taken. The budget is B x (weights of the linear tensors) / 8
+bytes, so the file's honest bits/weight over the linear tensors is <= B.
+
+Memory: one H per layer input for the whole model (n_layer x (3 D² + F²) floats: 0.4 GB for SmolLM2) and the
+float model with one window's activations for the backward pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import logging
+import time
+
+import numpy as np
+import torch
+
+from maq.converter import block as B
+from maq.converter import scales
+from maq.converter.source import LINEAR_KINDS, ROPE_FREQS, Source, block_name
+from maq.runtime import format as fmt
+
+log = logging.getLogger(__name__)
+
+SENS_WINDOWS = 4        # calibration windows for the sensitivity pass (at most)
+SENS_SEQLEN = 512       # tokens per window (at most)
+Q8_0_BLOCK, Q8_0_BYTES = 32, 34
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One storage a linear tensor can get: ``storage`` "maq2" | "maq3" | "maq4" | "q8_0", MAQ group G."""
+
+    storage: str
+    group: int = fmt.DEFAULT_GROUP
+
+    @property
+    def name(self) -> str:
+        return self.storage if self.storage == "q8_0" else f"{self.storage}/g{self.group}"
+
+    @property
+    def bits(self) -> int:
+        return fmt.BITS_OF_TYPE.get(self.storage, 8)
+
+    def nbytes(self, P: int, T: int) -> int:
+        if self.storage == "q8_0":
+            return P * (T // Q8_0_BLOCK) * Q8_0_BYTES
+        return fmt.Layout(T, P, self.group, self.bits).nbytes
+
+    def fits(self, P: int, T: int) -> bool:
+        return T % (Q8_0_BLOCK if self.storage == "q8_0" else fmt.WORD_WEIGHTS) == 0
+
+
+def candidates() -> list[Candidate]:
+    return [Candidate(t, g) for t in (fmt.TYPE_MAQ2, fmt.TYPE_MAQ3, fmt.TYPE_MAQ4) for g in (128, 64, 32)] + \
+        [Candidate("q8_0")]
+
+
+def min_bpw(plan) -> float:
+    """Bits/weight over the linear tensors when every one is MAQ2 with G = 128 (the smallest file)."""
+    nbytes = nweights = 0
+    for tp in plan:
+        if tp.is_linear:
+            P, T = tp.shape
+            nweights += P * T
+            nbytes += Candidate(fmt.TYPE_MAQ2, 128).nbytes(P, T)
+    return nbytes * 8 / nweights if nweights else 0.0
+
+
+# ------------------------------------------------------------------------------------------------ sensitivity
+@dataclasses.dataclass
+class Sensitivity:
+    """Per linear tensor: its input's H [T, T] (shared object between tensors reading the same input), the
+    output Fisher diagonal f [P], and the tokens both were measured on."""
+
+    H: torch.Tensor
+    f: torch.Tensor
+    tokens: int
+
+
+def measure(src: Source, samples: np.ndarray, device: torch.device, progress: bool = True) -> dict[str, Sensitivity]:
+    """Forward + backward of the float model over at most SENS_WINDOWS x SENS_SEQLEN calibration tokens."""
+    from tqdm import tqdm
+
+    p = src.params
+    win = samples[:SENS_WINDOWS, :SENS_SEQLEN]
+    N, L = win.shape
+    freq = torch.from_numpy(src.tensor(ROPE_FREQS)) if src.has(ROPE_FREQS) else None
+    rope = B.Rope.make(p, L, device, freq)
+    t = {n: torch.from_numpy(src.tensor(n)).to(device) for n in src.names()
+         if n.startswith("blk.") or n in ("token_embd.weight", "output_norm.weight", "output.weight")}
+    head = t.get("output.weight", t["token_embd.weight"])
+    inputs = {"attn_q": "qkv", "attn_k": "qkv", "attn_v": "qkv", "attn_output": "o", "ffn_gate": "gu",
+              "ffn_up": "gu", "ffn_down": "down"}
+    Hsum: dict[tuple[int, str], torch.Tensor] = {}
+    fsum: dict[str, torch.Tensor] = {}
+
+    def lin(i: int, kind: str, x: torch.Tensor) -> torch.Tensor:
+        key = (i, inputs[kind])
+        if kind in ("attn_q", "attn_output", "ffn_gate", "ffn_down"):      # first reader of its input
+            xd = x.detach().reshape(-1, x.shape[-1]).float()
+            if key not in Hsum:
+                Hsum[key] = torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float64, device=device)
+            Hsum[key].add_((xd.t() @ xd).double())
+        name = block_name(i, kind)
+        y = B.linear(x, t[name])
+
+        def hook(g: torch.Tensor, name: str = name) -> None:
+            s = g.detach().reshape(-1, g.shape[-1]).double().pow(2).sum(0)
+            fsum[name] = fsum[name] + s if name in fsum else s
+
+        if y.requires_grad:
+            y.register_hook(hook)
+        return y
+
+    bar = tqdm(total=N, desc="sensitivity", unit="window", disable=not progress, dynamic_ncols=True)
+    t0 = time.time()
+    for s in range(N):
+        ids = torch.from_numpy(win[s:s + 1]).to(device)
+        x = t["token_embd.weight"][ids].float().requires_grad_(True)               # [1, L, D]
+        hd = p.head_dim
+        for i in range(p.n_layer):
+            w = lambda k: t[block_name(i, k)]                                     # noqa: E731
+            h = B.rms_norm(x, w("attn_norm"), p.rms_eps)
+            q = rope.apply(lin(i, "attn_q", h).view(1, L, p.n_head, hd))
+            k = rope.apply(lin(i, "attn_k", h).view(1, L, p.n_head_kv, hd))
+            v = lin(i, "attn_v", h).view(1, L, p.n_head_kv, hd)
+            o = torch.nn.functional.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                enable_gqa=p.n_head != p.n_head_kv).transpose(1, 2).reshape(1, L, p.n_head * hd)
+            x = x + lin(i, "attn_output", o)
+            h = B.rms_norm(x, w("ffn_norm"), p.rms_eps)
+            act = torch.nn.functional.silu(lin(i, "ffn_gate", h)) * lin(i, "ffn_up", h)
+            x = x + lin(i, "ffn_down", act)
+        logits = B.linear(B.rms_norm(x, t["output_norm.weight"], p.rms_eps), head)[0, :-1]
+        loss = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum")
+        loss.backward()
+        bar.update(1)
+    bar.close()
+    n = N * L
+    log.info("sensitivity: float model forward + backward on %d x %d calibration tokens in %.1f s", N, L,
+             time.time() - t0)
+    out = {}
+    Hs = {key: (h * (2.0 / n)).float() for key, h in Hsum.items()}
+    for i in range(p.n_layer):
+        for kind in LINEAR_KINDS:
+            name = block_name(i, kind)
+            out[name] = Sensitivity(H=Hs[(i, inputs[kind])], f=(fsum[name] / n).float(), tokens=n)
+    return out
+
+
+def quick_quantize(W: torch.Tensor, wts: torch.Tensor, c: Candidate) -> torch.Tensor:
+    """Ŵ [P, T] float32: W rounded to candidate c (MAQ: clipping search per group weighted by wts [T], then the
+    format's own scale encoding; Q8_0: gguf's quantizer)."""
+    if c.storage == "q8_0":
+        import gguf
+
+        q = gguf.quants.quantize(W.cpu().numpy(), gguf.GGMLQuantizationType.Q8_0)
+        return torch.from_numpy(gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).reshape(W.shape))
+    P, T = W.shape
+    qmax = (1 << c.bits) - 1
+    ng = fmt.n_groups(T, c.group)
+    s = torch.zeros(P, ng)
+    lo = torch.zeros(P, ng)
+    keep = torch.ones(P, c.group, dtype=torch.bool)
+    for g in range(ng):
+        sl = slice(g * c.group, min((g + 1) * c.group, T))
+        s[:, g], lo[:, g] = scales.search(W[:, sl], keep[:, :sl.stop - sl.start], wts[sl], "clip", qmax=qmax)
+    sc, m, d, dmin = fmt.encode_group_params(s.numpy(), lo.numpy())
+    sd, md = fmt.decode_group_params(sc, m, d, dmin)
+    g_of = torch.arange(T) // c.group
+    S, M = torch.from_numpy(sd)[:, g_of], torch.from_numpy(md)[:, g_of]
+    return S * _codes_full(W, S, M, qmax) + M
+
+
+def _codes_full(W: torch.Tensor, S: torch.Tensor, M: torch.Tensor, qmax: int) -> torch.Tensor:
+    """Codes 0..qmax of every weight for per-weight scale S and min M ([P, T]); S == 0 -> 0."""
+    pos = S > 0
+    q = torch.clamp(torch.round((W - M) / torch.where(pos, S, torch.ones_like(S))), 0, qmax)
+    return q * pos
+
+
+def predicted_costs(W: np.ndarray, sens: Sensitivity, cands: list[Candidate],
+                    damp: float = 0.01) -> dict[Candidate, float]:
+    """{candidate: Σ_p f_p (D H Dᵀ)_pp} for W [P, T] (candidates that do not fit the shape are left out).
+
+    H is damped by ``damp`` x its mean diagonal (the sensitivity pass may see fewer tokens than inputs); the sums
+    are float64 numpy (no thread-count-dependent reductions: the choice is the same on 1 or 2 threads)."""
+    Wt = torch.from_numpy(np.ascontiguousarray(W, dtype=np.float32))
+    P, T = Wt.shape
+    H = sens.H.cpu().double().numpy()
+    H = H + damp * float(np.mean(np.diag(H))) * np.eye(T)
+    wts = torch.from_numpy(np.diag(H).astype(np.float32)).clamp(min=0)
+    f = sens.f.cpu().double().numpy()
+    out = {}
+    for c in cands:
+        if not c.fits(P, T):
+            continue
+        D = (Wt - quick_quantize(Wt, wts, c)).double().numpy()
+        out[c] = float(f @ np.einsum("pt,pt->p", D @ H, D))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ allocation
+def choose(sizes: dict[str, dict[Candidate, int]], costs: dict[str, dict[Candidate, float]],
+           budget: int) -> dict[str, Candidate]:
+    """Per tensor the candidate, minimizing Σ cost under Σ bytes <= budget (greedy on convex hulls, then single
+    moves). Raises ValueError if even the smallest candidates exceed the budget."""
+    names = sorted(sizes)
+    hulls: dict[str, list[Candidate]] = {}
+    for n in names:
+        opts = sorted(costs[n], key=lambda c: (sizes[n][c], costs[n][c]))
+        pts: list[Candidate] = []
+        for c in opts:                                  # drop dominated (bigger, not better)
+            if pts and costs[n][c] >= costs[n][pts[-1]]:
+                continue
+            while len(pts) >= 2:                        # keep the lower convex hull
+                a, b = pts[-2], pts[-1]
+                s_ab = (costs[n][a] - costs[n][b]) / max(sizes[n][b] - sizes[n][a], 1)
+                s_bc = (costs[n][b] - costs[n][c]) / max(sizes[n][c] - sizes[n][b], 1)
+                if s_bc >= s_ab:
+                    pts.pop()
+                else:
+                    break
+            pts.append(c)
+        hulls[n] = pts
+    pick = {n: min(costs[n], key=lambda c: (sizes[n][c], costs[n][c])) for n in names}
+    used = sum(sizes[n][pick[n]] for n in names)
+    if used > budget:
+        raise ValueError(f"the smallest candidates take {used} bytes, over the budget of {budget}")
+    idx = {n: hulls[n].index(pick[n]) if pick[n] in hulls[n] else 0 for n in names}
+    heap = []
+
+    def push(n: str) -> None:
+        h, i = hulls[n], idx[n]
+        if i + 1 < len(h):
+            db = sizes[n][h[i + 1]] - sizes[n][h[i]]
+            dc = costs[n][h[i]] - costs[n][h[i + 1]]
+            heapq.heappush(heap, (-dc / max(db, 1), n))
+
+    for n in names:
+        push(n)
+    while heap:
+        _, n = heapq.heappop(heap)
+        nxt = hulls[n][idx[n] + 1]
+        extra = sizes[n][nxt] - sizes[n][pick[n]]
+        if used + extra > budget:
+            continue                                    # this tensor cannot grow further along its hull
+        used += extra
+        idx[n] += 1
+        pick[n] = nxt
+        push(n)
+    # single moves that still fit and lower the cost (best saving per byte first)
+    while True:
+        best = None
+        for n in names:
+            for c, cost in costs[n].items():
+                extra = sizes[n][c] - sizes[n][pick[n]]
+                gain = costs[n][pick[n]] - cost
+                if gain > 0 and used + extra <= budget:
+                    score = gain / max(extra, 1) if extra > 0 else float("inf")
+                    if best is None or score > best[0]:
+                        best = (score, n, c, extra)
+        if best is None:
+            break
+        _, n, c, extra = best
+        pick[n] = c
+        used += extra
+    return pick
+
+
+def allocate(src: Source, opts, plan, samples: np.ndarray) -> dict[str, Candidate]:
+    """Measure sensitivities, choose candidates for ``opts.target_bpw`` and write them into ``plan`` (storage,
+    group of every linear TensorPlan). Returns {tensor name: candidate}."""
+    from tqdm import tqdm
+
+    from maq.errors import MAQError
+
+    dev = torch.device(opts.device)
+    linear = [tp for tp in plan if tp.is_linear]
+    with torch.enable_grad():
+        sens = measure(src, samples, dev, opts.progress)
+    cands = candidates()
+    sizes, costs = {}, {}
+    t0 = time.time()
+    with torch.inference_mode():
+        for tp in tqdm(linear, desc="candidates", unit="tensor", disable=not opts.progress, dynamic_ncols=True):
+            P, T = tp.shape
+            costs[tp.name] = predicted_costs(src.tensor(tp.name), sens[tp.name], cands)
+            sizes[tp.name] = {c: c.nbytes(P, T) for c in costs[tp.name]}
+    log.info("sensitivity: %d candidates x %d tensors scored in %.1f s", len(cands), len(linear), time.time() - t0)
+    nweights = sum(int(np.prod(tp.shape)) for tp in linear)
+    budget = int(opts.target_bpw * nweights // 8)
+    try:
+        pick = choose(sizes, costs, budget)
+    except ValueError as exc:
+        raise MAQError(f"--target-bpw {opts.target_bpw}: {exc}") from None
+    for tp in linear:
+        c = pick[tp.name]
+        tp.storage, tp.group = c.storage, c.group
+    total = sum(sizes[n][c] for n, c in pick.items())
+    pred = sum(costs[n][c] for n, c in pick.items())
+    counts: dict[str, int] = {}
+    for c in pick.values():
+        counts[c.name] = counts.get(c.name, 0) + 1
+    log.info("allocation for --target-bpw %s: %.4f bits/weight over the linear tensors, predicted cost %.4g "
+             "(all MAQ2 g128: %.4g); %s", opts.target_bpw, total * 8 / nweights, pred,
+             sum(costs[n][Candidate(fmt.TYPE_MAQ2, 128)] for n in pick),
+             ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+    return pick
