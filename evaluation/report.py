@@ -351,6 +351,22 @@ def block(run_name: str, table: str, body: str) -> str:
     return f"<!-- BEGIN GENERATED {run_name}:{table} -->\n{body}\n<!-- END GENERATED {run_name}:{table} -->"
 
 
+def order_rows(run: dict) -> list[dict]:
+    """Rows in a reading order: the reference first, then our conversions, then llama.cpp's files; inside each, the
+    order of the preset named in the run's command (if any), else the order they were first measured."""
+    from .configs import PRESETS
+
+    cmd = (run.get("meta") or {}).get("command") or []
+    names: list[str] = []
+    for i, a in enumerate(cmd):
+        if a == "--preset" and i + 1 < len(cmd) and cmd[i + 1] in PRESETS:
+            names = [n for n, _ in PRESETS[cmd[i + 1]]]
+    rank = {"reference": 0, "convert": 1, "file": 1, "llamacpp": 2}
+    idx = {r["name"]: i for i, r in enumerate(run["rows"])}
+    return sorted(run["rows"], key=lambda r: (rank.get(r.get("kind"), 1),
+                                              names.index(r["name"]) if r["name"] in names else 1000 + idx[r["name"]]))
+
+
 def load_runs(results_dir: Path) -> dict[str, dict]:
     runs = {}
     for p in sorted(results_dir.glob("*.json")):
@@ -360,6 +376,8 @@ def load_runs(results_dir: Path) -> dict[str, dict]:
             continue
         if isinstance(d, dict) and ("rows" in d or "tables" in d):
             d["run"] = p.stem
+            if "rows" in d:
+                d["rows"] = order_rows(d)
             runs[p.stem] = d
     return runs
 

@@ -165,3 +165,11 @@ def test_ppl_reused_from_another_run_of_the_same_file(tmp_path):
     f.write_bytes(b"x" * 100)
     assert cli.reuse_llamacpp_ppl(tmp_path, f, {**sig, "limit": 1}, "two")["ppl"] == 3.0
     assert cli.reuse_llamacpp_ppl(tmp_path, f, {**sig, "limit": 2}, "two") is None
+
+
+def test_rows_in_reading_order():
+    run = {"meta": {"command": ["evaluate.py", "--preset", "headline"]}, "rows": [
+        {"name": "llama.cpp Q2_K", "kind": "llamacpp"}, {"name": "extra", "kind": "convert"},
+        {"name": "maq", "kind": "convert"}, {"name": "reference", "kind": "reference"},
+        {"name": "gptq g128", "kind": "convert"}]}
+    assert [r["name"] for r in report.order_rows(run)] == ["reference", "gptq g128", "maq", "extra", "llama.cpp Q2_K"]
