@@ -210,3 +210,17 @@ def test_gptq_bits_4_file_runs(tiny_hf, tmp_path):
                  "--seqlen", "64", "--no-progress"]) == 0
     m = load(f)
     assert all(getattr(L, k).kind == KIND_MAQ4 for L in m.layers for k in ("wq", "w_down"))
+
+
+def test_target_bpw_same_bytes_on_1_and_2_threads(tiny_hf, target_files, tmp_path):
+    """The allocation (sensitivity pass, float64 cost sums) and the quantization give byte-identical files
+    whatever --threads is (the fixture's file was made with torch's default threads)."""
+    import hashlib
+
+    digests = {hashlib.sha256(target_files[5.0].read_bytes()).hexdigest()}
+    for n in ("1", "2"):
+        f = tmp_path / f"t{n}.gguf"
+        assert main(["convert", str(tiny_hf), "--out", str(f), "--target-bpw", "5.0", "--nsamples", "4",
+                     "--seqlen", "64", "--no-progress", "--threads", n]) == 0
+        digests.add(hashlib.sha256(f.read_bytes()).hexdigest())
+    assert len(digests) == 1
