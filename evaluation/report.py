@@ -181,6 +181,14 @@ def table_zeroshot(run: dict) -> str:
     return "\n".join(out)
 
 
+# ggml type ids this llama.cpp build writes that maq.runtime.inspect does not name (it prints "type<id>")
+GGML_NAMES = {"type42": "Q2_0"}
+
+
+def _tname(t: str) -> str:
+    return f"{GGML_NAMES[t]} (ggml type {t[4:]})" if t in GGML_NAMES else t
+
+
 def table_types(run: dict) -> str:
     """What each file's linear tensors really are: per storage type, tensors / bits/weight."""
     out = ["| configuration | linear tensors by type (tensors: bits/w) | linear bits/w | all tensors bits/w | "
@@ -189,8 +197,9 @@ def table_types(run: dict) -> str:
         b = r.get("bpw")
         if not b:
             continue
-        types = ", ".join(f"{t} ×{d['tensors']}: {d['bpw']:.3f}" for t, d in b["linear_by_type"].items())
-        kinds = ", ".join(f"{k} {'/'.join(v['types'])}" for k, v in b["linear_by_kind"].items())
+        types = ", ".join(f"{_tname(t)} ×{d['tensors']}: {d['bpw']:.3f}" for t, d in b["linear_by_type"].items())
+        kinds = ", ".join(f"{k} {'/'.join(GGML_NAMES.get(t, t) for t in v['types'])}"
+                          for k, v in b["linear_by_kind"].items())
         out.append(f"| {r['name']} | {types} | {b['linear']:.3f} | {b['all']:.3f} | {kinds} |")
     return "\n".join(out)
 

@@ -145,6 +145,33 @@ def salient_breakdown(W: np.ndarray, Q: np.ndarray, sal: np.ndarray, H: torch.Te
     return out
 
 
+GGML_Q2_0 = 42        # llama.cpp's Q2_0 in the llama.cpp this project builds (llama-cpp-python 0.3.36's vendor)
+
+
+def dequantize_q2_0(data: np.ndarray, n: int) -> np.ndarray:
+    """llama.cpp's Q2_0 (ggml-quants.c dequantize_row_q2_0): blocks of 64 weights = fp16 d + 16 bytes of 2-bit
+    codes, 4 per byte from the low bits; value (q - 1) * d, q in 0..3. ``data`` uint8, ``n`` weights."""
+    blocks = np.asarray(data, dtype=np.uint8).reshape(-1, 18)
+    if blocks.shape[0] * 64 != n:
+        raise ValueError(f"Q2_0: {blocks.shape[0]} blocks for {n} weights")
+    d = blocks[:, :2].copy().view(np.float16).astype(np.float32)             # [nb, 1]
+    qs = blocks[:, 2:]
+    q = np.stack([(qs >> s) & 3 for s in (0, 2, 4, 6)], axis=2).reshape(-1, 64).astype(np.float32)
+    return ((q - 1.0) * d).reshape(-1)
+
+
+def read_weight_any(path: str | Path, name: str, header) -> tuple[np.ndarray, np.ndarray | None]:
+    """``maq.runtime.inspect.read_weight``, plus the ggml types the gguf package cannot dequantize (Q2_0)."""
+    by = {t.name: t for t in header.tensors}
+    t = by.get(name)
+    if t is not None and t.type_id == GGML_Q2_0:
+        n = int(np.prod(t.ne))
+        mm = np.memmap(header.path, dtype=np.uint8, mode="r")
+        raw = np.asarray(mm[t.offset:t.offset + n // 64 * 18])
+        return dequantize_q2_0(raw, n).reshape(int(np.prod(t.ne[1:])), t.ne[0]), None
+    return read_weight(path, name, header)
+
+
 def file_errors(ref: str | Path, files: dict[str, str | Path], H: dict[str, torch.Tensor],
                 names: list[str]) -> dict[str, dict[str, dict]]:
     """{label: {tensor: {"rel_err", "bpw", "type"}}} for every file and tensor name (H keyed by blk.i.input)."""
@@ -159,7 +186,7 @@ def file_errors(ref: str | Path, files: dict[str, str | Path], H: dict[str, torc
         res = {}
         for n in names:
             i, kind = int(n.split(".")[1]), n.split(".")[2]
-            Wq, _ = read_weight(path, n, h)
+            Wq, _ = read_weight_any(path, n, h)
             res[n] = {"rel_err": rel_error(refW[n], Wq, H[f"blk.{i}.{INPUT_OF[kind]}"]), "bpw": rows[n].bpw,
                       "type": rows[n].type}
         out[label] = res

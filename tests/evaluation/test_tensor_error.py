@@ -97,3 +97,19 @@ def test_hybrid_replaces_only_the_named_tensors(tiny_f32, tiny_maq2, tmp_path):
 
     with pytest.raises(MAQError, match="needs an F32 base"):
         hybrid.write_hybrid(tiny_maq2, tmp_path / "x.gguf", {names[0]: np.zeros((64, 64), np.float32)})
+
+
+def test_dequantize_q2_0_matches_llamacpp_layout():
+    import numpy as np
+
+    from maq.evaluation import tensor_error as TE
+
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, 4, (3, 64))
+    d = np.array([0.5, -2.0, 0.125], dtype=np.float16)
+    blocks = np.zeros((3, 18), np.uint8)
+    blocks[:, :2] = d.view(np.uint8).reshape(3, 2)
+    for j in range(64):                                   # ggml-quants.c: byte j/4, bits 2*(j%4)
+        blocks[:, 2 + j // 4] |= (q[:, j] << (2 * (j % 4))).astype(np.uint8)
+    got = TE.dequantize_q2_0(blocks.reshape(-1), 192).reshape(3, 64)
+    np.testing.assert_array_equal(got, (q - 1) * d.astype(np.float32)[:, None])
