@@ -28,3 +28,19 @@ def smollm2_tokenizer_dir(smollm2_gguf, tmp_path_factory):
     out = tmp_path_factory.mktemp("smollm2_tokenizer")
     tiny.save_tokenizer_from_gguf(smollm2_gguf, out)
     return out
+
+
+def pytest_sessionstart(session):
+    """Test folders have no __init__.py (modules import their helpers by plain name), so two test files with the
+    same basename in different folders break collection of the whole suite (CI failed twice on it, while runs of
+    single files passed): name the clash up front."""
+    import collections
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    seen = collections.defaultdict(list)
+    for p in here.rglob("test_*.py"):
+        seen[p.name].append(str(p.relative_to(here)))
+    dup = {k: v for k, v in seen.items() if len(v) > 1}
+    if dup:
+        raise pytest.UsageError(f"test modules with the same basename (rename one): {dup}")
