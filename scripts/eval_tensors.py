@@ -123,7 +123,7 @@ def cmd_errors(args) -> dict:
         tables[f"{k}_layers"] = "\n".join(lines)
     if args.plot:
         _plot_layers(errs, kinds, n_layer, Path(args.plot))
-        tables["plot"] = f"![relative output error per layer]({Path(args.plot).relative_to(ROOT / 'docs')})"
+        tables["plot"] = f"![relative output error per layer]({Path(args.plot).resolve().relative_to(ROOT / 'docs')})"
     return {"heldout": info, "files": files, "errors": errs, "tables": tables}
 
 
