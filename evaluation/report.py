@@ -82,7 +82,7 @@ def _method(row: dict) -> str:
 
 
 def _err(row: dict) -> str:
-    return f"**failed** ({row['error'][:120]})" if row.get("error") else ""
+    return f"**failed** ({row['error'][:70]}...)" if row.get("error") else ""
 
 
 def _windows(s: dict | None) -> str:
@@ -101,7 +101,8 @@ def table_ppl(run: dict) -> str:
         full, half = _ppl(r, "wikitext2", "full"), _ppl(r, "wikitext2", "second-half")
         f10 = _ppl(r, "wikitext2", "full", first10=True)
         lc = r.get("llamacpp_ppl") or {}
-        lc_cell = f"{_f(lc['ppl'], 3)} ({lc['windows']} win)" if lc.get("ppl") is not None else "—"
+        lc_cell = f"{_f(lc['ppl'], 3)} ({lc['windows']} win{', partial' if lc.get('partial') else ''})" \
+            if lc.get("ppl") is not None else "—"
         size = r.get("size") or {}
         conv = r.get("conversion") or {}
         secs = conv.get("seconds")
