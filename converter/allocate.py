@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from maq.converter import block as B
+from maq.converter import gguf_export
 from maq.converter import scales
 from maq.converter.source import LINEAR_KINDS, ROPE_FREQS, Source, block_name
 from maq.runtime import format as fmt
@@ -169,10 +170,7 @@ def quick_quantize(W: torch.Tensor, wts: torch.Tensor, c: Candidate) -> torch.Te
     """Ŵ [P, T] float32: W rounded to candidate c (MAQ: clipping search per group weighted by wts [T], then the
     format's own scale encoding; Q8_0: gguf's quantizer)."""
     if c.storage == "q8_0":
-        import gguf
-
-        q = gguf.quants.quantize(W.cpu().numpy(), gguf.GGMLQuantizationType.Q8_0)
-        return torch.from_numpy(gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).reshape(W.shape))
+        return torch.from_numpy(gguf_export.q8_0_roundtrip(W.cpu().numpy())[1])
     P, T = W.shape
     qmax = (1 << c.bits) - 1
     G = c.group
@@ -183,17 +181,9 @@ def quick_quantize(W: torch.Tensor, wts: torch.Tensor, c: Candidate) -> torch.Te
     wp = torch.nn.functional.pad(wts, (0, pad)).view(ng, G).repeat(P, 1)
     s, lo = scales.search(Wp, keep, wp, "clip", qmax=qmax)          # every (row, group) at once
     sc, m, d, dmin = fmt.encode_group_params(s.view(P, ng).numpy(), lo.view(P, ng).numpy())
-    sd, md = fmt.decode_group_params(sc, m, d, dmin)
-    g_of = torch.arange(T) // G
-    S, M = torch.from_numpy(sd)[:, g_of], torch.from_numpy(md)[:, g_of]
-    return S * _codes_full(W, S, M, qmax) + M
-
-
-def _codes_full(W: torch.Tensor, S: torch.Tensor, M: torch.Tensor, qmax: int) -> torch.Tensor:
-    """Codes 0..qmax of every weight for per-weight scale S and min M ([P, T]); S == 0 -> 0."""
-    pos = S > 0
-    q = torch.clamp(torch.round((W - M) / torch.where(pos, S, torch.ones_like(S))), 0, qmax)
-    return q * pos
+    sd, md = (torch.from_numpy(v) for v in fmt.decode_group_params(sc, m, d, dmin))        # [P, ng]
+    x = Wp.view(P, ng, G)
+    return scales._value(scales._codes(x, sd, md, qmax), sd, md).view(P, ng * G)[:, :T]
 
 
 def predicted_costs(W: np.ndarray, sens: Sensitivity, cands: list[Candidate],

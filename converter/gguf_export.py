@@ -97,6 +97,14 @@ def encode_float(a: np.ndarray, kind: str) -> np.ndarray:
 _SIGNED = {np.dtype(np.uint8): np.dtype(np.int8), np.dtype("<u2"): np.dtype("<i2")}
 
 
+def q8_0_roundtrip(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [P, T] -> (the Q8_0 bytes to write, the float32 [P, T] values they decode to)."""
+    import gguf
+
+    q = encode_float(a, "q8_0")
+    return q, gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).reshape(np.shape(a))
+
+
 def maq_decls(name: str, T: int, P: int, G: int, bits: int = 2) -> list[TensorDecl]:
     """The four GGUF tensors of a MAQ2 / MAQ3 / MAQ4 tensor (shapes from ``format.Layout``)."""
     lay = fmt.Layout(T, P, G, bits)

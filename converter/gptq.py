@@ -67,6 +67,7 @@ class LayerResult:
     err_rtn: float = float("nan")
     ref: float = float("nan")  # Σ w H wᵀ
     nbytes: int = 0            # stored bytes when tensor is None
+    encoded: np.ndarray | None = None   # the Q8_0 bytes when tensor is None
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from maq.converter import block as B
+from maq.converter import gguf_export as gx
 from maq.converter.gptq import GPTQ, LayerResult, QuantConfig
 from maq.converter.hessian import weighted_error
 from maq.converter.options import ConvertOptions
@@ -54,15 +55,13 @@ def quant_config(opts: ConvertOptions, tp) -> QuantConfig:
 
 def q8_0_result(W: torch.Tensor, H: torch.Tensor | None) -> LayerResult:
     """A linear stored as Q8_0 (no GPTQ: 8-bit rounding error is negligible): Q = its dequantized values."""
-    import gguf
-
-    Wn = W.float().cpu().numpy()
-    q = gguf.quants.quantize(Wn, gguf.GGMLQuantizationType.Q8_0)
-    Q = torch.from_numpy(gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).reshape(Wn.shape)).to(W.device)
-    res = LayerResult(tensor=None, Q=Q, salient=np.zeros((Wn.shape[0], Wn.shape[1] // fmt.WORD_WEIGHTS), bool))
+    q, deq = gx.q8_0_roundtrip(W.float().cpu().numpy())
+    P, T = deq.shape
+    res = LayerResult(tensor=None, Q=torch.from_numpy(deq).to(W.device),
+                      salient=np.zeros((P, T // fmt.WORD_WEIGHTS), bool), encoded=q)
     res.nbytes = int(q.nbytes)
     if H is not None:
-        res.err = weighted_error(W.float() - Q, H)
+        res.err = weighted_error(W.float() - res.Q, H)
         res.ref = weighted_error(W.float(), H)
         res.err_rtn = res.err
     return res
@@ -70,8 +69,7 @@ def q8_0_result(W: torch.Tensor, H: torch.Tensor | None) -> LayerResult:
 
 def tensor_row(name: str, kind: str, res: LayerResult | None, t: fmt.MAQTensor | None, choice: str = "") -> dict:
     """Per-tensor stats for the summary (t None: a Q8_0 linear, its bytes in res.nbytes)."""
-    Q = res.Q if t is None else None
-    P, T = (t.P, t.T) if t is not None else tuple(Q.shape)
+    P, T = (t.P, t.T) if t is not None else tuple(res.Q.shape)
     sal = 0 if t is None or t.bitmap is None else int(fmt.unpack_bitmap(t.bitmap, fmt.n_words(T)).sum())
     row = {"name": name, "kind": kind, "nbytes": t.nbytes if t is not None else res.nbytes, "nweights": P * T,
            "words": P * fmt.n_words(T), "salient_words": sal, "choice": choice}
@@ -252,7 +250,7 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
                     if tp.kind in LINEAR_KINDS:
                         res = results[tp.kind]
                         if res.tensor is None:
-                            write_float(tp.name, src.tensor(tp.name))
+                            write_float(tp.name, res.encoded)       # the Q8_0 bytes q8_0_result made
                         else:
                             write_maq(tp.name, res.tensor)
                         rows.append(tensor_row(tp.name, tp.kind, res, res.tensor, tp.choice))

@@ -260,7 +260,9 @@ def convert(opts: ConvertOptions, keep_tensors: bool = False) -> ConvertResult |
 
     with gx.StreamingGGUF(Path(opts.out), opts.force, metadata, decls) as g:
         def write_float(name: str, a: np.ndarray) -> None:
-            g.write(name, gx.encode_float(a, by_name[name].storage))
+            """a: float values to encode as the tensor's storage, or (Q8_0 linears) the bytes already encoded."""
+            storage = by_name[name].storage
+            g.write(name, a if storage == "q8_0" and a.dtype == np.uint8 else gx.encode_float(a, storage))
 
         def write_maq(name: str, t: fmt.MAQTensor) -> None:
             for part_name, arr in gx.maq_arrays(name, t):
