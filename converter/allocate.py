@@ -50,10 +50,17 @@ class Candidate:
 
     storage: str
     group: int = fmt.DEFAULT_GROUP
+    sal: float = 0.0            # MAQ2 with the int8 salient coding: this share of the tensor's words salient
 
     @property
     def name(self) -> str:
-        return self.storage if self.storage == "q8_0" else f"{self.storage}/g{self.group}"
+        if self.storage == "q8_0":
+            return self.storage
+        return f"{self.storage}/g{self.group}" + (f"+int8:{self.sal:.1%}" if self.sal else "")
+
+    def n_salient8(self, P: int, T: int) -> int:
+        """Int8 salient words this candidate stores in a [P, T] tensor (0 without the int8 coding)."""
+        return max(1, round(self.sal * P * fmt.n_words(T))) if self.sal else 0
 
     @property
     def bits(self) -> int:
@@ -62,15 +69,20 @@ class Candidate:
     def nbytes(self, P: int, T: int) -> int:
         if self.storage == "q8_0":
             return P * (T // Q8_0_BLOCK) * Q8_0_BYTES
-        return fmt.Layout(T, P, self.group, self.bits).nbytes
+        return fmt.Layout(T, P, self.group, self.bits, self.n_salient8(P, T)).nbytes
 
     def fits(self, P: int, T: int) -> bool:
         return T % (Q8_0_BLOCK if self.storage == "q8_0" else fmt.WORD_WEIGHTS) == 0
 
 
-def candidates() -> list[Candidate]:
-    return [Candidate(t, g) for t in (fmt.TYPE_MAQ2, fmt.TYPE_MAQ3, fmt.TYPE_MAQ4) for g in (128, 64, 32)] + \
-        [Candidate("q8_0")]
+SALIENT_SHARES = (0.005, 0.01, 0.02, 0.04)   # int8 salient candidates: share of a MAQ2 tensor's words
+
+
+def candidates(int8: bool = False) -> list[Candidate]:
+    """The storages ``--target-bpw`` chooses from; with ``int8`` also MAQ2 with SALIENT_SHARES int8 salient words."""
+    base = [Candidate(t, g) for t in (fmt.TYPE_MAQ2, fmt.TYPE_MAQ3, fmt.TYPE_MAQ4) for g in (128, 64, 32)]
+    sal = [Candidate(fmt.TYPE_MAQ2, g, f) for g in (128, 64, 32) for f in SALIENT_SHARES] if int8 else []
+    return base + sal + [Candidate("q8_0")]
 
 
 def min_bpw(plan) -> float:
@@ -177,13 +189,25 @@ def quick_quantize(W: torch.Tensor, wts: torch.Tensor, c: Candidate) -> torch.Te
     ng = fmt.n_groups(T, G)
     pad = ng * G - T                     # the ragged last group: padded, the padding not kept
     Wp = torch.nn.functional.pad(W, (0, pad)).view(P * ng, G)
-    keep = torch.nn.functional.pad(torch.ones(P, T, dtype=torch.bool), (0, pad)).view(P * ng, G)
+    sal = None
+    if c.sal:                            # int8 salient words: the top share by w²·H_jj, out of their groups' fits
+        score = (W.pow(2) * wts[None, :]).view(P, T // fmt.WORD_WEIGHTS, fmt.WORD_WEIGHTS).sum(-1)
+        from maq.converter.saliency import select_top_n
+        sal = select_top_n(score, c.n_salient8(P, T))
+    keep_in = torch.ones(P, T, dtype=torch.bool) if sal is None else \
+        ~torch.from_numpy(sal).repeat_interleave(fmt.WORD_WEIGHTS, dim=1)
+    keep = torch.nn.functional.pad(keep_in, (0, pad)).view(P * ng, G)
     wp = torch.nn.functional.pad(wts, (0, pad)).view(ng, G).repeat(P, 1)
     s, lo = scales.search(Wp, keep, wp, "clip", qmax=qmax)          # every (row, group) at once
     sc, m, d, dmin = fmt.encode_group_params(s.view(P, ng).numpy(), lo.view(P, ng).numpy())
     sd, md = (torch.from_numpy(v) for v in fmt.decode_group_params(sc, m, d, dmin))        # [P, ng]
     x = Wp.view(P, ng, G)
-    return scales._value(scales._codes(x, sd, md, qmax), sd, md).view(P, ng * G)[:, :T]
+    Q = scales._value(scales._codes(x, sd, md, qmax), sd, md).view(P, ng * G)[:, :T]
+    if sal is not None:
+        c8, ws = fmt.encode_words_int8(W.numpy(), sal)
+        q8 = np.repeat(ws.astype(np.float32), fmt.WORD_WEIGHTS, axis=1) * c8.astype(np.float32)
+        Q = torch.where(keep_in, Q, torch.from_numpy(q8))
+    return Q
 
 
 def predicted_costs(W: np.ndarray, sens: Sensitivity, cands: list[Candidate],
@@ -300,7 +324,7 @@ def _choose_for(src: Source, opts, linear, sens: dict[str, Sensitivity]) -> dict
 
     from maq.errors import MAQError
 
-    cands = candidates()
+    cands = candidates(int8=opts.salient_coding == fmt.SALIENT_INT8 and opts.method == "maq")
     sizes, costs = {}, {}
     t0 = time.time()
     with torch.inference_mode():
@@ -318,6 +342,7 @@ def _choose_for(src: Source, opts, linear, sens: dict[str, Sensitivity]) -> dict
     for tp in linear:
         c = pick[tp.name]
         tp.storage, tp.group = c.storage, c.group
+        tp.n_salient8 = c.n_salient8(*tp.shape)
     total = sum(sizes[n][c] for n, c in pick.items())
     pred = sum(costs[n][c] for n, c in pick.items())
     counts: dict[str, int] = {}

@@ -105,9 +105,10 @@ def q8_0_roundtrip(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).reshape(np.shape(a))
 
 
-def maq_decls(name: str, T: int, P: int, G: int, bits: int = 2) -> list[TensorDecl]:
-    """The four GGUF tensors of a MAQ2 / MAQ3 / MAQ4 tensor (shapes from ``format.Layout``)."""
-    lay = fmt.Layout(T, P, G, bits)
+def maq_decls(name: str, T: int, P: int, G: int, bits: int = 2, n_salient8: int = 0) -> list[TensorDecl]:
+    """The GGUF tensors of a MAQ2 / MAQ3 / MAQ4 tensor (shapes from ``format.Layout``; six with the int8 salient
+    coding of ``n_salient8`` words)."""
+    lay = fmt.Layout(T, P, G, bits, n_salient8)
     out = []
     for suffix, (shape, dtype) in lay.part_specs().items():
         # gguf has no U8 / U16 tensor types: those parts are stored as I8 / I16 (same bytes)
@@ -128,12 +129,13 @@ def maq_arrays(name: str, t: fmt.MAQTensor) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def maq_tensor_metadata(name: str, G: int, bits: int = 2) -> dict[str, tuple[Any, str]]:
-    """Per-tensor metadata {key: (value, kind)} for MAQ tensor ``name``."""
+def maq_tensor_metadata(name: str, G: int, bits: int = 2, n_salient8: int = 0) -> dict[str, tuple[Any, str]]:
+    """Per-tensor metadata {key: (value, kind)} for MAQ tensor ``name`` (salient coding int8 when it holds
+    ``n_salient8`` > 0 int8 salient words, else mean4)."""
     md = {fmt.key_tensor_type(name): (fmt.TYPE_OF_BITS[bits], "str"),
           fmt.key_group_size(name): (int(G), "u32")}
     if bits == 2:
-        md[fmt.key_salient_coding(name)] = (fmt.SALIENT_MEAN4, "str")
+        md[fmt.key_salient_coding(name)] = (fmt.SALIENT_INT8 if n_salient8 else fmt.SALIENT_MEAN4, "str")
     return md
 
 

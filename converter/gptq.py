@@ -10,6 +10,9 @@ U_j,j+1: and to all later columns after each block (GPTQ, Frantar et al. 2022). 
   compensated weights, through the row scales (d, dmin) fixed up front — the quantized values GPTQ propagates
   are exactly the values ``format.dequantize`` reads back;
 - MAQ3 / MAQ4 (``bits`` 3 / 4): the same sweep with codes 0..7 / 0..15 and no salient words;
+- salient coding ``int8`` (``cfg.n_salient`` words, the tensor's top-N by saliency): when GPTQ reaches a salient
+  word its fp16 scale is taken from the compensated weights (max |w| / 127), each column is rounded to int8 with it
+  and its error is propagated like any other (format section 9); the row's dsal is 0;
 - ``word_choice="error"``: the K selected words per 16-input block are only candidates; when GPTQ reaches a
   candidate word it keeps the int8 means only in rows where they give a lower H-diag-weighted error than the
   2-bit codes (with the group's scale/min) on the compensated weights; ``never_worse`` then also runs the plain
@@ -26,7 +29,7 @@ import torch
 
 from maq.converter import scales
 from maq.converter.hessian import HessianAccumulator, prepare, weighted_error
-from maq.converter.saliency import select_top_k, word_scores
+from maq.converter.saliency import select_top_k, select_top_n, word_scores
 from maq.runtime import format as fmt
 
 W16 = fmt.WORD_WEIGHTS
@@ -50,6 +53,8 @@ class QuantConfig:
     bits: int = 2                       # code width: 2 (MAQ2, salient words allowed), 3 (MAQ3), 4 (MAQ4)
     word_choice: str = "all"            # "all": every selected word is salient; "error": only where it helps
     never_worse: bool = False           # also run the all-2-bit pass, keep the lower H-weighted error
+    salient_coding: str = fmt.SALIENT_MEAN4   # "int8": salient words keep 16 int8 codes (format section 9)
+    n_salient: int = 0                  # int8 coding: salient words of the tensor (global top-N by saliency)
 
     @property
     def qmax(self) -> int:
@@ -103,6 +108,8 @@ class _Pass:
     want_lo: torch.Tensor     # float32 [P, ng]
     want_mean: torch.Tensor   # float32 [P, T/4]: the salient means GPTQ saw (0 elsewhere)
     salient: np.ndarray       # bool [P, T/16]: the words stored as int8 means
+    s8: torch.Tensor | None = None      # int8 coding: int8 [P, T] codes of salient inputs
+    ws: torch.Tensor | None = None      # int8 coding: float32 [P, T/16] word scales (fp16 values)
 
 
 def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torch.Tensor, wts: torch.Tensor,
@@ -119,7 +126,13 @@ def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torc
                 Q=torch.zeros(P, T, dtype=torch.float32, device=dev),
                 want_s=torch.zeros(P, ng, device=dev), want_lo=torch.zeros(P, ng, device=dev),
                 want_mean=torch.zeros(P, T // SPAN, device=dev), salient=np.zeros(0, dtype=bool))
-    choose = cfg.word_choice == "error" and bool(sal_in.any())
+    int8 = cfg.salient_coding == fmt.SALIENT_INT8
+    if int8:
+        out.s8 = torch.zeros(P, T, dtype=torch.int8, device=dev)
+        out.ws = torch.zeros(P, T // W16, dtype=torch.float32, device=dev)
+        ws = torch.zeros(P, dtype=torch.float32, device=dev)
+        safe_ws = torch.ones(P, dtype=torch.float32, device=dev)
+    choose = cfg.word_choice == "error" and bool(sal_in.any()) and not int8
     if choose:
         sal_in = sal_in.clone()     # candidates in, decisions out (this pass only)
     qmax = cfg.qmax
@@ -149,7 +162,20 @@ def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torc
                     sal_in[:, col:col + W16] = (cand & _means_help(W1[:, j:j + W16], wts[col:col + W16], cur_s,
                                                                    cur_lo, dsal, safe_dsal))[:, None]
             srow = sal_in[:, col]
-            if col % SPAN == 0:
+            if int8 and col % W16 == 0:
+                # the word's fp16 scale from its (compensated) weights now; later columns of the word move a
+                # little with the feedback and clip at +-127 if they outgrow it
+                amax = W1[:, j:j + W16].abs().amax(1)
+                ws = torch.from_numpy(fmt._f16_up((amax / fmt.M_MAX).cpu().numpy()).astype(np.float32)).to(dev)
+                ws = torch.where(srow, ws, torch.zeros_like(ws))
+                out.ws[:, col // W16] = ws
+                safe_ws = torch.where(ws > 0, ws, torch.ones_like(ws))
+            if int8:
+                c8 = torch.clamp(torch.round(W1[:, j] / safe_ws), -fmt.M_MAX, fmt.M_MAX)
+                c8 = torch.where(srow & (ws > 0), c8, torch.zeros_like(c8))
+                out.s8[:, col] = c8.to(torch.int8)
+                qsal = ws * c8
+            elif col % SPAN == 0:
                 src = W1[:, j:j + SPAN] if cfg.salient_feedback else W0[:, col:col + SPAN]
                 mean = src.mean(-1)
                 out.want_mean[:, col // SPAN] = torch.where(srow, mean, torch.zeros_like(mean))
@@ -196,10 +222,10 @@ def _row_scales_from(s: torch.Tensor, lo: torch.Tensor, means: torch.Tensor, sal
 
 
 def _quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerResult:
-    if cfg.bits != 2 and cfg.top_k:
+    if cfg.bits != 2 and (cfg.top_k or cfg.n_salient):
         raise ValueError(f"{fmt.TYPE_OF_BITS[cfg.bits]} has no salient words (top_k={cfg.top_k})")
     res = _quantize_once(W, H, cfg)
-    if cfg.never_worse and cfg.top_k > 0:
+    if cfg.never_worse and cfg.top_k > 0 and cfg.salient_coding != fmt.SALIENT_INT8:
         plain = _quantize_once(W, H, dataclasses.replace(cfg, top_k=0, refit_rows=False, word_choice="all"))
         if plain.err <= res.err:
             return plain
@@ -217,7 +243,11 @@ def _quantize_once(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerR
     Wz[:, ph.dead] = 0.0
 
     # salient words: bitmap from the original weights
-    salient = select_top_k(word_scores(Wz, U, grouped=cfg.grouped), cfg.top_k)
+    int8 = cfg.salient_coding == fmt.SALIENT_INT8
+    if int8:
+        salient = select_top_n(word_scores(Wz, U, grouped=cfg.grouped), cfg.n_salient)
+    else:
+        salient = select_top_k(word_scores(Wz, U, grouped=cfg.grouped), cfg.top_k)
     sal_in = torch.from_numpy(salient).to(dev).repeat_interleave(W16, dim=1)      # [P, T]
     wts = 1.0 / torch.diagonal(U).pow(2)                                          # GPTQ's per-column loss weight
 
@@ -230,13 +260,15 @@ def _quantize_once(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerR
         s0[:, g], lo0[:, g] = scales.search(Wz[:, sl], ~sal_in[:, sl], wts[sl], cfg.scale_search, qmax=cfg.qmax)
     means0 = Wz.view(P, T // SPAN, SPAN).mean(-1)
     rows = _row_scales_from(s0, lo0, means0, salient, cfg.headroom)
+    if int8:
+        rows = (rows[0], rows[1], np.zeros(P, dtype=np.float16))
 
     def run(rows16):
         d, dmin, dsal = (torch.from_numpy(r.astype(np.float32)).to(dev) for r in rows16)
         return _gptq_pass(W0, Wz, U, sal_in, wts, d, dmin, dsal, cfg)
 
     ps = run(rows)
-    if cfg.refit_rows:
+    if cfg.refit_rows and not int8:
         # second pass with row scales sized on what the first pass met (GPTQ's updates widen later groups)
         rows2 = _row_scales_from(torch.maximum(ps.want_s, s0), torch.where(ps.want_lo.abs() > lo0.abs(),
                                  ps.want_lo, lo0), torch.where(ps.want_mean.abs() > means0.abs(), ps.want_mean,
@@ -247,8 +279,11 @@ def _quantize_once(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerR
 
     d16, dmin16, dsal16 = rows
     salient = ps.salient
+    s8 = ws16 = None
+    if int8 and salient.any():
+        s8, ws16 = ps.s8.cpu().numpy(), ps.ws.cpu().numpy().astype(np.float16)
     t = fmt.pack(ps.codes.cpu().numpy(), ps.mcodes.cpu().numpy(), salient, ps.sc.cpu().numpy(),
-                 ps.m.cpu().numpy(), d16, dmin16, dsal16, G=cfg.G, bits=cfg.bits)
+                 ps.m.cpu().numpy(), d16, dmin16, dsal16, G=cfg.G, bits=cfg.bits, sal8=s8, wscale=ws16)
     res = LayerResult(tensor=t, Q=ps.Q, salient=salient)
     Hm = ph.H
     res.err = weighted_error(W0 - ps.Q, Hm)

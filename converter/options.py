@@ -13,7 +13,7 @@ EMBED_TYPES = ("auto", "q8_0", "f16", "f32")
 SCALE_SEARCHES = ("clip", "minmax")
 CALIB_DTYPES = ("float32", "bfloat16")
 WORD_CHOICES = ("all", "error")
-SALIENT_CODINGS = ("mean4",)
+SALIENT_CODINGS = fmt.SALIENT_CODINGS   # "mean4" (the paper), "int8" (16 int8 codes per salient word)
 BITS_CHOICES = (2, 3, 4)
 TARGET_BPW_MAX = 8.5     # every linear tensor Q8_0
 
@@ -38,7 +38,7 @@ class ConvertOptions:
     salient_feedback: bool = True          # feed salient-word errors back into GPTQ (False: paper's literal order)
     no_grouping: bool = False              # "-G": rank words by their single most salient weight
     no_mixed: bool = False                 # "-M": no salient words (K = 0)
-    salient_coding: str = "mean4"          # how a salient word stores its 16 weights (the paper's 4 int8 means)
+    salient_coding: str = "mean4"          # how a salient word stores its 16 weights: mean4 (paper) | int8
     word_choice: str | None = None         # "all" | "error" (None: "error" with --target-bpw, else "all")
     # size / quality dial
     bits: int = 2                          # code width of every linear tensor (3, 4: MAQ3 / MAQ4, no salient words)

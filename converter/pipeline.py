@@ -42,7 +42,8 @@ def quant_config(opts: ConvertOptions, tp) -> QuantConfig:
     """The options reduced to one linear weight (a run.TensorPlan: [P, T], MAQ type, group)."""
     P = tp.shape[0]
     bits = tp.bits
-    K = opts.resolved_top_k(P) if bits == 2 else 0
+    n8 = getattr(tp, "n_salient8", 0)
+    K = opts.resolved_top_k(P) if bits == 2 and not n8 and opts.salient_coding != fmt.SALIENT_INT8 else 0
     # fed-back salient errors widen the later 2-bit groups: size the row scales on a first pass (measured:
     # docs/CONVERTER.md); without salient words GPTQ's updates barely move the ranges and one pass is kept
     choice = opts.resolved_word_choice
@@ -50,7 +51,8 @@ def quant_config(opts: ConvertOptions, tp) -> QuantConfig:
     return QuantConfig(G=tp.group, block=block, damp=opts.damp, top_k=K,
                        grouped=not opts.no_grouping, salient_feedback=opts.salient_feedback,
                        scale_search=opts.scale_search, refit_rows=K > 0 and opts.salient_feedback, bits=bits,
-                       word_choice=choice, never_worse=choice == "error")
+                       word_choice=choice, never_worse=choice == "error",
+                       salient_coding=fmt.SALIENT_INT8 if n8 else fmt.SALIENT_MEAN4, n_salient=n8)
 
 
 def q8_0_result(W: torch.Tensor, H: torch.Tensor | None) -> LayerResult:
@@ -71,8 +73,12 @@ def tensor_row(name: str, kind: str, res: LayerResult | None, t: fmt.MAQTensor |
     """Per-tensor stats for the summary (t None: a Q8_0 linear, its bytes in res.nbytes)."""
     P, T = (t.P, t.T) if t is not None else tuple(res.Q.shape)
     sal = 0 if t is None or t.bitmap is None else int(fmt.unpack_bitmap(t.bitmap, fmt.n_words(T)).sum())
+    if t is None:
+        kinds = "q8_0"
+    else:
+        kinds = f"{t.bits}b" + (f"+{t.salient_coding}" if sal else "")
     row = {"name": name, "kind": kind, "nbytes": t.nbytes if t is not None else res.nbytes, "nweights": P * T,
-           "words": P * fmt.n_words(T), "salient_words": sal, "choice": choice}
+           "words": P * fmt.n_words(T), "salient_words": sal, "choice": choice, "word_kinds": kinds}
     if res is not None:
         row.update(err=res.err, err_rtn=res.err_rtn, ref=res.ref)
     return row

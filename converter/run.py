@@ -36,6 +36,7 @@ class TensorPlan:
     shape: tuple[int, ...]
     storage: str  # "f32" | "f16" | "q8_0" | "maq2" | "maq3" | "maq4"
     group: int = fmt.DEFAULT_GROUP   # MAQ scale group G
+    n_salient8: int = 0              # MAQ2 with the int8 salient coding: salient words of the tensor (else 0)
 
     @property
     def kind(self) -> str:
@@ -57,13 +58,15 @@ class TensorPlan:
     @property
     def choice(self) -> str:
         """"maq3/g64", "q8_0", ...: the storage of a linear tensor as the summary and metadata name it."""
-        return f"{self.storage}/g{self.group}" if self.is_maq else self.storage
+        if not self.is_maq:
+            return self.storage
+        return f"{self.storage}/g{self.group}" + (f"+int8:{self.n_salient8}" if self.n_salient8 else "")
 
     @property
     def nbytes(self) -> int:
         if self.is_maq:
             P, T = self.shape
-            return fmt.Layout(T, P, self.group, self.bits).nbytes
+            return fmt.Layout(T, P, self.group, self.bits, self.n_salient8).nbytes
         return gx.float_decl(self.name, self.shape, self.storage).nbytes
 
 
@@ -112,8 +115,18 @@ def make_plan(src: Source, opts: ConvertOptions) -> list[TensorPlan]:
                     raise MAQError(f"--top-k {K}: larger than the {P} output rows of {name}")
                 tp.storage = fmt.TYPE_OF_BITS[opts.bits]
                 tp.group = opts.group
+                tp.n_salient8 = n_salient8(opts, P, T)
         plan.append(tp)
     return plan
+
+
+def n_salient8(opts: ConvertOptions, P: int, T: int) -> int:
+    """Int8-coded salient words of a [P, T] tensor for ``--salient-coding int8`` without ``--target-bpw``: the
+    same share of the tensor's words as the mean4 selection (K/P of each block), chosen over the whole tensor."""
+    if opts.salient_coding != fmt.SALIENT_INT8 or opts.method != "maq" or opts.bits != 2 \
+            or opts.target_bpw is not None:
+        return 0
+    return min(opts.resolved_top_k(P) * fmt.n_words(T), P * fmt.n_words(T))
 
 
 def plan_decls(plan: list[TensorPlan]) -> list[gx.TensorDecl]:
@@ -121,7 +134,7 @@ def plan_decls(plan: list[TensorPlan]) -> list[gx.TensorDecl]:
     for tp in plan:
         if tp.is_maq:
             P, T = tp.shape
-            decls += gx.maq_decls(tp.name, T, P, tp.group, tp.bits)
+            decls += gx.maq_decls(tp.name, T, P, tp.group, tp.bits, tp.n_salient8)
         else:
             decls.append(gx.float_decl(tp.name, tp.shape, tp.storage))
     return decls
@@ -181,7 +194,7 @@ def build_metadata(src: Source, opts: ConvertOptions, plan: list[TensorPlan], ca
             md[key] = v(val, kind)
         for tp in plan:
             if tp.is_maq:
-                for key, (val, kind) in gx.maq_tensor_metadata(tp.name, tp.group, tp.bits).items():
+                for key, (val, kind) in gx.maq_tensor_metadata(tp.name, tp.group, tp.bits, tp.n_salient8).items():
                     md[key] = v(val, kind)
             if opts.target_bpw is not None and tp.is_linear:
                 md[gx.key_choice(tp.name)] = v(tp.choice, "str")

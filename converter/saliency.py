@@ -40,3 +40,15 @@ def select_top_k(scores: torch.Tensor, K: int) -> np.ndarray:
     order = np.argsort(-S, axis=0, kind="stable")[:K]      # [K, W]
     out[order, np.arange(W)[None, :]] = True
     return out
+
+
+def select_top_n(scores: torch.Tensor, N: int) -> np.ndarray:
+    """bool [P, W]: the N highest-scoring words of the whole tensor (int8 salient coding: a per-tensor budget, so
+    important input columns may take many words). Stable: ties go to the lower flat index (row-major)."""
+    S = scores.detach().cpu().double().numpy()
+    out = np.zeros(S.shape, dtype=bool)
+    if N <= 0:
+        return out
+    order = np.argsort(-S.reshape(-1), kind="stable")[:N]
+    out.reshape(-1)[order] = True
+    return out

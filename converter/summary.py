@@ -20,6 +20,9 @@ def kind_rows(per_tensor: list[dict]) -> list[dict]:
         if r.get("choice"):
             a.setdefault("choices", {})
             a["choices"][r["choice"]] = a["choices"].get(r["choice"], 0) + 1
+        if r.get("word_kinds"):
+            a.setdefault("word_kinds", {})
+            a["word_kinds"][r["word_kinds"]] = a["word_kinds"].get(r["word_kinds"], 0) + 1
         for k in ("nbytes", "nweights", "salient_words", "words", "err", "err_rtn", "ref"):
             a[k] += r.get(k, 0) or 0
     rows = list(out.values())
@@ -33,12 +36,14 @@ def kind_rows(per_tensor: list[dict]) -> list[dict]:
 
 def format_table(rows: list[dict]) -> list[str]:
     lines = [f"{'kind':<12} {'n':>3} {'bits/w':>7} {'salient%':>8} {'H-err':>10} {'H-err RTN':>10} {'vs RTN':>7}  "
-             "types"]
+             "words | types"]
     for a in rows:
         ratio = a["err"] / a["err_rtn"] if a["err_rtn"] else float("nan")
         types = ", ".join(f"{c} x{n}" for c, n in sorted(a.get("choices", {}).items()))
+        kinds = ", ".join(f"{c} x{n}" for c, n in sorted(a.get("word_kinds", {}).items()))
         lines.append(f"{a['kind']:<12} {a['tensors']:>3} {a['bpw']:>7.4f} {a['salient_pct']:>8.2f} "
-                     f"{a['rel_err']:>10.4g} {a['rel_err_rtn']:>10.4g} {ratio:>7.3f}  {types}")
+                     f"{a['rel_err']:>10.4g} {a['rel_err_rtn']:>10.4g} {ratio:>7.3f}  {kinds}"
+                     + (f" | {types}" if types else ""))
     return lines
 
 

@@ -29,6 +29,13 @@ bits 2..3 of input j's code), for MAQ3 a uint16 [P, T/16] (bit j = bit 2 of inpu
 ``q = lo + 4*hi`` (0..7 or 0..15) and the value ``d * sc[g] * q + dmin * m[g]``, scales and row scales as MAQ2
 (``dsal`` unused, stored 0). One word per 16 inputs stays the unit: the kernels run the 2-bit path on each plane.
 
+Salient coding ``int8`` (MAQ2 only; docs/FORMAT.md section 9): a salient word keeps its 16 weights as int8
+codes in a per-row overflow area. Two more parts: ``salw`` int8 [16*N] (N salient words of the tensor, rows in
+order, words of a row in order) and ``saloff`` int32 [P+1] (saloff[p] = salient words in rows < p). The codes of
+salient word w of row p start at 16 * (saloff[p] + popcount of row p's bitmap bits before w): one base address
+plus an offset. The word's own 32-bit slot holds its fp16 scale s_w (low 16 bits; high 16 bits 0), input j has
+value ``float(s_w) * c_j``; ``dsal`` is stored 0 (a mean4 reader of the slot multiplies it by 0).
+
 Bits per weight are counted honestly: every byte of every part x 8 / (P*T).
 """
 from __future__ import annotations
@@ -57,6 +64,8 @@ BITS = (2, 3, 4)
 TYPE_OF_BITS = {2: TYPE_MAQ2, 3: TYPE_MAQ3, 4: TYPE_MAQ4}
 BITS_OF_TYPE = {v: k for k, v in TYPE_OF_BITS.items()}
 SALIENT_MEAN4 = "mean4"      # the paper's salient coding
+SALIENT_INT8 = "int8"        # salient words keep 16 int8 codes in a per-row overflow area (section 9)
+SALIENT_CODINGS = (SALIENT_MEAN4, SALIENT_INT8)
 
 # GGUF part names: the words keep the llama.cpp tensor name, the other parts add a suffix.
 PART_WORDS = ""
@@ -64,12 +73,16 @@ PART_BITMAP = ".bitmap"
 PART_SCALES = ".scales"
 PART_ROWSCALE = ".rowscale"
 PART_HI = ".hi"
+PART_SALW = ".salw"          # int8 overflow codes [16*N] (salient coding int8)
+PART_SALOFF = ".saloff"      # int32 [P+1]: salient words before each row (salient coding int8)
 PART_SUFFIXES = (PART_WORDS, PART_BITMAP, PART_SCALES, PART_ROWSCALE)   # MAQ2's parts
 PART_SUFFIXES_HI = (PART_WORDS, PART_HI, PART_SCALES, PART_ROWSCALE)    # MAQ3 / MAQ4's parts
 
 
-def part_suffixes(bits: int = 2) -> tuple[str, ...]:
+def part_suffixes(bits: int = 2, salient_coding: str = SALIENT_MEAN4) -> tuple[str, ...]:
     """The GGUF part suffixes of a MAQ tensor with ``bits``-bit codes, in file order."""
+    if bits == 2 and salient_coding == SALIENT_INT8:
+        return PART_SUFFIXES + (PART_SALW, PART_SALOFF)
     return PART_SUFFIXES if bits == 2 else PART_SUFFIXES_HI
 
 # GGUF metadata keys (general.* / llama.* / tokenizer.* stay llama.cpp's own).
@@ -128,9 +141,17 @@ class Layout:
     P: int
     G: int = DEFAULT_GROUP
     bits: int = 2
+    n_salient8: int = 0      # salient coding int8: salient words of the tensor (0: mean4, no overflow parts)
 
     def __post_init__(self) -> None:
         check_shape(self.T, self.P, self.G, bits=self.bits)
+        if self.n_salient8 and (self.bits != 2 or not 0 < self.n_salient8 <= self.P * n_words(self.T)):
+            raise FormatError(f"layout: {self.n_salient8} int8 salient words do not fit a {self.type_name} "
+                              f"tensor of {self.P} x {n_words(self.T)} words")
+
+    @property
+    def salient_coding(self) -> str:
+        return SALIENT_INT8 if self.n_salient8 else SALIENT_MEAN4
 
     @property
     def words_shape(self) -> tuple[int, int]:
@@ -158,12 +179,16 @@ class Layout:
             second = (PART_BITMAP, (self.bitmap_shape, np.dtype(np.uint8)))
         else:
             second = (PART_HI, (self.words_shape, np.dtype("<u2" if self.bits == 3 else "<i4")))
-        return dict([
+        specs = [
             (PART_WORDS, (self.words_shape, np.dtype("<i4"))),
             second,
             (PART_SCALES, (self.scales_shape, np.dtype(np.uint8))),
             (PART_ROWSCALE, (self.rowscale_shape, np.dtype("<f2"))),
-        ])
+        ]
+        if self.n_salient8:
+            specs += [(PART_SALW, ((WORD_WEIGHTS * self.n_salient8,), np.dtype(np.int8))),
+                      (PART_SALOFF, ((self.P + 1,), np.dtype("<i4")))]
+        return dict(specs)
 
     @property
     def nbytes(self) -> int:
@@ -175,9 +200,10 @@ class Layout:
         return self.nbytes * 8 / (self.P * self.T)
 
 
-def bits_per_weight(T: int, P: int = 1, G: int = DEFAULT_GROUP, bits: int = 2) -> float:
-    """Honest bits/weight of a MAQ tensor: all bytes of words, bitmap (or hi), scales and row scales x 8 / P*T."""
-    return Layout(T, P, G, bits).bits_per_weight
+def bits_per_weight(T: int, P: int = 1, G: int = DEFAULT_GROUP, bits: int = 2, n_salient8: int = 0) -> float:
+    """Honest bits/weight of a MAQ tensor: all bytes of words, bitmap (or hi), scales, row scales and (int8
+    salient coding) overflow codes and row offsets x 8 / P*T."""
+    return Layout(T, P, G, bits, n_salient8).bits_per_weight
 
 
 @dataclasses.dataclass
@@ -189,6 +215,8 @@ class MAQTensor:
     scales   uint8   [P, 2*ceil(T/G)]   (first half sc as uint8, second half m as int8 bits)
     rowscale float16 [P, 3]             (d, dmin, dsal)
     hi       uint16 / int32 [P, T/16]   (MAQ3 / MAQ4 only: the high bits of every code)
+    salw     int8 [16*N]                (salient coding int8 only: the overflow codes)
+    saloff   int32 [P+1]                (salient coding int8 only: salient words before each row)
     """
 
     words: np.ndarray
@@ -199,14 +227,25 @@ class MAQTensor:
     G: int = DEFAULT_GROUP
     bits: int = 2
     hi: np.ndarray | None = None
+    salw: np.ndarray | None = None
+    saloff: np.ndarray | None = None
 
     @property
     def P(self) -> int:
         return int(self.words.shape[0])
 
     @property
+    def n_salient8(self) -> int:
+        """Words in the int8 overflow area (0 for the mean4 coding)."""
+        return 0 if self.salw is None else int(np.asarray(self.salw).size) // WORD_WEIGHTS
+
+    @property
+    def salient_coding(self) -> str:
+        return SALIENT_INT8 if self.salw is not None else SALIENT_MEAN4
+
+    @property
     def layout(self) -> Layout:
-        return Layout(self.T, self.P, self.G, self.bits)
+        return Layout(self.T, self.P, self.G, self.bits, self.n_salient8)
 
     @property
     def type_name(self) -> str:
@@ -230,6 +269,32 @@ class MAQTensor:
         pad = n_bitmap_bytes(self.T) * 8 - n_words(self.T)
         if self.bits == 2 and pad and np.any(self.bitmap[:, -1] >> (8 - pad)):
             raise FormatError(f"{what}: bitmap padding bits beyond word {n_words(self.T)} are set")
+        if self.salw is not None or self.saloff is not None:
+            self._validate_int8(what)
+
+    def _validate_int8(self, what: str) -> None:
+        """The int8 salient coding's own rules (docs/FORMAT.md 9.5): offsets, slots, dsal."""
+        if self.salw is None or self.saloff is None or self.bits != 2:
+            raise FormatError(f"{what}: int8 salient coding needs both .salw and .saloff on a maq2 tensor")
+        W = n_words(self.T)
+        sal = unpack_bitmap(self.bitmap, W)
+        per_row = sal.sum(axis=1).astype(np.int64)
+        off = np.asarray(self.saloff).astype(np.int64)
+        want = np.concatenate([[0], np.cumsum(per_row)])
+        if not np.array_equal(off, want):
+            bad = int(np.argmax(off != want))
+            raise FormatError(f"{what}: .saloff[{bad}] = {off[bad]}, expected {want[bad]} (salient words of the "
+                              f"bitmap before row {bad})")
+        if self.n_salient8 != int(want[-1]):
+            raise FormatError(f"{what}: .salw holds {self.n_salient8} words, the bitmap marks {int(want[-1])}")
+        slot = self.words.view(np.uint32)[sal]
+        if np.any(slot >> np.uint32(16)):
+            raise FormatError(f"{what}: a salient word's slot has nonzero high 16 bits (int8 coding: fp16 scale only)")
+        h = (slot & np.uint32(0xFFFF)).astype(np.uint16)
+        if np.any(h & np.uint16(0x8000)) or np.any((h & np.uint16(0x7C00)) == np.uint16(0x7C00)):
+            raise FormatError(f"{what}: a salient word's fp16 scale is negative, infinite or NaN")
+        if np.any(np.asarray(self.rowscale).view(np.uint16)[:, 2] & np.uint16(0x7FFF)):
+            raise FormatError(f"{what}: int8 salient coding needs dsal = 0 in every row")
 
     @property
     def nbytes(self) -> int:
@@ -242,7 +307,10 @@ class MAQTensor:
     def parts(self) -> dict[str, np.ndarray]:
         """{suffix: array} in the order they are written to GGUF."""
         second = (PART_BITMAP, self.bitmap) if self.bits == 2 else (PART_HI, self.hi)
-        return dict([(PART_WORDS, self.words), second, (PART_SCALES, self.scales), (PART_ROWSCALE, self.rowscale)])
+        parts = [(PART_WORDS, self.words), second, (PART_SCALES, self.scales), (PART_ROWSCALE, self.rowscale)]
+        if self.salw is not None:
+            parts += [(PART_SALW, self.salw), (PART_SALOFF, self.saloff)]
+        return dict(parts)
 
 
 @dataclasses.dataclass
@@ -255,6 +323,8 @@ class Unpacked:
     sc       uint8   [P, ceil(T/G)]  2-bit group scale codes
     m        int8    [P, ceil(T/G)]  2-bit group min codes
     d, dmin, dsal  float16 [P]       per-row scales
+    sal8     int8    [P, T]          int8 salient coding: the codes of salient inputs (0 elsewhere); else None
+    wscale   float16 [P, T/16]       int8 salient coding: each salient word's scale (0 elsewhere); else None
     """
 
     codes: np.ndarray
@@ -267,6 +337,8 @@ class Unpacked:
     dsal: np.ndarray
     G: int = DEFAULT_GROUP
     bits: int = 2
+    sal8: np.ndarray | None = None
+    wscale: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- reference pack / unpack
@@ -289,12 +361,16 @@ def unpack_bitmap(bitmap: np.ndarray, W: int) -> np.ndarray:
 
 def pack(codes: np.ndarray, means: np.ndarray, salient: np.ndarray,
          sc: np.ndarray, m: np.ndarray, d: np.ndarray, dmin: np.ndarray, dsal: np.ndarray,
-         G: int = DEFAULT_GROUP, bits: int = 2) -> MAQTensor:
+         G: int = DEFAULT_GROUP, bits: int = 2, sal8: np.ndarray | None = None,
+         wscale: np.ndarray | None = None) -> MAQTensor:
     """Pack decoded fields (see ``Unpacked``) into the stored parts. Slow and obviously correct.
 
     codes uint8 [P, T] in 0..2^bits-1; means int8 [P, T/4]; salient bool [P, T/16] (all False for bits > 2);
     sc uint8 [P, ng]; m int8 [P, ng]; d, dmin, dsal float [P] (stored as float16).
     For salient words only ``means`` is stored; for 2-bit words only ``codes``.
+    Salient coding int8 (``sal8`` int8 [P, T] and ``wscale`` float16 [P, T/16] given, at least one salient
+    word): salient words store ``sal8`` in the overflow part and their fp16 ``wscale`` in the word slot; ``means``
+    and ``dsal`` are ignored (dsal stored 0).
     """
     codes = np.asarray(codes)
     P, T = codes.shape
@@ -327,12 +403,24 @@ def pack(codes: np.ndarray, means: np.ndarray, salient: np.ndarray,
         for k in range(MEAN_SPAN):
             byte = means[:, w * 4 + k].astype(np.int8).view(np.uint8).astype(np.uint32)
             eight_bit |= byte << np.uint32(8 * k)
+        if sal8 is not None:
+            eight_bit = np.asarray(wscale, dtype="<f2")[:, w].view(np.uint16).astype(np.uint32)
         words[:, w] = np.where(salient[:, w], eight_bit, two_bit)
 
     scales = np.concatenate([np.asarray(sc, dtype=np.uint8),
                              np.asarray(m, dtype=np.int8).view(np.uint8)], axis=1)
     rowscale = np.stack([np.asarray(d), np.asarray(dmin), np.asarray(dsal)], axis=1).astype("<f2")
-    if bits == 2:
+    if bits == 2 and sal8 is not None:
+        sal8 = np.asarray(sal8, dtype=np.int8)
+        ws = np.asarray(wscale, dtype="<f2")
+        if sal8.shape != (P, T) or ws.shape != (P, W) or not salient.any():
+            raise FormatError(f"pack: int8 coding needs sal8 [P={P}, T={T}], wscale [P, {W}] and a salient word")
+        rowscale[:, 2] = 0
+        salw = np.ascontiguousarray(sal8.reshape(P, W, WORD_WEIGHTS)[salient]).reshape(-1)   # rows, then words
+        saloff = np.concatenate([[0], np.cumsum(salient.sum(axis=1))]).astype("<i4")
+        t = MAQTensor(words=words.view("<i4"), bitmap=pack_bitmap(salient), scales=scales, rowscale=rowscale,
+                      T=T, G=G, salw=salw, saloff=saloff)
+    elif bits == 2:
         t = MAQTensor(words=words.view("<i4"), bitmap=pack_bitmap(salient), scales=scales,
                       rowscale=rowscale, T=T, G=G)
     else:
@@ -366,9 +454,21 @@ def unpack(t: MAQTensor) -> Unpacked:
             byte = ((u[:, w] >> np.uint32(8 * k)) & 0xFF).astype(np.uint8).view(np.int8)
             means[:, w * 4 + k] = np.where(salient[:, w], byte, 0)
     rs = t.rowscale.astype(np.float16)
+    sal8 = wscale = None
+    if t.salw is not None:
+        means[:] = 0
+        sal8 = np.zeros((P, W, WORD_WEIGHTS), dtype=np.int8)
+        off = np.asarray(t.saloff).astype(np.int64)
+        for p in range(P):                                  # word w's codes: 16 * (saloff[p] + rank of w in row p)
+            for r, w in enumerate(np.flatnonzero(salient[p])):
+                k = int(off[p]) + r
+                sal8[p, w] = t.salw[WORD_WEIGHTS * k:WORD_WEIGHTS * (k + 1)]
+        sal8 = sal8.reshape(P, T)
+        wscale = np.where(salient, (u & np.uint32(0xFFFF)).astype(np.uint16), 0).astype(np.uint16).view("<f2")
     return Unpacked(codes=codes, means=means, salient=salient,
                     sc=t.scales[:, :ng].astype(np.uint8), m=t.scales[:, ng:].view(np.int8).copy(),
-                    d=rs[:, 0].copy(), dmin=rs[:, 1].copy(), dsal=rs[:, 2].copy(), G=G, bits=t.bits)
+                    d=rs[:, 0].copy(), dmin=rs[:, 1].copy(), dsal=rs[:, 2].copy(), G=G, bits=t.bits,
+                    sal8=sal8, wscale=wscale)
 
 
 def dequantize(t: MAQTensor) -> np.ndarray:
@@ -381,7 +481,10 @@ def dequantize(t: MAQTensor) -> np.ndarray:
     scale = d * f.sc.astype(np.float32)[:, g_of_input]             # [P, T]
     low = dmin * f.m.astype(np.float32)[:, g_of_input]              # [P, T]
     two_bit = scale * f.codes.astype(np.float32) + low
-    eight_bit = f.dsal.astype(np.float32)[:, None] * np.repeat(f.means.astype(np.float32), MEAN_SPAN, axis=1)
+    if f.sal8 is not None:      # int8 coding: float(s_w) * c_j
+        eight_bit = np.repeat(f.wscale.astype(np.float32), WORD_WEIGHTS, axis=1) * f.sal8.astype(np.float32)
+    else:
+        eight_bit = f.dsal.astype(np.float32)[:, None] * np.repeat(f.means.astype(np.float32), MEAN_SPAN, axis=1)
     sal_inputs = np.repeat(f.salient, WORD_WEIGHTS, axis=1)        # [P, T]
     return np.where(sal_inputs, eight_bit, two_bit).astype(np.float32)
 
@@ -394,9 +497,13 @@ def empty(T: int, P: int, G: int = DEFAULT_GROUP, bits: int = 2) -> MAQTensor:
                      rowscale=arrs[PART_ROWSCALE], T=T, G=G, bits=bits, hi=arrs.get(PART_HI))
 
 
-def from_parts(parts: dict[str, np.ndarray], T: int, G: int, what: str = "MAQ tensor", bits: int = 2) -> MAQTensor:
-    """Build a MAQTensor from ``{suffix: array}`` (e.g. read from GGUF), validating shapes and dtypes."""
-    missing = [s or "words" for s in part_suffixes(bits) if s not in parts]
+def from_parts(parts: dict[str, np.ndarray], T: int, G: int, what: str = "MAQ tensor", bits: int = 2,
+               salient_coding: str = SALIENT_MEAN4) -> MAQTensor:
+    """Build a MAQTensor from ``{suffix: array}`` (e.g. read from GGUF), validating shapes, dtypes and (int8
+    salient coding) the offsets, slots and dsal."""
+    if salient_coding not in SALIENT_CODINGS:
+        raise FormatError(f"{what}: salient coding {salient_coding!r}, expected one of {SALIENT_CODINGS}")
+    missing = [s or "words" for s in part_suffixes(bits, salient_coding) if s not in parts]
     if missing:
         raise FormatError(f"{what}: missing part(s) {missing}")
     P = parts[PART_WORDS].shape[0] if parts[PART_WORDS].ndim == 2 else -1
@@ -404,6 +511,10 @@ def from_parts(parts: dict[str, np.ndarray], T: int, G: int, what: str = "MAQ te
     t = MAQTensor(words=parts[PART_WORDS], bitmap=parts.get(PART_BITMAP) if bits == 2 else None,
                   scales=parts[PART_SCALES], rowscale=parts[PART_ROWSCALE], T=T, G=G, bits=bits,
                   hi=parts.get(PART_HI) if bits > 2 else None)
+    if salient_coding == SALIENT_INT8:
+        t.salw, t.saloff = parts[PART_SALW], parts[PART_SALOFF]
+        if t.salw.ndim != 1 or t.salw.size % WORD_WEIGHTS or not t.salw.size:
+            raise FormatError(f"{what}: part .salw has shape {t.salw.shape}, expected [16*N] with N >= 1")
     t.validate(what)
     return t
 
@@ -470,8 +581,23 @@ def encode_means(means: np.ndarray, salient: np.ndarray) -> tuple[np.ndarray, np
     return np.clip(c, -M_MAX, M_MAX).astype(np.int8), dsal
 
 
+def encode_words_int8(W: np.ndarray, salient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float W [P, T] -> (int8 codes [P, T], fp16 word scales [P, T/16]) for the salient words ([P, T/16] bool):
+    s_w = max |w| / 127 rounded up to fp16, c = round(w / s_w) (0 outside salient words)."""
+    W = np.asarray(W, dtype=np.float32)
+    P, T = W.shape
+    x = W.reshape(P, T // WORD_WEIGHTS, WORD_WEIGHTS)
+    s = _f16_up(np.abs(x).max(axis=2) / M_MAX)
+    s = np.where(salient, s, np.float16(0)).astype(np.float16)
+    s32 = s.astype(np.float32)[:, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.where(s32 > 0, np.rint(x / s32), 0.0)
+    c = np.where(np.asarray(salient, bool)[:, :, None], np.clip(c, -M_MAX, M_MAX), 0)
+    return c.astype(np.int8).reshape(P, T), s
+
+
 def quantize_rtn(W: np.ndarray, salient: np.ndarray | None = None, G: int = DEFAULT_GROUP,
-                 bits: int = 2) -> MAQTensor:
+                 bits: int = 2, salient_coding: str = SALIENT_MEAN4) -> MAQTensor:
     """Reference round-to-nearest MAQ quantization of float W [P, T] (no Hessian, no compensation).
 
     Groups use min/max over their non-salient inputs with 2^bits levels; salient words ([P, T/16] bool, MAQ2
@@ -504,11 +630,15 @@ def quantize_rtn(W: np.ndarray, salient: np.ndarray | None = None, G: int = DEFA
     codes[sal_in] = 0
     means_f = W.reshape(P, T // MEAN_SPAN, MEAN_SPAN).mean(axis=2)
     means, dsal = encode_means(means_f, sal)
+    if salient_coding == SALIENT_INT8 and sal.any():
+        sal8, ws = encode_words_int8(W, sal)
+        return pack(codes, means, sal, sc, m, d, dmin, dsal, G=G, bits=bits, sal8=sal8, wscale=ws)
     return pack(codes, means, sal, sc, m, d, dmin, dsal, G=G, bits=bits)
 
 
 __all__ = [
     "FORMAT_VERSION", "WORD_WEIGHTS", "MEAN_SPAN", "GROUP_SIZES", "DEFAULT_GROUP", "TYPE_MAQ2", "SALIENT_MEAN4",
+    "SALIENT_INT8", "SALIENT_CODINGS", "PART_SALW", "PART_SALOFF", "encode_words_int8",
     "PART_WORDS", "PART_BITMAP", "PART_SCALES", "PART_ROWSCALE", "PART_SUFFIXES", "PART_HI", "PART_SUFFIXES_HI",
     "part_suffixes", "BITS", "TYPE_MAQ3", "TYPE_MAQ4", "TYPE_OF_BITS", "BITS_OF_TYPE",
     "KEY_VERSION", "KEY_TOOL_VERSION", "key_tensor_type", "key_group_size", "key_salient_coding",

@@ -54,7 +54,7 @@ KIND_OF_BITS = {2: KIND_MAQ2, 3: KIND_MAQ3, 4: KIND_MAQ4}   # format code width 
 MAQ_KINDS = tuple(KIND_OF_BITS.values())
 # GGUF types of the MAQ parts (the .hi part: I16 for MAQ3, I32 for MAQ4)
 _MAQ_PART_GGUF = {fmt.PART_WORDS: GGML_I32, fmt.PART_BITMAP: GGML_I8, fmt.PART_SCALES: GGML_I8,
-                  fmt.PART_ROWSCALE: GGML_F16}
+                  fmt.PART_ROWSCALE: GGML_F16, fmt.PART_SALW: GGML_I8, fmt.PART_SALOFF: GGML_I32}
 _MAQ_HI_GGUF = {3: GGML_I16, 4: GGML_I32}
 Q8_0_BLOCK, Q8_0_BYTES = 32, 34
 
@@ -458,6 +458,10 @@ class Weight:
             sub = fmt.MAQTensor(t.words[p:p + 1], None if t.bitmap is None else t.bitmap[p:p + 1],
                                 t.scales[p:p + 1], t.rowscale[p:p + 1], T=self.T, G=self.G, bits=t.bits,
                                 hi=None if t.hi is None else t.hi[p:p + 1])
+            if t.salw is not None and t.saloff[p + 1] > t.saloff[p]:       # int8 salient words of row p
+                a, b = int(t.saloff[p]), int(t.saloff[p + 1])
+                sub.salw = t.salw[16 * a:16 * b]
+                sub.saloff = np.array([0, b - a], dtype="<i4")
             return fmt.dequantize(sub)[0]
         if self.kind == KIND_F32:
             return np.asarray(self.data[p], dtype=np.float32)
@@ -632,6 +636,14 @@ class _Loader:
         log.debug("%s: %s dequantized to F32 at load", t.name, t.type_name)
         return Weight(t.name, KIND_F32, P, T, np.ascontiguousarray(w), source_type=t.type_name, copied=True)
 
+    def _n_salient8(self, name: str, P: int, T: int) -> int:
+        """Int8 salient words of MAQ2 tensor ``name``: from its .salw part's length (checked: 16*N, 1 <= N <= P*T/16)."""
+        t = self.info(name + fmt.PART_SALW)
+        if len(t.ne) != 1 or t.ne[0] % fmt.WORD_WEIGHTS or not 0 < t.ne[0] // fmt.WORD_WEIGHTS <= P * (T // 16):
+            raise self.err(t.name, f"shape ne={list(t.ne)}, expected [16*N] with 1 <= N <= {P * (T // 16)} "
+                                   "(salient words of the tensor)")
+        return t.ne[0] // fmt.WORD_WEIGHTS
+
     def maq_weight(self, name: str, P: int, T: int, src: str = "llama.* metadata", bits: int = 2) -> Weight:
         """A MAQ2 / MAQ3 / MAQ4 (``bits`` 2 / 3 / 4) tensor: its four parts checked against each other, the metadata
         and the model's dimensions, then handed over as views of the mapped file."""
@@ -640,15 +652,17 @@ class _Loader:
         gkey = fmt.key_group_size(name)
         G = md.get(gkey, fmt.DEFAULT_GROUP)
         coding = self.f.get_str(fmt.key_salient_coding(name), fmt.SALIENT_MEAN4)
-        if coding != fmt.SALIENT_MEAN4:
+        if coding not in (fmt.SALIENT_CODINGS if bits == 2 else (fmt.SALIENT_MEAN4,)):
             raise FormatError(f"{self.where}: metadata {fmt.key_salient_coding(name)} = {coding!r}, expected "
-                              f"{fmt.SALIENT_MEAN4!r}")
+                              + " or ".join(repr(c) for c in (fmt.SALIENT_CODINGS if bits == 2 else
+                                                               (fmt.SALIENT_MEAN4,))))
         if isinstance(G, bool) or not isinstance(G, int) or G not in fmt.GROUP_SIZES:
             raise FormatError(f"{self.where}: metadata {gkey} = {G!r}, expected one of {fmt.GROUP_SIZES}")
         g_src = f"{gkey} = {G}" if gkey in md else f"{gkey} missing: default {G}"
         if T % fmt.WORD_WEIGHTS:
             raise self.err(name, f"{tname} needs the input dimension T={T} to be a multiple of {fmt.WORD_WEIGHTS}")
-        lay = fmt.Layout(T, P, G, bits)
+        n8 = self._n_salient8(name, P, T) if coding == fmt.SALIENT_INT8 else 0
+        lay = fmt.Layout(T, P, G, bits, n8)
         parts = {}
         for suffix, (shape, dtype) in lay.part_specs().items():
             pname = name + suffix
@@ -666,7 +680,11 @@ class _Loader:
         if name + other in self.f.tensors:
             raise self.err(name + other, f"is a part of {'MAQ3/MAQ4' if bits == 2 else 'MAQ2'} tensors, but "
                                          f"{fmt.key_tensor_type(name)} = {fmt.TYPE_OF_BITS[bits]!r}")
-        mt = fmt.from_parts(parts, T, G, what=f"{self.where}: tensor {name}", bits=bits)
+        for extra in (fmt.PART_SALW, fmt.PART_SALOFF):
+            if not n8 and name + extra in self.f.tensors:
+                raise self.err(name + extra, f"is a part of int8 salient coding, but "
+                                             f"{fmt.key_salient_coding(name)} = {coding!r}")
+        mt = fmt.from_parts(parts, T, G, what=f"{self.where}: tensor {name}", bits=bits, salient_coding=coding)
         rs = mt.rowscale.view(np.float16)
         if not np.all(np.isfinite(rs)):
             raise self.err(name + fmt.PART_ROWSCALE, "row scales contain inf/nan")

@@ -179,6 +179,7 @@ class TensorRow:
     salient_pct: float | None = None
     group: int | None = None
     exact: bool = True
+    words: str | None = None     # MAQ word kinds: "2b", "2b+int8" / "2b+mean4" (with salient words), "3b", "4b"
 
     @property
     def nweights(self) -> int:
@@ -203,7 +204,15 @@ class TensorRow:
     def as_dict(self) -> dict:
         return {"name": self.name, "type": self.type, "shape": list(self.shape), "nbytes": self.nbytes,
                 "bpw": self.bpw, "parts": self.parts, "salient_pct": self.salient_pct, "group": self.group,
-                "exact": self.exact}
+                "exact": self.exact, "words": self.words}
+
+
+def word_kinds(mtype: str, salient_pct: float | None, coding: object) -> str:
+    """The kinds of 32-bit words a MAQ tensor holds: "2b" (+ "int8" / "mean4" salient words), "3b", "4b"."""
+    bits = fmt.BITS_OF_TYPE[mtype]
+    if bits != 2 or not salient_pct:
+        return f"{bits}b"
+    return f"2b+{coding if isinstance(coding, str) else fmt.SALIENT_MEAN4}"
 
 
 def _ggml_group(type_name: str) -> int | None:
@@ -239,8 +248,9 @@ def tensor_rows(h: Header, salient: bool = True) -> list[TensorRow]:
                 sal = 100.0 * float(fmt.unpack_bitmap(bits, fmt.n_words(T)).mean())
             elif fmt.BITS_OF_TYPE[mtype] > 2:
                 sal = 0.0
+            coding = h.metadata.get(fmt.key_salient_coding(b.name), fmt.SALIENT_MEAN4)
             rows.append(TensorRow(b.name, mtype.upper(), (P, T), nbytes, [p.name for p in parts], sal, G,
-                                  all(p.exact for p in parts)))
+                                  all(p.exact for p in parts), word_kinds(mtype, sal, coding)))
         else:
             shape = tuple(reversed(b.ne))
             rows.append(TensorRow(b.name, b.type_name, shape, nbytes, [p.name for p in parts], None,
@@ -273,6 +283,7 @@ def aggregate(rows: list[TensorRow]) -> dict:
             d["types"] = sorted({r.type for r in rs})
             sal = [r.salient_pct for r in rs if r.salient_pct is not None]
             d["salient_pct"] = float(np.mean(sal)) if sal else None
+            d["words"] = sorted({r.words for r in rs if r.words})
             out["linear_by_kind"][k] = d
     return out
 
@@ -311,19 +322,20 @@ def format_summary(s: dict, per_tensor: bool = True) -> str:
         lines.append(f"  {k} = {v}")
     if per_tensor:
         lines.append(f"{'tensor':<32} {'type':<8} {'shape [P, T]':<14} {'bytes':>10} {'bits/w':>7} "
-                     f"{'salient%':>8} {'group':>5}")
+                     f"{'salient%':>8} {'group':>5} words")
         for r in s["tensors"]:
             shp = "x".join(map(str, r["shape"]))
             sal = f"{r['salient_pct']:.2f}" if r["salient_pct"] is not None else "-"
             grp = str(r["group"]) if r["group"] else "-"
             flag = "" if r["exact"] else "  (size from offsets)"
             lines.append(f"{r['name']:<32} {r['type']:<8} {shp:<14} {r['nbytes']:>10} {r['bpw']:>7.3f} "
-                         f"{sal:>8} {grp:>5}{flag}")
+                         f"{sal:>8} {grp:>5} {r.get('words') or '-'}{flag}")
     t = s["totals"]
     lines.append("linear tensors by kind:")
     for k, d in t["linear_by_kind"].items():
         sal = f", salient {d['salient_pct']:.2f}%" if d["salient_pct"] is not None else ""
-        lines.append(f"  {k:<12} {d['tensors']:>3} x {'/'.join(d['types']):<12} {d['bpw']:.4f} bits/weight{sal}")
+        wk = f", words {' '.join(d['words'])}" if d.get("words") else ""
+        lines.append(f"  {k:<12} {d['tensors']:>3} x {'/'.join(d['types']):<12} {d['bpw']:.4f} bits/weight{sal}{wk}")
     lines.append("linear tensors by type:")
     for k, d in t["linear_by_type"].items():
         lines.append(f"  {k:<8} {d['tensors']:>4} tensors {d['weights']:>11} weights {d['bytes']:>11} bytes "

@@ -187,10 +187,10 @@ class Weight:
     """
 
     def __init__(self, wtype: int, T: int, P: int, G: int, data: np.ndarray, bitmap=None, scales=None,
-                 rowscale=None, name: str = "weight", hi=None):
+                 rowscale=None, name: str = "weight", hi=None, salw=None, saloff=None):
         # private: use the classmethods, which validate
         self.type, self.T, self.P, self.G, self.name = wtype, T, P, G, name
-        self._arrays = [a for a in (data, bitmap, scales, rowscale, hi) if a is not None]
+        self._arrays = [a for a in (data, bitmap, scales, rowscale, hi, salw, saloff) if a is not None]
         buf = {id(a): ffi.from_buffer(a, require_writable=False) for a in self._arrays}
         self._bufs = list(buf.values())
         c = ffi.new("maq_weight *")
@@ -201,6 +201,9 @@ class Weight:
             c.rowscale = ffi.cast("const uint16_t *", buf[id(rowscale)])
         if wtype == TYPE_MAQ2:
             c.bitmap = ffi.cast("const uint8_t *", buf[id(bitmap)])
+            if salw is not None:                    # int8 salient coding (maq_s8.c)
+                c.salw = ffi.cast("const int8_t *", buf[id(salw)])
+                c.saloff = ffi.cast("const int32_t *", buf[id(saloff)])
         elif wtype in (TYPE_MAQ3, TYPE_MAQ4):
             c.hi = ffi.cast("const void *", buf[id(hi)])
         self.c = c
@@ -224,7 +227,12 @@ class Weight:
         rowscale = _check_array(t.rowscale, f"{name}: rowscale", *specs[F.PART_ROWSCALE], align=2)
         if t.bits == 2:
             bitmap = _check_array(t.bitmap, f"{name}: bitmap", *specs[F.PART_BITMAP], align=1)
-            return cls(TYPE_MAQ2, t.T, t.P, t.G, words, bitmap, scales, rowscale, name=name)
+            salw = saloff = None
+            if t.salw is not None:
+                salw = _check_array(t.salw, f"{name}: salw", *specs[F.PART_SALW], align=1)
+                saloff = _check_array(t.saloff, f"{name}: saloff", *specs[F.PART_SALOFF], align=4)
+            return cls(TYPE_MAQ2, t.T, t.P, t.G, words, bitmap, scales, rowscale, name=name, salw=salw,
+                       saloff=saloff)
         shape, dt = specs[F.PART_HI]
         hi = _check_array(t.hi, f"{name}: hi", shape, dt, align=dt.itemsize)
         return cls(MAQ_TYPE_OF_BITS[t.bits], t.T, t.P, t.G, words, None, scales, rowscale, name=name, hi=hi)

@@ -181,8 +181,16 @@ class CModel:
             dst.data = self._ptr("void *", t.words)
             dst.scales = self._ptr("uint8_t *", t.scales)
             dst.rowscale = self._ptr("uint16_t *", t.rowscale)
+            dst.salw = self.ffi.NULL
+            dst.saloff = self.ffi.NULL
             if w.kind == KIND_MAQ2:
                 dst.bitmap = self._ptr("uint8_t *", t.bitmap)
+                if t.salw is not None:                      # int8 salient coding (maq_s8.c)
+                    for a in (t.salw, t.saloff):
+                        if not a.flags.c_contiguous:
+                            raise MAQError(f"internal: {w.name} part not contiguous")
+                    dst.salw = self._ptr("int8_t *", t.salw)
+                    dst.saloff = self._ptr("int32_t *", t.saloff)
             else:
                 dst.bitmap = self.ffi.NULL
                 dst.hi = self._ptr("void *", t.hi)
@@ -192,6 +200,8 @@ class CModel:
                 raise MAQError(f"internal: {w.name} data not a contiguous [P, ...] array")
             dst.data = self._ptr("void *", a)
             dst.bitmap = self.ffi.NULL
+            dst.salw = self.ffi.NULL
+            dst.saloff = self.ffi.NULL
             dst.scales = self.ffi.NULL
             dst.rowscale = self.ffi.NULL
 

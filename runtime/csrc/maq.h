@@ -57,6 +57,8 @@ typedef struct {
     const uint16_t *rowscale;   /* MAQ2/3/4: [P][3] half: d, dmin, dsal (dsal unused by MAQ3/4) */
     const void *hi;             /* MAQ3: uint16 [P][T/16] (bit j = bit 2 of input j's code);
                                  * MAQ4: uint32 [P][T/16] (bits 2j..2j+1 = bits 2..3 of input j's code); else unused */
+    const int8_t *salw;         /* MAQ2, int8 salient coding: int8 [16*N] codes of the salient words; else NULL */
+    const int32_t *saloff;      /* MAQ2, int8 salient coding: [P+1] salient words before row p (maq_s8.c) */
 } maq_weight;
 
 /* Dequantize row p of w into out[T] (float). Used for embedding lookups and tests. */

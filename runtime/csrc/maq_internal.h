@@ -137,6 +137,9 @@ void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
 void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
 
 void maq2_get_row(const maq_weight *w, int p, float *out);
+/* maq_s8.c: MAQ2 int8 salient words (w->salw != NULL): added to / written over what maq2_rows / maq2_get_row gave. */
+void maq_s8_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
+void maq_s8_get_row(const maq_weight *w, int p, float *out);
 void q8_0_get_row(const maq_weight *w, int p, float *out);
 void float_get_row(const maq_weight *w, int p, float *out);
 

@@ -22,7 +22,10 @@ static void rows(const mm_task *t, int p0, int p1) {
     switch (t->w->type) {
     case MAQ_TYPE_MAQ2:
     case MAQ_TYPE_MAQ3:
-    case MAQ_TYPE_MAQ4: maq2_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path); break;
+    case MAQ_TYPE_MAQ4:
+        maq2_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path);
+        if (t->w->salw) maq_s8_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path);   /* int8 salient words */
+        break;
     case MAQ_TYPE_Q8_0: q8_0_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path); break;
     default: float_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path); break;
     }
@@ -70,7 +73,10 @@ void maq_get_row(const maq_weight *w, int p, float *out) {
     switch (w->type) {
     case MAQ_TYPE_MAQ2:
     case MAQ_TYPE_MAQ3:
-    case MAQ_TYPE_MAQ4: maq2_get_row(w, p, out); break;
+    case MAQ_TYPE_MAQ4:
+        maq2_get_row(w, p, out);
+        if (w->salw) maq_s8_get_row(w, p, out);
+        break;
     case MAQ_TYPE_Q8_0: q8_0_get_row(w, p, out); break;
     default: float_get_row(w, p, out); break;
     }
