@@ -234,6 +234,57 @@ def predicted_costs(W: np.ndarray, sens: Sensitivity, cands: list[Candidate],
     return out
 
 
+GPTQ_BLOCKS = 3         # --alloc-cost gptq: blocks (evenly spaced) whose tensors calibrate the GPTQ / RTN ratios
+
+
+def cost_key(c: Candidate) -> tuple:
+    """What a GPTQ / RTN cost ratio is shared by: the code width and whether int8 salient words are kept."""
+    return (c.bits, c.sal > 0)
+
+
+def gptq_cost(W: np.ndarray, sens: Sensitivity, c: Candidate, damp: float = 0.01) -> float:
+    """Σ_p f_p (D H Dᵀ)_pp as ``predicted_costs`` with D from GPTQ (``gptq.quantize_maq`` with H = sens.H) on the
+    same SCORE_ROWS rows instead of round-to-nearest."""
+    from maq.converter.gptq import QuantConfig, quantize_maq
+
+    P, T = W.shape
+    rows = np.unique(np.linspace(0, P - 1, min(P, SCORE_ROWS)).round().astype(np.int64))
+    Wt = torch.from_numpy(np.ascontiguousarray(W[rows], dtype=np.float32))
+    Hu = sens.H.cpu().float()
+    cfg = QuantConfig(G=c.group, bits=c.bits, damp=damp, salient_coding=fmt.SALIENT_INT8 if c.sal else
+                      fmt.SALIENT_MEAN4, n_salient=c.n_salient8(len(rows), T))
+    D = Wt - quantize_maq(Wt, Hu, cfg).Q
+    H = Hu + damp * float(torch.diagonal(Hu).double().mean()) * torch.eye(T)
+    f = sens.f.cpu().double().numpy()[rows] * (P / len(rows))
+    return float(f @ np.einsum("pt,pt->p", (D @ H).double().numpy(), D.double().numpy()))
+
+
+def gptq_ratios(src: Source, linear, sens: dict[str, Sensitivity], costs: dict[str, dict[Candidate, float]],
+                cands: list[Candidate], n_layer: int) -> dict[tuple, float]:
+    """{(kind, cost_key): GPTQ cost / RTN cost} (geometric mean over the kind's tensors in GPTQ_BLOCKS evenly
+    spaced blocks), measured with one representative candidate per key (G = 64; int8 at the middle share)."""
+    blocks = sorted({int(round(x)) for x in np.linspace(0, n_layer - 1, GPTQ_BLOCKS)})
+    reps: dict[tuple, Candidate] = {}
+    for c in cands:
+        if c.storage != "q8_0":
+            reps.setdefault(cost_key(c), Candidate(c.storage, 64, SALIENT_SHARES[len(SALIENT_SHARES) // 2]
+                                                   if c.sal else 0.0))
+    logs: dict[tuple, list[float]] = {}
+    for tp in linear:
+        if int(tp.name.split(".")[1]) not in blocks:
+            continue
+        W = src.tensor(tp.name)
+        rtn = predicted_costs(W, sens[tp.name], list(reps.values()))
+        for key, c in reps.items():
+            g = gptq_cost(W, sens[tp.name], c)
+            if rtn.get(c, 0) > 0 and g > 0:
+                logs.setdefault((tp.kind, key), []).append(float(np.log(g / rtn[c])))
+    out = {k: float(np.exp(np.mean(v))) for k, v in logs.items()}
+    log.info("--alloc-cost gptq: GPTQ / RTN cost ratios (blocks %s): %s", blocks,
+             ", ".join(f"{k[0]} {k[1][0]}b{'+int8' if k[1][1] else ''} {v:.3f}" for k, v in sorted(out.items())))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ allocation
 def choose(sizes: dict[str, dict[Candidate, int]], costs: dict[str, dict[Candidate, float]],
            budget: int) -> dict[str, Candidate]:
@@ -333,6 +384,15 @@ def _choose_for(src: Source, opts, linear, sens: dict[str, Sensitivity]) -> dict
             costs[tp.name] = predicted_costs(src.tensor(tp.name), sens[tp.name], cands)
             sizes[tp.name] = {c: c.nbytes(P, T) for c in costs[tp.name]}
     log.info("sensitivity: %d candidates x %d tensors scored in %.1f s", len(cands), len(linear), time.time() - t0)
+    if getattr(opts, "alloc_cost", "rtn") == "gptq":
+        t0 = time.time()
+        with torch.inference_mode():
+            ratios = gptq_ratios(src, linear, sens, costs, cands, src.params.n_layer)
+        for tp in linear:
+            for c in costs[tp.name]:
+                if c.storage != "q8_0":
+                    costs[tp.name][c] *= ratios.get((tp.kind, cost_key(c)), 1.0)
+        log.info("--alloc-cost gptq: ratios measured in %.1f s", time.time() - t0)
     nweights = sum(int(np.prod(tp.shape)) for tp in linear)
     budget = int(opts.target_bpw * nweights // 8)
     try:

@@ -47,6 +47,9 @@ def register(subparsers) -> None:
                         "each tensor's type (MAQ2/MAQ3/MAQ4 with G 128/64/32, or Q8_0) is chosen by its measured "
                         "sensitivity (Fisher-weighted output error on the calibration text). Useful range: "
                         "~2.3 to 8.5; e.g. 3.0 or 4.0")
+    d.add_argument("--alloc-cost", choices=("rtn", "gptq"), default="rtn",
+                   help="--target-bpw's predicted costs: rtn = of round-to-nearest (default); gptq = scaled per "
+                        "tensor kind and code width by the GPTQ / RTN cost ratio measured on a few blocks")
     d.add_argument("--bits", type=int, choices=BITS_CHOICES, default=2,
                    help="code width of every linear tensor for --method gptq/rtn: 2 (MAQ2, default), 3 (MAQ3), "
                         "4 (MAQ4)")
@@ -94,7 +97,7 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
         nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, device=args.device,
         calib_dtype=args.calib_dtype, threads=args.threads, tokenizer_pre=args.tokenizer_pre,
         progress=args.progress, salient_coding=args.salient_coding, word_choice=args.word_choice,
-        target_bpw=args.target_bpw, bits=args.bits)
+        target_bpw=args.target_bpw, bits=args.bits, alloc_cost=args.alloc_cost)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,6 +44,7 @@ KEY_CALIB_SHA256 = "maq.calib.sha256"        # sha256 of the calibration text (u
 KEY_CALIB_NAME = "maq.calib.name"            # file name of the calibration text
 KEY_BPW_LINEAR = "maq.bits_per_weight"       # honest bits/weight over all linear (block) tensors
 KEY_SOURCE = "maq.source"                    # file name of the source model
+KEY_ALLOC_COST = "maq.alloc_cost"           # --target-bpw's cost model: "rtn" | "gptq"
 KEY_WORD_CHOICE = "maq.salient.word_choice"  # "all" | "error": salient words kept only where they lower the error
 KEY_TARGET_BPW = "maq.target_bpw"            # --target-bpw budget (bits/weight over the linear tensors)
 

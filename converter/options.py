@@ -43,6 +43,7 @@ class ConvertOptions:
     # size / quality dial
     bits: int = 2                          # code width of every linear tensor (3, 4: MAQ3 / MAQ4, no salient words)
     target_bpw: float | None = None        # per-tensor types chosen for the lowest predicted loss under this budget
+    alloc_cost: str = "rtn"                # --target-bpw costs: "rtn" | "gptq" (RTN costs x measured GPTQ/RTN ratio)
     # 2-bit words
     group: int = fmt.DEFAULT_GROUP         # inputs per 2-bit scale/min group
     block: int = 128                       # GPTQ column block B
