@@ -221,6 +221,14 @@ def describe_plan(src: Source, opts: ConvertOptions, plan: list[TensorPlan]) -> 
     if not opts.is_float:
         P0 = next(tp.shape[0] for tp in plan if tp.is_linear)
         K = opts.resolved_top_k(P0) if opts.bits == 2 else 0
+        int8 = opts.salient_coding == fmt.SALIENT_INT8 and opts.method == "maq"
+        if int8:
+            K = 0
+            n8 = sum(tp.n_salient8 for tp in plan)
+            nw = sum(tp.shape[0] * fmt.n_words(tp.shape[1]) for tp in plan if tp.is_maq)
+            lines.append("salient   int8 coding (16 int8 codes per salient word, per-row overflow area): "
+                         + ("the share of each tensor's words chosen by --target-bpw" if opts.target_bpw is not None
+                            else f"{n8} of {nw} words ({n8 / max(nw, 1):.2%}), the top of each tensor by saliency"))
         lines.append(f"{fmt.TYPE_OF_BITS[opts.bits].upper():<9} group {opts.group}, linear tensors "
                      f"{linear_bits_per_weight(plan):.4f} bits/weight, salient words per 16-input block: "
                      f"{K} of {P0} ({K / P0:.2%})"
@@ -230,7 +238,7 @@ def describe_plan(src: Source, opts: ConvertOptions, plan: list[TensorPlan]) -> 
                         else ""))
     if opts.target_bpw is not None:
         lines.append(f"target    <= {opts.target_bpw} bits/weight over the linear tensors: per-tensor types among "
-                     f"{', '.join(c.name for c in allocate.candidates())} chosen after calibration "
+                     f"{', '.join(c.name for c in allocate.candidates(opts.salient_coding == fmt.SALIENT_INT8 and opts.method == 'maq'))} chosen after calibration "
                      f"(the smallest file possible: {allocate.min_bpw(plan):.4f})")
     if opts.needs_calibration:
         lines.append(f"calib     {opts.calib or 'shipped C4 sample'}: {opts.nsamples} x {opts.seqlen} tokens "
