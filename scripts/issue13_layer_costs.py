@@ -1,6 +1,8 @@
 """Per-tensor predicted cost (Fisher-weighted output error) of MAQ2 candidates with and without int8 salient
+words, by round-to-nearest and after GPTQ, on SmolLM2 blocks 0/14/29 (sensitivity pass H and f).
+
 usage: python scripts/issue13_layer_costs.py MODEL.gguf [OUT.json]   (docs/RESULTS.md, "Issue 13 levers")
-words, by round-to-nearest and after GPTQ, on SmolLM2 blocks 0/14/29 (sensitivity pass H and f)."""
+"""
 import json, sys, time
 import numpy as np, torch
 from maq.converter import allocate as A
