@@ -1,7 +1,8 @@
 """MAQ: memory-aligned 2/8-bit mixed-precision quantization for Llama-family models.
 
 The C kernels are built through cffi (API mode): runtime/_build.py defines ``ffibuilder``.
-Import names: ``maq`` (public API), ``maq.runtime`` <- runtime/, ``maq.converter`` <- converter/.
+Import names: ``maq`` (public API), ``maq.runtime`` <- runtime/, ``maq.converter`` <- converter/,
+``maq.evaluation`` <- evaluation/. ``pip install .`` and ``pip install -e .`` both give every ``maq`` subcommand.
 """
 from setuptools import setup
 
