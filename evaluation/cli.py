@@ -443,21 +443,32 @@ def run_config(cfg: C.Config, args, files: Files, res: Results) -> dict:
 
 
 def run_tasks(path: Path, args, row: dict, save) -> None:
+    """Zero-shot accuracy of each ``--tasks`` entry (first ``--tasks-limit`` items) into row["zeroshot"]; a task
+    already measured on the same file, item count and data file is kept."""
     from maq.runtime.api import Llama
 
     from . import zeroshot as Z
 
-    llm = Llama(str(path), n_ctx=args.ctx, n_threads=args.threads, verbose=False)
-    scorer = Z.LlamaScorer(llm)
     zs = row.setdefault("zeroshot", {})
-    for name, tpath in Z.parse_tasks(args.tasks):
+    llm = None
+    for name, tpath in Z.resolve_tasks(args.tasks, default_data_dir()):
         fmt_name, docs = Z.load_task(name, tpath, args.tasks_limit)
+        done = zs.get(name) or {}
+        if done.get("n") == len(docs) and done.get("file") == str(tpath) and done.get("model") == str(path):
+            continue
+        if llm is None:
+            llm = Llama(str(path), n_ctx=args.ctx, n_threads=args.threads, verbose=False)
         bar = _bar(len(docs), f"{name}")
-        r = Z.evaluate(scorer, docs, fmt_name, progress=(lambda i, n: bar.update(1)) if bar else None)
+        t0 = time.time()
+        r = Z.evaluate(Z.LlamaScorer(llm), docs, fmt_name, progress=(lambda i, n: bar.update(1)) if bar else None)
         if bar:
             bar.close()
         zs[name] = {k: v for k, v in r.items() if k != "items"}
-        zs[name]["file"] = str(tpath)
+        zs[name].update({"file": str(tpath), "of": Z.count_items(tpath), "limit": args.tasks_limit,
+                         "model": str(path), "seconds": round(time.time() - t0, 1),
+                         "load_avg": os.getloadavg()[0]})
+        log.info("%s: %s acc %.3f acc_norm %s (n=%d)", row.get("name"), name, r["acc"],
+                 "—" if r["acc_norm"] is None else f"{r['acc_norm']:.3f}", r["n"])
         save()
 
 
@@ -493,7 +504,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--ours-on-llamacpp", default="Q4_0",
                    help="llama.cpp types our runtime also measures (default Q4_0; cross-check)")
     m.add_argument("--imatrix-chunks", type=int, default=32, help="llama-imatrix chunks of 2048 (default 32)")
-    m.add_argument("--tasks", nargs="*", default=[], metavar="NAME=PATH", help="zero-shot JSONL tasks")
+    m.add_argument("--tasks", nargs="*", default=[], metavar="TASK",
+                   help="zero-shot tasks: qa (the seven shared sets in DATA/qa), a task name (arc_easy, piqa...), a "
+                        "task folder, or NAME=PATH (a file in an official or HF format)")
     m.add_argument("--tasks-limit", type=int, default=None, help="first N items of each task")
     o = p.add_argument_group("output")
     o.add_argument("--run", default=None, help="results name: docs/results/<run>.json (default: the preset or 'eval')")
