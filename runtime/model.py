@@ -18,7 +18,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 128
 LOGITS_NONE, LOGITS_LAST, LOGITS_ALL = 0, 1, 2
-_ERRORS = {-1: "positions beyond the context", -2: "token id outside the vocabulary", -3: "bad argument"}
 
 
 def _c():
@@ -30,6 +29,13 @@ def _c():
     if not hasattr(lib, "maq_model_create"):
         raise MAQError("the C extension has no model entry points (csrc/model.c not compiled in); rebuild it")
     return ffi, lib
+
+
+def forward_error(lib, rc: int) -> str:
+    """What a maq_model_forward return code means (the codes are model.h's MAQ_FORWARD_ERR_* defines)."""
+    return {lib.MAQ_FORWARD_ERR_POS: "positions beyond the context",
+            lib.MAQ_FORWARD_ERR_TOKEN: "token id outside the vocabulary",
+            lib.MAQ_FORWARD_ERR_ARG: "bad argument"}.get(rc, f"return code {rc}")
 
 
 def physical_cores() -> int:
@@ -139,6 +145,7 @@ class CModel:
         self._last = np.zeros(cfg.vocab_size, dtype=np.float32)
         self._last_p = ffi.cast("float *", ffi.from_buffer(self._last))
         self._forward_c = self.lib.maq_model_forward
+        self._ok = self.lib.MAQ_FORWARD_OK
 
     def step(self, token: int, pos: int) -> np.ndarray:
         """Decode fast path: one token at ``pos`` -> logits float32 [V] (a reused buffer: copy to keep)."""
@@ -148,8 +155,9 @@ class CModel:
             raise MAQError(f"token id {token} outside the vocabulary of {self.cfg.vocab_size}")
         self._tok_buf[0] = token
         rc = self._forward_c(self._m, self._tok_p, 1, pos, self._last_p, LOGITS_LAST)
-        if rc != 0:
-            raise MAQError(f"forward failed: {_ERRORS.get(rc, rc)} (pos={pos}, token={token}, n_ctx={self.n_ctx})")
+        if rc != self._ok:
+            raise MAQError(f"forward failed: {forward_error(self.lib, rc)} (pos={pos}, token={token}, "
+                           f"n_ctx={self.n_ctx})")
         return self._last
 
     # -- struct filling
@@ -223,8 +231,8 @@ class CModel:
         else:
             lp = ffi.NULL
         rc = self.lib.maq_model_forward(self._m, ffi.cast("int32_t *", ffi.from_buffer(toks)), n, pos, lp, mode)
-        if rc != 0:
-            raise MAQError(f"forward failed: {_ERRORS.get(rc, rc)} (pos={pos}, n={n}, n_ctx={self.n_ctx})")
+        if rc != self._ok:
+            raise MAQError(f"forward failed: {forward_error(self.lib, rc)} (pos={pos}, n={n}, n_ctx={self.n_ctx})")
         if mode == LOGITS_ALL:
             return out[:n]
         return self._last if mode == LOGITS_LAST else None
