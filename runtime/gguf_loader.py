@@ -499,6 +499,23 @@ class Weight:
         from gguf.quants import dequantize
         return dequantize(np.asarray(self.data), GGMLQuantizationType.Q8_0).reshape(self.P, self.T).astype(np.float32)
 
+    def kernel_weight(self) -> K.Weight:
+        """The C descriptor of this weight (``kernels.Weight``: validated, zero-copy; keep it while C reads it).
+        The one route from a loaded weight to a ``maq_weight`` (the model structs copy ``.c[0]``)."""
+        if self.kind in MAQ_KINDS:
+            kw = K.Weight.from_maq(self.maq, name=self.name)
+        elif self.kind == KIND_F32:
+            kw = K.Weight.f32(self.data, name=self.name)
+        elif self.kind == KIND_F16:
+            kw = K.Weight.f16(self.data, name=self.name)
+        elif self.kind == KIND_Q8_0:
+            kw = K.Weight.q8_0(self.data, self.T, self.P, name=self.name)
+        else:
+            raise MAQError(f"internal: {self.name} has kind {self.kind}, which the C core does not read")
+        if kw.type != self.kind:
+            raise MAQError(f"internal: {self.name} kind {self.kind} does not match its parts ({kw.type_name})")
+        return kw
+
     def row(self, p: int) -> np.ndarray:
         """float32 [T]: row p dequantized (embedding lookup in the reference)."""
         if self.kind in MAQ_KINDS:

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from maq.errors import MAQError
-from maq.runtime.gguf_loader import KIND_MAQ2, KIND_OF_BITS, MAQ_KINDS, LoadedModel, Weight
+from maq.runtime.gguf_loader import LoadedModel, Weight
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +126,13 @@ class CModel:
             lw.ffn_norm = self._ptr("float *", self._f32(L.ffn_norm, cfg.dim))
             for field, w in (("wq", L.wq), ("wk", L.wk), ("wv", L.wv), ("wo", L.wo), ("w_gate", L.w_gate),
                              ("w_up", L.w_up), ("w_down", L.w_down)):
-                self._fill(getattr(lw, field), w)
+                self._fill(lw, field, w)
         self._keep.append(layers)
         weights = ffi.new("maq_model_weights *")
-        self._fill(weights.tok_embd, lm.tok_embd)
+        self._fill(weights, "tok_embd", lm.tok_embd)
         weights.layers = layers
         weights.output_norm = self._ptr("float *", self._f32(lm.output_norm, cfg.dim))
-        self._fill(weights.output, lm.output)
+        self._fill(weights, "output", lm.output)
         self._cfg_c, self._weights_c = c, weights
 
         ptr = self.lib.maq_model_create(c, weights, self.max_batch, self.n_threads)
@@ -173,35 +173,12 @@ class CModel:
             raise MAQError(f"internal: vector {a.dtype}{a.shape}, expected float32 [{n}]")
         return a
 
-    def _fill(self, dst, w: Weight) -> None:
-        """Fill a maq_weight descriptor from a validated Weight (checks dtype, contiguity, shape again)."""
-        dst.type, dst.T, dst.P, dst.G = w.kind, w.T, w.P, w.G
-        dst.hi = self.ffi.NULL
-        if w.kind in MAQ_KINDS:
-            t = w.maq
-            t.validate(w.name)
-            if KIND_OF_BITS.get(t.bits) != w.kind:
-                raise MAQError(f"internal: {w.name} kind {w.kind} does not match its {t.bits}-bit parts")
-            second = t.bitmap if w.kind == KIND_MAQ2 else t.hi
-            for a in (t.words, second, t.scales, t.rowscale):
-                if not a.flags.c_contiguous:
-                    raise MAQError(f"internal: {w.name} part not contiguous")
-            dst.data = self._ptr("void *", t.words)
-            dst.scales = self._ptr("uint8_t *", t.scales)
-            dst.rowscale = self._ptr("uint16_t *", t.rowscale)
-            if w.kind == KIND_MAQ2:
-                dst.bitmap = self._ptr("uint8_t *", t.bitmap)
-            else:
-                dst.bitmap = self.ffi.NULL
-                dst.hi = self._ptr("void *", t.hi)
-        else:
-            a = w.data
-            if not a.flags.c_contiguous or a.shape[0] != w.P:
-                raise MAQError(f"internal: {w.name} data not a contiguous [P, ...] array")
-            dst.data = self._ptr("void *", a)
-            dst.bitmap = self.ffi.NULL
-            dst.scales = self.ffi.NULL
-            dst.rowscale = self.ffi.NULL
+    def _fill(self, parent, field: str, w: Weight) -> None:
+        """Set descriptor ``parent.field`` (a maq_weight) from a validated Weight through ``Weight.kernel_weight``
+        (kernels.Weight: the one Weight -> C descriptor route); the kernels.Weight is kept alive with the model."""
+        kw = w.kernel_weight()
+        self._keep.append(kw)
+        setattr(parent, field, kw.c[0])
 
     # -- running
     def forward(self, tokens, pos: int, mode: int = LOGITS_LAST, out: np.ndarray | None = None) -> np.ndarray | None:
