@@ -169,6 +169,8 @@ class Llama:
         self._owner: int | None = None
         self.embedding = bool(embedding)
         self._embedder = None
+        # set by the one caller that owns this object (the server's slot): generation stops at the next token
+        self.cancel_event: threading.Event | None = None
         self.model_path = _resolve_path(model_path)
         self.verbose = verbose
         # arguments first (cheap), so a typo does not wait for the model to load
@@ -428,6 +430,9 @@ class Llama:
         stop_ids = self.tokenizer_.stop_ids
         finish = "length"
         while n < limit:
+            if self.cancel_event is not None and self.cancel_event.is_set():
+                finish = "cancelled"
+                break
             if constraint is not None:
                 tok = sampler(constraint.mask(logits), history)
                 constraint.consume(tok)
