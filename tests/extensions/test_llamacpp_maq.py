@@ -1,0 +1,151 @@
+"""llama.cpp with the MAQ extension (extensions/llama.cpp) against the MAQ runtime, on a tiny random Llama whose
+linears are MAQ2 (with salient words), MAQ3, MAQ4 and Q8_0, with G = 32, 64 and 128.
+
+Runs when the patched build is present: ``$MAQ_LLAMACPP_BIN`` or ``$MAQ_CACHE/llama.cpp-maq/bin`` (default
+``~/.cache/maq/llama.cpp-maq/bin``, made by ``bash scripts/build_llamacpp.sh --maq``) holding ``maq-logits`` and
+``maq-kernels``; skips with that message otherwise.
+
+Tolerance, derived from the activation quantization each side uses. Both engines use the file's weights exactly;
+they differ in how a product's input is rounded: our kernels use int8 per 128 inputs for MAQ weights (per 32, fp16
+scale, for Q8_0), llama.cpp quantizes every MAQ / Q8_0 product's input to Q8_0 (int8 per 32, fp16 scale). The numpy
+reference (``ReferenceModel``, float weights) run once with each rounding (``act_quant``) gives ``d_act``, the
+difference those two roundings alone make on the logits. Then
+  - our runtime vs the reference with our rounding: < 1e-4 (float summation order only);
+  - llama.cpp vs the reference with llama.cpp's rounding: < ``ENGINE`` (summation order and llama.cpp's F16 KV
+    cache: each K/V element rounded to 11 bits, 2^-11 relative, through 2 layers; measured ~1e-3 here);
+  - llama.cpp vs our runtime: < d_act + ENGINE + 1e-4.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))  # gguf_files
+
+IDS = [504, 3575, 282, 4649, 314, 7, 9, 100, 2000, 40000, 17, 49151, 0, 1, 2, 3333]
+ENGINE = 3e-3
+
+# per layer: linear -> (storage, G); storage "maq2" gets 5 % random salient words
+PLAN = [
+    {"attn_q": ("maq2", 64), "attn_k": ("maq3", 32), "attn_v": ("maq4", 128), "attn_output": ("q8_0", 0),
+     "ffn_gate": ("maq2", 128), "ffn_up": ("maq3", 64), "ffn_down": ("maq4", 32)},
+    {"attn_q": ("maq4", 64), "attn_k": ("maq2", 32), "attn_v": ("maq3", 128), "attn_output": ("maq4", 32),
+     "ffn_gate": ("q8_0", 0), "ffn_up": ("maq2", 64), "ffn_down": ("maq3", 128)},
+]
+
+
+def llamacpp_bin() -> Path | None:
+    """The patched build's bin directory, or None."""
+    env = os.environ.get("MAQ_LLAMACPP_BIN")
+    d = Path(env) if env else Path(os.environ.get("MAQ_CACHE", Path.home() / ".cache" / "maq")) / "llama.cpp-maq" / "bin"
+    return d if (d / "maq-logits").is_file() and (d / "maq-kernels").is_file() else None
+
+
+BIN = llamacpp_bin()
+pytestmark = pytest.mark.skipif(
+    BIN is None, reason="patched llama.cpp not built: run `bash scripts/build_llamacpp.sh --maq` (or set "
+    "MAQ_LLAMACPP_BIN to a bin directory holding maq-logits and maq-kernels)")
+
+
+def rel(a, b) -> float:
+    """max |a - b| / max |b|"""
+    return float(np.abs(np.asarray(a) - b).max() / np.abs(b).max())
+
+
+def write_mixed(src: Path, out: Path, seed: int = 0) -> Path:
+    """Copy the F32 tiny GGUF ``src`` with its linears stored as ``PLAN`` says and token_embd as Q8_0."""
+    import gguf
+    import gguf_files as gf_
+    from gguf.constants import GGMLQuantizationType as Q
+
+    from maq.runtime import format as fmt
+    from maq.runtime import gguf_loader as gl
+
+    gf = gl.GGUFFile(src)
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(out), "llama")
+    gf_._copy_metadata(w, gf, skip=(fmt.KEY_VERSION,))
+    w.add_uint32(fmt.KEY_VERSION, fmt.FORMAT_VERSION)
+    for name, t in gf.tensors.items():
+        arr = np.array(gf.view(t, "<f4", t.shape)) if t.ggml_type == gl.GGML_F32 else None
+        parts = name.split(".")
+        if name.startswith("blk.") and parts[2] in PLAN[0]:
+            kind, G = PLAN[int(parts[1]) % len(PLAN)][parts[2]]
+            P, T = arr.shape
+            if kind == "q8_0":
+                gf_.add_q8_0(w, name, arr)
+                continue
+            bits = fmt.BITS_OF_TYPE[kind]
+            sal = rng.random((P, T // 16)) < 0.05 if bits == 2 else None
+            gf_.add_maq(w, name, fmt.quantize_rtn(arr, salient=sal, G=G, bits=bits))
+        elif name == "token_embd.weight":
+            gf_.add_q8_0(w, name, arr)
+        else:
+            w.add_tensor(name, arr if arr is not None else np.array(t.data),
+                         raw_dtype=None if arr is not None else Q(t.ggml_type))
+    gf_.finish(w)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mixed_gguf(tmp_path_factory, smollm2_tokenizer_dir):
+    tiny = pytest.importorskip("tiny")
+    pytest.importorskip("torch")
+    import gguf_files
+
+    root = tmp_path_factory.mktemp("llamacpp_maq")
+    # every T a multiple of 64 (the extension's block); head_dim 32, GQA 4/2, tied output
+    tiny.make_tiny_llama(root / "hf", smollm2_tokenizer_dir, hidden=128, intermediate=192, layers=2, heads=4,
+                         kv_heads=2, seed=5)
+    f32 = gguf_files.convert_f32(root / "hf", root / "tiny.f32.gguf")
+    return write_mixed(f32, root / "tiny.mixed.gguf")
+
+
+def llamacpp_logits(path: Path, ids, threads: int = 1) -> np.ndarray:
+    out = path.with_suffix(f".logits{threads}.f32")
+    r = subprocess.run([str(BIN / "maq-logits"), str(path), str(out), str(threads), *map(str, ids)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"maq-logits failed: {r.stderr[-2000:]}"
+    return np.fromfile(out, dtype=np.float32).reshape(len(ids), -1)
+
+
+def test_file_mixes_every_member(mixed_gguf):
+    from maq.runtime import gguf_loader as gl
+
+    lm = gl.load(mixed_gguf)
+    kinds = {getattr(L, k).kind for L in lm.layers for k in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")}
+    assert kinds == {gl.KIND_MAQ2, gl.KIND_MAQ3, gl.KIND_MAQ4, gl.KIND_Q8_0}
+
+
+def test_logits_match_runtime(mixed_gguf):
+    from maq.runtime import gguf_loader as gl
+    from maq.runtime import model as M
+    from maq.runtime.reference import ReferenceModel, round_activations
+
+    class LlamaCppRounding(ReferenceModel):
+        """The reference with llama.cpp's activation rounding: Q8_0 (int8 per 32, fp16 scale) for every MAQ and
+        Q8_0 product."""
+
+        def _in(self, x, kind):
+            q8 = (gl.KIND_MAQ2, gl.KIND_MAQ3, gl.KIND_MAQ4, gl.KIND_Q8_0)
+            return round_activations(x, gl.KIND_Q8_0) if kind in q8 else x
+
+    lm = gl.load(mixed_gguf)
+    ours = M.CModel(lm, n_ctx=64, n_threads=1).forward(IDS, 0, M.LOGITS_ALL)
+    ref_ours = ReferenceModel(lm, n_ctx=64, act_quant=True).forward(IDS, 0)
+    ref_ll = LlamaCppRounding(lm, n_ctx=64).forward(IDS, 0)
+    ll = llamacpp_logits(mixed_gguf, IDS, threads=1)
+    d_act = rel(ref_ll, ref_ours)
+    print(f"d_act={d_act:.2e} ours-vs-ref={rel(ours, ref_ours):.2e} llama-vs-ref={rel(ll, ref_ll):.2e} "
+          f"llama-vs-ours={rel(ll, ours):.2e}")
+    assert ll.shape == ours.shape
+    assert rel(ours, ref_ours) < 1e-4
+    assert rel(ll, ref_ll) < ENGINE
+    assert rel(ll, ours) < d_act + ENGINE + 1e-4
+    assert d_act > 0                     # the two roundings do differ: the tolerance is not vacuous
+    assert rel(llamacpp_logits(mixed_gguf, IDS, threads=2), ll) < 1e-6   # threads split rows, not sums
