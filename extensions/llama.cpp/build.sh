@@ -4,7 +4,7 @@
 #   $MAQ_CACHE/llama.cpp-maq/llama_cpp_python-$V   the patched sdist (pip install-able, docs/LLAMACPP.md)
 #   $MAQ_CACHE/llama.cpp-maq/build                 the CMake build (incremental: unchanged files keep their mtime)
 #   $MAQ_CACHE/llama.cpp-maq/bin                   llama-cli, llama-completion, llama-server, llama-perplexity,
-#                                                  llama-bench, llama-quantize, maq-logits
+#                                                  llama-bench, llama-quantize; maq-logits, maq-kernels (tests)
 # MAQ_JOBS (default: nproc) sets the parallel jobs; MAQ_LLAMACPP_TARGETS overrides the target list.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -58,5 +58,7 @@ done
 libs=$(find "$DEST/build" -name 'libllama.a' -o -name 'libggml*.a' | sort -r)
 g++ -O2 -std=c++17 -I"$LL/include" -I"$LL/ggml/include" "$HERE/tools/maq-logits.cpp" -o "$DEST/bin/maq-logits" \
   -Wl,--start-group $libs -Wl,--end-group -fopenmp -lpthread -ldl >&2
+gcc -O2 -I"$LL/ggml/include" "$HERE/tools/maq-kernels.c" -o "$DEST/bin/maq-kernels" \
+  -Wl,--start-group $libs -Wl,--end-group -fopenmp -lpthread -ldl -lm -lstdc++ >&2
 echo "llama-cpp-python $VERSION + MAQ extension $stamp" > "$DEST/VERSION"
 echo "$DEST/bin"
