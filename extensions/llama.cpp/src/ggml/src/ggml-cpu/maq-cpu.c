@@ -13,7 +13,15 @@
 #include "ggml-cpu-impl.h"
 #include "maq-cpu.h"
 
+#include <math.h>
 #include <string.h>
+
+// explicit fused multiply-adds where the hardware has them, so that no path depends on the compiler's contraction
+#if defined(FP_FAST_FMAF)
+#define MAQ_FMA(a, b, c) fmaf((a), (b), (c))
+#else
+#define MAQ_FMA(a, b, c) ((a) * (b) + (c))
+#endif
 
 #if defined(__AVX2__) || defined(__SSSE3__)
 #include <immintrin.h>
@@ -60,11 +68,11 @@ static inline float maq_block_float(const uint8_t * blk, int bits, const block_q
     const float d = GGML_CPU_FP16_TO_FP32(hd->d), dmin = GGML_CPU_FP16_TO_FP32(hd->dmin);
     const float dsal = bits == 2 ? GGML_CPU_FP16_TO_FP32(((const block_maq2 *) blk)->dsal) : 0.0f;
     for (int h = 0; h < 2; h++) {
-        float r = (d * hd->sc[h]) * (float) A[h] + (dmin * hd->m[h]) * (float) B[h];
+        float r = MAQ_FMA(dmin * hd->m[h], (float) B[h], (d * hd->sc[h]) * (float) A[h]);
         if (bits == 2) {
-            r += dsal * (float) C[h];
+            r = MAQ_FMA(dsal, (float) C[h], r);
         }
-        sumf += GGML_CPU_FP16_TO_FP32(y[h].d) * r;
+        sumf = MAQ_FMA(GGML_CPU_FP16_TO_FP32(y[h].d), r, sumf);
     }
     return sumf;
 }
