@@ -1,4 +1,4 @@
-"""``maq eval`` / ``python scripts/evaluate.py``: convert every configuration once, measure, write the results.
+"""``maq eval`` (``python scripts/evaluate.py`` is the same command): convert every configuration once, measure, write the results.
 
 For each configuration (``--preset``, ``--config NAME=SPEC``, ``--configs FILE``; see configs.py):
 
@@ -543,6 +543,7 @@ def collect_configs(args) -> list[C.Config]:
 def run(args) -> int:
     from . import report
 
+    logging.getLogger("gguf").setLevel(logging.WARNING)
     if args.report:
         report.write(Path(args.results_dir), Path(args.results_md))
         return 0
@@ -597,19 +598,3 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     add_arguments(p)
     p.set_defaults(func=run)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-v", "--verbose", action="store_true")
-    add_arguments(ap)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
-    logging.getLogger("gguf").setLevel(logging.WARNING)
-    try:
-        return run(args)
-    except MAQError as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 1
