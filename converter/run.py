@@ -204,6 +204,10 @@ def describe_plan(src: Source, opts: ConvertOptions, plan: list[TensorPlan]) -> 
         "tensors   " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
         f"size      ~{size / 2**20:.1f} MiB of tensor data (BF16 file: ~{bf16_file_bytes(plan) / 2**20:.1f} MiB)",
     ]
+    if opts.target_bpw is not None:   # the per-tensor types are chosen after calibration: the lines above are not it
+        lines[-2:] = [f"tensors   per-tensor types decided after calibration (--target-bpw {opts.target_bpw:g}: "
+                      "MAQ2/3/4 or Q8_0 per linear tensor; the summary lists the choice)",
+                      f"size      decided after calibration (BF16 file: ~{bf16_file_bytes(plan) / 2**20:.1f} MiB)"]
     if not opts.is_float:
         P0 = next(tp.shape[0] for tp in plan if tp.is_linear)
         K = opts.resolved_top_k(P0) if opts.bits == 2 else 0
