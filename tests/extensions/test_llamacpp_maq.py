@@ -46,10 +46,20 @@ def llamacpp_bin() -> Path | None:
     return d if (d / "maq-logits").is_file() and (d / "maq-kernels").is_file() else None
 
 
+def patched_source() -> Path | None:
+    """The patched llama.cpp source tree ``build.sh`` leaves in the cache, or None."""
+    d = Path(os.environ.get("MAQ_CACHE", Path.home() / ".cache" / "maq")) / "llama.cpp-maq"
+    hits = sorted(d.glob("llama_cpp_python-*/vendor/llama.cpp/ggml/include/ggml-maq.h"))
+    return hits[-1].parents[2] if hits else None
+
+
 BIN = llamacpp_bin()
-pytestmark = pytest.mark.skipif(
+SRC = patched_source()
+needs_bin = pytest.mark.skipif(
     BIN is None, reason="patched llama.cpp not built: run `bash scripts/build_llamacpp.sh --maq` (or set "
     "MAQ_LLAMACPP_BIN to a bin directory holding maq-logits and maq-kernels)")
+needs_src = pytest.mark.skipif(
+    SRC is None, reason="patched llama.cpp source not found: run `bash scripts/build_llamacpp.sh --maq`")
 
 
 def rel(a, b) -> float:
@@ -114,6 +124,7 @@ def llamacpp_logits(path: Path, ids, threads: int = 1) -> np.ndarray:
     return np.fromfile(out, dtype=np.float32).reshape(len(ids), -1)
 
 
+@needs_bin
 def test_file_mixes_every_member(mixed_gguf):
     from maq.runtime import gguf_loader as gl
 
@@ -122,6 +133,7 @@ def test_file_mixes_every_member(mixed_gguf):
     assert kinds == {gl.KIND_MAQ2, gl.KIND_MAQ3, gl.KIND_MAQ4, gl.KIND_Q8_0}
 
 
+@needs_bin
 def test_logits_match_runtime(mixed_gguf):
     from maq.runtime import gguf_loader as gl
     from maq.runtime import model as M
@@ -151,6 +163,7 @@ def test_logits_match_runtime(mixed_gguf):
     assert rel(llamacpp_logits(mixed_gguf, IDS, threads=2), ll) < 1e-6   # threads split rows, not sums
 
 
+@needs_bin
 @pytest.mark.parametrize("bits,G,T", [(2, 128, 320), (2, 32, 192), (3, 64, 320), (3, 32, 128), (4, 128, 320),
                                       (4, 32, 192)])
 def test_kernels_repack_dequantize_and_dot(tmp_path, bits, G, T):
@@ -179,3 +192,34 @@ def test_kernels_repack_dequantize_and_dot(tmp_path, bits, G, T):
     exact = deq.astype(np.float64) @ xq.astype(np.float64)
     scale = np.abs(deq).astype(np.float64) @ np.abs(xq).astype(np.float64)
     assert np.all(np.abs(dot[:, 0] - exact) <= 1e-5 * scale + 1e-30)
+
+
+SIMD_BUILDS = [("gcc", "-march=native", None), ("gcc", "-march=x86-64 -mssse3", None), ("gcc", "-march=x86-64", None),
+               ("aarch64-linux-gnu-gcc", "-march=armv8.2-a+dotprod", "qemu-aarch64"),
+               ("aarch64-linux-gnu-gcc", "-march=armv8-a", "qemu-aarch64")]
+
+
+@needs_src
+@pytest.mark.parametrize("cc,flags,runner", SIMD_BUILDS, ids=[f"{c}{f}" for c, f, _ in SIMD_BUILDS])
+def test_simd_paths_match_scalar(tmp_path, cc, flags, runner):
+    """tools/maq-simd-check.c built for one path (AVX2 / SSSE3 / scalar on x86-64; NEON+dotprod / NEON on aarch64,
+    cross-compiled and run in qemu): that path's vec_dot equals the scalar reference bit for bit on random blocks."""
+    import platform
+    import shutil
+
+    if shutil.which(cc) is None or (runner and shutil.which(runner) is None):
+        pytest.skip(f"{cc}{' / ' + runner if runner else ''} not installed")
+    if cc == "gcc" and platform.machine() != "x86_64":
+        pytest.skip("x86-64 builds need an x86-64 host")
+    ll = SRC
+    exe = tmp_path / "chk"
+    src = Path(__file__).resolve().parents[2] / "extensions" / "llama.cpp" / "tools" / "maq-simd-check.c"
+    cmd = [cc, "-O2", *flags.split(), f"-I{ll}/ggml/include", f"-I{ll}/ggml/src", f"-I{ll}/ggml/src/ggml-cpu",
+           str(src), "-o", str(exe), "-lm"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = ([runner, "-L", "/usr/aarch64-linux-gnu"] if runner else []) + [str(exe)]
+    r = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    if runner and r.returncode != 0 and "not found" in r.stderr:
+        pytest.skip(f"{runner} cannot run it: {r.stderr.strip()[:200]}")
+    assert r.returncode == 0 and r.stdout.startswith("ok "), r.stdout + r.stderr

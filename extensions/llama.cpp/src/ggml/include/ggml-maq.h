@@ -28,6 +28,14 @@ extern "C" {
 
 #define QK_MAQ 64
 
+// the header the three block types share (same offsets in each): row scales, the two halves' group codes, qs
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t  sc[2];
+    int8_t   m[2];
+    uint8_t  qs[16];
+} ggml_maq_head;
+
 typedef struct {
     uint16_t d, dmin;   // row scales (fp16), copied into every block of the row
     uint8_t  sc[2];     // step code of the group holding half 0 / half 1

@@ -14,13 +14,6 @@ static int maq_bits(enum ggml_type type) {
     }
 }
 
-// block-common header: d, dmin, sc[2], m[2], qs[16] sit at the same offsets in all three block types
-typedef struct {
-    uint16_t d, dmin;
-    uint8_t  sc[2];
-    int8_t   m[2];
-    uint8_t  qs[16];
-} maq_head;
 
 int ggml_maq_repack(enum ggml_type type, int64_t T, int64_t P, int G, const void * words, const void * second,
                     const uint8_t * scales, const uint16_t * rowscale, void * dst) {
@@ -37,10 +30,10 @@ int ggml_maq_repack(enum ggml_type type, int64_t T, int64_t P, int G, const void
         for (int64_t b = 0; b < nb; b++) {
             uint8_t * blk = (uint8_t *) dst + (p * nb + b) * bsize;
             memset(blk, 0, bsize);
-            maq_head * hd = (maq_head *) blk;
+            ggml_maq_head * hd = (ggml_maq_head *) blk;
             hd->d = rs[0];
             hd->dmin = rs[1];
-            uint8_t * qh = blk + sizeof(maq_head);   // MAQ3 / MAQ4 hi plane follows qs
+            uint8_t * qh = blk + sizeof(ggml_maq_head);   // MAQ3 / MAQ4 hi plane follows qs
             for (int h = 0; h < 2; h++) {
                 const int64_t g = (QK_MAQ * b + 32 * h) / G;   // a half never straddles a group (G >= 32)
                 hd->sc[h] = sr[g];
@@ -81,7 +74,7 @@ int ggml_maq_repack(enum ggml_type type, int64_t T, int64_t P, int G, const void
 }
 
 static void maq_dequant(const uint8_t * blk, const uint8_t * qh, int bits, float * y) {
-    const maq_head * hd = (const maq_head *) blk;
+    const ggml_maq_head * hd = (const ggml_maq_head *) blk;
     const float d = GGML_FP16_TO_FP32(hd->d), dmin = GGML_FP16_TO_FP32(hd->dmin);
     for (int h = 0; h < 2; h++) {
         const float scale = d * hd->sc[h], mn = dmin * hd->m[h];   // exact in float32 (11 x 8 bits)

@@ -27,12 +27,6 @@
 #include <immintrin.h>
 #endif
 
-typedef struct {   // header shared by the three block types (see ggml-maq.c)
-    uint16_t d, dmin;
-    uint8_t  sc[2];
-    int8_t   m[2];
-    uint8_t  qs[16];
-} maq_head;
 
 static size_t maq_block_size(int bits) {
     return bits == 2 ? sizeof(block_maq2) : bits == 3 ? sizeof(block_maq3) : sizeof(block_maq4);
@@ -40,8 +34,8 @@ static size_t maq_block_size(int bits) {
 
 // scalar integer sums of one block (both halves); C is 0 where there is no salient word
 static void maq_ints_scalar(const uint8_t * blk, int bits, const block_q8_0 * y, int A[2], int B[2], int C[2]) {
-    const maq_head * hd = (const maq_head *) blk;
-    const uint8_t * qh = blk + sizeof(maq_head);
+    const ggml_maq_head * hd = (const ggml_maq_head *) blk;
+    const uint8_t * qh = blk + sizeof(ggml_maq_head);
     const int sal = bits == 2 ? ((const block_maq2 *) blk)->sal : 0;
     for (int h = 0; h < 2; h++) {
         int a = 0, bsum = 0, c = 0;
@@ -64,7 +58,7 @@ static void maq_ints_scalar(const uint8_t * blk, int bits, const block_q8_0 * y,
 
 static inline float maq_block_float(const uint8_t * blk, int bits, const block_q8_0 * y, const int A[2], const int B[2],
                                     const int C[2], float sumf) {
-    const maq_head * hd = (const maq_head *) blk;
+    const ggml_maq_head * hd = (const ggml_maq_head *) blk;
     const float d = GGML_CPU_FP16_TO_FP32(hd->d), dmin = GGML_CPU_FP16_TO_FP32(hd->dmin);
     const float dsal = bits == 2 ? GGML_CPU_FP16_TO_FP32(((const block_maq2 *) blk)->dsal) : 0.0f;
     for (int h = 0; h < 2; h++) {
@@ -104,11 +98,11 @@ static inline __m256i maq_bytes_from_bits_32(const uint8_t * x) {
 
 // the 32 codes of half 0 and half 1, in input order
 static inline void maq_codes_avx2(const uint8_t * blk, int bits, __m256i * c0, __m256i * c1) {
-    const maq_head * hd = (const maq_head *) blk;
+    const ggml_maq_head * hd = (const ggml_maq_head *) blk;
     const __m128i v = _mm_loadu_si128((const __m128i *) hd->qs);
     __m128i k0, k1, k2, k3;
     if (bits == 4) {
-        const __m128i hv = _mm_loadu_si128((const __m128i *) (blk + sizeof(maq_head)));
+        const __m128i hv = _mm_loadu_si128((const __m128i *) (blk + sizeof(ggml_maq_head)));
         const __m128i m33 = _mm_set1_epi8(0x33), mcc = _mm_set1_epi8((char) 0xcc), m0f = _mm_set1_epi8(0x0f);
         const __m128i a = _mm_or_si128(_mm_and_si128(v, m33), _mm_and_si128(_mm_slli_epi16(hv, 2), mcc));
         const __m128i b = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v, 2), m33), _mm_and_si128(hv, mcc));
@@ -126,7 +120,7 @@ static inline void maq_codes_avx2(const uint8_t * blk, int bits, __m256i * c0, _
     *c0 = _mm256_set_m128i(_mm_unpacklo_epi64(k2, k3), _mm_unpacklo_epi64(k0, k1));
     *c1 = _mm256_set_m128i(_mm_unpackhi_epi64(k2, k3), _mm_unpackhi_epi64(k0, k1));
     if (bits == 3) {
-        const uint8_t * qh = blk + sizeof(maq_head);
+        const uint8_t * qh = blk + sizeof(ggml_maq_head);
         const __m256i four = _mm256_set1_epi8(4);
         *c0 = _mm256_or_si256(*c0, _mm256_and_si256(maq_bytes_from_bits_32(qh), four));
         *c1 = _mm256_or_si256(*c1, _mm256_and_si256(maq_bytes_from_bits_32(qh + 4), four));
@@ -190,8 +184,8 @@ static void maq_vec_dot_sse(int bits, int n, float * s, const void * vx, const v
         if (bits == 2 && ((const block_maq2 *) blk)->sal) {
             maq_ints_scalar(blk, bits, yb, A, B, C);
         } else {
-            const maq_head * hd = (const maq_head *) blk;
-            const uint8_t * qh = blk + sizeof(maq_head);
+            const ggml_maq_head * hd = (const ggml_maq_head *) blk;
+            const uint8_t * qh = blk + sizeof(ggml_maq_head);
             const __m128i v = _mm_loadu_si128((const __m128i *) hd->qs);
             __m128i k0, k1, k2, k3;
             if (bits == 4) {
@@ -258,8 +252,8 @@ static void maq_vec_dot_neon(int bits, int n, float * s, const void * vx, const 
         if (bits == 2 && ((const block_maq2 *) blk)->sal) {
             maq_ints_scalar(blk, bits, yb, A, B, C);
         } else {
-            const maq_head * hd = (const maq_head *) blk;
-            const uint8_t * qh = blk + sizeof(maq_head);
+            const ggml_maq_head * hd = (const ggml_maq_head *) blk;
+            const uint8_t * qh = blk + sizeof(ggml_maq_head);
             const uint8x16_t v = vld1q_u8(hd->qs);
             uint8x16_t k0, k1, k2, k3;
             if (bits == 4) {
