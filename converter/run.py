@@ -127,6 +127,15 @@ def plan_decls(plan: list[TensorPlan]) -> list[gx.TensorDecl]:
     return decls
 
 
+def planned_tensor_bytes(plan: list[TensorPlan], opts: ConvertOptions) -> int:
+    """Tensor data bytes of the output (with --target-bpw, an upper bound: the budget over the linear tensors)."""
+    if opts.target_bpw is None:
+        return sum(d.nbytes for d in plan_decls(plan))
+    rest = sum(d.nbytes for d in plan_decls([tp for tp in plan if not tp.is_linear]))
+    n_linear = sum(int(np.prod(tp.shape)) for tp in plan if tp.is_linear)
+    return rest + int(np.ceil(n_linear * opts.target_bpw / 8))
+
+
 def linear_bits_per_weight(plan: list[TensorPlan]) -> float:
     """Honest bits/weight over all linear block tensors (every byte of every part)."""
     nbytes = nweights = 0
@@ -243,6 +252,11 @@ def convert(opts: ConvertOptions, keep_tensors: bool = False) -> ConvertResult |
         log.info("%s", line)
     if opts.dry_run:
         return None
+    # up front, before minutes of calibration: leftovers of killed runs, the tokenizer / model card (read now,
+    # so their errors come first), and the disk space the planned file needs
+    gx.remove_stale_tmp(Path(opts.out))
+    need = planned_tensor_bytes(plan, opts) + gx.metadata_bytes(src.metadata(), plan_decls(plan))
+    gx.check_space(Path(opts.out), need)
 
     calib_meta: dict = {}
     samples = None

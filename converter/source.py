@@ -418,9 +418,11 @@ class GGUFSource(Source):
     _SKIP_KEYS = ("general.architecture", "general.file_type", "general.quantization_version")
 
     def metadata(self):
-        """Every general.* / llama.* / tokenizer.* key of the source, with its GGUF value type."""
+        """Every general.* / llama.* / tokenizer.* key of the source, with its GGUF value type (read once)."""
         from gguf import GGUFValue, GGUFValueType
 
+        if getattr(self, "_metadata", None) is not None:
+            return self._metadata
         out = {}
         for key, fld in self.reader.fields.items():
             if key.startswith(self._SKIP_PREFIXES) or key in self._SKIP_KEYS:
@@ -433,6 +435,7 @@ class GGUFSource(Source):
                     continue
                 sub = GGUFValueType(fld.types[1])
             out[key] = GGUFValue(value=reader_value(fld), type=vtype, sub_type=sub)
+        self._metadata = out
         return out
 
     def tokenizer(self):
