@@ -150,10 +150,17 @@ def check_shapes(src: "Source", what: str, stored_name=lambda n: n) -> None:
 
 
 def check_finite(name: str, a: np.ndarray, path: Path) -> None:
-    """Raise MAQError if tensor ``name`` holds NaN or Inf."""
+    """Raise MAQError if tensor ``name`` holds NaN or Inf, or values beyond +-hf_check.MAX_ABS_WEIGHT (finite, but
+    they overflow the float32 calibration: "Hessian is not positive definite" much later)."""
+    from maq.converter.hf_check import MAX_ABS_WEIGHT
+
     if not np.all(np.isfinite(a)):
         bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
         raise MAQError(f"{path}: tensor {name} has {bad} NaN/Inf value(s)")
+    big = float(np.max(np.abs(a))) if np.size(a) else 0.0
+    if big > MAX_ABS_WEIGHT:
+        raise MAQError(f"{path}: tensor {name} has values up to {big:.3g}, beyond +-{MAX_ABS_WEIGHT:g} "
+                       f"(calibration would overflow float32)")
 
 
 # --------------------------------------------------------------------------- sources
