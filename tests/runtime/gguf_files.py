@@ -71,30 +71,30 @@ def write_maq_file(path: Path, maq: dict, extra: dict | None = None, q8: dict | 
     return path
 
 
-def _copy_metadata(writer, gf: gl.GGUFFile, skip=()) -> None:
-    import gguf
+def _add_value(writer, k: str, v) -> None:
+    """Add metadata ``k`` = ``v`` as read by ``GGUFFile`` (ints as u32 where they fit, else i64; floats f32;
+    numpy arrays with their element type)."""
     from gguf import GGUFValueType as VT
 
-    for k, v in gf.metadata.items():
-        if k in skip or k.startswith("GGUF.") or k == "general.architecture":
-            continue
-        if isinstance(v, bool):
-            writer.add_bool(k, v)
-        elif isinstance(v, int):
-            writer.add_key_value(k, v, VT.UINT32 if 0 <= v < 2**32 else VT.INT64)
-        elif isinstance(v, float):
-            writer.add_float32(k, v)
-        elif isinstance(v, str):
-            writer.add_string(k, v)
-        elif isinstance(v, list):
-            writer.add_array(k, v)
-        elif isinstance(v, np.ndarray):
-            vt = {np.dtype("int32"): VT.INT32, np.dtype("uint32"): VT.UINT32, np.dtype("float32"): VT.FLOAT32,
-                  np.dtype("int8"): VT.INT8, np.dtype("uint8"): VT.UINT8}.get(v.dtype, VT.INT32)
-            writer.add_key_value(k, v.tolist(), VT.ARRAY, sub_type=vt)
-        else:  # pragma: no cover
+    if isinstance(v, bool):                        # before int: a bool is an int
+        writer.add_bool(k, v)
+    elif isinstance(v, int):
+        writer.add_key_value(k, v, VT.UINT32 if 0 <= v < 2**32 else VT.INT64)
+    elif isinstance(v, np.ndarray):
+        sub = {np.dtype("int32"): VT.INT32, np.dtype("uint32"): VT.UINT32, np.dtype("float32"): VT.FLOAT32,
+               np.dtype("int8"): VT.INT8, np.dtype("uint8"): VT.UINT8}.get(v.dtype, VT.INT32)
+        writer.add_key_value(k, v.tolist(), VT.ARRAY, sub_type=sub)
+    else:
+        add = {float: writer.add_float32, str: writer.add_string, list: writer.add_array}.get(type(v))
+        if add is None:  # pragma: no cover
             raise TypeError(f"{k}: {type(v)}")
-    del gguf
+        add(k, v)
+
+
+def _copy_metadata(writer, gf: gl.GGUFFile, skip=()) -> None:
+    for k, v in gf.metadata.items():
+        if not (k in skip or k.startswith("GGUF.") or k == "general.architecture"):
+            _add_value(writer, k, v)
 
 
 def requantize_maq(src: Path, out: Path, salient_frac: float = 0.05, G: int = 64, seed: int = 0,
@@ -154,15 +154,10 @@ def rewrite(src: Path, out: Path, *, drop=(), metadata: dict | None = None, tens
             continue
         qt = Q(t.ggml_type)
         raw = np.array(t.data)
-        if qt == Q.F32:
-            w.add_tensor(name, raw.view(np.float32).reshape(t.shape))
-        elif qt == Q.F16:
-            w.add_tensor(name, raw.view(np.float16).reshape(t.shape))
-        elif qt == Q.I32:
-            w.add_tensor(name, raw.view(np.int32).reshape(t.shape))
-        elif qt == Q.I8:
-            w.add_tensor(name, raw.view(np.int8).reshape(t.shape))
-        else:
+        dtype = {Q.F32: np.float32, Q.F16: np.float16, Q.I32: np.int32, Q.I8: np.int8}.get(qt)
+        if dtype is not None:                      # element types: the writer infers the type from the dtype
+            w.add_tensor(name, raw.view(dtype).reshape(t.shape))
+        else:                                      # block types: raw bytes [rows, row bytes]
             w.add_tensor(name, raw.reshape(t.shape[0], -1) if len(t.shape) > 1 else raw, raw_dtype=qt)
     finish(w)
     return out
