@@ -1,4 +1,4 @@
-"""``maq eval`` (``python scripts/evaluate.py`` is the same command): convert every configuration once, measure, write the results.
+"""``maq eval`` (``python scripts/evaluate.py`` runs it): convert every configuration once, measure, write the results.
 
 For each configuration (``--preset``, ``--config NAME=SPEC``, ``--configs FILE``; see configs.py):
 
