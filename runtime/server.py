@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 # request fields handled here (not passed on to Llama)
-_SERVER_FIELDS = {"model", "n", "stream", "stream_options", "user", "prompt", "messages"}
+_SERVER_FIELDS = {"model", "n", "stream", "stream_options", "user", "prompt", "messages", "cache_prompt"}
 
 
 def _deps():
@@ -207,8 +207,14 @@ def create_app(llamas: list, *, model_name: str, api_key: str | None = None, max
         toks = prompt_tokens(data, chat)
         slot = await pool.acquire(toks)
         llm = slot.llm
-        call = (lambda: llm.create_chat_completion(data["messages"], stream=stream, **kw)) if chat else \
-            (lambda: llm.create_completion(data["prompt"], stream=stream, **kw))
+        fresh = data.get("cache_prompt", True) is False       # llama-server's switch: do not re-use the slot's cache
+
+        def call():
+            if fresh:
+                llm.reset()
+            if chat:
+                return llm.create_chat_completion(data["messages"], stream=stream, **kw)
+            return llm.create_completion(data["prompt"], stream=stream, **kw)
         if not stream:
             done = asyncio.Event()
             watcher = asyncio.ensure_future(watch_disconnect(request, slot, done))
@@ -397,3 +403,11 @@ def serve(model: str, *, host: str = "127.0.0.1", port: int = 8080, api_key: str
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     except OSError as exc:
         raise MAQError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+if __name__ == "__main__":     # python -m maq.runtime.server MODEL [flags]: the same as `maq serve`
+    import sys
+
+    from maq.cli import main
+
+    sys.exit(main(["serve", *sys.argv[1:]]))
