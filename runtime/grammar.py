@@ -75,7 +75,9 @@ class _Wrapper:
         self._tok = tok
         self.eos_token_id = tok.eos_id if tok.eos_id is not None else 0
         self.bos_token_id = tok.bos_id
-        self.tokens = [tok.token_bytes(i) if not tok.is_control(i) else tok.tokens[i].encode("utf-8")
+        # control tokens are b"\xff" + their text: llguidance's mark for "special, never plain text" (as its
+        # llama.cpp binding does), so a grammar cannot spell a string with <|im_start|>
+        self.tokens = [tok.token_bytes(i) if not tok.is_control(i) else b"\xff" + tok.tokens[i].encode("utf-8")
                        for i in range(tok.n_vocab)]
         self.special_token_ids = [i for i in range(tok.n_vocab) if tok.is_control(i)]
 

@@ -170,3 +170,24 @@ def test_two_streams_in_one_thread_refused_not_deadlocked(llm):
         next(b)
     a.close()
     assert _greedy(llm, PROMPTS[1], 3)
+
+
+def test_tools_where_the_template_supports_them(tiny_gqa):
+    """A template that reads ``tools`` gets them; a ``<tool_call>`` reply (forced here by a grammar: the tiny model
+    is random) comes back as OpenAI tool_calls."""
+    pytest.importorskip("llguidance")
+    from maq import Llama
+
+    llm = Llama(str(tiny_gqa[1]), n_ctx=128, n_threads=1, verbose=False)
+    llm.tokenizer_.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                                    "{% endfor %}{% if tools %}<|im_start|>system\nTools: {{ tools | tojson }}"
+                                    "<|im_end|>\n{% endif %}<|im_start|>assistant\n")
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    msgs = [{"role": "user", "content": "Weather?"}]
+    assert "get_weather" in llm.apply_chat_template(msgs, tools=tools)
+    g = 'root ::= "<tool_call>{\\"name\\": \\"get_weather\\", \\"arguments\\": {\\"city\\": \\"Paris\\"}}</tool_call>"'
+    res = llm.create_chat_completion(msgs, tools=tools, grammar=g, max_tokens=60, temperature=0)
+    ch = res["choices"][0]
+    assert ch["finish_reason"] == "tool_calls" and ch["message"]["content"] is None
+    call = ch["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
