@@ -217,7 +217,8 @@ def check_config(cfg_file: Path, supported_archs: tuple[str, ...], arch: str) ->
     for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
         v = raw.get(k)
         ids = v if isinstance(v, list) else [v]
-        if not all(i is None or isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_vocab for i in ids):
+        lo = -1 if k == "pad_token_id" else 0           # old Llama conversions write pad_token_id -1 ("none")
+        if not all(i is None or isinstance(i, int) and not isinstance(i, bool) and lo <= i < n_vocab for i in ids):
             raise MAQError(f"{cfg_file}: {k} = {_show(v)}, expected a token id in 0..{n_vocab - 1} (or a list)")
     return raw, HFConfig(n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv,
                          head_dim=head_dim, n_vocab=n_vocab, n_ctx=n_ctx, rope_theta=theta, rms_eps=rms_eps,
