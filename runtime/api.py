@@ -194,6 +194,7 @@ class Llama:
                         self._n_ctx, self._lm.config.context_length)
         self.model = model_mod.create(self._lm, n_ctx=self._n_ctx, n_threads=n_threads, engine=engine,
                                       max_batch=n_batch)
+        self._engine = engine
         self.n_threads = self.model.n_threads
         self.n_batch = n_batch
         self._seed = seed if seed is not None and seed >= 0 and seed != 0xFFFFFFFF else None
@@ -262,6 +263,18 @@ class Llama:
     def reset(self) -> None:
         """Forget the cached context."""
         self._tokens = []
+
+    def new_context(self) -> "Llama":
+        """Another ``Llama`` over the same loaded weights and tokenizer, with its own KV cache, lock and seed
+        source (a server slot: N slots cost N KV caches, not N copies of the weights)."""
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other.model = model_mod.create(self._lm, n_ctx=self._n_ctx, n_threads=self.n_threads, engine=self._engine,
+                                       max_batch=self.n_batch)
+        other._lock, other._owner, other.cancel_event = threading.Lock(), None, None
+        other._tokens, other._embedder, other.last_timings = [], None, {}
+        other._rng_seed_source = np.random.default_rng(int(self._rng_seed_source.integers(0, 2**63 - 1)))
+        return other
 
     @classmethod
     def from_pretrained(cls, repo_id: str, filename: str, **kwargs) -> "Llama":

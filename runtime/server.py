@@ -4,7 +4,8 @@ Endpoints: ``POST /v1/chat/completions`` and ``/v1/completions`` (``stream`` as 
 ``GET /v1/models``, ``POST /v1/embeddings``, ``GET /health``, ``GET /`` (the chat page, runtime/static/index.html).
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 
-Slots: ``--parallel N`` ``Llama`` objects over the same mapped file, each with its own KV cache; a request takes a
+Slots: ``--parallel N`` ``Llama`` objects sharing the loaded weights (``Llama.new_context``), each with its own KV
+cache; a request takes a
 free slot (the one whose cache shares the longest prefix with its prompt, so a chat's next turn re-uses the K/V of
 the history) or waits in a queue of at most ``--max-queue`` requests; past that it is refused with 503 at once.
 Each generation runs in a worker thread; a client that disconnects sets the slot's ``cancel_event`` and the
@@ -373,12 +374,12 @@ def create_app(llamas: list, *, model_name: str, api_key: str | None = None, max
 
 
 def load_slots(model: str, parallel: int, **llama_kwargs) -> list:
-    """``parallel`` Llama objects over one file (weights mapped once by the OS; one KV cache each)."""
+    """``parallel`` Llama objects sharing one loaded model (``Llama.new_context``: one KV cache each)."""
     from maq.runtime.api import Llama
 
     slots = [Llama(model, embedding=True, verbose=False, **llama_kwargs)]
     for _ in range(parallel - 1):
-        slots.append(Llama(model, embedding=True, verbose=False, **llama_kwargs))
+        slots.append(slots[0].new_context())
     return slots
 
 

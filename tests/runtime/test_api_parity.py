@@ -191,3 +191,11 @@ def test_tools_where_the_template_supports_them(tiny_gqa):
     assert ch["finish_reason"] == "tool_calls" and ch["message"]["content"] is None
     call = ch["message"]["tool_calls"][0]["function"]
     assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
+
+
+def test_new_context_shares_weights_not_the_cache(llm):
+    other = llm.new_context()
+    assert other._lm is llm._lm and other.model is not llm.model and other._lock is not llm._lock
+    want = _greedy(llm, PROMPTS[0])
+    assert _greedy(other, PROMPTS[2]) == _greedy(llm, PROMPTS[2]) and _greedy(llm, PROMPTS[0]) == want
+    assert other._tokens[:3] != llm._tokens[:3]
