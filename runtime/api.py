@@ -8,6 +8,14 @@ log-probabilities (``None`` for the first, as the OpenAI API does), so log-likel
 The KV cache is kept between calls: a new prompt re-uses the longest common prefix with what is cached
 (a chat history is evaluated once). Errors are ``maq.MAQError``.
 
+As llama-cpp-python: ``max_tokens`` <= 0 or None generates until the context is full; special tokens written in a
+prompt string are parsed (``tokenize(..., special=True)``); ``embed`` / ``create_embedding`` (with
+``embedding=True``: mean-pooled, L2-normalized final hidden states); ``save_state`` / ``load_state``; chat
+``logprobs`` / ``top_logprobs`` (a stream carries them in its last chunk); ``response_format`` json_object /
+json_schema and ``grammar`` (GBNF or Lark) by constrained sampling (``runtime/grammar.py``, llguidance); ``tools``
+where the chat template reads them (``<tool_call>`` blocks -> ``tool_calls``), a ``MAQError`` where it does not.
+Keyword arguments MAQ does not use are named in one warning; invalid UTF-8 (lone surrogates) becomes U+FFFD.
+
 Thread safety: one lock per ``Llama``; concurrent calls queue (a stream holds the lock from its first chunk until
 it is exhausted or closed). Two streams of one object interleaved in ONE thread would wait on each other forever:
 that is refused with a ``MAQError``.
