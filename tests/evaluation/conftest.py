@@ -2,7 +2,6 @@
 helpers, tests/runtime/gguf_files.py), a short text file."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
