@@ -2,7 +2,7 @@
 //   maq-kernels BITS T P G DIR
 // reads DIR/{words,second,scales,rowscale}.bin (the file's parts, raw) and DIR/x.f32 (T floats); writes
 //   DIR/deq.f32  float [P][T]   ggml to_float of the repacked rows
-//   DIR/xq.f32   float [T]      the Q8_0 activation ggml makes of x, dequantized
+//   DIR/xq.f32   float [T + T/32]  the Q8_1 activation ggml makes of x, dequantized, then its T/32 sums S
 //   DIR/dot.f32  float [P][2]   vec_dot of every row with it: the build's (SIMD) path, then the scalar reference
 #include "ggml.h"
 #include "ggml-cpu.h"
@@ -10,8 +10,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-void ggml_vec_dot_maq_q8_0_ref(int bits, int n, float * s, const void * vx, const void * vy);
+void ggml_vec_dot_maq_q8_1_ref(int bits, int n, float * s, const void * vx, const void * vy);
 
 static void * slurp(const char * dir, const char * name, size_t * n) {
     char path[4096];
@@ -54,15 +55,22 @@ int main(int argc, char ** argv) {
     float * deq = malloc(sizeof(float) * T * P);
     for (int64_t p = 0; p < P; p++) ggml_get_type_traits(type)->to_float(w + p * rs, deq + p * T, T);
     spit(dir, "deq.f32", deq, sizeof(float) * T * P);
-    void * xq = malloc(ggml_row_size(GGML_TYPE_Q8_0, T));
-    ggml_get_type_traits_cpu(GGML_TYPE_Q8_0)->from_float(x, xq, T);
-    float * xd = malloc(sizeof(float) * T);
-    ggml_get_type_traits(GGML_TYPE_Q8_0)->to_float(xq, xd, T);
-    spit(dir, "xq.f32", xd, sizeof(float) * T);
+    uint8_t * xq = malloc(ggml_row_size(GGML_TYPE_Q8_1, T));   // blocks of {fp16 d, fp16 s, int8 qs[32]}
+    ggml_get_type_traits_cpu(GGML_TYPE_Q8_1)->from_float(x, xq, T);
+    float * xd = malloc(sizeof(float) * (T + T / 32));
+    for (int64_t b = 0; b < T / 32; b++) {
+        const uint8_t * blk = xq + 36 * b;
+        uint16_t d, s;
+        memcpy(&d, blk, 2);
+        memcpy(&s, blk + 2, 2);
+        for (int i = 0; i < 32; i++) xd[32 * b + i] = ggml_fp16_to_fp32(d) * (float) (int8_t) blk[4 + i];
+        xd[T + b] = ggml_fp16_to_fp32(s);
+    }
+    spit(dir, "xq.f32", xd, sizeof(float) * (T + T / 32));
     float * dot = malloc(sizeof(float) * 2 * P);
     for (int64_t p = 0; p < P; p++) {
         ggml_get_type_traits_cpu(type)->vec_dot((int) T, &dot[2 * p], 0, w + p * rs, 0, xq, 0, 1);
-        ggml_vec_dot_maq_q8_0_ref(bits, (int) T, &dot[2 * p + 1], w + p * rs, xq);
+        ggml_vec_dot_maq_q8_1_ref(bits, (int) T, &dot[2 * p + 1], w + p * rs, xq);
     }
     spit(dir, "dot.f32", dot, sizeof(float) * 2 * P);
     return 0;
