@@ -383,6 +383,22 @@ def load_slots(model: str, parallel: int, **llama_kwargs) -> list:
     return slots
 
 
+def _check_listen(host: str, port: int) -> None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise MAQError(f"--host {host}: cannot resolve ({exc.strerror})") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise MAQError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def serve(model: str, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
           parallel: int = 1, max_queue: int = 16, **llama_kwargs) -> None:
     """Load the model and serve until interrupted."""
@@ -395,6 +411,7 @@ def serve(model: str, *, host: str = "127.0.0.1", port: int = 8080, api_key: str
         raise MAQError(f"--max-queue {max_queue}: expected 0 or more")
     if not 0 <= port <= 65535:
         raise MAQError(f"--port {port}: expected 0..65535")
+    _check_listen(host, port)         # before the model loads: a busy port is one line at once
     llamas = load_slots(model, parallel, **llama_kwargs)
     name = os.path.basename(llamas[0].model_path)
     app = create_app(llamas, model_name=name, api_key=api_key, max_queue=max_queue)

@@ -162,3 +162,19 @@ def test_16_clients_x_3_requests_answered_or_refused(server, client):
     assert results.count("ok") >= 6
     assert server.rss_kib() < rss0 + 150 * 1024
     assert client.models.list().data          # still serving
+
+
+def test_busy_port_is_one_line_before_loading(tiny_gqa, capsys):
+    import socket
+
+    from maq.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["serve", str(tiny_gqa[1]), "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("maq: error: cannot listen on 127.0.0.1:") and err.count("\n") == 1
+    assert main(["serve", str(tiny_gqa[1]), "--parallel", "0"]) == 1
+    assert "--parallel 0" in capsys.readouterr().err
