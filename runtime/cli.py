@@ -216,6 +216,7 @@ def _report(llm, chat: bool) -> None:
 def cmd_chat(args) -> int:
     _check_common(args)
     kw = _sampling_kwargs(args)
+    _warn_if_invalid_utf8(args.system, "--system")
     llm = _llama(args, args.ctx)
     history: list[dict] = []
 
