@@ -10,8 +10,8 @@
 // MAQ2 salient word w = dsal * c_k (c_k = int8 mean of 4 inputs).
 //
 // Code layout inside a half h (inputs 32h .. 32h+31 of the block), chosen for SIMD unpacking:
-//   qs[8h + i]: bits 2k..2k+1 = low 2 bits of the code of input 32h + 8k + i   (i = 0..7, k = 0..3)
-//   MAQ4 qh[8h + i]: same positions, bits 2..3 of the code
+//   MAQ4 qs[16h + i]: low nibble = the 4-bit code of input 32h + i, high nibble = that of input 32h + 16 + i
+//   MAQ2 / MAQ3 qs[8h + i]: bits 2k..2k+1 = low 2 bits of the code of input 32h + 8k + i   (i = 0..7, k = 0..3)
 //   MAQ3 qh[4h .. 4h+3]: little-endian 32-bit mask, bit i = bit 2 of the code of input 32h + i
 //   MAQ2 salient word s (0/1) of half h (inputs 32h+16s .. +15): the file's 32-bit word, its bits 4n..4n+3 in
 //   the nibble s of qs[8h + n]; sal bit 2h+s is set. Its 2-bit codes are not meaningful.
@@ -58,8 +58,7 @@ typedef struct {
     uint16_t d, dmin;
     uint8_t  sc[2];
     int8_t   m[2];
-    uint8_t  qs[16];
-    uint8_t  qh[16];    // bits 2..3 of every code
+    uint8_t  qs[32];    // 4-bit codes (nibbles), see above
 } block_maq4;           // 40 bytes / 64 weights = 5.0 bits per weight
 
 // file parts -> blocks. T (inputs per row) must be a multiple of 64; G in {32, 64, 128}.
@@ -75,11 +74,15 @@ GGML_API void ggml_maq_dequantize_row_maq2(const block_maq2 * x, float * y, int6
 GGML_API void ggml_maq_dequantize_row_maq3(const block_maq3 * x, float * y, int64_t k);
 GGML_API void ggml_maq_dequantize_row_maq4(const block_maq4 * x, float * y, int64_t k);
 
-// the 2/3/4-bit code of input i (0..63) of a block (MAQ2: meaningless inside a salient word)
+// the 2/3/4-bit code of input i (0..63) of a block, qs = the block's code bytes (byte 8), qh = MAQ3's bit plane
+// (MAQ2: meaningless inside a salient word)
 static inline int ggml_maq_code(const uint8_t * qs, const uint8_t * qh, int bits, int i) {
-    const int h = i / 32, r = i % 32, n = 8 * h + r % 8, sh = 2 * (r / 8);
+    const int h = i / 32, r = i % 32;
+    if (bits == 4) {
+        return (qs[16 * h + r % 16] >> (4 * (r / 16))) & 15;
+    }
+    const int n = 8 * h + r % 8, sh = 2 * (r / 8);
     int q = (qs[n] >> sh) & 3;
-    if (bits == 4) q |= ((qh[n] >> sh) & 3) << 2;
     if (bits == 3) q |= ((qh[4 * h + r / 8] >> (r % 8)) & 1) << 2;
     return q;
 }

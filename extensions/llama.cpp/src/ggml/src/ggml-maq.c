@@ -3,6 +3,7 @@
 #include "ggml-maq.h"
 #include "ggml-impl.h"
 
+#include <stddef.h>
 #include <string.h>
 
 static int maq_bits(enum ggml_type type) {
@@ -33,7 +34,8 @@ int ggml_maq_repack(enum ggml_type type, int64_t T, int64_t P, int G, const void
             ggml_maq_head * hd = (ggml_maq_head *) blk;
             hd->d = rs[0];
             hd->dmin = rs[1];
-            uint8_t * qh = blk + sizeof(ggml_maq_head);   // MAQ3 / MAQ4 hi plane follows qs
+            uint8_t * qs = blk + offsetof(ggml_maq_head, qs);   // 16 bytes (MAQ2 / MAQ3) or 32 (MAQ4)
+            uint8_t * qh = blk + sizeof(ggml_maq_head);         // MAQ3's bit plane follows qs
             for (int h = 0; h < 2; h++) {
                 const int64_t g = (QK_MAQ * b + 32 * h) / G;   // a half never straddles a group (G >= 32)
                 hd->sc[h] = sr[g];
@@ -41,11 +43,14 @@ int ggml_maq_repack(enum ggml_type type, int64_t T, int64_t P, int G, const void
                 for (int i = 0; i < 32; i++) {
                     const int64_t t = QK_MAQ * b + 32 * h + i, w = t / 16;
                     const int j = (int) (t % 16), n = 8 * h + i % 8, sh = 2 * (i / 8);
-                    hd->qs[n] |= (uint8_t) (((wr[w] >> (2 * j)) & 3) << sh);
+                    const uint32_t lo = (wr[w] >> (2 * j)) & 3;
                     if (bits == 4) {
                         const uint32_t hw = ((const uint32_t *) second)[p * nw + w];
-                        qh[n] |= (uint8_t) (((hw >> (2 * j)) & 3) << sh);
-                    } else if (bits == 3) {
+                        qs[16 * h + i % 16] |= (uint8_t) ((lo | (((hw >> (2 * j)) & 3) << 2)) << (4 * (i / 16)));
+                        continue;
+                    }
+                    qs[n] |= (uint8_t) (lo << sh);
+                    if (bits == 3) {
                         const uint16_t hw = ((const uint16_t *) second)[p * nw + w];
                         qh[4 * h + i / 8] |= (uint8_t) (((hw >> j) & 1) << (i % 8));
                     }
@@ -79,7 +84,7 @@ static void maq_dequant(const uint8_t * blk, const uint8_t * qh, int bits, float
     for (int h = 0; h < 2; h++) {
         const float scale = d * hd->sc[h], mn = dmin * hd->m[h];   // exact in float32 (11 x 8 bits)
         for (int i = 0; i < 32; i++) {
-            y[32 * h + i] = scale * (float) ggml_maq_code(hd->qs, qh, bits, 32 * h + i) + mn;
+            y[32 * h + i] = scale * (float) ggml_maq_code(blk + offsetof(ggml_maq_head, qs), qh, bits, 32 * h + i) + mn;
         }
     }
 }
@@ -109,6 +114,6 @@ void ggml_maq_dequantize_row_maq3(const block_maq3 * x, float * y, int64_t k) {
 
 void ggml_maq_dequantize_row_maq4(const block_maq4 * x, float * y, int64_t k) {
     for (int64_t b = 0; b < k / QK_MAQ; b++, y += QK_MAQ) {
-        maq_dequant((const uint8_t *) &x[b], x[b].qh, 4, y);
+        maq_dequant((const uint8_t *) &x[b], NULL, 4, y);
     }
 }

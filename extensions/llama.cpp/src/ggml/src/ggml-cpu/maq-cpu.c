@@ -22,6 +22,7 @@
 #include "maq-cpu.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #if defined(FP_FAST_FMAF)
@@ -63,7 +64,7 @@ static void maq_lanes_scalar(const uint8_t * blk, int bits, const block_q8_1 * y
             continue;
         }
         for (int i = 0; i < 4; i++) {
-            A[l] += ggml_maq_code(hd->qs, qh, bits, 32 * h + 4 * l + i) * yy[i];
+            A[l] += ggml_maq_code(blk + offsetof(ggml_maq_head, qs), qh, bits, 32 * h + 4 * l + i) * yy[i];
         }
     }
 }
@@ -114,8 +115,8 @@ static void maq_vec_dot_avx2(int bits, int n, float * s, const void * vx, const 
     const block_q8_1 * y = (const block_q8_1 *) vy;
     const size_t bsz = maq_block_size(bits);
     const __m256i one16 = _mm256_set1_epi16(1);
-    const __m128i m3 = _mm_set1_epi8(3), m33 = _mm_set1_epi8(0x33), mcc = _mm_set1_epi8((char) 0xcc);
-    const __m128i m0f = _mm_set1_epi8(0x0f);
+    const __m128i m3 = _mm_set1_epi8(3);
+    const __m256i m0f256 = _mm256_set1_epi8(0x0f);
     __m256 acc = _mm256_setzero_ps();
     float summ = 0.0f;
     for (int b = 0; b < nb; b++) {
@@ -137,24 +138,21 @@ static void maq_vec_dot_avx2(int bits, int n, float * s, const void * vx, const 
             continue;
         }
         const ggml_maq_head * hd = (const ggml_maq_head *) blk;
-        const __m128i v = _mm_loadu_si128((const __m128i *) hd->qs);
-        __m128i k0, k1, k2, k3;
-        if (bits == 4) {
-            const __m128i hv = _mm_loadu_si128((const __m128i *) (blk + sizeof(ggml_maq_head)));
-            const __m128i a = _mm_or_si128(_mm_and_si128(v, m33), _mm_and_si128(_mm_slli_epi16(hv, 2), mcc));
-            const __m128i c = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v, 2), m33), _mm_and_si128(hv, mcc));
-            k0 = _mm_and_si128(a, m0f);
-            k1 = _mm_and_si128(c, m0f);
-            k2 = _mm_and_si128(_mm_srli_epi16(a, 4), m0f);
-            k3 = _mm_and_si128(_mm_srli_epi16(c, 4), m0f);
+        __m256i c0, c1;
+        if (bits == 4) {   // nibbles: byte i of half h = inputs i (low) and 16 + i (high)
+            const __m256i x = _mm256_loadu_si256((const __m256i *) (blk + offsetof(ggml_maq_head, qs)));
+            const __m256i lo = _mm256_and_si256(x, m0f256), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m0f256);
+            c0 = _mm256_permute2x128_si256(lo, hi, 0x20);
+            c1 = _mm256_permute2x128_si256(lo, hi, 0x31);
         } else {
-            k0 = _mm_and_si128(v, m3);
-            k1 = _mm_and_si128(_mm_srli_epi16(v, 2), m3);
-            k2 = _mm_and_si128(_mm_srli_epi16(v, 4), m3);
-            k3 = _mm_and_si128(_mm_srli_epi16(v, 6), m3);
+            const __m128i v = _mm_loadu_si128((const __m128i *) hd->qs);
+            const __m128i k0 = _mm_and_si128(v, m3);
+            const __m128i k1 = _mm_and_si128(_mm_srli_epi16(v, 2), m3);
+            const __m128i k2 = _mm_and_si128(_mm_srli_epi16(v, 4), m3);
+            const __m128i k3 = _mm_and_si128(_mm_srli_epi16(v, 6), m3);
+            c0 = _mm256_set_m128i(_mm_unpacklo_epi64(k2, k3), _mm_unpacklo_epi64(k0, k1));
+            c1 = _mm256_set_m128i(_mm_unpackhi_epi64(k2, k3), _mm_unpackhi_epi64(k0, k1));
         }
-        __m256i c0 = _mm256_set_m128i(_mm_unpacklo_epi64(k2, k3), _mm_unpacklo_epi64(k0, k1));
-        __m256i c1 = _mm256_set_m128i(_mm_unpackhi_epi64(k2, k3), _mm_unpackhi_epi64(k0, k1));
         if (bits == 3) {
             const uint8_t * qh = blk + sizeof(ggml_maq_head);
             const __m256i four = _mm256_set1_epi8(4);
@@ -217,26 +215,26 @@ static void maq_vec_dot_sse(int bits, int n, float * s, const void * vx, const v
         }
         const ggml_maq_head * hd = (const ggml_maq_head *) blk;
         const uint8_t * qh = blk + sizeof(ggml_maq_head);
-        const __m128i v = _mm_loadu_si128((const __m128i *) hd->qs);
-        __m128i k0, k1, k2, k3;
-        if (bits == 4) {
-            const __m128i hv = _mm_loadu_si128((const __m128i *) qh);
-            const __m128i m33 = _mm_set1_epi8(0x33), mcc = _mm_set1_epi8((char) 0xcc), m0f = _mm_set1_epi8(0x0f);
-            const __m128i a = _mm_or_si128(_mm_and_si128(v, m33), _mm_and_si128(_mm_slli_epi16(hv, 2), mcc));
-            const __m128i c = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v, 2), m33), _mm_and_si128(hv, mcc));
-            k0 = _mm_and_si128(a, m0f);
-            k1 = _mm_and_si128(c, m0f);
-            k2 = _mm_and_si128(_mm_srli_epi16(a, 4), m0f);
-            k3 = _mm_and_si128(_mm_srli_epi16(c, 4), m0f);
+        __m128i c[4];
+        if (bits == 4) {   // nibbles: byte i of half h = inputs i (low) and 16 + i (high)
+            const __m128i m0f = _mm_set1_epi8(0x0f);
+            for (int h = 0; h < 2; h++) {
+                const __m128i v = _mm_loadu_si128((const __m128i *) (blk + offsetof(ggml_maq_head, qs) + 16 * h));
+                c[2 * h] = _mm_and_si128(v, m0f);
+                c[2 * h + 1] = _mm_and_si128(_mm_srli_epi16(v, 4), m0f);
+            }
         } else {
+            const __m128i v = _mm_loadu_si128((const __m128i *) hd->qs);
             const __m128i m3 = _mm_set1_epi8(3);
-            k0 = _mm_and_si128(v, m3);
-            k1 = _mm_and_si128(_mm_srli_epi16(v, 2), m3);
-            k2 = _mm_and_si128(_mm_srli_epi16(v, 4), m3);
-            k3 = _mm_and_si128(_mm_srli_epi16(v, 6), m3);
+            const __m128i k0 = _mm_and_si128(v, m3);
+            const __m128i k1 = _mm_and_si128(_mm_srli_epi16(v, 2), m3);
+            const __m128i k2 = _mm_and_si128(_mm_srli_epi16(v, 4), m3);
+            const __m128i k3 = _mm_and_si128(_mm_srli_epi16(v, 6), m3);
+            c[0] = _mm_unpacklo_epi64(k0, k1);
+            c[1] = _mm_unpacklo_epi64(k2, k3);
+            c[2] = _mm_unpackhi_epi64(k0, k1);
+            c[3] = _mm_unpackhi_epi64(k2, k3);
         }
-        __m128i c[4] = {_mm_unpacklo_epi64(k0, k1), _mm_unpacklo_epi64(k2, k3),
-                        _mm_unpackhi_epi64(k0, k1), _mm_unpackhi_epi64(k2, k3)};
         if (bits == 3) {
             const __m128i four = _mm_set1_epi8(4);
             for (int i = 0; i < 4; i++) {
@@ -299,26 +297,25 @@ static void maq_vec_dot_neon(int bits, int n, float * s, const void * vx, const 
         }
         const ggml_maq_head * hd = (const ggml_maq_head *) blk;
         const uint8_t * qh = blk + sizeof(ggml_maq_head);
-        const uint8x16_t v = vld1q_u8(hd->qs);
-        uint8x16_t k0, k1, k2, k3;
-        if (bits == 4) {
-            const uint8x16_t hv = vld1q_u8(qh);
-            const uint8x16_t m33 = vdupq_n_u8(0x33), mcc = vdupq_n_u8(0xcc), m0f = vdupq_n_u8(0x0f);
-            const uint8x16_t a = vorrq_u8(vandq_u8(v, m33), vandq_u8(vshlq_n_u8(hv, 2), mcc));
-            const uint8x16_t c = vorrq_u8(vandq_u8(vshrq_n_u8(v, 2), m33), vandq_u8(hv, mcc));
-            k0 = vandq_u8(a, m0f);
-            k1 = vandq_u8(c, m0f);
-            k2 = vshrq_n_u8(a, 4);
-            k3 = vshrq_n_u8(c, 4);
+        uint8x16_t c[4];
+        if (bits == 4) {   // nibbles: byte i of half h = inputs i (low) and 16 + i (high)
+            for (int h = 0; h < 2; h++) {
+                const uint8x16_t v = vld1q_u8(blk + offsetof(ggml_maq_head, qs) + 16 * h);
+                c[2 * h] = vandq_u8(v, vdupq_n_u8(0x0f));
+                c[2 * h + 1] = vshrq_n_u8(v, 4);
+            }
         } else {
+            const uint8x16_t v = vld1q_u8(hd->qs);
             const uint8x16_t m3 = vdupq_n_u8(3);
-            k0 = vandq_u8(v, m3);
-            k1 = vandq_u8(vshrq_n_u8(v, 2), m3);
-            k2 = vandq_u8(vshrq_n_u8(v, 4), m3);
-            k3 = vshrq_n_u8(v, 6);
+            const uint8x16_t k0 = vandq_u8(v, m3);
+            const uint8x16_t k1 = vandq_u8(vshrq_n_u8(v, 2), m3);
+            const uint8x16_t k2 = vandq_u8(vshrq_n_u8(v, 4), m3);
+            const uint8x16_t k3 = vshrq_n_u8(v, 6);
+            c[0] = vcombine_u8(vget_low_u8(k0), vget_low_u8(k1));
+            c[1] = vcombine_u8(vget_low_u8(k2), vget_low_u8(k3));
+            c[2] = vcombine_u8(vget_high_u8(k0), vget_high_u8(k1));
+            c[3] = vcombine_u8(vget_high_u8(k2), vget_high_u8(k3));
         }
-        uint8x16_t c[4] = {vcombine_u8(vget_low_u8(k0), vget_low_u8(k1)), vcombine_u8(vget_low_u8(k2), vget_low_u8(k3)),
-                           vcombine_u8(vget_high_u8(k0), vget_high_u8(k1)), vcombine_u8(vget_high_u8(k2), vget_high_u8(k3))};
         if (bits == 3) {
             const uint8x16_t four = vdupq_n_u8(4);
             for (int i = 0; i < 4; i++) {
