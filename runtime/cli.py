@@ -85,7 +85,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="OpenAI-compatible HTTP server and chat page (needs maq[server])",
                               description="Serve a model over HTTP like llama-server: /v1/chat/completions, "
                                           "/v1/completions (streaming or not), /v1/models, /v1/embeddings, /health, "
-                                          "and a chat page at /. Needs: pip install 'maq[server]'.")
+                                          "and a chat page at /. --threads is per slot. Needs: pip install 'maq[server]'.")
     _common(p, ctx_default=4096, ctx_help="context window per slot in tokens")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
