@@ -203,7 +203,12 @@ class Files:
         ref = self.f32_reference()
         imat = self.imatrix() if cfg.imatrix else None
         ver = llamacpp.version(self.bins)
-        key = C.cache_key(self.source_id, {"llamacpp": cfg.qtype, "imatrix": imat.name if imat else None}, ver)
+        opts = {"llamacpp": cfg.qtype, "imatrix": imat.name if imat else None}
+        extra: list[str] = []
+        if getattr(self.args, "hybrid", None):       # the type on every tensor of the kind (no k-quant mixture)
+            extra = ["--tensor-type", f"{self.args.hybrid}={cfg.qtype.lower()}"]
+            opts["tensor_type"] = extra[1]
+        key = C.cache_key(self.source_id, opts, ver)
         out = self.cache / "llamacpp" / f"{cfg.qtype}.{key}.gguf"
         out.parent.mkdir(parents=True, exist_ok=True)
         meta_path = out.with_suffix(".json")
@@ -211,7 +216,7 @@ class Files:
             meta = json.loads(meta_path.read_text())
             row["conversion"] = {**meta, "cached": True}
             return out
-        meta = llamacpp.quantize(self.bins, ref, out, cfg.qtype, imat, self.args.threads)
+        meta = llamacpp.quantize(self.bins, ref, out, cfg.qtype, imat, self.args.threads, extra)
         meta.update({"llamacpp_version": ver, "imatrix": str(imat) if imat else None, "from": str(ref)})
         meta_path.write_text(json.dumps(meta, indent=1))
         row["conversion"] = {**meta, "cached": False}
@@ -371,6 +376,12 @@ def run_config(cfg: C.Config, args, files: Files, res: Results) -> dict:
     step = "convert"
     try:
         path = files.resolve(cfg, row)
+        if args.hybrid:
+            step = "hybrid"
+            from . import hybrid
+
+            path, row["hybrid"] = hybrid.prepare(path, files.f32_reference(), args.hybrid,
+                                                 Path(args.cache) / "hybrid", cfg.kind == "reference")
         row["file"] = str(path)
         save()
         step = "inspect"
@@ -387,7 +398,8 @@ def run_config(cfg: C.Config, args, files: Files, res: Results) -> dict:
         row["metadata"] = {k: v for k, v in s["metadata"].items() if k.startswith(("maq.", "general.file_type"))}
         save()
         is_maq = _is_maq(s)
-        ours = is_maq or cfg.kind in ("reference", "convert", "file") or cfg.qtype in args.ours_on_llamacpp
+        ours = is_maq or cfg.kind in ("reference", "convert", "file") or cfg.qtype in args.ours_on_llamacpp \
+            or bool(args.hybrid)
         why = runtime_loads(path) if ours else "not requested (--ours-on-llamacpp)"
         if why:
             row["runtime_note"] = why
@@ -482,6 +494,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a configuration: NAME=reference | NAME=@llamacpp:TYPE[+imatrix] | NAME=@file:PATH | "
                         "NAME='maq convert flags' (repeatable)")
     g.add_argument("--configs", metavar="FILE", help="configurations file (NAME = SPEC lines, or JSON)")
+    g.add_argument("--hybrid", default=None, metavar="KIND",
+                   help="measure each configuration as the reference with only its KIND tensors (e.g. ffn_down) "
+                        "replaced; llama.cpp's type is forced on those tensors (default for --preset ffn_down)")
     g.add_argument("--only", default="", help="comma-separated names: run only these configurations")
     g.add_argument("--convert-flags", default="", metavar="FLAGS",
                    help="flags given to every maq convert before the configuration's own (e.g. '--nsamples 32')")
@@ -565,13 +580,15 @@ def run(args) -> int:
     args.speed_threads = [int(t) for t in str(args.speed_threads).split(",") if t.strip()]
     args.ours_on_llamacpp = {t.strip().upper() for t in args.ours_on_llamacpp.split(",") if t.strip()}
     cfgs = collect_configs(args)
+    args.hybrid = args.hybrid or C.HYBRID_PRESETS.get(args.preset or "")
     name = args.run or args.preset or "eval"
     from maq.runtime.info import cpu_model
 
     meta = {"source": str(source), "text": args.text, "ctx": args.ctx, "limit": args.limit, "c4": args.c4,
             "c4_limit": args.c4_limit, "convert_flags": args.convert_flags, "threads": args.threads,
             "speed_threads": args.speed_threads, "cpu": cpu_model(), "cores": os.cpu_count(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv}
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv, "hybrid": args.hybrid,
+            "tasks": args.tasks, "tasks_limit": args.tasks_limit, "load_avg_start": os.getloadavg()}
     res = Results(Path(args.results_dir) / f"{name}.json", meta)
     res.save()
     files = Files(args, source)
@@ -583,6 +600,7 @@ def run(args) -> int:
         row = run_config(cfg, args, files, res)
         failed += "error" in row
         log.info("%s", report.one_line(row))
+    render_tables(res, args)
     res.data["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     res.data["meta"]["load_avg_end"] = os.getloadavg()
     res.save()
@@ -590,6 +608,21 @@ def run(args) -> int:
         report.write(Path(args.results_dir), Path(args.results_md))
     log.info("results: %s (%d of %d configurations failed)", res.path, failed, len(cfgs))
     return 1 if failed == len(cfgs) else 0
+
+
+def render_tables(res: Results, args) -> None:
+    """The run's own markdown tables, kept in its results file (docs/RESULTS.md's ``run:table`` markers show them):
+    ``hybrid`` + ``hybrid_plot`` for a --hybrid run, ``table3`` for a run with --tasks."""
+    tables = res.data.setdefault("tables", {})
+    if args.hybrid:
+        from . import hybrid
+
+        tables["hybrid"] = hybrid.table(res.data)
+        tables["hybrid_plot"] = hybrid.plot(res.data, Path(args.results_dir) / f"{res.path.stem}_ppl_vs_bpw.png")
+    if args.tasks:
+        from . import zeroshot as Z
+
+        tables["table3"] = Z.table3(res.data)
 
 
 def register(subparsers) -> None:

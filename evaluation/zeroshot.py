@@ -47,6 +47,10 @@ TASKS = ("arc_easy", "arc_challenge", "openbookqa", "piqa", "hellaswag", "winogr
 QA_FOLDERS: dict[str, str] = {"piqa": "piqa", "boolq": "boolq", "openbookqa": "openbookqa", "winogrande": "winogrande",
                               "arc_easy": "arc-easy", "arc_challenge": "arc-challenge", "hellaswag": "hellaswag"}
 DATA_SUFFIXES = (".jsonl", ".json", ".txt", ".bz2")
+# lm-eval reports acc only for these: WinoGrande (partial evaluation) and BoolQ (its metric list)
+ACC_ONLY = ("winogrande", "boolq")
+LABELS = {"piqa": "PIQA", "boolq": "BoolQ", "openbookqa": "OBQA", "winogrande": "WinoGrande", "arc_easy": "ARC-e",
+          "arc_challenge": "ARC-c", "hellaswag": "HellaSwag"}
 
 
 @dataclasses.dataclass
@@ -298,12 +302,17 @@ def split_pair(context: str, continuation: str) -> tuple[str, str]:
 
 
 class LlamaScorer:
-    """Log-likelihoods through ``maq.Llama.create_completion(echo=True, logprobs=0, max_tokens=1)``: the prompt
-    tokens come back with their log-probabilities. ``llm`` is a ``maq.Llama`` (or llama-cpp-python's)."""
+    """Log-likelihoods from the engine behind a ``maq.Llama``: the prompt's K/V cache is kept between requests, so a
+    context shared by the choices of an item (and any common prefix) is run once; logits are computed only for the
+    positions that predict the continuation. The scorer owns ``llm.model``'s cache (``llm`` is reset first)."""
 
     def __init__(self, llm):
         self.llm = llm
+        self.model = llm.model
         self.calls = 0
+        self.evaluated = 0          # tokens run through the model (the rest was re-used from the cache)
+        self._cached: list[int] = []
+        llm.reset()
 
     def _tok(self, text: str, bos: bool) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=bos)
@@ -319,17 +328,34 @@ class LlamaScorer:
         return whole, n_cont
 
     def loglikelihood(self, context: str, continuation: str) -> float:
+        import numpy as np
+
+        from maq.runtime.model import LOGITS_ALL, LOGITS_NONE
+        from maq.runtime.sampling import log_softmax
+
         prompt, n_cont = self.tokens(context, continuation)
-        if len(prompt) < 2:
+        n = len(prompt)
+        if n < 2 or n_cont >= n:
             raise MAQError("a scored prompt needs at least one context token")
-        out = self.llm.create_completion(prompt, max_tokens=1, echo=True, logprobs=0, temperature=0.0)
+        if n > self.llm.n_ctx():
+            raise MAQError(f"prompt of {n} tokens does not fit the context window n_ctx={self.llm.n_ctx()}")
+        first = n - n_cont - 1          # the position whose logits predict the first continuation token
+        keep = 0
+        for a, b in zip(self._cached, prompt[:first]):
+            if a != b:
+                break
+            keep += 1
+        self._cached = []               # a failed forward leaves the cache unknown
+        if first > keep:                # the context's new tokens: K/V only, no logits
+            self.model.forward(np.asarray(prompt[keep:first], np.int32), keep, LOGITS_NONE)
+        logits = self.model.forward(np.asarray(prompt[first:], np.int32), first, LOGITS_ALL)
+        self._cached = list(prompt)
         self.calls += 1
-        lps = out["choices"][0]["logprobs"]["token_logprobs"]
-        bos = self.llm.token_bos()
-        listed = len(prompt) - (1 if prompt[0] == bos and bos >= 0 else 0)   # echo drops a leading BOS
-        vals = lps[listed - n_cont:listed]
-        if len(vals) != n_cont or any(v is None for v in vals):
-            raise MAQError(f"prompt logprobs: expected {n_cont} values for the continuation, got {vals}")
+        self.evaluated += n - keep
+        rows = logits[:n_cont]                            # rows predicting prompt[first + 1 .. n - 1]
+        vals = [float(log_softmax(r)[t]) for r, t in zip(rows, prompt[first + 1:])]
+        if len(vals) != n_cont or not all(math.isfinite(v) for v in vals):
+            raise MAQError(f"continuation log-probabilities: expected {n_cont} finite values, got {vals}")
         return float(sum(vals))
 
 
@@ -356,8 +382,8 @@ def evaluate(scorer: Scorer, docs: Sequence[Doc], fmt_name: str = "",
         mean = sum(v) / n
         out[m] = mean
         out[m + "_stderr"] = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1) / n) if n > 1 else float("nan")
-    if fmt_name == "winogrande":
-        out["acc_norm"] = out["acc_norm_stderr"] = None   # partial evaluation: the harness reports acc only
+    if fmt_name in ACC_ONLY:
+        out["acc_norm"] = out["acc_norm_stderr"] = None   # the harness reports acc only
     return out
 
 
@@ -405,3 +431,52 @@ def resolve_tasks(specs: Sequence[str], data_dir: str | Path | None = None) -> l
 def parse_tasks(specs: Sequence[str]) -> list[tuple[str, str]]:
     """``name=path`` pairs (``resolve_tasks`` without a data folder)."""
     return [(n, str(p)) for n, p in resolve_tasks(specs)]
+
+
+# ---------------------------------------------------------------------------------------------- Table 3
+def table3(run: dict, reference: str = "reference") -> str:
+    """The paper's Table 3 shape from a results file's rows: per task acc / acc_norm (%), the 7-task averages of acc
+    and of acc_norm (acc where the harness reports acc only), and the difference of the acc average to the
+    ``reference`` row's. The item counts are in the header (first N of the shipped first half)."""
+    rows = [r for r in run.get("rows", []) if r.get("zeroshot")]
+    if not rows:
+        return "_no zero-shot measurements in this run_"
+    tasks = [t for t in QA_FOLDERS if any(t in r["zeroshot"] for r in rows)]
+    tasks += sorted({t for r in rows for t in r["zeroshot"]} - set(tasks))
+
+    def counts(t):
+        ns = sorted({(r["zeroshot"][t]["n"], r["zeroshot"][t].get("of")) for r in rows if t in r["zeroshot"]})
+        return ", ".join(f"{n}/{of}" if of else str(n) for n, of in ns)
+
+    head = ["configuration", "linear bits/w"] + [f"{LABELS.get(t, t)} ({counts(t)})" for t in tasks] \
+        + ["avg acc", "avg acc_norm*", "Δ avg acc"]
+    out = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+
+    def avgs(r):
+        z = r["zeroshot"]
+        if not all(t in z for t in tasks):
+            return None, None
+        acc = [z[t]["acc"] for t in tasks]
+        norm = [z[t]["acc_norm"] if z[t].get("acc_norm") is not None else z[t]["acc"] for t in tasks]
+        return 100 * sum(acc) / len(acc), 100 * sum(norm) / len(norm)
+
+    ref = next((avgs(r)[0] for r in rows if r["name"] == reference), None)
+    for r in rows:
+        cells = []
+        for t in tasks:
+            z = r["zeroshot"].get(t)
+            if not z:
+                cells.append("—")
+                continue
+            cells.append(f"{100 * z['acc']:.1f}" + (f" / {100 * z['acc_norm']:.1f}" if z.get("acc_norm")
+                                                    is not None else ""))
+        a, an = avgs(r)
+        bpw = (r.get("bpw") or {}).get("linear")
+        d = "—" if a is None or ref is None or r["name"] == reference else f"{a - ref:+.1f}"
+        out.append(f"| {r['name']} | {'—' if bpw is None else f'{bpw:.3f}'} | " + " | ".join(cells)
+                   + f" | {'—' if a is None else f'{a:.1f}'} | {'—' if an is None else f'{an:.1f}'} | {d} |")
+    out.append("")
+    out.append("Cells: acc / acc_norm in % (acc only where lm-evaluation-harness reports acc only: BoolQ, WinoGrande). "
+               "*avg acc_norm averages acc_norm where reported, else acc. Column headers: items scored / items in "
+               "the shipped first half of the official split.")
+    return "\n".join(out)

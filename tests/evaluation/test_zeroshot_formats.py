@@ -137,3 +137,26 @@ def test_the_shipped_sets_read_as_shipped():
         assert n_choices <= {2, 3, 4, 5}, (t, n_choices)
         golds = {d.gold for d in docs}
         assert len(golds) > 1, t                                         # not all the same answer
+
+
+def test_scorer_reuses_the_shared_context(tiny_f32):
+    """Choices after a shared context re-use its K/V (fewer tokens run) and score exactly as a fresh forward."""
+    import numpy as np
+
+    from maq.runtime import model as M
+    from maq.runtime.api import Llama
+    from maq.runtime.sampling import log_softmax
+
+    llm = Llama(str(tiny_f32), n_ctx=256, n_threads=1, verbose=False)
+    sc = Z.LlamaScorer(llm)
+    ctx = "Question: where did the quick brown fox jump over the lazy dog today?\nAnswer:"
+    got = [sc.loglikelihood(ctx, c) for c in (" over the fence.", " into a river", " over the fence.")]
+    prompt0, _ = sc.tokens(ctx, " over the fence.")
+    assert sc.evaluated < 2 * len(prompt0)              # the context was run once
+    assert got[0] == pytest.approx(got[2], abs=1e-5)
+    for cont, g in zip((" over the fence.", " into a river"), got):
+        prompt, n_cont = sc.tokens(ctx, cont)
+        logits = llm.model.forward(np.asarray(prompt, np.int32), 0, M.LOGITS_ALL)
+        n = len(prompt)
+        want = sum(float(log_softmax(logits[p - 1])[prompt[p]]) for p in range(n - n_cont, n))
+        assert g == pytest.approx(want, rel=1e-5, abs=1e-5)
