@@ -170,9 +170,9 @@ class Llama:
     def __init__(self, model_path: str, *, n_ctx: int = 512, n_threads: int | None = None, n_batch: int = 128,
                  seed: int | None = None, verbose: bool = True, engine: str = "auto", exact: bool = False,
                  dequant: str = "auto", embedding: bool = False, **kwargs):
-        if kwargs.pop("n_gpu_layers", 0) not in (0, None):
-            log.info("n_gpu_layers: MAQ runs on the CPU; ignored")
-        warn_unused("Llama", kwargs)
+        if kwargs.get("n_gpu_layers", 1) in (0, None):      # CPU only, as asked: nothing ignored
+            kwargs.pop("n_gpu_layers")
+        warn_unused("Llama", kwargs)                           # n_gpu_layers > 0 included: MAQ runs on the CPU
         self._lock = threading.Lock()
         self._owner: int | None = None
         self.embedding = bool(embedding)

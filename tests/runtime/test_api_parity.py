@@ -46,7 +46,7 @@ def test_unknown_keywords_warn_once_naming_them(llm, tiny_gqa):
     with pytest.warns(UserWarning, match="foo") as rec:
         llm.create_completion(PROMPTS[0], max_tokens=1, foo=1, frequency_penalty=0.5)
     assert len(rec) == 1 and "frequency_penalty" in str(rec[0].message)
-    with pytest.warns(UserWarning, match="use_mlock"):
+    with pytest.warns(UserWarning, match="n_gpu_layers, use_mlock"):
         Llama(str(tiny_gqa[1]), n_ctx=16, verbose=False, n_gpu_layers=99, use_mlock=True)
 
 
