@@ -84,6 +84,12 @@ def _ggml_sizes() -> dict[int, tuple[str, int, int]]:
 _SIZES = _ggml_sizes()
 
 
+def ggml_type_info(t: int) -> tuple[str, int, int] | None:
+    """(name, weights per block, bytes per block) of ggml type id ``t``: the gguf package's, else llama.cpp's types
+    newer than it (``LLAMACPP_EXTRA_TYPES``), else None."""
+    return _SIZES.get(t) or LLAMACPP_EXTRA_TYPES.get(t)
+
+
 def ggml_type_name(t: int) -> str:
     """ggml's name of type id ``t`` ("Q8_0"; llama.cpp types newer than gguf too: "Q2_0"), else "type<t>"."""
     return _SIZES.get(t, LLAMACPP_EXTRA_TYPES.get(t, (f"type{t}",)))[0]
@@ -330,7 +336,6 @@ class GGUFFile:
     def _tolerant_tensors(self, infos: list, size: int) -> None:
         """Tensor infos of a tolerant read: sizes from the type where it fits the offsets, else from the offsets."""
         align = self.alignment
-        known = {**LLAMACPP_EXTRA_TYPES, **_SIZES}
         order = sorted(range(len(infos)), key=lambda i: infos[i][3])
         ends = {i: (self.data_start + infos[order[j + 1]][3] if j + 1 < len(order) else size)
                 for j, i in enumerate(order)}
@@ -341,8 +346,9 @@ class GGUFFile:
                 raise self._fail(f"data at byte {start} is past the end of the file ({size} bytes)")
             gap = ends[i] - start                 # the tensor's bytes plus alignment padding
             nbytes, exact = gap, False
-            if t in known:
-                _, bs, ts = known[t]
+            info = ggml_type_info(t)
+            if info is not None:
+                _, bs, ts = info
                 n_el = math.prod(ne)
                 want = n_el // bs * ts if n_el % bs == 0 else -1
                 if 0 <= gap - want < align or (ends[i] == size and 0 <= gap - want):
@@ -874,4 +880,5 @@ def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto") ->
 
 
 __all__ = ["GGUFFile", "TensorInfo", "ModelConfig", "RopeConfig", "Weight", "Layer", "LoadedModel", "load",
-           "KIND_F32", "KIND_F16", "KIND_Q8_0", "KIND_MAQ2", "KIND_MAQ3", "KIND_MAQ4", "KIND_OF_BITS", "MAQ_KINDS"]
+           "KIND_F32", "KIND_F16", "KIND_Q8_0", "KIND_MAQ2", "KIND_MAQ3", "KIND_MAQ4", "KIND_OF_BITS", "MAQ_KINDS",
+           "GGML_Q2_0", "LLAMACPP_EXTRA_TYPES", "ggml_type_info", "ggml_type_name"]

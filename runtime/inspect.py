@@ -39,7 +39,7 @@ def type_label(t: RawTensor) -> str:
     """The storage type shown for a raw tensor: ggml's name, or where the gguf package and the file disagree on
     the id's block size, ``type<id> (not <name>: sizes disagree)``."""
     name = t.type_name
-    if not t.exact and t.ggml_type in gl._SIZES:
+    if not t.exact and gl.ggml_type_info(t.ggml_type) is not None and t.ggml_type not in gl.LLAMACPP_EXTRA_TYPES:
         return f"type{t.ggml_type} (not {name}: sizes disagree)"
     return name
 
@@ -102,8 +102,8 @@ class TensorRow:
 
 def _ggml_group(t: RawTensor) -> int | None:
     """Weights per block of a ggml block type (Q8_0: 32), None for F32/F16/... and types sized from the offsets."""
-    known = {**gl.LLAMACPP_EXTRA_TYPES, **gl._SIZES}
-    bs = known[t.ggml_type][1] if t.exact and t.ggml_type in known else 1
+    info = gl.ggml_type_info(t.ggml_type) if t.exact else None
+    bs = info[1] if info else 1
     return bs if bs > 1 else None
 
 

@@ -108,6 +108,20 @@ def test_unknown_type_sized_from_offsets(tmp_path):
         I.read_weight(path, "blk.0.ffn_up.weight")
 
 
+def test_known_id_with_other_sizes_flagged(tmp_path):
+    """An id the gguf package knows whose block size does not fit the file's offsets is named as such, sized from
+    the offsets, and the strict runtime reader refuses the file."""
+    from maq.errors import FormatError
+
+    a = np.ones((16, 64), np.float32)
+    path = _write(tmp_path / "k.gguf", {}, extra={"blk.0.ffn_up.weight": a, "output_norm.weight": np.ones(64)})
+    _patch_type(path, "blk.0.ffn_up.weight", gl.GGML_Q4_0)
+    r = {r.name: r for r in I.tensor_rows(I.read_header(path))}["blk.0.ffn_up.weight"]
+    assert r.type == f"type{gl.GGML_Q4_0} (not Q4_0: sizes disagree)" and not r.exact and r.nbytes == 4096
+    with pytest.raises(FormatError, match="blk.0.ffn_up.weight"):
+        gl.GGUFFile(path)
+
+
 def test_not_gguf(tmp_path):
     from maq.errors import MAQError
 

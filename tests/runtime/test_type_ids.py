@@ -54,13 +54,15 @@ def test_llamacpp_extra_types_are_unknown_to_gguf():
 
 
 def _ggml_h() -> Path | None:
-    """llama.cpp's ggml.h from the stock build (scripts/build_llamacpp.sh) or $MAQ_GGML_H, if present."""
+    """llama.cpp's ggml.h: $MAQ_GGML_H, else one unpacked under the cache by scripts/build_llamacpp.sh or the
+    llama.cpp extension's build (its pristine copy first), else None."""
     env = os.environ.get("MAQ_GGML_H")
     if env:
         return Path(env)
     from maq.runtime.models import cache_dir
 
-    hits = sorted(glob.glob(str(cache_dir() / "llama.cpp" / "**" / "ggml" / "include" / "ggml.h"), recursive=True))
+    hits = sorted(glob.glob(str(cache_dir() / "llama.cpp*" / "**" / "ggml" / "include" / "ggml.h"), recursive=True),
+                  key=lambda p: ("pristine" not in p, p))
     return Path(hits[0]) if hits else None
 
 
