@@ -316,7 +316,8 @@ def plot_all(runs: dict[str, dict], out: Path) -> str:
     n_points = 0
     for ax, proto in zip(axes, PROTOCOLS):
         labelled: set[tuple[str, str]] = set()
-        for si, (name, run) in enumerate(sorted((n, r) for n, r in runs.items() if "rows" in r)):
+        for si, (name, run) in enumerate(sorted((n, r) for n, r in runs.items()      # hybrids: their own plot
+                                                if "rows" in r and not (r.get("meta") or {}).get("hybrid"))):
             color, marker = f"C{si % 10}", markers[si % len(markers)]
             xs, ys = [], []
             for r in run["rows"]:
