@@ -93,7 +93,12 @@ def _ll_tokenizer(tok):
     if cached is None:
         llg = _llguidance()
         stops = sorted(tok.stop_ids) or [tok.eos_id or 0]
-        cached = llg.LLTokenizer(llg.TokenizerWrapper(_Wrapper(tok)), n_vocab=tok.n_vocab, eos_token=stops)
+        wrapper = llg.TokenizerWrapper(_Wrapper(tok))
+        try:
+            cached = llg.LLTokenizer(wrapper, n_vocab=tok.n_vocab, eos_token=stops)
+        except TypeError:    # llguidance < 1.7 (the newest aarch64 manylinux2014 wheel is 1.6.0): one EOS id
+            eos = tok.eos_id if tok.eos_id in tok.stop_ids else stops[0]
+            cached = llg.LLTokenizer(wrapper, n_vocab=tok.n_vocab, eos_token=eos)
         _TOKENIZERS[tok] = cached
     return cached
 
