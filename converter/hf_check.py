@@ -423,9 +423,16 @@ def check_tokenizer_files(model_dir: Path, n_vocab: int) -> None:
             raise MAQError(f"{tj}: model.vocab = {_show(vocab)}, expected an object of token -> id")
         ids = list(vocab.values())
         added = tok.get("added_tokens") or []
-        if not isinstance(added, list) or not all(isinstance(a, dict) and isinstance(a.get("content"), str)
-                                                  for a in added):
-            raise MAQError(f"{tj}: added_tokens = {_show(added)}, expected a list of objects with id and content")
+        flags = ("single_word", "lstrip", "rstrip", "normalized")     # the tokenizers library requires them
+        if not isinstance(added, list) or not all(
+                isinstance(a, dict) and isinstance(a.get("content"), str) and
+                all(isinstance(a.get(f), bool) for f in flags) and isinstance(a.get("special", False), bool)
+                for a in added):
+            bad_entry = next((a for a in added if not isinstance(a, dict) or not isinstance(a.get("content"), str)
+                              or not all(isinstance(a.get(f), bool) for f in flags)), added) \
+                if isinstance(added, list) else added
+            raise MAQError(f"{tj}: added_tokens entry {_show(bad_entry)}, expected objects with id, content and "
+                           f"the booleans {', '.join(flags)}, special")
         ids += [a.get("id") for a in added]
         bad = next((i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_vocab), "ok")
         if bad != "ok":

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from maq import __version__
-from maq.converter import allocate
 from maq.converter import gguf_export as gx
 from maq.converter.options import DEFAULT_SALIENT_FRAC, ConvertOptions
 from maq.converter.source import LINEAR_KINDS, Source, open_source
@@ -228,6 +227,8 @@ def describe_plan(src: Source, opts: ConvertOptions, plan: list[TensorPlan]) -> 
                      + (" [kept only where they lower the error]" if K and opts.resolved_word_choice == "error"
                         else ""))
     if opts.target_bpw is not None:
+        from maq.converter import allocate   # imports torch: only with --target-bpw (bad input fails fast)
+
         lines.append(f"target    <= {opts.target_bpw} bits/weight over the linear tensors: per-tensor types among "
                      f"{', '.join(c.name for c in allocate.candidates())} chosen after calibration "
                      f"(the smallest file possible: {allocate.min_bpw(plan):.4f})")
@@ -244,6 +245,8 @@ def convert(opts: ConvertOptions, keep_tensors: bool = False) -> ConvertResult |
     opts.validate()
     src = open_source(opts.model, opts.tokenizer_pre)
     plan = make_plan(src, opts)
+    if opts.target_bpw is not None:
+        from maq.converter import allocate   # imports torch: only with --target-bpw (bad input fails fast)
     if opts.target_bpw is not None and opts.target_bpw < allocate.min_bpw(plan):
         raise MAQError(f"--target-bpw {opts.target_bpw}: below the smallest MAQ file of {src.path} "
                        f"({allocate.min_bpw(plan):.4f} bits/weight over the linear tensors: every one MAQ2 g128)")

@@ -325,7 +325,8 @@ class HFSource(Source):
                 self._metadata = hf_metadata(self.path, self.params, total, self.tokenizer_pre)
             except MAQError:
                 raise
-            except (ValueError, TypeError, KeyError, AttributeError, IndexError, OSError, RecursionError) as exc:
+            except Exception as exc:  # noqa: BLE001 - third-party parsers of the files (tokenizers raises bare
+                # Exception): whatever they raise on a file hf_check let through is still one line naming the dir
                 raise MAQError(f"{self.path}: cannot read its tokenizer files / model card for the GGUF metadata: "
                                f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from exc
         return self._metadata

@@ -88,7 +88,9 @@ def base_header(arrays: dict[str, np.ndarray] | None = None) -> dict:
 def tokenizer_json() -> dict:
     vocab = {f"t{i}": i for i in range(VOCAB - 3)}
     vocab.update({"<unk>": VOCAB - 3, "<s>": VOCAB - 2, "</s>": VOCAB - 1})
-    return {"version": "1.0", "added_tokens": [{"id": VOCAB - 2, "content": "<s>", "special": True}],
+    added = [{"id": VOCAB - 2, "content": "<s>", "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True}]
+    return {"version": "1.0", "added_tokens": added,
             "model": {"type": "BPE", "vocab": vocab, "merges": []}}
 
 
@@ -275,6 +277,8 @@ def variants() -> Iterator[Variant]:
                          "id-beyond-vocab": json.dumps({"model": {"type": "BPE", "vocab": {"a": 0, "b": 100}}}),
                          "id-str": json.dumps({"model": {"type": "BPE", "vocab": {"a": "0"}}}),
                          "added-tokens-str": json.dumps({**tokenizer_json(), "added_tokens": "x"}),
+                         "added-token-no-flags": json.dumps({**tokenizer_json(),
+                                                             "added_tokens": [{"id": 1, "content": "<s>"}]}),
                          "merges-str": json.dumps({"model": {**tokenizer_json()["model"], "merges": "a b"}}),
                          "not-utf8": b'{"model": "\xff"}', "bad-json": "{"}.items():
         yield Variant(f"tokenizer-{tag}", _write(T, content), T)

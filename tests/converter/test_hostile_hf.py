@@ -55,3 +55,29 @@ def test_variant_one_clean_error(variant, base_dir, tmp_path, capsys):
     assert variant.needle in lines[0], lines[0]
     assert dt < TIME_LIMIT_S, f"{variant.name}: {dt:.2f} s"
     assert not list(out_dir.iterdir())
+
+
+def test_base_converts_and_tokenizer_library_errors_are_one_line(base_dir, tmp_path, capsys):
+    """The base converts end to end (f32): the checks refuse nothing valid. A tokenizer.json the checks let
+    through but the tokenizers library refuses (an unknown pre-tokenizer) is still one line naming the directory."""
+    import json
+    import shutil
+
+    pytest.importorskip("transformers")
+    out = tmp_path / "ok.gguf"
+    assert main(["convert", str(base_dir), "--out", str(out), "--method", "f32", "--no-progress",
+                 "--tokenizer-pre", "gpt-2"]) == 0
+    assert out.stat().st_size > 0
+    d = tmp_path / "model"
+    shutil.copytree(base_dir, d)
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["pre_tokenizer"] = {"type": "NoSuchPreTokenizer"}
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    capsys.readouterr()
+    rc = main(["convert", str(d), "--out", str(tmp_path / "x.gguf"), "--method", "f32", "--no-progress",
+               "--tokenizer-pre", "gpt-2"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("maq: error:")]
+    assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert str(d) in lines[0], lines[0]
+    assert not (tmp_path / "x.gguf").exists() and not list(tmp_path.glob(".*.tmp"))
