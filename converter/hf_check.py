@@ -57,11 +57,13 @@ ROPE_KINDS = ("default", "linear", "llama3")
 def read_json(path: Path, max_bytes: int = MAX_CONFIG_BYTES, want: type = dict) -> Any:
     """The JSON value of ``path`` (UTF-8), which must be a ``want`` (dict by default); MAQError otherwise."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise MAQError(f"{path}: {size} bytes, more than the {max_bytes} a {path.name} may have")
-        text = path.read_bytes().decode("utf-8")
-        value = json.loads(text)
+        if not path.is_file():
+            raise MAQError(f"{path}: not a regular file")
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)          # bounded: a file that grows or lies about its size
+        if len(data) > max_bytes:
+            raise MAQError(f"{path}: more than the {max_bytes} bytes a {path.name} may have")
+        value = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise MAQError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except (json.JSONDecodeError, RecursionError) as exc:
