@@ -712,6 +712,9 @@ class Llama:
             extra["tools"] = tools
         if top_logprobs is not None and not logprobs:
             raise MAQError("top_logprobs needs logprobs=True")
+        if top_logprobs is not None and (not isinstance(top_logprobs, int) or isinstance(top_logprobs, bool)
+                                         or not 0 <= top_logprobs <= 20):
+            raise MAQError(f"top_logprobs = {top_logprobs!r}: expected an integer 0..20 (OpenAI's range)")
         n_lp = (top_logprobs or 0) if logprobs else None
         gtext = grammar_mod.grammar_text(response_format, grammar)
         prompt = self.apply_chat_template(messages, **extra)

@@ -89,6 +89,8 @@ def test_chat_logprobs(llm):
                                      logprobs=True, top_logprobs=2)
     content = res["choices"][0]["logprobs"]["content"]
     assert len(content) == res["usage"]["completion_tokens"]
+    with pytest.raises(MAQError, match="top_logprobs"):
+        llm.create_chat_completion([{"role": "user", "content": "Hi"}], logprobs=True, top_logprobs=10**9)
     for c in content:
         assert c["logprob"] <= 0 and len(c["top_logprobs"]) >= 2
         assert c["top_logprobs"][0]["logprob"] >= c["logprob"] - 1e-6
