@@ -168,6 +168,9 @@ def create_app(llamas: list, *, model_name: str, api_key: str | None = None, max
         kw = {k: v for k, v in data.items() if k not in _SERVER_FIELDS}
         if "max_completion_tokens" in kw:
             kw["max_tokens"] = kw.pop("max_completion_tokens")
+        lp = kw.get("logprobs")
+        if isinstance(lp, int) and not isinstance(lp, bool) and lp > 20:    # completions: top-N per token
+            raise HTTPError(400, f"logprobs = {lp}: at most 20 per token", param="logprobs")
         return kw
 
     def prompt_tokens(data: dict, chat: bool) -> list[int] | None:
