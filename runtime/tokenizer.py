@@ -279,6 +279,10 @@ class Tokenizer:
     def encode(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
         """Token ids of text. ``special``: match control tokens written in the text (chat templates need it;
         llama-perplexity does not). BOS/EOS added per the file's add_bos/add_eos unless ``add_bos`` says."""
+        if not isinstance(text, str):
+            raise MAQError(f"text to tokenize: expected str, got {type(text).__name__}")
+        if _has_surrogates(text):         # lone surrogates (a str decoded with surrogateescape): U+FFFD each
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         if special:
             tok = self.tok
         else:
