@@ -29,6 +29,7 @@ from maq.errors import MAQError
 log = logging.getLogger(__name__)
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+MAX_BODY = 16 << 20      # bytes of JSON per request
 # request fields handled here (not passed on to Llama)
 _SERVER_FIELDS = {"model", "n", "stream", "stream_options", "user", "prompt", "messages", "cache_prompt"}
 
@@ -154,8 +155,16 @@ def create_app(llamas: list, *, model_name: str, api_key: str | None = None, max
                             "invalid_api_key")
 
     async def body(request: Request) -> dict:
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > MAX_BODY:
+            raise HTTPError(413, f"request body of {size} bytes: at most {MAX_BODY}")
+        raw = b""
+        async for part in request.stream():
+            raw += part
+            if len(raw) > MAX_BODY:
+                raise HTTPError(413, f"request body over {MAX_BODY} bytes")
         try:
-            data = json.loads(await request.body())
+            data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):

@@ -97,6 +97,8 @@ def test_errors_are_openai_shaped(server, client):
         openai.OpenAI(base_url=server.base + "/v1", api_key="wrong", max_retries=0).models.list()
     code, body = _post(server, "/v1/nothing", {})
     assert code == 404 and "error" in body
+    code, body = _post(server, "/v1/completions", None, raw=b'{"prompt": "' + b"x" * (17 << 20) + b'"}')
+    assert code == 413 and "at most" in body["error"]["message"]
 
 
 def test_chat_turns_reuse_the_kv_cache(server):
