@@ -560,6 +560,7 @@ def run(args) -> int:
 
     logging.getLogger("gguf").setLevel(logging.WARNING)
     if args.report:
+        refresh_tables(Path(args.results_dir))
         report.write(Path(args.results_dir), Path(args.results_md))
         return 0
     if args.model == "smollm2":
@@ -610,19 +611,44 @@ def run(args) -> int:
     return 1 if failed == len(cfgs) else 0
 
 
-def render_tables(res: Results, args) -> None:
-    """The run's own markdown tables, kept in its results file (docs/RESULTS.md's ``run:table`` markers show them):
-    ``hybrid`` + ``hybrid_plot`` for a --hybrid run, ``table3`` for a run with --tasks."""
-    tables = res.data.setdefault("tables", {})
-    if args.hybrid:
+def run_tables(data: dict, results_dir: Path, stem: str) -> dict:
+    """A run's own markdown tables (docs/RESULTS.md's ``run:table`` markers show them): ``hybrid`` +
+    ``hybrid_plot`` for a --hybrid run, ``table3`` for a run with --tasks."""
+    meta = data.get("meta") or {}
+    tables = dict(data.get("tables") or {})
+    if meta.get("hybrid"):
         from . import hybrid
 
-        tables["hybrid"] = hybrid.table(res.data)
-        tables["hybrid_plot"] = hybrid.plot(res.data, Path(args.results_dir) / f"{res.path.stem}_ppl_vs_bpw.png")
-    if args.tasks:
+        tables["hybrid"] = hybrid.table(data)
+        tables["hybrid_plot"] = hybrid.plot(data, Path(results_dir) / f"{stem}_ppl_vs_bpw.png")
+    if meta.get("tasks"):
         from . import zeroshot as Z
 
-        tables["table3"] = Z.table3(res.data)
+        tables["table3"] = Z.table3(data)
+    return tables
+
+
+def render_tables(res: Results, args) -> None:
+    """Store the run's own tables in its results file (``run_tables``)."""
+    res.data["tables"] = run_tables(res.data, Path(args.results_dir), res.path.stem)
+
+
+def refresh_tables(results_dir: Path) -> None:
+    """Re-render every results file's own tables from its rows (``--report``; also after an interrupted run)."""
+    for p in sorted(Path(results_dir).glob("*.json")):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(data, dict) or "rows" not in data:
+            continue
+        meta = data.get("meta") or {}
+        if not (meta.get("hybrid") or meta.get("tasks")):
+            continue
+        data["tables"] = run_tables(data, Path(results_dir), p.stem)
+        tmp = p.with_suffix(f".json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, default=str))
+        tmp.replace(p)
 
 
 def register(subparsers) -> None:

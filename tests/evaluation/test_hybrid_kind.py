@@ -82,3 +82,18 @@ def test_table3_shape():
     assert md[2].endswith(f"| 50.0 | {ref_avg_norm:.1f} | — |")
     assert md[3].endswith("| -5.0 |")
     assert [c.strip() for c in md[4].split("|")[-4:-1]] == ["—", "—", "—"]   # incomplete: no average
+
+
+def test_report_refreshes_the_runs_own_tables(tmp_path):
+    import json
+
+    from maq.evaluation import cli
+
+    rows = [_row("reference", "reference", 5.0, 20.0), _row("llama.cpp Q3_K", "llamacpp", 3.44, 21.0)]
+    (tmp_path / "ffn.json").write_text(json.dumps({"meta": {"hybrid": "ffn_down"}, "rows": rows}))
+    (tmp_path / "plain.json").write_text(json.dumps({"meta": {}, "rows": rows}))
+    pytest.importorskip("matplotlib")
+    cli.refresh_tables(tmp_path)
+    t = json.loads((tmp_path / "ffn.json").read_text())["tables"]
+    assert "| llama.cpp Q3_K | llama.cpp | 3.440 |" in t["hybrid"] and (tmp_path / "ffn_ppl_vs_bpw.png").is_file()
+    assert "tables" not in json.loads((tmp_path / "plain.json").read_text())
