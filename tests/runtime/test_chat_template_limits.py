@@ -176,3 +176,22 @@ def test_broken_template_still_allows_plain_generate(tmp_path, capsys, template)
     lines = [ln for ln in err.splitlines() if ln.startswith("maq: error:")]
     assert len(lines) == 1 and "tokenizer.chat_template" in lines[0] and str(path) in lines[0], err
     assert "Traceback" not in err
+
+
+def test_every_abuse_through_a_gguf_names_the_file(tmp_path):
+    """The same abuse set stored in a GGUF's tokenizer.chat_template: the model loads and completes, and the chat
+    API refuses each template with one line naming that file."""
+    import hostile_gguf as hg
+
+    from maq.runtime.api import Llama
+
+    kvs, tensors = hg.base_model()
+    kvs = [kv for kv in kvs if kv.key != "tokenizer.chat_template"]
+    for i, (name, template) in enumerate(ABUSE.items()):
+        path = tmp_path / f"t{i}.gguf"
+        path.write_bytes(hg.serialize(kvs + [hg.KV("tokenizer.chat_template", hg.STR, template)], tensors)[0])
+        llm = Llama(str(path), n_ctx=16, n_threads=1, seed=0, verbose=False)
+        with pytest.raises(MAQError) as ei:
+            llm.create_chat_completion(MSGS, max_tokens=1)
+        assert str(ei.value).startswith(f"{path}: tokenizer.chat_template"), (name, str(ei.value))
+        assert "\n" not in str(ei.value)
