@@ -288,9 +288,9 @@ def _run_limited(fn, time_limit: float):
             b.tick()
         return local
 
-    def tracer(frame, event, arg):
+    def tracer(frame, event, arg):        # line events only in the template's own code (its loops and macros)
         b.tick()
-        return local
+        return local if frame.f_code.co_filename == "<template>" else None
 
     prev_trace = sys.gettrace()
     sys.settrace(tracer)
