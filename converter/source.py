@@ -286,7 +286,7 @@ class HFSource(Source):
         known = set(m.values()) | {"lm_head.weight"}
         extra = [n for n in self._tensors if n not in known and not n.endswith(HF_IGNORED_SUFFIXES)]
         if extra:
-            raise MAQError(f"{self.path}: unexpected tensor(s) for a llama model: {extra[:3]}")
+            raise MAQError(f"{self.path}: unexpected tensor(s) for a llama model: {[n[:80] for n in extra[:3]]}")
         return m
 
     def has(self, name: str) -> bool:
@@ -399,7 +399,7 @@ class GGUFSource(Source):
             raise MAQError(f"{path}: missing tensor(s) {missing[:3]}")
         extra = [n for n in self._tensors if n not in set(self.names())]
         if extra:
-            raise MAQError(f"{path}: unexpected tensor(s) for a llama model: {extra[:3]}")
+            raise MAQError(f"{path}: unexpected tensor(s) for a llama model: {[n[:80] for n in extra[:3]]}")
         check_shapes(self, "its llama.* metadata")
 
     def has(self, name: str) -> bool:

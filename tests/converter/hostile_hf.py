@@ -316,5 +316,7 @@ def variants() -> Iterator[Variant]:
     yield Variant("weights-missing", _arrays(lambda a: a.pop(q0)), "missing tensor")
     yield Variant("weights-extra", _arrays(lambda a: a.__setitem__("model.layers.5.mlp.up_proj.weight",
                                                                     np.zeros((FF, DIM), np.float32))), "unexpected")
+    yield Variant("weights-extra-long-name", _arrays(lambda a: a.__setitem__("x" * 1_000_000, np.zeros(4, np.float32))),
+                  "unexpected")
     yield Variant("weights-shape", _arrays(lambda a: a.__setitem__(q0, np.zeros((DIM, DIM + 16), np.float32))), q0)
     yield Variant("weights-none", lambda d: (d / S).unlink(), "no *.safetensors")

@@ -53,6 +53,7 @@ def test_variant_one_clean_error(variant, base_dir, tmp_path, capsys):
     lines = [ln for ln in err.splitlines() if ln.startswith("maq: error:")]
     assert len(lines) == 1 and len(err.strip().splitlines()) == 1, err
     assert variant.needle in lines[0], lines[0]
+    assert len(lines[0]) < 1000, lines[0][:300]          # a hostile name or value is not echoed whole
     assert dt < TIME_LIMIT_S, f"{variant.name}: {dt:.2f} s"
     assert not list(out_dir.iterdir())
 
