@@ -179,8 +179,9 @@ def check_config(cfg_file: Path, supported_archs: tuple[str, ...], arch: str) ->
         raise MAQError(f"{cfg_file}: architectures = {_show(archs)}, expected a list of strings")
     archs = archs or []
     if model_type != arch or (archs and not any(a in supported_archs for a in archs)):
-        mt = model_type if isinstance(model_type, (str, type(None))) else _show(model_type)
-        raise MAQError(f"{cfg_file}: architecture {mt!r} {archs} is not supported "
+        mt = model_type[:40] if isinstance(model_type, str) else model_type if model_type is None else \
+            _show(model_type)
+        raise MAQError(f"{cfg_file}: architecture {mt!r} {[a[:40] for a in archs[:3]]} is not supported "
                        f"(only llama: LlamaForCausalLM - Llama 2/3, SmolLM, TinyLlama)")
     if c.bool("attention_bias", False) or c.bool("mlp_bias", False):
         raise MAQError(f"{cfg_file}: attention_bias/mlp_bias models are not supported")

@@ -212,7 +212,8 @@ def variants() -> Iterator[Variant]:
     for tag, kv in {"tie-str": {"tie_word_embeddings": "yes"}, "archs-str": {"architectures": "LlamaForCausalLM"},
                     "archs-int": {"architectures": [1]}, "model-type-int": {"model_type": 5},
                     "hidden-act-list": {"hidden_act": ["silu"]}, "bos-str": {"bos_token_id": "1"},
-                    "eos-huge": {"eos_token_id": 10**6}, "rope-params-list": {"rope_parameters": [1]}}.items():
+                    "eos-huge": {"eos_token_id": 10**6}, "model-type-long": {"model_type": "x" * 1_000_000},
+                    "archs-long": {"architectures": ["GPT2" * 100_000] * 100}, "rope-params-list": {"rope_parameters": [1]}}.items():
         yield Variant(f"config-{tag}", _config(**kv), C)
     for tag, content in {"is-list": "[]", "is-number": "5", "not-utf8": b"{\"hidden_size\": \"\xff\xfe\"}",
                          "bad-json": "{ not json", "empty": "", "deep": "[" * 100000 + "]" * 100000}.items():
