@@ -275,7 +275,8 @@ def _compile(template: str):
     try:
         return env.from_string(template)
     except jinja2.exceptions.TemplateSyntaxError as exc:
-        raise MAQError(f"tokenizer.chat_template: jinja syntax error: {exc}") from None
+        msg = " ".join(str(exc).split())
+        raise MAQError(f"tokenizer.chat_template: jinja syntax error: {msg[:200]}") from None
 
 
 def _run_limited(fn, time_limit: float):
