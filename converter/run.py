@@ -258,8 +258,9 @@ def convert(opts: ConvertOptions, keep_tensors: bool = False) -> ConvertResult |
     # up front, before minutes of calibration: leftovers of killed runs, the tokenizer / model card (read now,
     # so their errors come first), and the disk space the planned file needs
     gx.remove_stale_tmp(Path(opts.out))
-    need = planned_tensor_bytes(plan, opts) + gx.metadata_bytes(src.metadata(), plan_decls(plan))
-    gx.check_space(Path(opts.out), need)
+    tensor_bytes = planned_tensor_bytes(plan, opts)
+    gx.check_space(Path(opts.out), tensor_bytes)     # at once: the tensor data alone must fit
+    gx.check_space(Path(opts.out), tensor_bytes + gx.metadata_bytes(src.metadata(), plan_decls(plan)))
 
     calib_meta: dict = {}
     samples = None
