@@ -68,6 +68,7 @@ void llama_model_loader::maq_prepare() {
                     ggml_type_name(t->type), ggml_n_dims(t), ggml_type_name(ptype)));
             }
             mt.parts.push_back(it->second);
+            mt.part_bytes.push_back(ggml_nbytes(t));   // before the words' meta tensor becomes the MAQ tensor
         }
         const ggml_tensor * w = mt.parts[0].tensor;
         mt.T = 16 * w->ne[0];
@@ -124,7 +125,7 @@ bool llama_model_loader::maq_load(ggml_tensor * cur) {
     std::vector<std::vector<uint8_t>> parts(mt.parts.size());
     for (size_t k = 0; k < mt.parts.size(); k++) {
         const llama_tensor_weight & w = mt.parts[k];
-        parts[k].resize(ggml_nbytes(w.tensor));
+        parts[k].resize(mt.part_bytes[k]);
         const auto & file = files.at(w.idx);
         file->seek(w.offs, SEEK_SET);
         file->read_raw(parts[k].data(), parts[k].size());
@@ -150,8 +151,8 @@ bool llama_model_loader::maq_load(ggml_tensor * cur) {
     if (++maq_n_loaded == maq_tensors.size()) {
         size_t file_bytes = 0, mem_bytes = 0;
         for (const auto & [name, t] : maq_tensors) {
-            for (const auto & p : t.parts) {
-                file_bytes += ggml_nbytes(p.tensor);
+            for (const size_t nb : t.part_bytes) {
+                file_bytes += nb;
             }
             mem_bytes += ggml_row_size(t.bits == 2 ? GGML_TYPE_MAQ2 : t.bits == 3 ? GGML_TYPE_MAQ3 : GGML_TYPE_MAQ4, t.T) * t.P;
         }
