@@ -19,6 +19,11 @@
 static const char * const MAQ_KEY_PREFIX = "maq.tensor.";
 static const char * const MAQ_KEY_TYPE   = ".type";
 
+// bytes of part k in the file (the words' meta tensor has become the logical MAQ tensor: its size is recomputed)
+static size_t maq_part_bytes(const llama_model_loader::maq_tensor & mt, size_t k) {
+    return k == 0 ? (size_t) (mt.T / 16) * sizeof(uint32_t) * (size_t) mt.P : ggml_nbytes(mt.parts[k].tensor);
+}
+
 void llama_model_loader::maq_prepare() {
     if (metadata == nullptr) {
         return;
@@ -68,7 +73,6 @@ void llama_model_loader::maq_prepare() {
                     ggml_type_name(t->type), ggml_n_dims(t), ggml_type_name(ptype)));
             }
             mt.parts.push_back(it->second);
-            mt.part_bytes.push_back(ggml_nbytes(t));   // before the words' meta tensor becomes the MAQ tensor
         }
         const ggml_tensor * w = mt.parts[0].tensor;
         mt.T = 16 * w->ne[0];
@@ -125,7 +129,7 @@ bool llama_model_loader::maq_load(ggml_tensor * cur) {
     std::vector<std::vector<uint8_t>> parts(mt.parts.size());
     for (size_t k = 0; k < mt.parts.size(); k++) {
         const llama_tensor_weight & w = mt.parts[k];
-        parts[k].resize(mt.part_bytes[k]);
+        parts[k].resize(maq_part_bytes(mt, k));
         const auto & file = files.at(w.idx);
         file->seek(w.offs, SEEK_SET);
         file->read_raw(parts[k].data(), parts[k].size());
@@ -151,8 +155,8 @@ bool llama_model_loader::maq_load(ggml_tensor * cur) {
     if (++maq_n_loaded == maq_tensors.size()) {
         size_t file_bytes = 0, mem_bytes = 0;
         for (const auto & [name, t] : maq_tensors) {
-            for (const size_t nb : t.part_bytes) {
-                file_bytes += nb;
+            for (size_t k = 0; k < t.parts.size(); k++) {
+                file_bytes += maq_part_bytes(t, k);
             }
             mem_bytes += ggml_row_size(t.bits == 2 ? GGML_TYPE_MAQ2 : t.bits == 3 ? GGML_TYPE_MAQ3 : GGML_TYPE_MAQ4, t.T) * t.P;
         }
