@@ -12,9 +12,12 @@ MAQ, whose extra fp16 sum only rounds the group-minimum term by 2^-11; Q8_0 for 
 reference (``ReferenceModel``, float weights) run once with each rounding (``act_quant``) gives ``d_act``, the
 difference those two roundings alone make on the logits. Then
   - our runtime vs the reference with our rounding: < 1e-4 (float summation order only);
-  - llama.cpp vs the reference with llama.cpp's rounding: < ``ENGINE`` (summation order and llama.cpp's F16 KV
-    cache: each K/V element rounded to 11 bits, 2^-11 relative, through 2 layers; measured ~1e-3 here);
-  - llama.cpp vs our runtime: < d_act + ENGINE + 1e-4.
+  - llama.cpp vs the reference with llama.cpp's int8 rounding: < d_act. What the reference does not model is
+    llama.cpp's fp16 rounding (Q8_1's block sum S, 2^-11 relative, which carries the group-minimum term; the F16
+    KV cache and flash attention's F16 Q): all 2^-11 relative, below the int8 rounding's 1/254, so bounded by the
+    effect of one int8 rounding, d_act (measured: 8.7e-3 vs d_act 1.3e-2; 8.3e-3 with an F32 KV cache, so the
+    S term dominates);
+  - llama.cpp vs our runtime: < 2 d_act + 1e-4 (the two deviations above; measured 1.15e-2).
 """
 from __future__ import annotations
 
@@ -29,7 +32,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))  # gguf_files
 
 IDS = [504, 3575, 282, 4649, 314, 7, 9, 100, 2000, 40000, 17, 49151, 0, 1, 2, 3333]
-ENGINE = 3e-3
 
 # per layer: linear -> (storage, G); storage "maq2" gets 5 % random salient words
 PLAN = [
@@ -158,9 +160,10 @@ def test_logits_match_runtime(mixed_gguf):
           f"llama-vs-ours={rel(ll, ours):.2e}")
     assert ll.shape == ours.shape
     assert rel(ours, ref_ours) < 1e-4
-    assert rel(ll, ref_ll) < ENGINE
-    assert rel(ll, ours) < d_act + ENGINE + 1e-4
-    assert d_act > 0                     # the two roundings do differ: the tolerance is not vacuous
+    assert 0 < d_act < 0.05              # the two roundings differ, by a small amount: the tolerance is not vacuous
+    assert rel(ll, ref_ll) < d_act
+    assert rel(ll, ours) < 2 * d_act + 1e-4
+    assert (ll.argmax(axis=1) == ours.argmax(axis=1)).mean() >= 0.75
     assert rel(llamacpp_logits(mixed_gguf, IDS, threads=2), ll) < 1e-6   # threads split rows, not sums
 
 

@@ -24,6 +24,9 @@ int main(int argc, char ** argv) {
     }
     llama_backend_init();
     llama_model_params mp = llama_model_default_params();
+    // no extra buffer types (weight repacking): on this project's CI/dev VMs the AMX one crashes in llama.cpp
+    // itself (stock build, stock Q4_0 file, any prompt > 1 token); the MAQ types never use them anyway
+    mp.use_extra_bufts = false;
     llama_model * model = llama_model_load_from_file(argv[1], mp);
     if (!model) {
         fprintf(stderr, "%s: cannot load %s\n", argv[0], argv[1]);
@@ -35,6 +38,10 @@ int main(int argc, char ** argv) {
     cp.n_batch = cp.n_ctx;
     cp.n_ubatch = cp.n_ctx;
     cp.n_threads = cp.n_threads_batch = atoi(argv[3]);
+    if (getenv("MAQ_LOGITS_F32_KV")) {   // F32 KV cache, no flash attention: only the weight products differ
+        cp.type_k = cp.type_v = GGML_TYPE_F32;
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    }
     llama_context * ctx = llama_init_from_model(model, cp);
     if (!ctx) {
         fprintf(stderr, "%s: cannot create a context\n", argv[0]);
