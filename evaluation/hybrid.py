@@ -117,11 +117,18 @@ def frontier_check(points: list[dict]) -> list[str]:
     maq = [p for p in points if p["family"] == "maq"]
     out = []
     for q in sorted((p for p in points if p["family"] == "llama.cpp"), key=lambda p: p["bpw"]):
-        ok = [p for p in maq if p["bpw"] <= q["bpw"] + 1e-9 and p["ppl"] <= q["ppl"]]
-        best = min(ok, key=lambda p: p["bpw"]) if ok else None
-        out.append(f"{q['name']} ({q['bpw']:.3f} bits/w, PPL {q['ppl']:.3f}): "
-                   + (f"matched by {best['name']} ({best['bpw']:.3f}, {best['ppl']:.3f})" if best else
-                      "NOT matched by any MAQ point at equal or fewer bits"))
+        fewer = [p for p in maq if p["bpw"] <= q["bpw"] + 1e-9]
+        ok = [p for p in fewer if p["ppl"] <= q["ppl"]]
+        head = f"{q['name']} ({q['bpw']:.3f} bits/w, PPL {q['ppl']:.3f}): "
+        if ok:
+            best = min(ok, key=lambda p: p["bpw"])
+            out.append(head + f"matched by {best['name']} ({best['bpw']:.3f}, {best['ppl']:.3f})")
+        elif fewer:
+            best = min(fewer, key=lambda p: p["ppl"])
+            out.append(head + f"NOT matched: the best MAQ point at equal or fewer bits is {best['name']} "
+                       f"({best['bpw']:.3f}, {best['ppl']:.3f})")
+        else:
+            out.append(head + "NOT matched: no MAQ point measured at equal or fewer bits")
     return out
 
 

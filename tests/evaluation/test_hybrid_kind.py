@@ -45,8 +45,8 @@ def test_table_plot_and_frontier(tmp_path):
                     _row("maq b", "convert", 3.1, 22.0), _row("llama.cpp IQ2_XXS", "llamacpp", 2.06, 40.0),
                     _row("llama.cpp Q3_K", "llamacpp", 3.44, 21.0), {"name": "failed", "error": "x"}]}
     lines = H.frontier_check(H._points(run))
-    assert lines[0].startswith("llama.cpp IQ2_XXS") and "NOT matched" in lines[0]   # no MAQ point at <= 2.06 bits
-    assert "NOT matched" in lines[1]                                                   # 22.0 > 21.0
+    assert lines[0].startswith("llama.cpp IQ2_XXS") and "no MAQ point measured" in lines[0]  # none at <= 2.06
+    assert "NOT matched: the best MAQ point at equal or fewer bits is maq b" in lines[1]       # 22.0 > 21.0
     run["rows"][2]["ppl"]["wikitext2"]["full"]["ppl"] = 20.5
     assert "matched by maq b" in H.frontier_check(H._points(run))[1]
     md = H.table(run)
