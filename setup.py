@@ -1,7 +1,8 @@
 """MAQ: memory-aligned 2/8-bit mixed-precision quantization for Llama-family models.
 
 The C kernels are built through cffi (API mode): runtime/_build.py defines ``ffibuilder``.
-Import names: ``maq`` (public API), ``maq.runtime`` <- runtime/, ``maq.converter`` <- converter/.
+Import names: ``maq`` (public API), ``maq.runtime`` <- runtime/, ``maq.converter`` <- converter/,
+``maq.evaluation`` <- evaluation/. ``pip install .`` and ``pip install -e .`` both give every ``maq`` subcommand.
 """
 from setuptools import setup
 
@@ -15,7 +16,7 @@ setup(
     packages=["maq", "maq.runtime", "maq.converter", "maq.evaluation"],
     package_dir={"maq": "maq", "maq.runtime": "runtime", "maq.converter": "converter",
                  "maq.evaluation": "evaluation"},
-    package_data={"maq.runtime": ["csrc/*.c", "csrc/*.h"], "maq.converter": ["data/*"]},
+    package_data={"maq.runtime": ["csrc/*.c", "csrc/*.h", "static/*.html"], "maq.converter": ["data/*"]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["runtime/_build.py:ffibuilder"],
     install_requires=[
@@ -29,7 +30,10 @@ setup(
     extras_require={
         # torch: install the CPU build explicitly (`pip install torch==2.13.0`) before this extra.
         "convert": ["torch>=2.1", "transformers>=4.40", "safetensors>=0.4"],
-        "dev": ["pytest>=7", "transformers>=4.40", "safetensors>=0.4", "matplotlib>=3.5"],
+        "dev": ["pytest>=7", "transformers>=4.40", "safetensors>=0.4", "matplotlib>=3.5", "openai>=1.30",
+                "selenium>=4.10"],
+        # `maq serve` and constrained output (llguidance: wheels for x86_64 and aarch64)
+        "server": ["starlette>=0.37", "uvicorn>=0.29", "sse-starlette>=2.0", "llguidance>=0.7"],
     },
     entry_points={"console_scripts": ["maq=maq.cli:main"]},
     zip_safe=False,

@@ -17,6 +17,7 @@ import dataclasses
 import errno
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,94 @@ def check_output(out: Path, force: bool) -> None:
         raise MAQError(f"{out}: output folder {parent} is not writable")
 
 
+def tmp_path_for(out: Path, pid: int | None = None) -> Path:
+    """The temporary file a conversion writes before renaming it onto ``out``: ``.<out name>.<pid>.tmp``."""
+    return out.parent / f".{out.name}.{os.getpid() if pid is None else pid}.tmp"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine); unsure answers count as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, ValueError):
+        return False                  # not a possible pid
+    except OSError:
+        return True                   # EPERM: exists, someone else's
+    return True
+
+
+def remove_stale_tmp(out: Path) -> list[Path]:
+    """Remove the temporary files of earlier conversions to ``out`` whose process is gone (killed with SIGKILL,
+    a crash, a power cut); files of running conversions are kept. Returns the removed paths."""
+    parent = out.parent if str(out.parent) else Path(".")
+    pat = re.compile(re.escape(f".{out.name}.") + r"(\d{1,12})\.tmp")
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = pat.fullmatch(p.name)
+        if not m or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            p.unlink()
+        except OSError as exc:
+            log.warning("%s: cannot remove the leftover of an earlier conversion: %s", p, exc.strerror or exc)
+            continue
+        log.info("removed %s, left by a conversion that no longer runs (pid %s)", p, m.group(1))
+        removed.append(p)
+    return removed
+
+
+def _human(n: int) -> str:
+    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def metadata_bytes(metadata: dict, decls: list[TensorDecl]) -> int:
+    """Upper estimate of the GGUF header: metadata keys and values ({key: gguf.GGUFValue}) and tensor infos."""
+    n = 24
+    for key, v in metadata.items():
+        n += len(key) + 16
+        val = v.value
+        if isinstance(val, (list, tuple)):
+            n += 16 + sum(len(x.encode("utf-8", "surrogatepass")) + 8 if isinstance(x, str) else 8 for x in val)
+        elif isinstance(val, str):
+            n += len(val.encode("utf-8", "surrogatepass")) + 8
+        else:
+            n += 8
+    return n + sum(len(d.name) + 160 for d in decls)   # tensor info, alignment padding, per-tensor maq.* keys
+
+
+def check_space(out: Path, need: int) -> None:
+    """Raise MAQError up front if ``need`` bytes cannot be written next to ``out`` (free space of its folder, the
+    process's file size limit). An existing ``out`` stays until the new file is complete, so it does not count."""
+    import shutil
+
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError:
+        free = None
+    if free is not None and need > free:
+        raise MAQError(f"{out}: no space left on device: need {_human(need)}, have {_human(free)} in {parent}; "
+                       f"nothing was written")
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return
+    if limit != resource.RLIM_INFINITY and need > limit:
+        raise MAQError(f"{out}: file too large for the process's file size limit: need {_human(need)}, limit "
+                       f"{_human(limit)}; nothing was written")
+
+
 class StreamingGGUF:
     """Declare tensors, write header + metadata, then stream tensor data in declared order; rename at the end.
 
@@ -165,7 +254,7 @@ class StreamingGGUF:
         self.force = force
         self.metadata = metadata
         self.decls = list(decls)
-        self.tmp = self.out.parent / f".{self.out.name}.{os.getpid()}.tmp"
+        self.tmp = tmp_path_for(self.out)
         self._next = 0
         self._w = None
 

@@ -1,6 +1,6 @@
 """Measurements behind the converter's defaults (docs/CONVERTER.md): ``python -m maq.converter.measure``.
 
-1. the structured test layer (tests/converter/layers.py's recipe): maq vs gptq vs rtn, feedback, search;
+1. the structured test layer (``structured_layer``, also the quantizer tests' fixture): maq vs gptq vs rtn, feedback, search;
 2. real layers: (W, H) captured from a sequential calibration of MODEL (default: the SmolLM2 GGUF) at a few
    blocks, every variant quantized on the same (W, H); Hessian-weighted relative error Σ(w-q)H(w-q)ᵀ / ΣwHwᵀ
    summed over the captured layers.
@@ -22,8 +22,15 @@ from maq.runtime import format as fmt
 log = logging.getLogger(__name__)
 
 
-def structured_layer(P=96, T=256, n=4096, rank=6, outliers_per_block=2, amp=8.0, seed=0):
-    """Same recipe as tests/converter/layers.py (kept in sync by hand; the test file is the reference)."""
+def structured_layer(P=96, T=256, n=4096, rank=6, outliers_per_block=2, amp=8.0, seed=0
+                     ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """A synthetic linear layer with real structure: (W [P, T], H [T, T]) as torch float32 and the injected
+    outlier words, bool [P, T/16]. Also the quantizer tests' fixture (tests/converter/test_gptq.py).
+
+    Inputs: correlated (a random mixing of independent sources) with a few high-variance channels.
+    Weights: low rank + noise, plus ``outliers_per_block`` injected outlier words in every 16-input block:
+    16 large weights (amp x the weights' std), nearly constant over each 4-input span.
+    """
     rng = np.random.default_rng(seed)
     Z = rng.standard_normal((n, T))
     M = np.eye(T) + 0.6 * rng.standard_normal((T, T)) / np.sqrt(T)
@@ -34,12 +41,14 @@ def structured_layer(P=96, T=256, n=4096, rank=6, outliers_per_block=2, amp=8.0,
     W += 0.3 * rng.standard_normal((P, T))
     W *= 0.02
     std = W.std()
+    injected = np.zeros((P, T // 16), dtype=bool)
     for w in range(T // 16):
         rows = rng.choice(P, outliers_per_block, replace=False)
+        injected[rows, w] = True
         for r in rows:
             level = amp * std * rng.choice([-1.0, 1.0]) * (1.0 + 0.3 * rng.random(4))
             W[r, w * 16:(w + 1) * 16] = np.repeat(level, 4) * (1.0 + 0.02 * rng.standard_normal(16))
-    return torch.from_numpy(W.astype(np.float32)), torch.from_numpy(H.astype(np.float32))
+    return torch.from_numpy(W.astype(np.float32)), torch.from_numpy(H.astype(np.float32)), injected
 
 
 def rtn_err(W: torch.Tensor, H: torch.Tensor, G: int = 128) -> float:
@@ -131,7 +140,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
 
-    W, H = structured_layer()
+    W, H, _ = structured_layer()
     print("structured layer (P=96, T=256, 2 injected outlier words per 16-input block; K=2 for maq):")
     for name, rel, dt in evaluate([("structured", W, H)], 2 / 96):
         print(f"  {name:<26} {rel:.5f}   ({dt:.1f} s)")

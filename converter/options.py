@@ -23,6 +23,13 @@ PAPER_P = 4096
 DEFAULT_SALIENT_FRAC = PAPER_K / PAPER_P
 
 
+# upper bounds of the numeric options (beyond them a run only ends in a MemoryError or an endless loop)
+MAX_NSAMPLES = 100_000
+MAX_SEQLEN = 1 << 20
+MAX_BLOCK = 1 << 16
+MAX_THREADS = 1024
+
+
 @dataclasses.dataclass
 class ConvertOptions:
     """Everything ``maq convert`` does is decided by these fields."""
@@ -136,10 +143,13 @@ class ConvertOptions:
             raise MAQError(f"--block {self.block}: must be a positive multiple of --group {self.group}")
         if not 0.0 < self.damp < 10.0:
             raise MAQError(f"--damp {self.damp}: expected a small positive fraction (GPTQ uses 0.01)")
-        if self.nsamples <= 0 or self.seqlen <= 0:
-            raise MAQError(f"--nsamples {self.nsamples} / --seqlen {self.seqlen}: must be positive")
-        if self.threads is not None and self.threads <= 0:
-            raise MAQError(f"--threads {self.threads}: must be positive")
+        if not 0 < self.nsamples <= MAX_NSAMPLES or not 0 < self.seqlen <= MAX_SEQLEN:
+            raise MAQError(f"--nsamples {self.nsamples} / --seqlen {self.seqlen}: expected 1..{MAX_NSAMPLES} windows "
+                           f"of 1..{MAX_SEQLEN} tokens")
+        if self.block > MAX_BLOCK:
+            raise MAQError(f"--block {self.block}: expected at most {MAX_BLOCK}")
+        if self.threads is not None and not 0 < self.threads <= MAX_THREADS:
+            raise MAQError(f"--threads {self.threads}: expected 1..{MAX_THREADS}")
         if self.needs_calibration and self.device != "cpu":
             import torch
 

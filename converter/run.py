@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from maq import __version__
-from maq.converter import allocate
 from maq.converter import gguf_export as gx
 from maq.converter.options import DEFAULT_SALIENT_FRAC, ConvertOptions
 from maq.converter.source import LINEAR_KINDS, Source, open_source
@@ -140,6 +139,15 @@ def plan_decls(plan: list[TensorPlan]) -> list[gx.TensorDecl]:
     return decls
 
 
+def planned_tensor_bytes(plan: list[TensorPlan], opts: ConvertOptions) -> int:
+    """Tensor data bytes of the output (with --target-bpw, an upper bound: the budget over the linear tensors)."""
+    if opts.target_bpw is None:
+        return sum(d.nbytes for d in plan_decls(plan))
+    rest = sum(d.nbytes for d in plan_decls([tp for tp in plan if not tp.is_linear]))
+    n_linear = sum(int(np.prod(tp.shape)) for tp in plan if tp.is_linear)
+    return rest + int(np.ceil(n_linear * opts.target_bpw / 8))
+
+
 def linear_bits_per_weight(plan: list[TensorPlan]) -> float:
     """Honest bits/weight over all linear block tensors (every byte of every part)."""
     nbytes = nweights = 0
@@ -218,6 +226,10 @@ def describe_plan(src: Source, opts: ConvertOptions, plan: list[TensorPlan]) -> 
         "tensors   " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
         f"size      ~{size / 2**20:.1f} MiB of tensor data (BF16 file: ~{bf16_file_bytes(plan) / 2**20:.1f} MiB)",
     ]
+    if opts.target_bpw is not None:   # the per-tensor types are chosen after calibration: the lines above are not it
+        lines[-2:] = [f"tensors   per-tensor types decided after calibration (--target-bpw {opts.target_bpw:g}: "
+                      "MAQ2/3/4 or Q8_0 per linear tensor; the summary lists the choice)",
+                      f"size      decided after calibration (BF16 file: ~{bf16_file_bytes(plan) / 2**20:.1f} MiB)"]
     if not opts.is_float:
         P0 = next(tp.shape[0] for tp in plan if tp.is_linear)
         K = opts.resolved_top_k(P0) if opts.bits == 2 else 0
@@ -237,6 +249,8 @@ def describe_plan(src: Source, opts: ConvertOptions, plan: list[TensorPlan]) -> 
                      + (" [kept only where they lower the error]" if K and opts.resolved_word_choice == "error"
                         else ""))
     if opts.target_bpw is not None:
+        from maq.converter import allocate   # imports torch: only with --target-bpw (bad input fails fast)
+
         lines.append(f"target    <= {opts.target_bpw} bits/weight over the linear tensors: per-tensor types among "
                      f"{', '.join(c.name for c in allocate.candidates(opts.salient_coding == fmt.SALIENT_INT8 and opts.method == 'maq'))} chosen after calibration "
                      f"(the smallest file possible: {allocate.min_bpw(plan):.4f})")
@@ -253,6 +267,8 @@ def convert(opts: ConvertOptions, keep_tensors: bool = False) -> ConvertResult |
     opts.validate()
     src = open_source(opts.model, opts.tokenizer_pre)
     plan = make_plan(src, opts)
+    if opts.target_bpw is not None:
+        from maq.converter import allocate   # imports torch: only with --target-bpw (bad input fails fast)
     if opts.target_bpw is not None and opts.target_bpw < allocate.min_bpw(plan):
         raise MAQError(f"--target-bpw {opts.target_bpw}: below the smallest MAQ file of {src.path} "
                        f"({allocate.min_bpw(plan):.4f} bits/weight over the linear tensors: every one MAQ2 g128)")
@@ -261,6 +277,12 @@ def convert(opts: ConvertOptions, keep_tensors: bool = False) -> ConvertResult |
         log.info("%s", line)
     if opts.dry_run:
         return None
+    # up front, before minutes of calibration: leftovers of killed runs, the tokenizer / model card (read now,
+    # so their errors come first), and the disk space the planned file needs
+    gx.remove_stale_tmp(Path(opts.out))
+    tensor_bytes = planned_tensor_bytes(plan, opts)
+    gx.check_space(Path(opts.out), tensor_bytes)     # at once: the tensor data alone must fit
+    gx.check_space(Path(opts.out), tensor_bytes + gx.metadata_bytes(src.metadata(), plan_decls(plan)))
 
     calib_meta: dict = {}
     samples = None

@@ -5,12 +5,11 @@ llama.cpp's layout (a 2-D weight is ``[P, T]``: P output rows of T contiguous in
 Q/K rows in llama.cpp's permuted order (``permute_qk``, exactly as llama.cpp's ``convert_hf_to_gguf.py`` writes
 them), plus the model's ``LlamaParams`` and the GGUF metadata (general.*, llama.*, tokenizer.*) to carry over.
 
-No torch here: safetensors are parsed with ``gguf.utility.SafetensorsLocal`` and memory-mapped.
+No torch here: every Hugging Face input is checked by ``hf_check`` first; safetensors are memory-mapped.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from pathlib import Path
@@ -151,10 +150,17 @@ def check_shapes(src: "Source", what: str, stored_name=lambda n: n) -> None:
 
 
 def check_finite(name: str, a: np.ndarray, path: Path) -> None:
-    """Raise MAQError if tensor ``name`` holds NaN or Inf."""
+    """Raise MAQError if tensor ``name`` holds NaN or Inf, or values beyond +-hf_check.MAX_ABS_WEIGHT (finite, but
+    they overflow the float32 calibration: "Hessian is not positive definite" much later)."""
+    from maq.converter.hf_check import MAX_ABS_WEIGHT
+
     if not np.all(np.isfinite(a)):
         bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
         raise MAQError(f"{path}: tensor {name} has {bad} NaN/Inf value(s)")
+    big = float(np.max(np.abs(a))) if np.size(a) else 0.0
+    if big > MAX_ABS_WEIGHT:
+        raise MAQError(f"{path}: tensor {name} has values up to {big:.3g}, beyond +-{MAX_ABS_WEIGHT:g} "
+                       f"(calibration would overflow float32)")
 
 
 # --------------------------------------------------------------------------- sources
@@ -229,72 +235,41 @@ class HFSource(Source):
     kind = "hf"
 
     def __init__(self, path: Path, tokenizer_pre: str | None = None):
-        from gguf.utility import SafetensorsLocal
+        from maq.converter import hf_check
 
         self.path = path
         self.tokenizer_pre = tokenizer_pre
+        self._metadata = None
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
             raise MAQError(f"{path}: not a Hugging Face model directory (no config.json)")
-        try:
-            self.config = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise MAQError(f"{cfg_file}: cannot read JSON: {exc}") from exc
-        cfg = self.config
-        arch = cfg.get("model_type")
-        archs = cfg.get("architectures") or []
-        if arch != ARCH or (archs and not any(a in HF_ARCHITECTURES for a in archs)):
-            raise MAQError(f"{cfg_file}: architecture {arch!r} {archs} is not supported "
-                           f"(only llama: LlamaForCausalLM - Llama 2/3, SmolLM, TinyLlama)")
-        if cfg.get("attention_bias") or cfg.get("mlp_bias"):
-            raise MAQError(f"{cfg_file}: attention_bias/mlp_bias models are not supported")
-        if cfg.get("hidden_act", "silu") != "silu":
-            raise MAQError(f"{cfg_file}: hidden_act {cfg.get('hidden_act')!r} is not supported (expected silu)")
-        self.params = self._params(cfg, cfg_file)
+        # every input file is checked here, before any work (hf_check): types, ranges, headers, values
+        self.config, c = hf_check.check_config(cfg_file, HF_ARCHITECTURES, ARCH)
+        self.params = LlamaParams(n_layer=c.n_layer, n_embd=c.n_embd, n_ff=c.n_ff, n_head=c.n_head,
+                                  n_head_kv=c.n_head_kv, head_dim=c.head_dim, n_vocab=c.n_vocab, n_ctx=c.n_ctx,
+                                  rope_theta=c.rope_theta, rms_eps=c.rms_eps, tied=c.tied,
+                                  rope_scaling=c.rope_scaling)
         self.params.check(str(cfg_file))
-
-        # safetensors files: an index (sharded) or every model*.safetensors
-        index = path / "model.safetensors.index.json"
-        if index.is_file():
-            files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        else:
-            files = sorted(f.name for f in path.glob("*.safetensors"))
+        files = hf_check.safetensors_files(path)
         if not files:
             bins = list(path.glob("*.bin"))
             hint = " (only .bin files found: convert them to safetensors first)" if bins else ""
             raise MAQError(f"{path}: no *.safetensors weights{hint}")
-        self._tensors: dict[str, Any] = {}
-        for fname in files:
-            fpath = path / fname
-            if not fpath.is_file():
-                raise MAQError(f"{fpath}: listed in the index but missing")
-            try:
-                st = SafetensorsLocal(fpath)
-            except (ValueError, OSError) as exc:
-                raise MAQError(f"{fpath}: cannot read safetensors header: {exc}") from exc
-            self._tensors.update(st.tensors)
+        self._tensors: dict[str, hf_check.STTensor] = hf_check.read_all_headers(files)
         self._map = self._name_map()
         check_shapes(self, "config.json", lambda n: self._map.get(n, n))
-
-    @staticmethod
-    def _params(cfg: dict, what: Path) -> LlamaParams:
-        try:
-            n_embd = int(cfg["hidden_size"])
-            n_head = int(cfg["num_attention_heads"])
-            rope = cfg.get("rope_parameters") or {}
-            theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
-            scaling = cfg.get("rope_scaling")
-            if scaling is None and rope.get("rope_type", "default") not in ("default", None):
-                scaling = rope
-            return LlamaParams(
-                n_layer=int(cfg["num_hidden_layers"]), n_embd=n_embd, n_ff=int(cfg["intermediate_size"]),
-                n_head=n_head, n_head_kv=int(cfg.get("num_key_value_heads") or n_head),
-                head_dim=int(cfg.get("head_dim") or n_embd // n_head), n_vocab=int(cfg["vocab_size"]),
-                n_ctx=int(cfg.get("max_position_embeddings", 2048)), rope_theta=float(theta),
-                rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), tied=bool(cfg.get("tie_word_embeddings", False)),
-                rope_scaling=scaling)
-        except KeyError as exc:
-            raise MAQError(f"{what}: missing key {exc.args[0]!r}") from exc
+        lm = self._tensors.get("lm_head.weight")
+        if lm is not None and lm.shape != (self.params.n_vocab, self.params.n_embd):
+            raise MAQError(f"{lm.file}: tensor lm_head.weight has shape {list(lm.shape)}, expected "
+                           f"{[self.params.n_vocab, self.params.n_embd]} from config.json (vocab, hidden)")
+        for hf in self._map.values():
+            t = self._tensors[hf]
+            if t.dtype not in hf_check.ST_FLOAT_DTYPES:
+                raise MAQError(f"{t.file}: tensor {hf}: safetensors dtype {t.dtype} is not supported "
+                               f"(expected {', '.join(hf_check.ST_FLOAT_DTYPES)})")
+        hf_check.check_tokenizer_files(path, self.params.n_vocab)
+        hf_check.check_model_card(path)
+        hf_check.check_weight_values(self._tensors, list(self._map.values()))
 
     def _name_map(self) -> dict[str, str]:
         """llama.cpp name -> HF name, checking that every tensor of the model is present and nothing is unknown."""
@@ -311,7 +286,7 @@ class HFSource(Source):
         known = set(m.values()) | {"lm_head.weight"}
         extra = [n for n in self._tensors if n not in known and not n.endswith(HF_IGNORED_SUFFIXES)]
         if extra:
-            raise MAQError(f"{self.path}: unexpected tensor(s) for a llama model: {extra[:3]}")
+            raise MAQError(f"{self.path}: unexpected tensor(s) for a llama model: {[n[:80] for n in extra[:3]]}")
         return m
 
     def has(self, name: str) -> bool:
@@ -340,10 +315,21 @@ class HFSource(Source):
         return np.ascontiguousarray(a, dtype=np.float32)
 
     def metadata(self):
+        """general.* / llama.* / tokenizer.* for the output (computed once; hf_check has vetted the inputs, so a
+        failure left in the third-party readers is reported as one line naming the directory)."""
         from maq.converter.vocab import hf_metadata
 
-        total = sum(int(np.prod(self.shape(n))) for n in self.names())
-        return hf_metadata(self.path, self.params, total, self.tokenizer_pre)
+        if self._metadata is None:
+            total = sum(int(np.prod(self.shape(n))) for n in self.names())
+            try:
+                self._metadata = hf_metadata(self.path, self.params, total, self.tokenizer_pre)
+            except MAQError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - third-party parsers of the files (tokenizers raises bare
+                # Exception): whatever they raise on a file hf_check let through is still one line naming the dir
+                raise MAQError(f"{self.path}: cannot read its tokenizer files / model card for the GGUF metadata: "
+                               f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from exc
+        return self._metadata
 
     def tokenizer(self):
         from transformers import AutoTokenizer
@@ -413,7 +399,7 @@ class GGUFSource(Source):
             raise MAQError(f"{path}: missing tensor(s) {missing[:3]}")
         extra = [n for n in self._tensors if n not in set(self.names())]
         if extra:
-            raise MAQError(f"{path}: unexpected tensor(s) for a llama model: {extra[:3]}")
+            raise MAQError(f"{path}: unexpected tensor(s) for a llama model: {[n[:80] for n in extra[:3]]}")
         check_shapes(self, "its llama.* metadata")
 
     def has(self, name: str) -> bool:
@@ -440,9 +426,11 @@ class GGUFSource(Source):
     _SKIP_KEYS = ("general.architecture", "general.file_type", "general.quantization_version")
 
     def metadata(self):
-        """Every general.* / llama.* / tokenizer.* key of the source, with its GGUF value type."""
+        """Every general.* / llama.* / tokenizer.* key of the source, with its GGUF value type (read once)."""
         from gguf import GGUFValue, GGUFValueType
 
+        if getattr(self, "_metadata", None) is not None:
+            return self._metadata
         out = {}
         for key, fld in self.reader.fields.items():
             if key.startswith(self._SKIP_PREFIXES) or key in self._SKIP_KEYS:
@@ -455,6 +443,7 @@ class GGUFSource(Source):
                     continue
                 sub = GGUFValueType(fld.types[1])
             out[key] = GGUFValue(value=reader_value(fld), type=vtype, sub_type=sub)
+        self._metadata = out
         return out
 
     def tokenizer(self):

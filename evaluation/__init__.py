@@ -11,8 +11,10 @@ One job per module:
 | ``zeroshot.py`` | multiple-choice log-likelihood scoring (acc, acc_norm) of the usual public task formats |
 | ``llamacpp.py`` | llama.cpp's tools: quantize, imatrix, perplexity, bench (output parsing) |
 | ``tensor_error.py`` | reference forward collecting layer Hessians; relative output errors of quantized tensors |
+| ``tensors.py`` | per-tensor analysis: output errors, salient-word breakdown, one-kind hybrids (scripts/eval_tensors.py) |
+| ``hybrid.py`` | an F32 GGUF with some weights replaced by a quantized file's dequantized ones |
 | ``report.py`` | results JSON -> docs/RESULTS.md tables and the perplexity vs bits/weight plot |
-| ``cli.py`` | ``maq eval`` / scripts/evaluate.py |
+| ``cli.py`` | ``maq eval`` (scripts/evaluate.py runs it) |
 
 Bits/weight and file sizes are read from the GGUF itself by ``maq.runtime.inspect``.
 Imports torch only inside ``tensor_error`` (and through the converter, run as a subprocess).

@@ -1,4 +1,4 @@
-"""``maq eval`` / ``python scripts/evaluate.py``: convert every configuration once, measure, write the results.
+"""``maq eval`` (``python scripts/evaluate.py`` runs it): convert every configuration once, measure, write the results.
 
 For each configuration (``--preset``, ``--config NAME=SPEC``, ``--configs FILE``; see configs.py):
 
@@ -203,7 +203,12 @@ class Files:
         ref = self.f32_reference()
         imat = self.imatrix() if cfg.imatrix else None
         ver = llamacpp.version(self.bins)
-        key = C.cache_key(self.source_id, {"llamacpp": cfg.qtype, "imatrix": imat.name if imat else None}, ver)
+        opts = {"llamacpp": cfg.qtype, "imatrix": imat.name if imat else None}
+        extra: list[str] = []
+        if getattr(self.args, "hybrid", None):       # the type on every tensor of the kind (no k-quant mixture)
+            extra = ["--tensor-type", f"{self.args.hybrid}={cfg.qtype.lower()}"]
+            opts["tensor_type"] = extra[1]
+        key = C.cache_key(self.source_id, opts, ver)
         out = self.cache / "llamacpp" / f"{cfg.qtype}.{key}.gguf"
         out.parent.mkdir(parents=True, exist_ok=True)
         meta_path = out.with_suffix(".json")
@@ -211,7 +216,7 @@ class Files:
             meta = json.loads(meta_path.read_text())
             row["conversion"] = {**meta, "cached": True}
             return out
-        meta = llamacpp.quantize(self.bins, ref, out, cfg.qtype, imat, self.args.threads)
+        meta = llamacpp.quantize(self.bins, ref, out, cfg.qtype, imat, self.args.threads, extra)
         meta.update({"llamacpp_version": ver, "imatrix": str(imat) if imat else None, "from": str(ref)})
         meta_path.write_text(json.dumps(meta, indent=1))
         row["conversion"] = {**meta, "cached": False}
@@ -371,6 +376,12 @@ def run_config(cfg: C.Config, args, files: Files, res: Results) -> dict:
     step = "convert"
     try:
         path = files.resolve(cfg, row)
+        if args.hybrid:
+            step = "hybrid"
+            from . import hybrid
+
+            path, row["hybrid"] = hybrid.prepare(path, files.f32_reference(), args.hybrid,
+                                                 Path(args.cache) / "hybrid", cfg.kind == "reference")
         row["file"] = str(path)
         save()
         step = "inspect"
@@ -387,7 +398,8 @@ def run_config(cfg: C.Config, args, files: Files, res: Results) -> dict:
         row["metadata"] = {k: v for k, v in s["metadata"].items() if k.startswith(("maq.", "general.file_type"))}
         save()
         is_maq = _is_maq(s)
-        ours = is_maq or cfg.kind in ("reference", "convert", "file") or cfg.qtype in args.ours_on_llamacpp
+        ours = is_maq or cfg.kind in ("reference", "convert", "file") or cfg.qtype in args.ours_on_llamacpp \
+            or bool(args.hybrid)
         why = runtime_loads(path) if ours else "not requested (--ours-on-llamacpp)"
         if why:
             row["runtime_note"] = why
@@ -443,21 +455,32 @@ def run_config(cfg: C.Config, args, files: Files, res: Results) -> dict:
 
 
 def run_tasks(path: Path, args, row: dict, save) -> None:
+    """Zero-shot accuracy of each ``--tasks`` entry (first ``--tasks-limit`` items) into row["zeroshot"]; a task
+    already measured on the same file, item count and data file is kept."""
     from maq.runtime.api import Llama
 
     from . import zeroshot as Z
 
-    llm = Llama(str(path), n_ctx=args.ctx, n_threads=args.threads, verbose=False)
-    scorer = Z.LlamaScorer(llm)
     zs = row.setdefault("zeroshot", {})
-    for name, tpath in Z.parse_tasks(args.tasks):
+    llm = None
+    for name, tpath in Z.resolve_tasks(args.tasks, default_data_dir()):
         fmt_name, docs = Z.load_task(name, tpath, args.tasks_limit)
+        done = zs.get(name) or {}
+        if done.get("n") == len(docs) and done.get("file") == str(tpath) and done.get("model") == str(path):
+            continue
+        if llm is None:
+            llm = Llama(str(path), n_ctx=args.ctx, n_threads=args.threads, verbose=False)
         bar = _bar(len(docs), f"{name}")
-        r = Z.evaluate(scorer, docs, fmt_name, progress=(lambda i, n: bar.update(1)) if bar else None)
+        t0 = time.time()
+        r = Z.evaluate(Z.LlamaScorer(llm), docs, fmt_name, progress=(lambda i, n: bar.update(1)) if bar else None)
         if bar:
             bar.close()
         zs[name] = {k: v for k, v in r.items() if k != "items"}
-        zs[name]["file"] = str(tpath)
+        zs[name].update({"file": str(tpath), "of": Z.count_items(tpath), "limit": args.tasks_limit,
+                         "model": str(path), "seconds": round(time.time() - t0, 1),
+                         "load_avg": os.getloadavg()[0]})
+        log.info("%s: %s acc %.3f acc_norm %s (n=%d)", row.get("name"), name, r["acc"],
+                 "—" if r["acc_norm"] is None else f"{r['acc_norm']:.3f}", r["n"])
         save()
 
 
@@ -471,6 +494,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a configuration: NAME=reference | NAME=@llamacpp:TYPE[+imatrix] | NAME=@file:PATH | "
                         "NAME='maq convert flags' (repeatable)")
     g.add_argument("--configs", metavar="FILE", help="configurations file (NAME = SPEC lines, or JSON)")
+    g.add_argument("--hybrid", default=None, metavar="KIND",
+                   help="measure each configuration as the reference with only its KIND tensors (e.g. ffn_down) "
+                        "replaced; llama.cpp's type is forced on those tensors (default for --preset ffn_down)")
     g.add_argument("--only", default="", help="comma-separated names: run only these configurations")
     g.add_argument("--convert-flags", default="", metavar="FLAGS",
                    help="flags given to every maq convert before the configuration's own (e.g. '--nsamples 32')")
@@ -493,7 +519,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--ours-on-llamacpp", default="Q4_0",
                    help="llama.cpp types our runtime also measures (default Q4_0; cross-check)")
     m.add_argument("--imatrix-chunks", type=int, default=32, help="llama-imatrix chunks of 2048 (default 32)")
-    m.add_argument("--tasks", nargs="*", default=[], metavar="NAME=PATH", help="zero-shot JSONL tasks")
+    m.add_argument("--tasks", nargs="*", default=[], metavar="TASK",
+                   help="zero-shot tasks: qa (the seven shared sets in DATA/qa), a task name (arc_easy, piqa...), a "
+                        "task folder, or NAME=PATH (a file in an official or HF format)")
     m.add_argument("--tasks-limit", type=int, default=None, help="first N items of each task")
     o = p.add_argument_group("output")
     o.add_argument("--run", default=None, help="results name: docs/results/<run>.json (default: the preset or 'eval')")
@@ -530,7 +558,9 @@ def collect_configs(args) -> list[C.Config]:
 def run(args) -> int:
     from . import report
 
+    logging.getLogger("gguf").setLevel(logging.WARNING)
     if args.report:
+        refresh_tables(Path(args.results_dir))
         report.write(Path(args.results_dir), Path(args.results_md))
         return 0
     if args.model == "smollm2":
@@ -551,13 +581,15 @@ def run(args) -> int:
     args.speed_threads = [int(t) for t in str(args.speed_threads).split(",") if t.strip()]
     args.ours_on_llamacpp = {t.strip().upper() for t in args.ours_on_llamacpp.split(",") if t.strip()}
     cfgs = collect_configs(args)
+    args.hybrid = args.hybrid or C.HYBRID_PRESETS.get(args.preset or "")
     name = args.run or args.preset or "eval"
     from maq.runtime.info import cpu_model
 
     meta = {"source": str(source), "text": args.text, "ctx": args.ctx, "limit": args.limit, "c4": args.c4,
             "c4_limit": args.c4_limit, "convert_flags": args.convert_flags, "threads": args.threads,
             "speed_threads": args.speed_threads, "cpu": cpu_model(), "cores": os.cpu_count(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv}
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv, "hybrid": args.hybrid,
+            "tasks": args.tasks, "tasks_limit": args.tasks_limit, "load_avg_start": os.getloadavg()}
     res = Results(Path(args.results_dir) / f"{name}.json", meta)
     res.save()
     files = Files(args, source)
@@ -569,6 +601,7 @@ def run(args) -> int:
         row = run_config(cfg, args, files, res)
         failed += "error" in row
         log.info("%s", report.one_line(row))
+    render_tables(res, args)
     res.data["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     res.data["meta"]["load_avg_end"] = os.getloadavg()
     res.save()
@@ -578,25 +611,49 @@ def run(args) -> int:
     return 1 if failed == len(cfgs) else 0
 
 
+def run_tables(data: dict, results_dir: Path, stem: str) -> dict:
+    """A run's own markdown tables (docs/RESULTS.md's ``run:table`` markers show them): ``hybrid`` +
+    ``hybrid_plot`` for a --hybrid run, ``table3`` for a run with --tasks."""
+    meta = data.get("meta") or {}
+    tables = dict(data.get("tables") or {})
+    if meta.get("hybrid"):
+        from . import hybrid
+
+        tables["hybrid"] = hybrid.table(data)
+        tables["hybrid_plot"] = hybrid.plot(data, Path(results_dir) / f"{stem}_ppl_vs_bpw.png")
+    if meta.get("tasks"):
+        from . import zeroshot as Z
+
+        tables["table3"] = Z.table3(data)
+    return tables
+
+
+def render_tables(res: Results, args) -> None:
+    """Store the run's own tables in its results file (``run_tables``)."""
+    res.data["tables"] = run_tables(res.data, Path(args.results_dir), res.path.stem)
+
+
+def refresh_tables(results_dir: Path) -> None:
+    """Re-render every results file's own tables from its rows (``--report``; also after an interrupted run)."""
+    for p in sorted(Path(results_dir).glob("*.json")):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(data, dict) or "rows" not in data:
+            continue
+        meta = data.get("meta") or {}
+        if not (meta.get("hybrid") or meta.get("tasks")):
+            continue
+        data["tables"] = run_tables(data, Path(results_dir), p.stem)
+        tmp = p.with_suffix(f".json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, default=str))
+        tmp.replace(p)
+
+
 def register(subparsers) -> None:
     """Add `maq eval` (see maq/cli.py)."""
     p = subparsers.add_parser("eval", help="convert configurations once and measure perplexity, size, speed",
                               description=__doc__.split("\n\n")[0])
     add_arguments(p)
     p.set_defaults(func=run)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-v", "--verbose", action="store_true")
-    add_arguments(ap)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
-    logging.getLogger("gguf").setLevel(logging.WARNING)
-    try:
-        return run(args)
-    except MAQError as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 1

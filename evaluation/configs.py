@@ -164,6 +164,45 @@ PRESETS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+#  table3: the paper's Table 3 (zero-shot, --tasks qa) for the --target-bpw files, the paper's default, GPTQ 3/4-bit
+#          and llama.cpp's Q4_0 (the same names and flags as run "curve": one cached conversion each)
+PRESETS["table3"] = [
+    ("reference", "reference"),
+    ("maq 2.5", "--target-bpw 2.5"),
+    ("maq 3.0", "--target-bpw 3.0"),
+    ("maq 3.5", "--target-bpw 3.5"),
+    ("maq 4.0", "--target-bpw 4.0"),
+    ("maq (paper)", ""),
+    ("gptq 3-bit", "--method gptq --bits 3"),
+    ("gptq 4-bit", "--method gptq --bits 4"),
+    ("llama.cpp Q4_0", "@llamacpp:Q4_0"),
+]
+#  ffn_down: issue 13's fair comparison: the reference with only the 30 ffn_down tensors (1536 inputs, where
+#            llama.cpp's k- and i-quants apply) replaced (measured as hybrids, HYBRID_PRESETS); MAQ's files at about
+#            2 to 4 bits/weight over those tensors and llama.cpp's types forced onto them (--tensor-type), all with
+#            one importance matrix from the converter's calibration text
+PRESETS["ffn_down"] = [
+    ("reference", "reference"),
+    ("maq (paper)", ""),
+    ("maq 2.5", "--target-bpw 2.5"),
+    ("maq 3.0", "--target-bpw 3.0"),
+    ("maq 3.5", "--target-bpw 3.5"),
+    ("maq 4.0", "--target-bpw 4.0"),
+    ("gptq 3-bit", "--method gptq --bits 3"),
+    ("gptq 4-bit", "--method gptq --bits 4"),
+    ("llama.cpp Q2_K", "@llamacpp:Q2_K+imatrix"),
+    ("llama.cpp IQ2_XXS", "@llamacpp:IQ2_XXS+imatrix"),
+    ("llama.cpp IQ2_XS", "@llamacpp:IQ2_XS+imatrix"),
+    ("llama.cpp IQ2_S", "@llamacpp:IQ2_S+imatrix"),
+    ("llama.cpp IQ3_XXS", "@llamacpp:IQ3_XXS+imatrix"),
+    ("llama.cpp Q3_K", "@llamacpp:Q3_K+imatrix"),
+    ("llama.cpp IQ4_XS", "@llamacpp:IQ4_XS+imatrix"),
+    ("llama.cpp Q4_K", "@llamacpp:Q4_K+imatrix"),
+]
+#  presets measured as hybrids (cli --hybrid KIND): preset -> the tensor kind replaced
+HYBRID_PRESETS: dict[str, str] = {"ffn_down": "ffn_down"}
+
+
 def preset(name: str) -> list[Config]:
     if name not in PRESETS:
         raise MAQError(f"--preset {name!r}: expected one of {sorted(PRESETS)}")

@@ -58,10 +58,12 @@ def _fail(what: str, proc: subprocess.CompletedProcess) -> MAQError:
     return MAQError(f"{what} failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
 
 
-def quantize(bins: Path, src: Path, out: Path, qtype: str, imatrix: Path | None = None, threads: int = 2) -> dict:
-    """Write ``out`` (through a temp name); returns {seconds, command}."""
+def quantize(bins: Path, src: Path, out: Path, qtype: str, imatrix: Path | None = None, threads: int = 2,
+             extra: list[str] | tuple[str, ...] = ()) -> dict:
+    """Write ``out`` (through a temp name); ``extra``: more options (``--tensor-type ffn_down=iq2_xs``); returns
+    {seconds, command}."""
     tmp = out.with_name(out.name + ".tmp")
-    cmd = [bins / "llama-quantize"]
+    cmd = [bins / "llama-quantize", *extra]
     if imatrix is not None:
         cmd += ["--imatrix", imatrix]
     from maq.runtime.inspect import read_header

@@ -18,6 +18,8 @@ import math
 import re
 from pathlib import Path
 
+from maq.runtime import gguf_loader as gl
+
 MARK = re.compile(r"<!-- BEGIN GENERATED ([\w.\-]+):(\w+) -->\n.*?<!-- END GENERATED \1:\2 -->", re.S)
 ALL = "all"              # <!-- BEGIN GENERATED all:plot -->: one plot of every run's rows (runs may not be named "all")
 TABLES = ("ppl", "c4", "ablation", "zeroshot", "types", "speed", "plot")
@@ -182,8 +184,9 @@ def table_zeroshot(run: dict) -> str:
     return "\n".join(out)
 
 
-# ggml type ids this llama.cpp build writes that maq.runtime.inspect does not name (it prints "type<id>")
-GGML_NAMES = {"type42": "Q2_0"}
+# results written before maq.runtime.inspect named llama.cpp's extra types (gguf_loader.LLAMACPP_EXTRA_TYPES)
+# hold "type<id>": name those
+GGML_NAMES = {f"type{t}": name for t, (name, _, _) in gl.LLAMACPP_EXTRA_TYPES.items()}
 
 
 def _tname(t: str) -> str:
@@ -229,35 +232,65 @@ def table_speed(run: dict) -> str:
     return "\n".join(out)
 
 
-def plot(run: dict, out: Path) -> str:
-    """PNG: perplexity vs linear bits/weight, log y; left our runtime's full protocol, right the second-half
-    protocol (ours, and llama.cpp's own figure for its files). Returns the markdown image line."""
+PROTOCOLS = ("full", "second-half")
+
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _ppl_points(r: dict, proto: str) -> tuple[float | None, list[tuple[float, bool]]]:
+    """(linear bits/weight or None, [(perplexity, ours)]) of a row under a protocol: our runtime's figure, and for
+    the second-half protocol llama.cpp's own (``ours`` False)."""
+    b = (r.get("bpw") or {}).get("linear")
+    if b is None:
+        return None, []
+    pts = []
+    s = _ppl(r, "wikitext2", proto)
+    if s and s.get("tokens") and math.isfinite(s["ppl"]):
+        pts.append((s["ppl"], True))
+    lc = (r.get("llamacpp_ppl") or {}).get("ppl") if proto == "second-half" else None
+    if lc is not None and math.isfinite(lc):
+        pts.append((lc, False))
+    return b, pts
+
+
+def _save(plt, fig, out: Path, n_points: int, image_md: str) -> str:
+    """Save (when anything was drawn) and close the figure; the markdown image line or a placeholder."""
+    fig.tight_layout()
+    if not n_points:
+        plt.close(fig)
+        return "_no perplexity measured yet_"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return image_md
+
+
+def plot(run: dict, out: Path) -> str:
+    """PNG: perplexity vs linear bits/weight, log y; left our runtime's full protocol, right the second-half
+    protocol (ours, and llama.cpp's own figure for its files). Returns the markdown image line."""
+    plt = _pyplot()
+    if plt is None:
         return "_matplotlib not installed: no plot_"
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
-    any_point = False
-    for ax, proto in zip(axes, ("full", "second-half")):
+    n_points = 0
+    for ax, proto in zip(axes, PROTOCOLS):
         for r in run["rows"]:
-            b = (r.get("bpw") or {}).get("linear")
-            if b is None:
-                continue
-            pts = []
-            s = _ppl(r, "wikitext2", proto)
-            if s and s.get("tokens") and math.isfinite(s["ppl"]):
-                pts.append((s["ppl"], "o", "ours"))
-            lc = r.get("llamacpp_ppl") or {}
-            if proto == "second-half" and lc.get("ppl") and math.isfinite(lc["ppl"]):
-                pts.append((lc["ppl"], "x", "llama.cpp"))
-            for y, mk, who in pts:
+            b, pts = _ppl_points(r, proto)
+            for y, ours in pts:
                 color = "C3" if r.get("kind") == "llamacpp" else ("C0" if "maq" in _method(r) else "C2")
-                ax.scatter([b], [y], marker=mk, color=color, s=40)
-                ax.annotate(r["name"] + ("" if who == "ours" else " (llama.cpp)"), (b, y), fontsize=7,
+                ax.scatter([b], [y], marker="o" if ours else "x", color=color, s=40)
+                ax.annotate(r["name"] + ("" if ours else " (llama.cpp)"), (b, y), fontsize=7,
                             xytext=(4, 3), textcoords="offset points")
-                any_point = True
+                n_points += 1
         ax.set_xscale("linear")
         ax.set_yscale("log")
         ax.set_xlabel("linear tensors: bits/weight (honest, from the file)")
@@ -267,14 +300,7 @@ def plot(run: dict, out: Path) -> str:
     meta = run.get("meta", {})
     fig.suptitle(f"{run['run']}: {Path(meta.get('source', '')).name}, ctx {meta.get('ctx')}, "
                  f"limit {meta.get('limit') or 'all'} windows", fontsize=10)
-    fig.tight_layout()
-    if not any_point:
-        plt.close(fig)
-        return "_no perplexity measured yet_"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return f"![perplexity vs bits/weight ({run['run']})](results/{out.name})"
+    return _save(plt, fig, out, n_points, f"![perplexity vs bits/weight ({run['run']})](results/{out.name})")
 
 
 def plot_all(runs: dict[str, dict], out: Path) -> str:
@@ -282,31 +308,20 @@ def plot_all(runs: dict[str, dict], out: Path) -> str:
     run; left the full protocol (our runtime), right the second-half protocol (ours; llama.cpp's own figure for its
     files drawn hollow). A file measured in several runs (same path) is labelled once. Runs named ``curve*`` are
     drawn as lines through their rows in bits/weight order (a size/quality dial). Returns the markdown image line."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return "_matplotlib not installed: no plot_"
     markers = "osD^v<>Pph*"
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
     n_points = 0
-    for ax, proto in zip(axes, ("full", "second-half")):
+    for ax, proto in zip(axes, PROTOCOLS):
         labelled: set[tuple[str, str]] = set()
-        for si, (name, run) in enumerate(sorted((n, r) for n, r in runs.items() if "rows" in r)):
+        for si, (name, run) in enumerate(sorted((n, r) for n, r in runs.items()      # hybrids: their own plot
+                                                if "rows" in r and not (r.get("meta") or {}).get("hybrid"))):
             color, marker = f"C{si % 10}", markers[si % len(markers)]
             xs, ys = [], []
             for r in run["rows"]:
-                b = (r.get("bpw") or {}).get("linear")
-                if b is None:
-                    continue
-                s = _ppl(r, "wikitext2", proto)
-                lc = (r.get("llamacpp_ppl") or {}).get("ppl") if proto == "second-half" else None
-                pts = []
-                if s and s.get("tokens") and math.isfinite(s["ppl"]):
-                    pts.append((s["ppl"], True))
-                if lc is not None and math.isfinite(lc):
-                    pts.append((lc, False))
+                b, pts = _ppl_points(r, proto)
                 for y, ours in pts:
                     ax.scatter([b], [y], marker=marker, s=42, color=color if ours else "none",
                                edgecolors=color, linewidths=1.2,
@@ -333,14 +348,7 @@ def plot_all(runs: dict[str, dict], out: Path) -> str:
     lims = sorted({(r.get("meta") or {}).get("limit") for r in runs.values() if "rows" in r}, key=str)
     fig.suptitle("all runs in docs/results/ (windows of 2048; --limit " + ", ".join(str(x or "all") for x in lims)
                  + "); hollow: llama.cpp's llama-perplexity on its own file", fontsize=9)
-    fig.tight_layout()
-    if not n_points:
-        plt.close(fig)
-        return "_no perplexity measured yet_"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return f"![perplexity vs bits/weight, all runs](results/{out.name})"
+    return _save(plt, fig, out, n_points, f"![perplexity vs bits/weight, all runs](results/{out.name})")
 
 
 def render(run: dict, table: str, results_dir: Path) -> str:

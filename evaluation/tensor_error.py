@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from maq.runtime import format as fmt
+from maq.runtime import gguf_loader as gl
 from maq.runtime.inspect import read_header, read_weight
 
 log = logging.getLogger(__name__)
@@ -145,18 +146,16 @@ def salient_breakdown(W: np.ndarray, Q: np.ndarray, sal: np.ndarray, H: torch.Te
     return out
 
 
-GGML_Q2_0 = 42        # llama.cpp's Q2_0 in the llama.cpp this project builds (llama-cpp-python 0.3.36's vendor)
-
-
 def dequantize_q2_0(data: np.ndarray, n: int) -> np.ndarray:
     """llama.cpp's Q2_0 (ggml-quants.c dequantize_row_q2_0): blocks of 64 weights = fp16 d + 16 bytes of 2-bit
     codes, 4 per byte from the low bits; value (q - 1) * d, q in 0..3. ``data`` uint8, ``n`` weights."""
-    blocks = np.asarray(data, dtype=np.uint8).reshape(-1, 18)
-    if blocks.shape[0] * 64 != n:
+    _, bs, ts = gl.LLAMACPP_EXTRA_TYPES[gl.GGML_Q2_0]          # 64 weights, 18 bytes
+    blocks = np.asarray(data, dtype=np.uint8).reshape(-1, ts)
+    if blocks.shape[0] * bs != n:
         raise ValueError(f"Q2_0: {blocks.shape[0]} blocks for {n} weights")
     d = blocks[:, :2].copy().view(np.float16).astype(np.float32)             # [nb, 1]
     qs = blocks[:, 2:]
-    q = np.stack([(qs >> s) & 3 for s in (0, 2, 4, 6)], axis=2).reshape(-1, 64).astype(np.float32)
+    q = np.stack([(qs >> s) & 3 for s in (0, 2, 4, 6)], axis=2).reshape(-1, bs).astype(np.float32)
     return ((q - 1.0) * d).reshape(-1)
 
 
@@ -164,11 +163,10 @@ def read_weight_any(path: str | Path, name: str, header) -> tuple[np.ndarray, np
     """``maq.runtime.inspect.read_weight``, plus the ggml types the gguf package cannot dequantize (Q2_0)."""
     by = {t.name: t for t in header.tensors}
     t = by.get(name)
-    if t is not None and t.type_id == GGML_Q2_0:
+    if t is not None and t.ggml_type == gl.GGML_Q2_0:
         n = int(np.prod(t.ne))
-        mm = np.memmap(header.path, dtype=np.uint8, mode="r")
-        raw = np.asarray(mm[t.offset:t.offset + n // 64 * 18])
-        return dequantize_q2_0(raw, n).reshape(int(np.prod(t.ne[1:])), t.ne[0]), None
+        _, bs, ts = gl.LLAMACPP_EXTRA_TYPES[gl.GGML_Q2_0]
+        return dequantize_q2_0(np.asarray(t.data)[:n // bs * ts], n).reshape(int(np.prod(t.ne[1:])), t.ne[0]), None
     return read_weight(path, name, header)
 
 

@@ -18,7 +18,7 @@ SUBCOMMAND_MODULES = (
     "maq.converter.cli",       # maq convert
     "maq.runtime.cli",         # maq chat / generate / perplexity
     "maq.runtime.inspect",     # maq inspect
-    "maq.evaluation.cli",      # maq eval (evaluation/; needs `pip install -e .` after it was added)
+    "maq.evaluation.cli",      # maq eval
 )
 
 
@@ -33,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("maq."):
-                continue  # that part of the product is not built yet
+            if exc.name and (exc.name == name or name.startswith(exc.name + ".")):
+                # a stale install (made before that package existed): say so, never drop a subcommand silently
+                raise MAQError(f"{name}: module not found in the installed maq package (from {__file__}); "
+                               "reinstall it: pip install -e . (or pip install .)") from exc
             raise
         module.register(sub)
     return parser
@@ -52,9 +54,14 @@ def _install_sigterm() -> None:
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _on_sigterm)
+    # A job started in the background of a script inherits SIGINT as ignored, and Python then installs no
+    # KeyboardInterrupt handler: install it explicitly, so `kill -INT` stops it with the usual cleanup.
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv: list[str] | None = None) -> int:

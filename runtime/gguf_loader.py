@@ -29,6 +29,7 @@ import numpy as np
 
 from maq.errors import FormatError, MAQError
 from maq.runtime import format as fmt
+from maq.runtime import kernels as K
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +43,34 @@ _VT_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4
              12: "<f8"}
 _VT_STRING, _VT_ARRAY = 8, 9
 
-# ggml tensor types used here (ids are ggml's)
-GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0 = 0, 1, 2, 3, 8
-GGML_I8, GGML_I16, GGML_I32 = 24, 25, 26
+# ggml tensor type ids used here: the gguf package's GGMLQuantizationType owns them (and GGML_QUANT_SIZES the block
+# sizes); ids newer than the installed gguf package are in LLAMACPP_EXTRA_TYPES below.
+def _ggml_ids():
+    from gguf.constants import GGMLQuantizationType as Q
 
-# Logical weight kinds the C core reads directly (values match enum maq_type in csrc/maq.h).
-KIND_F32, KIND_F16, KIND_Q8_0, KIND_MAQ2, KIND_MAQ3, KIND_MAQ4 = 0, 1, 8, 100, 101, 102
-KIND_NAMES = {KIND_F32: "F32", KIND_F16: "F16", KIND_Q8_0: "Q8_0", KIND_MAQ2: "MAQ2", KIND_MAQ3: "MAQ3",
-              KIND_MAQ4: "MAQ4"}
-KIND_OF_BITS = {2: KIND_MAQ2, 3: KIND_MAQ3, 4: KIND_MAQ4}   # format code width -> kind
-MAQ_KINDS = tuple(KIND_OF_BITS.values())
+    return tuple(int(getattr(Q, n)) for n in ("F32", "F16", "Q4_0", "Q4_1", "Q8_0", "I8", "I16", "I32"))
+
+
+GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0, GGML_I8, GGML_I16, GGML_I32 = _ggml_ids()
+
+# llama.cpp types the gguf package does not know: {id: (name, weights per block, bytes per block)}, from the ggml.h
+# of the llama.cpp this project builds (llama-cpp-python 0.3.36: vendor/llama.cpp/ggml/include/ggml.h
+# GGML_TYPE_Q2_0 = 42; ggml-common.h block_q2_0 = fp16 d + 64 2-bit codes = 18 bytes). gguf 0.19 knows ids up
+# to 41 (Q1_0, the same in that ggml.h); tests/runtime/test_type_ids.py checks these do not collide with it.
+GGML_Q2_0 = 42
+LLAMACPP_EXTRA_TYPES = {GGML_Q2_0: ("Q2_0", 64, 18)}
+
+# Logical weight kinds the C core reads directly: the C type ids of enum maq_type (csrc/maq.h, via kernels).
+KIND_F32, KIND_F16, KIND_Q8_0 = K.MAQ_TYPE_F32, K.MAQ_TYPE_F16, K.MAQ_TYPE_Q8_0
+KIND_MAQ2, KIND_MAQ3, KIND_MAQ4 = K.MAQ_TYPE_MAQ2, K.MAQ_TYPE_MAQ3, K.MAQ_TYPE_MAQ4
+KIND_NAMES = {k: n.upper() for k, n in K.MAQ_TYPE_NAMES.items()}
+KIND_OF_BITS = K.MAQ_TYPE_OF_BITS   # format code width -> kind
+MAQ_KINDS = K.MAQ_TYPES
 # GGUF types of the MAQ parts (the .hi part: I16 for MAQ3, I32 for MAQ4)
 _MAQ_PART_GGUF = {fmt.PART_WORDS: GGML_I32, fmt.PART_BITMAP: GGML_I8, fmt.PART_SCALES: GGML_I8,
                   fmt.PART_ROWSCALE: GGML_F16, fmt.PART_SALW: GGML_I8, fmt.PART_SALOFF: GGML_I32}
 _MAQ_HI_GGUF = {3: GGML_I16, 4: GGML_I32}
-Q8_0_BLOCK, Q8_0_BYTES = 32, 34
+Q8_0_BLOCK, Q8_0_BYTES = K.Q8_0_BLOCK, K.Q8_0_BLOCK_BYTES
 
 
 def _ggml_sizes() -> dict[int, tuple[str, int, int]]:
@@ -70,8 +84,15 @@ def _ggml_sizes() -> dict[int, tuple[str, int, int]]:
 _SIZES = _ggml_sizes()
 
 
+def ggml_type_info(t: int) -> tuple[str, int, int] | None:
+    """(name, weights per block, bytes per block) of ggml type id ``t``: the gguf package's, else llama.cpp's types
+    newer than it (``LLAMACPP_EXTRA_TYPES``), else None."""
+    return _SIZES.get(t) or LLAMACPP_EXTRA_TYPES.get(t)
+
+
 def ggml_type_name(t: int) -> str:
-    return _SIZES.get(t, (f"type{t}",))[0]
+    """ggml's name of type id ``t`` ("Q8_0"; llama.cpp types newer than gguf too: "Q2_0"), else "type<t>"."""
+    return _SIZES.get(t, LLAMACPP_EXTRA_TYPES.get(t, (f"type{t}",)))[0]
 
 
 # --------------------------------------------------------------------------- raw file
@@ -85,6 +106,7 @@ class TensorInfo:
     offset: int           # absolute byte offset in the file
     nbytes: int
     data: np.ndarray      # uint8 view [nbytes] of the memmap
+    exact: bool = True    # False only in a tolerant read: type unknown / sized differently, nbytes from the offsets
 
     @property
     def type_name(self) -> str:
@@ -111,10 +133,16 @@ class GGUFFile:
     ``general.alignment`` a u32 power of two, tensor names unique and < 64 bytes, 1..4 dimensions each >= 1,
     known ggml types, each tensor's data aligned, following the previous one, inside the file). Any failure is a
     ``FormatError`` naming the file, the key or tensor being read, and what was expected.
+
+    ``tolerant=True`` (``maq inspect``, evaluation): a tensor whose ggml type id the gguf package does not know, or
+    whose block size does not fit the file's offsets (ids get reused across versions), is kept with ``exact=False``
+    and sized from the distance to the next tensor's data instead of refused; data offsets may come in any order.
+    llama.cpp types newer than the gguf package (``LLAMACPP_EXTRA_TYPES``) are sized from that table.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, tolerant: bool = False):
         self.path = Path(path)
+        self.tolerant = tolerant
         if not self.path.exists():
             raise MAQError(f"{self.path}: no such file")
         if not self.path.is_file():
@@ -275,6 +303,10 @@ class GGUFFile:
             self._what = "metadata general.alignment"
             raise self._fail(f"{align} puts the tensor data at byte {self.data_start}, past the end of the file "
                              f"({size} bytes)")
+        if self.tolerant:
+            self._tolerant_tensors(infos, size)
+            self._what = "header"
+            return
         expect_off, prev = 0, "the start of the data section"
         for name, ne, t, off in infos:
             self._what = f"tensor {_show(name)}"
@@ -300,6 +332,28 @@ class GGUFFile:
             prev = f"tensor {_show(name)} ({nbytes} bytes of {tname}, ne={list(ne)})"
             self.tensors[name] = TensorInfo(name, ne, t, start, nbytes, self.mm[start:start + nbytes])
         self._what = "header"
+
+    def _tolerant_tensors(self, infos: list, size: int) -> None:
+        """Tensor infos of a tolerant read: sizes from the type where it fits the offsets, else from the offsets."""
+        align = self.alignment
+        order = sorted(range(len(infos)), key=lambda i: infos[i][3])
+        ends = {i: (self.data_start + infos[order[j + 1]][3] if j + 1 < len(order) else size)
+                for j, i in enumerate(order)}
+        for i, (name, ne, t, off) in enumerate(infos):
+            self._what = f"tensor {_show(name)}"
+            start = self.data_start + off
+            if start > size:
+                raise self._fail(f"data at byte {start} is past the end of the file ({size} bytes)")
+            gap = ends[i] - start                 # the tensor's bytes plus alignment padding
+            nbytes, exact = gap, False
+            info = ggml_type_info(t)
+            if info is not None:
+                _, bs, ts = info
+                n_el = math.prod(ne)
+                want = n_el // bs * ts if n_el % bs == 0 else -1
+                if 0 <= gap - want < align or (ends[i] == size and 0 <= gap - want):
+                    nbytes, exact = want, True
+            self.tensors[name] = TensorInfo(name, ne, t, start, nbytes, self.mm[start:start + nbytes], exact)
 
     def get(self, key: str, default=None):
         return self.metadata.get(key, default)
@@ -450,6 +504,23 @@ class Weight:
         from gguf.constants import GGMLQuantizationType
         from gguf.quants import dequantize
         return dequantize(np.asarray(self.data), GGMLQuantizationType.Q8_0).reshape(self.P, self.T).astype(np.float32)
+
+    def kernel_weight(self) -> K.Weight:
+        """The C descriptor of this weight (``kernels.Weight``: validated, zero-copy; keep it while C reads it).
+        The one route from a loaded weight to a ``maq_weight`` (the model structs copy ``.c[0]``)."""
+        if self.kind in MAQ_KINDS:
+            kw = K.Weight.from_maq(self.maq, name=self.name)
+        elif self.kind == KIND_F32:
+            kw = K.Weight.f32(self.data, name=self.name)
+        elif self.kind == KIND_F16:
+            kw = K.Weight.f16(self.data, name=self.name)
+        elif self.kind == KIND_Q8_0:
+            kw = K.Weight.q8_0(self.data, self.T, self.P, name=self.name)
+        else:
+            raise MAQError(f"internal: {self.name} has kind {self.kind}, which the C core does not read")
+        if kw.type != self.kind:
+            raise MAQError(f"internal: {self.name} kind {self.kind} does not match its parts ({kw.type_name})")
+        return kw
 
     def row(self, p: int) -> np.ndarray:
         """float32 [T]: row p dequantized (embedding lookup in the reference)."""
@@ -700,6 +771,7 @@ def _config(gf: GGUFFile) -> ModelConfig:
     if not isinstance(arch, str) or arch != "llama":
         r = repr(arch)
         raise MAQError(f"{where}: general.architecture = {r[:40]}; only 'llama' models are supported")
+    gf.get_int(fmt.KEY_VERSION, None, lo=1, hi=fmt.FORMAT_VERSION)   # a newer (or broken) MAQ format: refuse
     a = "llama."
     n_layers = gf.get_int(a + "block_count", required=True)
     dim = gf.get_int(a + "embedding_length", required=True)
@@ -826,4 +898,5 @@ def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto") ->
 
 
 __all__ = ["GGUFFile", "TensorInfo", "ModelConfig", "RopeConfig", "Weight", "Layer", "LoadedModel", "load",
-           "KIND_F32", "KIND_F16", "KIND_Q8_0", "KIND_MAQ2", "KIND_MAQ3", "KIND_MAQ4", "KIND_OF_BITS", "MAQ_KINDS"]
+           "KIND_F32", "KIND_F16", "KIND_Q8_0", "KIND_MAQ2", "KIND_MAQ3", "KIND_MAQ4", "KIND_OF_BITS", "MAQ_KINDS",
+           "GGML_Q2_0", "LLAMACPP_EXTRA_TYPES", "ggml_type_info", "ggml_type_name"]

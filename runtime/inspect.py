@@ -5,9 +5,9 @@ with the tensor's name plus a dot: a MAQ2 weight's ``.bitmap``, ``.scales``, ``.
 (all those bytes x 8 / P·T), the salient-word percentage and group size of MAQ tensors. Then per storage type and
 for the linear tensors as a whole, the file size against a BF16 file of the same model, and a metadata summary.
 
-The tensor table is read by a small tolerant header reader (not ``gguf_loader``, which refuses what the runtime
-cannot run): llama.cpp types newer than the ``gguf`` package (e.g. Q2_0) are counted from the distance between
-tensor offsets (exact whenever a tensor's bytes are a multiple of the alignment; flagged otherwise).
+The tensor table is read by the runtime's validating reader in its tolerant mode (``gguf_loader.GGUFFile(path,
+tolerant=True)``): llama.cpp types newer than the ``gguf`` package are sized from ``gguf_loader.LLAMACPP_EXTRA_TYPES``
+(Q2_0), other unknown ids from the distance between tensor offsets (flagged ``exact=False``).
 
 ``--plot out.png --tensor NAME`` draws, like the paper's Fig. 3, the salient-word bitmap of one tensor, the reference
 weight magnitude per 16-weight word and the error maps |W - Ŵ| per word of this file and of ``--compare OTHER.gguf``
@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -28,32 +27,21 @@ import numpy as np
 
 from maq.errors import MAQError
 from maq.runtime import format as fmt
+from maq.runtime import gguf_loader as gl
 
 LINEAR_KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
-DEFAULT_ALIGNMENT = 32
-# llama.cpp types the installed gguf package may not know, or knows under another name (ids have been reused
-# across versions: llama.cpp 0.3.36's id 41 is Q2_0, gguf 0.18's is Q1_0): {id: name}. When the gguf package's
-# block size does not fit the file's offsets, the tensor is named from this table and sized from the offsets.
-EXTRA_GGML_TYPES = {41: "Q2_0"}
-_VT_FMT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _LINEAR_RE = re.compile(r"^blk\.(\d+)\.(%s)\.weight$" % "|".join(LINEAR_KINDS))
 
-
-def _ggml_types() -> dict[int, tuple[str, int, int]]:
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    return {int(t): (GGMLQuantizationType(t).name, bs, ts) for t, (bs, ts) in GGML_QUANT_SIZES.items()}
+RawTensor = gl.TensorInfo     # name, ne, ggml_type, offset, nbytes, data, exact
 
 
-@dataclasses.dataclass
-class RawTensor:
-    name: str
-    ne: tuple[int, ...]
-    type_id: int
-    offset: int            # absolute
-    nbytes: int
-    exact: bool            # nbytes from the type's block size and consistent with the offsets (else from offsets)
-    type_name: str = ""
+def type_label(t: RawTensor) -> str:
+    """The storage type shown for a raw tensor: ggml's name, or where the gguf package and the file disagree on
+    the id's block size, ``type<id> (not <name>: sizes disagree)``."""
+    name = t.type_name
+    if not t.exact and gl.ggml_type_info(t.ggml_type) is not None and t.ggml_type not in gl.LLAMACPP_EXTRA_TYPES:
+        return f"type{t.ggml_type} (not {name}: sizes disagree)"
+    return name
 
 
 @dataclasses.dataclass
@@ -66,104 +54,10 @@ class Header:
 
 
 def read_header(path: str | os.PathLike) -> Header:
-    """Metadata and tensor table of a GGUF (v2/v3). Large arrays are summarized as ``<array of N>``."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        f = open(path, "rb")
-    except OSError as exc:
-        raise MAQError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    with f:
-        buf = memoryview(f.read(min(size, 64 << 20)))   # the header of any real model fits in 64 MiB
-    pos = 0
-
-    def unpack(fm: str):
-        nonlocal pos
-        if pos + struct.calcsize(fm) > len(buf):
-            raise MAQError(f"{path}: header truncated at byte {pos}")
-        v = struct.unpack_from(fm, buf, pos)[0]
-        pos += struct.calcsize(fm)
-        return v
-
-    def string() -> str:
-        nonlocal pos
-        n = unpack("<Q")
-        if n > len(buf) - pos:
-            raise MAQError(f"{path}: string of {n} bytes at byte {pos} runs past the header")
-        s = bytes(buf[pos:pos + n]).decode("utf-8", errors="replace")
-        pos += n
-        return s
-
-    def value(vt: int):
-        nonlocal pos
-        if vt in _VT_FMT:
-            return unpack(_VT_FMT[vt])
-        if vt == 8:
-            return string()
-        if vt == 9:
-            et, n = unpack("<I"), unpack("<Q")
-            if et == 8:
-                items = [string() for _ in range(n)]
-                return items if n <= 16 else f"<array of {n} strings>"
-            if et not in _VT_FMT:
-                raise MAQError(f"{path}: array element type {et} unsupported")
-            w = struct.calcsize(_VT_FMT[et])
-            if n * w > len(buf) - pos:
-                raise MAQError(f"{path}: array of {n} runs past the header")
-            items = [struct.unpack_from(_VT_FMT[et], buf, pos + i * w)[0] for i in range(min(n, 16))]
-            pos += n * w
-            return items if n <= 16 else f"<array of {n}>"
-        raise MAQError(f"{path}: unknown metadata value type {vt}")
-
-    if bytes(buf[:4]) != b"GGUF":
-        raise MAQError(f"{path}: not a GGUF file (magic {bytes(buf[:4])!r})")
-    pos = 4
-    version = unpack("<I")
-    if version not in (2, 3):
-        raise MAQError(f"{path}: GGUF version {version} unsupported")
-    n_tensors, n_kv = unpack("<Q"), unpack("<Q")
-    md: dict[str, Any] = {}
-    for _ in range(n_kv):
-        key = string()
-        md[key] = value(unpack("<I"))
-    raw = []
-    for _ in range(n_tensors):
-        name = string()
-        nd = unpack("<I")
-        if not 1 <= nd <= 4:
-            raise MAQError(f"{path}: tensor {name}: {nd} dimensions")
-        ne = tuple(unpack("<Q") for _ in range(nd))
-        raw.append((name, ne, unpack("<I"), unpack("<Q")))
-    align = md.get("general.alignment", DEFAULT_ALIGNMENT)
-    if not isinstance(align, int) or align <= 0 or align & (align - 1):
-        raise MAQError(f"{path}: general.alignment = {align!r}, expected a power of two")
-    data_start = -(-pos // align) * align
-    known = _ggml_types()
-    order = sorted(range(len(raw)), key=lambda i: raw[i][3])
-    ends = {}
-    for j, i in enumerate(order):
-        ends[i] = data_start + raw[order[j + 1]][3] if j + 1 < len(order) else size
-    tensors = []
-    for i, (name, ne, t, off) in enumerate(raw):
-        start = data_start + off
-        if start > size:
-            raise MAQError(f"{path}: tensor {name}: data at byte {start} is past the end of the file ({size})")
-        gap = ends[i] - start                 # the tensor's bytes plus alignment padding
-        n_el = math.prod(ne)
-        tname, nbytes, exact = f"type{t}", gap, False
-        if t in known:
-            kname, bs, ts = known[t]
-            want = n_el // bs * ts if n_el % bs == 0 else -1
-            if 0 <= gap - want < align or (ends[i] == size and 0 <= gap - want):
-                tname, nbytes, exact = kname, want, True
-            else:   # the gguf package and the writer disagree on this id (ids get reused across versions)
-                tname = EXTRA_GGML_TYPES.get(t, f"type{t} (not {kname}: sizes disagree)")
-        else:
-            tname = EXTRA_GGML_TYPES.get(t, tname)
-        if start + nbytes > size:
-            raise MAQError(f"{path}: tensor {name}: {nbytes} bytes at {start} run past the end of the file")
-        tensors.append(RawTensor(name, ne, t, start, nbytes, exact, tname))
-    return Header(path, size, md, tensors, data_start)
+    """Metadata and tensor table of a GGUF (v2/v3), read by the runtime's validating reader in its tolerant mode
+    (``gguf_loader.GGUFFile(path, tolerant=True)``: unknown ggml types are sized from the offsets, not refused)."""
+    gf = gl.GGUFFile(path, tolerant=True)
+    return Header(gf.path, len(gf.mm), gf.metadata, list(gf.tensors.values()), gf.data_start)
 
 
 # ---------------------------------------------------------------------------------------------- accounting
@@ -215,9 +109,11 @@ def word_kinds(mtype: str, salient_pct: float | None, coding: object) -> str:
     return f"2b+{coding if isinstance(coding, str) else fmt.SALIENT_MEAN4}"
 
 
-def _ggml_group(type_name: str) -> int | None:
-    known = {v[0]: v[1] for v in _ggml_types().values()}
-    return known.get(type_name) if known.get(type_name, 1) > 1 else None
+def _ggml_group(t: RawTensor) -> int | None:
+    """Weights per block of a ggml block type (Q8_0: 32), None for F32/F16/... and types sized from the offsets."""
+    info = gl.ggml_type_info(t.ggml_type) if t.exact else None
+    bs = info[1] if info else 1
+    return bs if bs > 1 else None
 
 
 def tensor_rows(h: Header, salient: bool = True) -> list[TensorRow]:
@@ -242,9 +138,7 @@ def tensor_rows(h: Header, salient: bool = True) -> list[TensorRow]:
             sal = None
             bm = by_name.get(b.name + fmt.PART_BITMAP)
             if salient and bm is not None and fmt.BITS_OF_TYPE[mtype] == 2:
-                with open(h.path, "rb") as f:
-                    f.seek(bm.offset)
-                    bits = np.frombuffer(f.read(bm.nbytes), dtype=np.uint8).reshape(P, -1)
+                bits = np.asarray(bm.data).reshape(P, -1)
                 sal = 100.0 * float(fmt.unpack_bitmap(bits, fmt.n_words(T)).mean())
             elif fmt.BITS_OF_TYPE[mtype] > 2:
                 sal = 0.0
@@ -253,8 +147,8 @@ def tensor_rows(h: Header, salient: bool = True) -> list[TensorRow]:
                                   all(p.exact for p in parts), word_kinds(mtype, sal, coding)))
         else:
             shape = tuple(reversed(b.ne))
-            rows.append(TensorRow(b.name, b.type_name, shape, nbytes, [p.name for p in parts], None,
-                                  _ggml_group(b.type_name), all(p.exact for p in parts)))
+            rows.append(TensorRow(b.name, type_label(b), shape, nbytes, [p.name for p in parts], None,
+                                  _ggml_group(b), all(p.exact for p in parts)))
     return rows
 
 
@@ -356,10 +250,8 @@ def read_weight(path: str | os.PathLike, name: str, header: Header | None = None
     by = {t.name: t for t in h.tensors}
     if name not in by:
         raise MAQError(f"{path}: no tensor named {name!r} (e.g. blk.0.ffn_down.weight)")
-    mm = np.memmap(h.path, dtype=np.uint8, mode="r")
-
     def raw(t: RawTensor) -> np.ndarray:
-        return np.asarray(mm[t.offset:t.offset + t.nbytes])
+        return np.asarray(t.data)
 
     base = by[name]
     mtype = h.metadata.get(fmt.key_tensor_type(name))
@@ -381,11 +273,11 @@ def read_weight(path: str | os.PathLike, name: str, header: Header | None = None
     from gguf.quants import dequantize
 
     if not base.exact:
-        raise MAQError(f"{path}: {name}: type {base.type_name} unknown to the gguf package (or sized differently "
+        raise MAQError(f"{path}: {name}: type {type_label(base)} unknown to the gguf package (or sized differently "
                        "there): cannot dequantize")
     P = math.prod(base.ne[1:])
     data = raw(base).reshape(P, -1)
-    qt = GGMLQuantizationType(base.type_id)
+    qt = GGMLQuantizationType(base.ggml_type)
     if qt == GGMLQuantizationType.F32:
         w = data.view(np.float32)
     elif qt == GGMLQuantizationType.F16:

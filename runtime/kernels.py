@@ -28,19 +28,31 @@ except ImportError as exc:  # pragma: no cover - depends on the build
     raise MAQError(f"maq C extension is not built ({exc}); run `pip install -e .` or "
                    "`python setup.py build_ext --inplace`") from exc
 
-# enum maq_type (runtime/csrc/maq.h)
-TYPE_F32 = lib.MAQ_TYPE_F32
-TYPE_F16 = lib.MAQ_TYPE_F16
-TYPE_Q8_0 = lib.MAQ_TYPE_Q8_0
-TYPE_MAQ2 = lib.MAQ_TYPE_MAQ2
-TYPE_MAQ3 = lib.MAQ_TYPE_MAQ3
-TYPE_MAQ4 = lib.MAQ_TYPE_MAQ4
-TYPE_NAMES = {TYPE_F32: "f32", TYPE_F16: "f16", TYPE_Q8_0: "q8_0", TYPE_MAQ2: "maq2", TYPE_MAQ3: "maq3",
-              TYPE_MAQ4: "maq4"}
-MAQ_TYPE_OF_BITS = {2: TYPE_MAQ2, 3: TYPE_MAQ3, 4: TYPE_MAQ4}      # format bits -> enum maq_type
-MAQ_TYPES = tuple(MAQ_TYPE_OF_BITS.values())
-Q8_0_BLOCK = 32          # inputs per Q8_0 block
-Q8_0_BLOCK_BYTES = 34    # fp16 d + 32 int8
+# enum maq_type (runtime/csrc/maq.h), read through cffi: the numbers live in maq.h only. These are C type ids
+# (ints); ``format.TYPE_MAQ2`` etc. are the strings stored in GGUF metadata ("maq2").
+MAQ_TYPE_F32 = lib.MAQ_TYPE_F32
+MAQ_TYPE_F16 = lib.MAQ_TYPE_F16
+MAQ_TYPE_Q8_0 = lib.MAQ_TYPE_Q8_0
+MAQ_TYPE_MAQ2 = lib.MAQ_TYPE_MAQ2
+MAQ_TYPE_MAQ3 = lib.MAQ_TYPE_MAQ3
+MAQ_TYPE_MAQ4 = lib.MAQ_TYPE_MAQ4
+MAQ_TYPE_OF_BITS = {bits: getattr(lib, f"MAQ_TYPE_{F.TYPE_OF_BITS[bits].upper()}") for bits in F.TYPE_OF_BITS}
+MAQ_TYPES = tuple(MAQ_TYPE_OF_BITS.values())                     # the MAQ2/3/4 type ids
+MAQ_TYPE_NAMES = {MAQ_TYPE_F32: "f32", MAQ_TYPE_F16: "f16", MAQ_TYPE_Q8_0: "q8_0",
+                  **{MAQ_TYPE_OF_BITS[b]: F.TYPE_OF_BITS[b] for b in F.TYPE_OF_BITS}}
+# Transitional aliases, not exported: tests/runtime/test_kernels_maqhi.py (another branch's file) still says
+# K.TYPE_MAQ3 / K.TYPE_MAQ4; drop these once it says K.MAQ_TYPE_MAQ3 / K.MAQ_TYPE_MAQ4.
+TYPE_MAQ3, TYPE_MAQ4 = MAQ_TYPE_MAQ3, MAQ_TYPE_MAQ4
+
+
+def _q8_0_sizes() -> tuple[int, int]:
+    """(inputs, bytes) of one ggml Q8_0 block, from the gguf package (the owner of ggml's block sizes)."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    return GGML_QUANT_SIZES[GGMLQuantizationType.Q8_0]
+
+
+Q8_0_BLOCK, Q8_0_BLOCK_BYTES = _q8_0_sizes()     # 32 inputs: fp16 d + 32 int8 = 34 bytes
 _MAX_DIM = 1 << 30       # T, P and B must fit a C int comfortably
 
 _path_lock = threading.Lock()
@@ -199,12 +211,12 @@ class Weight:
         if wtype in MAQ_TYPES:
             c.scales = ffi.cast("const uint8_t *", buf[id(scales)])
             c.rowscale = ffi.cast("const uint16_t *", buf[id(rowscale)])
-        if wtype == TYPE_MAQ2:
+        if wtype == MAQ_TYPE_MAQ2:
             c.bitmap = ffi.cast("const uint8_t *", buf[id(bitmap)])
             if salw is not None:                    # int8 salient coding (maq_s8.c)
                 c.salw = ffi.cast("const int8_t *", buf[id(salw)])
                 c.saloff = ffi.cast("const int32_t *", buf[id(saloff)])
-        elif wtype in (TYPE_MAQ3, TYPE_MAQ4):
+        elif wtype in (MAQ_TYPE_MAQ3, MAQ_TYPE_MAQ4):
             c.hi = ffi.cast("const void *", buf[id(hi)])
         self.c = c
 
@@ -231,7 +243,7 @@ class Weight:
             if t.salw is not None:
                 salw = _check_array(t.salw, f"{name}: salw", *specs[F.PART_SALW], align=1)
                 saloff = _check_array(t.saloff, f"{name}: saloff", *specs[F.PART_SALOFF], align=4)
-            return cls(TYPE_MAQ2, t.T, t.P, t.G, words, bitmap, scales, rowscale, name=name, salw=salw,
+            return cls(MAQ_TYPE_MAQ2, t.T, t.P, t.G, words, bitmap, scales, rowscale, name=name, salw=salw,
                        saloff=saloff)
         shape, dt = specs[F.PART_HI]
         hi = _check_array(t.hi, f"{name}: hi", shape, dt, align=dt.itemsize)
@@ -243,7 +255,7 @@ class Weight:
         if not isinstance(W, np.ndarray) or W.ndim != 2:
             raise MAQError(f"{name}: expected a 2-D float32 array [P, T]")
         P, T = (_check_dim(W.shape[0], f"{name}: P"), _check_dim(W.shape[1], f"{name}: T"))
-        return cls(TYPE_F32, T, P, 0, _check_array(W, name, (P, T), np.float32, align=4), name=name)
+        return cls(MAQ_TYPE_F32, T, P, 0, _check_array(W, name, (P, T), np.float32, align=4), name=name)
 
     @classmethod
     def f16(cls, W: np.ndarray, name: str = "F16 weight") -> "Weight":
@@ -253,7 +265,7 @@ class Weight:
         P, T = (_check_dim(W.shape[0], f"{name}: P"), _check_dim(W.shape[1], f"{name}: T"))
         if W.dtype == np.uint16:
             W = W.view(np.float16)
-        return cls(TYPE_F16, T, P, 0, _check_array(W, name, (P, T), np.float16, align=2), name=name)
+        return cls(MAQ_TYPE_F16, T, P, 0, _check_array(W, name, (P, T), np.float16, align=2), name=name)
 
     @classmethod
     def q8_0(cls, data, T: int, P: int, name: str = "Q8_0 weight") -> "Weight":
@@ -262,29 +274,29 @@ class Weight:
         if T % Q8_0_BLOCK:
             raise MAQError(f"{name}: T={T} is not a multiple of {Q8_0_BLOCK}")
         arr = _as_2d_bytes(data, name, P, T // Q8_0_BLOCK * Q8_0_BLOCK_BYTES)
-        return cls(TYPE_Q8_0, T, P, 0, arr, name=name)
+        return cls(MAQ_TYPE_Q8_0, T, P, 0, arr, name=name)
 
     @classmethod
     def from_buffers(cls, wtype, T: int, P: int, data, bitmap=None, scales=None, rowscale=None,
                      G: int = 0, name: str = "weight", hi=None) -> "Weight":
         """Raw buffers (bytes, mmap, memoryview or ndarray, e.g. slices of a memmapped GGUF), zero-copy.
 
-        wtype: 'f32' | 'f16' | 'q8_0' | 'maq2' | 'maq3' | 'maq4' (or the TYPE_* ints). MAQ2 needs bitmap, scales,
+        wtype: 'f32' | 'f16' | 'q8_0' | 'maq2' | 'maq3' | 'maq4' (or the MAQ_TYPE_* ints). MAQ2 needs bitmap, scales,
         rowscale, G; MAQ3 / MAQ4 need hi (uint16 / int32 [P, T/16] bytes), scales, rowscale, G.
         """
         if isinstance(wtype, str):
-            names = {v: k for k, v in TYPE_NAMES.items()}
+            names = {v: k for k, v in MAQ_TYPE_NAMES.items()}
             if wtype.lower() not in names:
                 raise MAQError(f"{name}: unknown weight type {wtype!r}, expected one of {sorted(names)}")
             wtype = names[wtype.lower()]
         T, P = _check_dim(T, f"{name}: T"), _check_dim(P, f"{name}: P")
-        if wtype == TYPE_F32:
+        if wtype == MAQ_TYPE_F32:
             return cls.f32(_as_2d_bytes(data, name, P, 4 * T).view(np.float32), name=name)
-        if wtype == TYPE_F16:
+        if wtype == MAQ_TYPE_F16:
             return cls.f16(_as_2d_bytes(data, name, P, 2 * T).view(np.float16), name=name)
-        if wtype == TYPE_Q8_0:
+        if wtype == MAQ_TYPE_Q8_0:
             return cls.q8_0(data, T, P, name=name)
-        if wtype == TYPE_MAQ2:
+        if wtype == MAQ_TYPE_MAQ2:
             if bitmap is None or scales is None or rowscale is None:
                 raise FormatError(f"{name}: MAQ2 needs words, bitmap, scales and rowscale")
             F.check_shape(T, P, G, name)
@@ -296,10 +308,10 @@ class Weight:
                 rowscale=_as_2d_bytes(rowscale, f"{name}: rowscale", P, 2 * lay.rowscale_shape[1]).view("<f2"),
                 T=T, G=G)
             return cls.from_maq(t, name=name)
-        if wtype in (TYPE_MAQ3, TYPE_MAQ4):
-            bits = 3 if wtype == TYPE_MAQ3 else 4
+        if wtype in (MAQ_TYPE_MAQ3, MAQ_TYPE_MAQ4):
+            bits = 3 if wtype == MAQ_TYPE_MAQ3 else 4
             if hi is None or scales is None or rowscale is None:
-                raise FormatError(f"{name}: {TYPE_NAMES[wtype].upper()} needs words, hi, scales and rowscale")
+                raise FormatError(f"{name}: {MAQ_TYPE_NAMES[wtype].upper()} needs words, hi, scales and rowscale")
             F.check_shape(T, P, G, name, bits)
             lay = F.Layout(T, P, G, bits)
             nw = lay.words_shape[1]
@@ -315,7 +327,7 @@ class Weight:
     # -- queries
     @property
     def type_name(self) -> str:
-        return TYPE_NAMES[self.type]
+        return MAQ_TYPE_NAMES[self.type]
 
     @property
     def nbytes(self) -> int:
@@ -390,7 +402,8 @@ def read_sum(buf: np.ndarray, pool: Optional[Pool] = None) -> int:
 
 
 __all__ = [
-    "TYPE_F32", "TYPE_F16", "TYPE_Q8_0", "TYPE_MAQ2", "TYPE_MAQ3", "TYPE_MAQ4", "MAQ_TYPES", "Pool", "Weight",
+    "MAQ_TYPE_F32", "MAQ_TYPE_F16", "MAQ_TYPE_Q8_0", "MAQ_TYPE_MAQ2", "MAQ_TYPE_MAQ3", "MAQ_TYPE_MAQ4", "MAQ_TYPES",
+    "MAQ_TYPE_OF_BITS", "MAQ_TYPE_NAMES", "Pool", "Weight",
     "matmul", "read_sum",
     "compiled_paths", "supported_paths", "active_path", "set_path", "forced_path",
 ]

@@ -12,13 +12,12 @@ import os
 import numpy as np
 
 from maq.errors import MAQError
-from maq.runtime.gguf_loader import KIND_MAQ2, KIND_OF_BITS, MAQ_KINDS, LoadedModel, Weight
+from maq.runtime.gguf_loader import LoadedModel, Weight
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 128
 LOGITS_NONE, LOGITS_LAST, LOGITS_ALL = 0, 1, 2
-_ERRORS = {-1: "positions beyond the context", -2: "token id outside the vocabulary", -3: "bad argument"}
 
 
 def _c():
@@ -30,6 +29,13 @@ def _c():
     if not hasattr(lib, "maq_model_create"):
         raise MAQError("the C extension has no model entry points (csrc/model.c not compiled in); rebuild it")
     return ffi, lib
+
+
+def forward_error(lib, rc: int) -> str:
+    """What a maq_model_forward return code means (the codes are model.h's MAQ_FORWARD_ERR_* defines)."""
+    return {lib.MAQ_FORWARD_ERR_POS: "positions beyond the context",
+            lib.MAQ_FORWARD_ERR_TOKEN: "token id outside the vocabulary",
+            lib.MAQ_FORWARD_ERR_ARG: "bad argument"}.get(rc, f"return code {rc}")
 
 
 def physical_cores() -> int:
@@ -120,13 +126,13 @@ class CModel:
             lw.ffn_norm = self._ptr("float *", self._f32(L.ffn_norm, cfg.dim))
             for field, w in (("wq", L.wq), ("wk", L.wk), ("wv", L.wv), ("wo", L.wo), ("w_gate", L.w_gate),
                              ("w_up", L.w_up), ("w_down", L.w_down)):
-                self._fill(getattr(lw, field), w)
+                self._fill(lw, field, w)
         self._keep.append(layers)
         weights = ffi.new("maq_model_weights *")
-        self._fill(weights.tok_embd, lm.tok_embd)
+        self._fill(weights, "tok_embd", lm.tok_embd)
         weights.layers = layers
         weights.output_norm = self._ptr("float *", self._f32(lm.output_norm, cfg.dim))
-        self._fill(weights.output, lm.output)
+        self._fill(weights, "output", lm.output)
         self._cfg_c, self._weights_c = c, weights
 
         ptr = self.lib.maq_model_create(c, weights, self.max_batch, self.n_threads)
@@ -139,6 +145,7 @@ class CModel:
         self._last = np.zeros(cfg.vocab_size, dtype=np.float32)
         self._last_p = ffi.cast("float *", ffi.from_buffer(self._last))
         self._forward_c = self.lib.maq_model_forward
+        self._ok = self.lib.MAQ_FORWARD_OK
 
     def step(self, token: int, pos: int) -> np.ndarray:
         """Decode fast path: one token at ``pos`` -> logits float32 [V] (a reused buffer: copy to keep)."""
@@ -148,8 +155,9 @@ class CModel:
             raise MAQError(f"token id {token} outside the vocabulary of {self.cfg.vocab_size}")
         self._tok_buf[0] = token
         rc = self._forward_c(self._m, self._tok_p, 1, pos, self._last_p, LOGITS_LAST)
-        if rc != 0:
-            raise MAQError(f"forward failed: {_ERRORS.get(rc, rc)} (pos={pos}, token={token}, n_ctx={self.n_ctx})")
+        if rc != self._ok:
+            raise MAQError(f"forward failed: {forward_error(self.lib, rc)} (pos={pos}, token={token}, "
+                           f"n_ctx={self.n_ctx})")
         return self._last
 
     # -- struct filling
@@ -165,45 +173,12 @@ class CModel:
             raise MAQError(f"internal: vector {a.dtype}{a.shape}, expected float32 [{n}]")
         return a
 
-    def _fill(self, dst, w: Weight) -> None:
-        """Fill a maq_weight descriptor from a validated Weight (checks dtype, contiguity, shape again)."""
-        dst.type, dst.T, dst.P, dst.G = w.kind, w.T, w.P, w.G
-        dst.hi = self.ffi.NULL
-        if w.kind in MAQ_KINDS:
-            t = w.maq
-            t.validate(w.name)
-            if KIND_OF_BITS.get(t.bits) != w.kind:
-                raise MAQError(f"internal: {w.name} kind {w.kind} does not match its {t.bits}-bit parts")
-            second = t.bitmap if w.kind == KIND_MAQ2 else t.hi
-            for a in (t.words, second, t.scales, t.rowscale):
-                if not a.flags.c_contiguous:
-                    raise MAQError(f"internal: {w.name} part not contiguous")
-            dst.data = self._ptr("void *", t.words)
-            dst.scales = self._ptr("uint8_t *", t.scales)
-            dst.rowscale = self._ptr("uint16_t *", t.rowscale)
-            dst.salw = self.ffi.NULL
-            dst.saloff = self.ffi.NULL
-            if w.kind == KIND_MAQ2:
-                dst.bitmap = self._ptr("uint8_t *", t.bitmap)
-                if t.salw is not None:                      # int8 salient coding (maq_s8.c)
-                    for a in (t.salw, t.saloff):
-                        if not a.flags.c_contiguous:
-                            raise MAQError(f"internal: {w.name} part not contiguous")
-                    dst.salw = self._ptr("int8_t *", t.salw)
-                    dst.saloff = self._ptr("int32_t *", t.saloff)
-            else:
-                dst.bitmap = self.ffi.NULL
-                dst.hi = self._ptr("void *", t.hi)
-        else:
-            a = w.data
-            if not a.flags.c_contiguous or a.shape[0] != w.P:
-                raise MAQError(f"internal: {w.name} data not a contiguous [P, ...] array")
-            dst.data = self._ptr("void *", a)
-            dst.bitmap = self.ffi.NULL
-            dst.salw = self.ffi.NULL
-            dst.saloff = self.ffi.NULL
-            dst.scales = self.ffi.NULL
-            dst.rowscale = self.ffi.NULL
+    def _fill(self, parent, field: str, w: Weight) -> None:
+        """Set descriptor ``parent.field`` (a maq_weight) from a validated Weight through ``Weight.kernel_weight``
+        (kernels.Weight: the one Weight -> C descriptor route); the kernels.Weight is kept alive with the model."""
+        kw = w.kernel_weight()
+        self._keep.append(kw)
+        setattr(parent, field, kw.c[0])
 
     # -- running
     def forward(self, tokens, pos: int, mode: int = LOGITS_LAST, out: np.ndarray | None = None) -> np.ndarray | None:
@@ -233,8 +208,8 @@ class CModel:
         else:
             lp = ffi.NULL
         rc = self.lib.maq_model_forward(self._m, ffi.cast("int32_t *", ffi.from_buffer(toks)), n, pos, lp, mode)
-        if rc != 0:
-            raise MAQError(f"forward failed: {_ERRORS.get(rc, rc)} (pos={pos}, n={n}, n_ctx={self.n_ctx})")
+        if rc != self._ok:
+            raise MAQError(f"forward failed: {forward_error(self.lib, rc)} (pos={pos}, n={n}, n_ctx={self.n_ctx})")
         if mode == LOGITS_ALL:
             return out[:n]
         return self._last if mode == LOGITS_LAST else None

@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from maq.errors import MAQError
-from maq.runtime.gguf_loader import KIND_MAQ2, KIND_MAQ3, KIND_MAQ4, KIND_Q8_0, LoadedModel
+from maq.runtime.gguf_loader import KIND_MAQ2, KIND_MAQ3, KIND_MAQ4, KIND_Q8_0, Q8_0_BLOCK, LoadedModel
 
 # Activation rounding of the C kernels (csrc/act.c), for ``act_quant=True``: symmetric int8 per block of the
 # input, d = amax/127, q = roundf(x * (1/d)); MAQ2/3/4 blocks of 128 inputs (one shared activation layout), Q8_0
 # blocks of 32 with d rounded to fp16.
-ACT_BLOCK = {KIND_MAQ2: 128, KIND_MAQ3: 128, KIND_MAQ4: 128, KIND_Q8_0: 32}
+ACT_BLOCK = {KIND_MAQ2: 128, KIND_MAQ3: 128, KIND_MAQ4: 128, KIND_Q8_0: Q8_0_BLOCK}
 
 
 def round_activations(x: np.ndarray, kind: int) -> np.ndarray:

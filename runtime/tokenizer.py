@@ -88,7 +88,11 @@ class Tokenizer:
         self.add_bos = self._bool(md, "tokenizer.ggml.add_bos_token", default_bos) and self.bos_id is not None
         self.add_eos = self._bool(md, "tokenizer.ggml.add_eos_token", False) and self.eos_id is not None
         self.add_space_prefix = self._bool(md, "tokenizer.ggml.add_space_prefix", self.model_type == "llama")
-        self.chat_template = self._str(md, "tokenizer.chat_template", None)
+        # a bad template must not stop plain completion: chat.render_for reports it when a chat is rendered
+        ct = md.get("tokenizer.chat_template")
+        self.chat_template: str | None = ct if isinstance(ct, str) else None
+        self.chat_template_error: str | None = None if ct is None or isinstance(ct, str) else \
+            str(self._bad("tokenizer.chat_template", ct, "a string"))
         self.stop_ids = {i for i in (self.eos_id, self.eot_id) if i is not None}
         eom = self._id(md, "tokenizer.ggml.eom_token_id", n)
         if eom is not None:
@@ -275,6 +279,10 @@ class Tokenizer:
     def encode(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
         """Token ids of text. ``special``: match control tokens written in the text (chat templates need it;
         llama-perplexity does not). BOS/EOS added per the file's add_bos/add_eos unless ``add_bos`` says."""
+        if not isinstance(text, str):
+            raise MAQError(f"text to tokenize: expected str, got {type(text).__name__}")
+        if _has_surrogates(text):         # lone surrogates (a str decoded with surrogateescape): U+FFFD each
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         if special:
             tok = self.tok
         else:

@@ -3,8 +3,16 @@
 # the source vendored in the PyPI sdist of llama-cpp-python, for side-by-side figures. Nothing is committed:
 # the build lives in $MAQ_CACHE/llama.cpp (default ~/.cache/maq/llama.cpp). Prints the bin directory.
 #   bash scripts/build_llamacpp.sh [VERSION]      (default: the newest sdist on PyPI)
+#   bash scripts/build_llamacpp.sh --maq          llama.cpp with the MAQ2/MAQ3/MAQ4 extension (extensions/llama.cpp,
+#                                                 pinned to llama-cpp-python 0.3.36) in $MAQ_CACHE/llama.cpp-maq:
+#                                                 llama-cli, llama-completion, llama-server, llama-perplexity,
+#                                                 llama-bench, llama-quantize, maq-logits; see docs/LLAMACPP.md
 set -euo pipefail
 CACHE=${MAQ_CACHE:-$HOME/.cache/maq}
+if [ "${1:-}" = "--maq" ]; then
+  shift
+  exec bash "$(dirname "$0")/../extensions/llama.cpp/build.sh" "$@"
+fi
 DEST=$CACHE/llama.cpp
 VERSION=${1:-}
 mkdir -p "$DEST"

@@ -22,7 +22,7 @@ def test_top_level_help(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for name in ("convert", "generate", "chat", "perplexity", "inspect"):
+    for name in ("convert", "generate", "chat", "perplexity", "inspect", "eval", "fetch", "info"):
         assert name in out
 
 
@@ -32,3 +32,13 @@ def test_subcommand_help(cmd, capsys):
         main([cmd, "--help"])
     assert e.value.code == 0
     assert "usage: maq " + cmd in capsys.readouterr().out
+
+
+def test_missing_subcommand_module_is_an_error(monkeypatch, capsys):
+    """A stale install lacking a subcommand's module fails loudly (one line naming it), never drops it."""
+    import maq.cli
+
+    monkeypatch.setattr(maq.cli, "SUBCOMMAND_MODULES", maq.cli.SUBCOMMAND_MODULES + ("maq.nonexistent.cli",))
+    assert main(["--help"]) == 1
+    err = capsys.readouterr().err
+    assert "maq.nonexistent.cli" in err and "reinstall" in err and "Traceback" not in err

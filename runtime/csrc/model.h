@@ -67,7 +67,11 @@ void maq_model_free(maq_model *m);
 
 /* Run tokens[0..n-1] at positions pos..pos+n-1 (in chunks of max_batch), filling the KV cache.
  * logits_mode 0: no logits; 1: logits [V] of the last token; 2: logits [n][V] of every token.
- * Returns 0, or -1 (positions beyond seq_len), -2 (a token id outside the vocabulary), -3 (bad argument). */
+ * Returns MAQ_FORWARD_OK, or a MAQ_FORWARD_ERR_* code below (read by runtime/model.py through cffi). */
+#define MAQ_FORWARD_OK 0
+#define MAQ_FORWARD_ERR_POS -1     /* positions beyond seq_len */
+#define MAQ_FORWARD_ERR_TOKEN -2   /* a token id outside the vocabulary */
+#define MAQ_FORWARD_ERR_ARG -3     /* bad argument */
 int maq_model_forward(maq_model *m, const int32_t *tokens, int n, int pos, float *logits, int logits_mode);
 
 int maq_model_max_batch(const maq_model *m);

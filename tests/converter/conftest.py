@@ -39,3 +39,19 @@ def tiny_f32_gguf(tiny_hf, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_f32") / "tiny.f32.gguf"
     assert main(["convert", str(tiny_hf), "--out", str(out), "--method", "f32", "--no-progress"]) == 0
     return out
+
+
+@pytest.fixture
+def gpt2_gguf(tmp_path):
+    """A minimal GGUF of another architecture (general.architecture = "gpt2", one F32 tensor): gpt2.gguf."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "gpt2.gguf"
+    w = gguf.GGUFWriter(str(path), arch="gpt2")
+    w.add_tensor("token_embd.weight", np.zeros((4, 4), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -68,16 +68,8 @@ def test_hf_architecture_gpt2_named(tiny_hf, tmp_path, capsys):
     _nothing_written(tmp_path)
 
 
-def test_gguf_architecture_gpt2_named(tmp_path, capsys):
-    import gguf
-
-    path = tmp_path / "gpt2.gguf"
-    w = gguf.GGUFWriter(str(path), arch="gpt2")
-    w.add_tensor("token_embd.weight", np.zeros((4, 4), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+def test_gguf_architecture_gpt2_named(gpt2_gguf, tmp_path, capsys):
+    path = gpt2_gguf
     _fails(capsys, [str(path), "--out", str(tmp_path / "x.gguf")], "gpt2.gguf", "'gpt2'", "not supported")
     assert not (tmp_path / "x.gguf").exists()
 

@@ -6,10 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from layers import structured_layer  # noqa: E402
-
 from maq.converter.gptq import GPTQ, QuantConfig, quantize_maq  # noqa: E402
 from maq.converter.hessian import weighted_error  # noqa: E402
+from maq.converter.measure import structured_layer  # noqa: E402
 from maq.runtime import format as fmt  # noqa: E402
 
 

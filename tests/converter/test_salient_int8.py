@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from layers import structured_layer  # noqa: E402
+from maq.converter.measure import structured_layer  # noqa: E402
 
 from maq.cli import main  # noqa: E402
 from maq.converter import allocate as A  # noqa: E402

@@ -9,12 +9,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from layers import structured_layer  # noqa: E402
-
 from maq.cli import main  # noqa: E402
 from maq.converter import allocate as A  # noqa: E402
 from maq.converter.gptq import QuantConfig, quantize_maq  # noqa: E402
 from maq.converter.hessian import weighted_error  # noqa: E402
+from maq.converter.measure import structured_layer  # noqa: E402
 from maq.errors import MAQError  # noqa: E402
 from maq.runtime import format as fmt  # noqa: E402
 

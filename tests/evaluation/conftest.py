@@ -1,8 +1,7 @@
-"""Evaluation fixtures: ``maq.evaluation`` importable from the tree, a tiny Llama GGUF (F32) and its MAQ2
-re-quantization (built with the runtime tests' helpers), a short text file."""
+"""Evaluation fixtures: a tiny Llama GGUF (F32) and its MAQ2 re-quantization (built with the runtime tests'
+helpers, tests/runtime/gguf_files.py), a short text file."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,11 +9,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests" / "runtime"))   # gguf_files
-import _evalpath  # noqa: E402
-
-_evalpath.ensure()
 
 
 @pytest.fixture(scope="session")

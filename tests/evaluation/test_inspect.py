@@ -10,35 +10,15 @@ import numpy as np
 import pytest
 
 from maq.runtime import format as fmt
+from maq.runtime import gguf_loader as gl
 from maq.runtime import inspect as I
 
 
 def _write(path, maq: dict, extra: dict | None = None, q8: dict | None = None):
     """A GGUF with MAQ2 tensors {name: (W, salient, G)}, F32 tensors ``extra`` and Q8_0 tensors ``q8``."""
-    import gguf
-    from gguf.constants import GGMLQuantizationType as Q
+    import gguf_files
 
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_uint32(fmt.KEY_VERSION, fmt.FORMAT_VERSION)
-    for name, (W, sal, G) in maq.items():
-        mt = fmt.quantize_rtn(W, salient=sal, G=G)
-        w.add_string(fmt.key_tensor_type(name), fmt.TYPE_MAQ2)
-        w.add_uint32(fmt.key_group_size(name), G)
-        w.add_string(fmt.key_salient_coding(name), fmt.SALIENT_MEAN4)
-        w.add_tensor(name, mt.words)
-        w.add_tensor(name + fmt.PART_BITMAP, mt.bitmap.view(np.int8))
-        w.add_tensor(name + fmt.PART_SCALES, mt.scales.view(np.int8))
-        w.add_tensor(name + fmt.PART_ROWSCALE, mt.rowscale)
-    for name, a in (extra or {}).items():
-        w.add_tensor(name, a.astype(np.float32))
-    for name, a in (q8 or {}).items():
-        q = gguf.quants.quantize(a.astype(np.float32), Q.Q8_0)
-        w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=Q.Q8_0)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return gguf_files.write_maq_file(path, maq, extra, q8)
 
 
 @pytest.fixture
@@ -119,13 +99,27 @@ def _patch_type(path, name: str, new_type: int):
 def test_unknown_type_sized_from_offsets(tmp_path):
     a = np.ones((16, 64), np.float32)     # 4096 bytes: a multiple of the alignment
     path = _write(tmp_path / "u.gguf", {}, extra={"blk.0.ffn_up.weight": a, "output_norm.weight": np.ones(64)})
-    _patch_type(path, "blk.0.ffn_up.weight", 41)
+    _patch_type(path, "blk.0.ffn_up.weight", gl.GGML_Q2_0)     # llama.cpp's Q2_0 (42): unknown to gguf 0.19
     rows = {r.name: r for r in I.tensor_rows(I.read_header(path))}
     r = rows["blk.0.ffn_up.weight"]
     assert r.type == "Q2_0" and not r.exact and r.nbytes == 4096
     assert rows["output_norm.weight"].exact
     with pytest.raises(Exception, match="unknown to the gguf package"):
         I.read_weight(path, "blk.0.ffn_up.weight")
+
+
+def test_known_id_with_other_sizes_flagged(tmp_path):
+    """An id the gguf package knows whose block size does not fit the file's offsets is named as such, sized from
+    the offsets, and the strict runtime reader refuses the file."""
+    from maq.errors import FormatError
+
+    a = np.ones((16, 64), np.float32)
+    path = _write(tmp_path / "k.gguf", {}, extra={"blk.0.ffn_up.weight": a, "output_norm.weight": np.ones(64)})
+    _patch_type(path, "blk.0.ffn_up.weight", gl.GGML_Q4_0)
+    r = {r.name: r for r in I.tensor_rows(I.read_header(path))}["blk.0.ffn_up.weight"]
+    assert r.type == f"type{gl.GGML_Q4_0} (not Q4_0: sizes disagree)" and not r.exact and r.nbytes == 4096
+    with pytest.raises(FormatError, match="blk.0.ffn_up.weight"):
+        gl.GGUFFile(path)
 
 
 def test_not_gguf(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,14 @@ def test_dequantize_q2_0_matches_llamacpp_layout():
         blocks[:, 2 + j // 4] |= (q[:, j] << (2 * (j % 4))).astype(np.uint8)
     got = TE.dequantize_q2_0(blocks.reshape(-1), 192).reshape(3, 64)
     np.testing.assert_array_equal(got, (q - 1) * d.astype(np.float32)[:, None])
+
+
+def test_tensors_cli_lives_in_the_package():
+    """The per-tensor analysis is package code (maq.evaluation.tensors); scripts/eval_tensors.py only calls it."""
+    from maq.evaluation import tensors
+
+    with pytest.raises(SystemExit) as e:
+        tensors.main(["--help"])
+    assert e.value.code == 0
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "eval_tensors.py").read_text()
+    assert "from maq.evaluation.tensors import main" in script and len(script.splitlines()) < 20

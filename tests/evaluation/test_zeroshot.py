@@ -70,7 +70,7 @@ def test_bad_items(tmp_path):
     with pytest.raises(MAQError, match="cannot tell its format"):
         Z.load_task("mystery", _write(tmp_path, "m", [{"foo": 1}]))
     with pytest.raises(MAQError, match="name=path"):
-        Z.parse_tasks(["arc_easy"])
+        Z.parse_tasks(["no_such_task"])
 
 
 class FakeScorer:

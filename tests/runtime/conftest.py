@@ -47,28 +47,20 @@ def tiny_root(tmp_path_factory):
     return tmp_path_factory.mktemp("tiny_runtime")
 
 
-@pytest.fixture(scope="session")
-def tiny_gqa(tiny_root, smollm2_tokenizer_dir):
-    """(transformers model, F32 GGUF path): GQA 4/2, tied embeddings."""
-    return _build("gqa", tiny_root, smollm2_tokenizer_dir)
+def _tiny_fixture(name: str, doc: str):
+    """A session fixture ``tiny_<name>``: (transformers model, F32 GGUF path) of TINY[name]."""
+    @pytest.fixture(scope="session", name=f"tiny_{name}")
+    def fixture(tiny_root, smollm2_tokenizer_dir):
+        return _build(name, tiny_root, smollm2_tokenizer_dir)
+
+    fixture.__doc__ = f"(transformers model, F32 GGUF path): {doc}"
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def tiny_untied(tiny_root, smollm2_tokenizer_dir):
-    """(transformers model, F32 GGUF path): GQA 4/1, separate output head, llama3 rope scaling."""
-    return _build("untied", tiny_root, smollm2_tokenizer_dir)
-
-
-@pytest.fixture(scope="session")
-def tiny_hd128(tiny_root, smollm2_tokenizer_dir):
-    """(transformers model, F32 GGUF path): head_dim 128 (the register-resident attention path), MQA 2/1."""
-    return _build("hd128", tiny_root, smollm2_tokenizer_dir)
-
-
-@pytest.fixture(scope="session")
-def tiny_hd64(tiny_root, smollm2_tokenizer_dir):
-    """(transformers model, F32 GGUF path): head_dim 64, plain multi-head attention (2/2)."""
-    return _build("hd64", tiny_root, smollm2_tokenizer_dir)
+tiny_gqa = _tiny_fixture("gqa", "GQA 4/2, tied embeddings.")
+tiny_untied = _tiny_fixture("untied", "GQA 4/1, separate output head, llama3 rope scaling.")
+tiny_hd128 = _tiny_fixture("hd128", "head_dim 128 (the register-resident attention path), MQA 2/1.")
+tiny_hd64 = _tiny_fixture("hd64", "head_dim 64, plain multi-head attention (2/2).")
 
 
 @pytest.fixture(scope="session", params=["gqa", "untied", "hd128", "hd64"])

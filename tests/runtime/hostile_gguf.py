@@ -31,8 +31,16 @@ import numpy as np
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
 _SCALAR = {U8: "<B", I8: "<b", U16: "<H", I16: "<h", U32: "<I", I32: "<i", F32: "<f", BOOL: "<?", U64: "<Q",
            I64: "<q", F64: "<d"}
-# ggml types
-T_F32, T_F16, T_Q8_0, T_I8, T_I16, T_I32 = 0, 1, 8, 24, 25, 26
+
+
+def _ggml_ids() -> tuple[int, ...]:
+    """ggml type ids of F32, F16, Q8_0, I8, I16, I32 from the gguf package (their owner)."""
+    from gguf.constants import GGMLQuantizationType as Q
+
+    return tuple(int(getattr(Q, n)) for n in ("F32", "F16", "Q8_0", "I8", "I16", "I32"))
+
+
+T_F32, T_F16, T_Q8_0, T_I8, T_I16, T_I32 = _ggml_ids()
 
 DIM, HIDDEN, N_LAYERS, N_HEADS, N_KV, HEAD_DIM, VOCAB, CTX = 64, 96, 2, 4, 2, 16, 112, 64
 ROPE_DIM = HEAD_DIM
@@ -168,7 +176,9 @@ HI_LINEARS = {"blk.0.attn_k.weight": 3, "blk.0.ffn_down.weight": 4, "blk.1.attn_
               "blk.1.ffn_gate.weight": 4}
 
 
-MAQ_PART_TYPES = {"": T_I32, ".bitmap": T_I8, ".scales": T_I8, ".rowscale": T_F16}   # the .hi part: I16 / I32
+# ggml type of a MAQ part array as gguf_export.maq_arrays gives it (uint8 parts as int8, MAQ3's uint16 hi as int16)
+_PART_TYPE_OF_DTYPE = {np.dtype("int8"): T_I8, np.dtype("<i2"): T_I16, np.dtype("<i4"): T_I32,
+                       np.dtype("<u4"): T_I32, np.dtype("<f2"): T_F16}
 
 # build_model() keywords of a model mixing every linear type the runtime reads, per tensor (as --target-bpw files
 # do): MAQ2, MAQ3, MAQ4, Q8_0, F16 and F32 linears; MAQ2/3/4 Q, K, V share one prepared activation; ffn_down has
@@ -202,6 +212,7 @@ def build_model(*, dim: int = DIM, hidden: int = HIDDEN, layers: int = N_LAYERS,
     (default: LINEARS' 32/64/128 mix) except ``standard`` {tensor name: ggml type F32/F16/Q8_0} and the MAQ3 / MAQ4
     linears ``bits`` {tensor name: 3 or 4} (default HI_LINEARS); Q8_0 embedding, F32 norms, F32 output head unless
     ``tied``. head_dim = dim / heads; rope over the whole head."""
+    from maq.converter import gguf_export as ge
     from maq.runtime import format as fmt
 
     rng = np.random.default_rng(seed)
@@ -260,14 +271,13 @@ def build_model(*, dim: int = DIM, hidden: int = HIDDEN, layers: int = N_LAYERS,
             nb = bits.get(name, 2)
             if nb == 2:
                 mt = fmt.quantize_rtn(W, salient=rng.random((P, T // 16)) < 0.1, G=G)
-                kvs += [KV(fmt.key_tensor_type(name), STR, fmt.TYPE_MAQ2), KV(fmt.key_group_size(name), U32, G),
-                        KV(fmt.key_salient_coding(name), STR, fmt.SALIENT_MEAN4)]
             else:
                 mt = fmt.quantize_rtn(W, G=G, bits=nb)
-                kvs += [KV(fmt.key_tensor_type(name), STR, fmt.TYPE_OF_BITS[nb]), KV(fmt.key_group_size(name), U32, G)]
-            for suffix, arr in mt.parts().items():
-                pt = MAQ_PART_TYPES[suffix] if suffix != fmt.PART_HI else (T_I16 if nb == 3 else T_I32)
-                tensors.append(TI(name + suffix, [arr.shape[1], arr.shape[0]], pt, np.ascontiguousarray(arr).tobytes()))
+            # metadata and parts as the converter writes them (gguf_export)
+            kvs += [KV(key, {"str": STR, "u32": U32}[kind_], value)
+                    for key, (value, kind_) in ge.maq_tensor_metadata(name, G, nb).items()]
+            for part, arr in ge.maq_arrays(name, mt):
+                tensors.append(TI(part, [arr.shape[1], arr.shape[0]], _PART_TYPE_OF_DTYPE[arr.dtype], arr.tobytes()))
     tensors.append(TI("output_norm.weight", [dim], T_F32, f32(1 + 0.1 * rng.standard_normal(dim))))
     if not tied:
         tensors.append(TI("output.weight", [dim, VOCAB], T_F32, f32(rng.standard_normal((VOCAB, dim)) / 8)))

@@ -119,7 +119,7 @@ BAD_REQUESTS = [
     (dict(min_p=-0.1), "min_p"), (dict(min_p=1.1), "min_p"), (dict(min_p=math.nan), "min_p"),
     (dict(repeat_penalty=0.0), "repeat_penalty"), (dict(repeat_penalty=-1.0), "repeat_penalty"),
     (dict(repeat_penalty=math.inf), "repeat_penalty"),
-    (dict(max_tokens=0), "max_tokens"), (dict(max_tokens=-1), "max_tokens"), (dict(max_tokens=2.5), "max_tokens"),
+    (dict(max_tokens=2.5), "max_tokens"),     # <= 0: until the context is full (llama-cpp-python; issue 17)
     (dict(logprobs=-1), "logprobs"), (dict(stop=5), "stop"), (dict(seed="x"), "seed"),
 ]
 
@@ -138,7 +138,7 @@ def test_bad_completion_requests(llm, kw, needle):
 
 
 @pytest.mark.parametrize("kw,needle", [(dict(temperature=-1.0), "temperature"), (dict(top_k=-2), "top_k"),
-                                       (dict(max_tokens=0), "max_tokens"), (dict(min_p=2.0), "min_p")])
+                                       (dict(max_tokens=2.5), "max_tokens"), (dict(min_p=2.0), "min_p")])
 def test_bad_chat_requests(llm, kw, needle):
     msgs = [{"role": "user", "content": "hi"}]
     for stream in (False, True):
@@ -178,7 +178,7 @@ CLI_BAD = [
     (["--top-p", "0"], "--top-p 0"), (["--top-p", "1.5"], "--top-p 1.5"),
     (["--top-k", "-1"], "--top-k -1"), (["--min-p", "1.5"], "--min-p 1.5"), (["--min-p", "-0.5"], "--min-p -0.5"),
     (["--repeat-penalty", "0"], "--repeat-penalty 0"), (["--repeat-penalty", "-2"], "--repeat-penalty -2"),
-    (["-n", "0"], "--max-tokens 0"), (["-n", "-3"], "--max-tokens -3"),
+    (["--repeat-last-n", "-5"], "--repeat-last-n -5"),
     (["--batch", "0"], "--batch 0"), (["--ctx", "0"], "--ctx 0"), (["--ctx", "-4"], "--ctx -4"),
 ]
 
@@ -204,7 +204,7 @@ def test_cli_chat_and_perplexity_bad_arguments(model, capsys, monkeypatch, tmp_p
     monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
     assert "--temp" in _cli(capsys, ["chat", str(model), "--temp", "-1"])
     assert "--threads" in _cli(capsys, ["chat", str(model), "-t", "0"])
-    assert "--max-tokens" in _cli(capsys, ["chat", str(model), "-n", "0"])
+    assert "--repeat-last-n" in _cli(capsys, ["chat", str(model), "--repeat-last-n", "-2"])
     text = tmp_path / "t.txt"
     text.write_text("the cat sat on the mat. " * 40)
     assert "--limit" in _cli(capsys, ["perplexity", str(model), "-f", str(text), "--limit", "0"])

@@ -1,0 +1,167 @@
+// llama-maq.cpp -- load MAQ2 / MAQ3 / MAQ4 weights (the MAQ project's files, docs/FORMAT.md there).
+//
+// A MAQ GGUF stores each quantized linear <name> as parts: <name> (I32 words, ne = [T/16, P]), <name>.bitmap
+// (MAQ2, I8 [ceil(T/128), P]) or <name>.hi (MAQ3: I16 [T/16, P], MAQ4: I32 [T/16, P]), <name>.scales
+// (I8 [2*ceil(T/G), P]) and <name>.rowscale (F16 [3, P]), described by maq.tensor.<name>.type ("maq2" / "maq3" /
+// "maq4") and maq.tensor.<name>.group_size (G). maq_prepare() turns the four parts into one logical tensor of
+// type GGML_TYPE_MAQ* and shape [T, P] (what the model's create_tensor() expects) and drops the other parts from
+// the weight map; maq_load() reads the parts and repacks them (ggml_maq_repack) into the tensor's buffer.
+// MAQ weights cannot be memory-mapped (their bytes change), so a file with MAQ tensors loads without mmap.
+#include "llama-model-loader.h"
+#include "llama-impl.h"
+
+#include "ggml-maq.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+static const char * const MAQ_KEY_PREFIX = "maq.tensor.";
+static const char * const MAQ_KEY_TYPE   = ".type";
+
+// bytes of part k in the file (the words' meta tensor has become the logical MAQ tensor: its size is recomputed)
+static size_t maq_part_bytes(const llama_model_loader::maq_tensor & mt, size_t k) {
+    return k == 0 ? (size_t) (mt.T / 16) * sizeof(uint32_t) * (size_t) mt.P : ggml_nbytes(mt.parts[k].tensor);
+}
+
+void llama_model_loader::maq_prepare() {
+    if (metadata == nullptr) {
+        return;
+    }
+    const int64_t n = gguf_get_n_kv(metadata);
+    const size_t  lp = strlen(MAQ_KEY_PREFIX), ls = strlen(MAQ_KEY_TYPE);
+    for (int64_t i = 0; i < n; i++) {
+        const std::string key = gguf_get_key(metadata, i);
+        if (key.size() <= lp + ls || key.compare(0, lp, MAQ_KEY_PREFIX) != 0 ||
+            key.compare(key.size() - ls, ls, MAQ_KEY_TYPE) != 0) {
+            continue;
+        }
+        const std::string name = key.substr(lp, key.size() - lp - ls);
+        if (gguf_get_kv_type(metadata, i) != GGUF_TYPE_STRING) {
+            throw std::runtime_error(format("MAQ: metadata %s is not a string", key.c_str()));
+        }
+        const std::string tname = gguf_get_val_str(metadata, i);
+        const int bits = tname == "maq2" ? 2 : tname == "maq3" ? 3 : tname == "maq4" ? 4 : 0;
+        if (!bits) {
+            throw std::runtime_error(format("MAQ: metadata %s = '%s', expected maq2, maq3 or maq4", key.c_str(), tname.c_str()));
+        }
+        const std::string gkey = std::string(MAQ_KEY_PREFIX) + name + ".group_size";
+        const int64_t gi = gguf_find_key(metadata, gkey.c_str());
+        if (gi < 0 || gguf_get_kv_type(metadata, gi) != GGUF_TYPE_UINT32) {
+            throw std::runtime_error(format("MAQ: tensor '%s': metadata %s missing or not a u32", name.c_str(), gkey.c_str()));
+        }
+        const int G = (int) gguf_get_val_u32(metadata, gi);
+
+        // the parts, in file order, with the GGUF type each must have
+        const std::vector<std::pair<std::string, ggml_type>> want = {
+            {name,                                        GGML_TYPE_I32},
+            {name + (bits == 2 ? ".bitmap" : ".hi"),      bits == 2 ? GGML_TYPE_I8 : bits == 3 ? GGML_TYPE_I16 : GGML_TYPE_I32},
+            {name + ".scales",                            GGML_TYPE_I8},
+            {name + ".rowscale",                          GGML_TYPE_F16},
+        };
+        maq_tensor mt;
+        mt.bits = bits;
+        mt.G = G;
+        for (const auto & [pname, ptype] : want) {
+            const auto it = weights_map.find(pname);
+            if (it == weights_map.end()) {
+                throw std::runtime_error(format("MAQ: tensor '%s' (%s): part '%s' is missing", name.c_str(), tname.c_str(), pname.c_str()));
+            }
+            const ggml_tensor * t = it->second.tensor;
+            if (t->type != ptype || ggml_n_dims(t) > 2) {
+                throw std::runtime_error(format("MAQ: part '%s' is %s with %d dims, expected 2-D %s", pname.c_str(),
+                    ggml_type_name(t->type), ggml_n_dims(t), ggml_type_name(ptype)));
+            }
+            mt.parts.push_back(it->second);
+        }
+        const ggml_tensor * w = mt.parts[0].tensor;
+        mt.T = 16 * w->ne[0];
+        mt.P = w->ne[1];
+        const int64_t ng = (mt.T + G - 1) / G;
+        const int64_t ne0[4] = {w->ne[0], bits == 2 ? (mt.T + 127) / 128 : w->ne[0], 2 * ng, 3};
+        for (int k = 0; k < 4; k++) {
+            const ggml_tensor * t = mt.parts[k].tensor;
+            if (t->ne[0] != ne0[k] || t->ne[1] != mt.P) {
+                throw std::runtime_error(format("MAQ: part '%s' has ne = [%lld, %lld], expected [%lld, %lld]",
+                    ggml_get_name(t), (long long) t->ne[0], (long long) t->ne[1], (long long) ne0[k], (long long) mt.P));
+            }
+        }
+        if (mt.T % QK_MAQ != 0 || (G != 32 && G != 64 && G != 128)) {
+            throw std::runtime_error(format("MAQ: tensor '%s': T = %lld inputs, G = %d; this llama.cpp extension needs "
+                "T a multiple of %d and G in {32, 64, 128}", name.c_str(), (long long) mt.T, G, QK_MAQ));
+        }
+
+        // count the logical tensor instead of its parts, drop the non-word parts from the weight map
+        for (size_t k = 0; k < mt.parts.size(); k++) {
+            n_elements -= ggml_nelements(mt.parts[k].tensor);
+            if (k > 0) {
+                weights_map.erase(ggml_get_name(mt.parts[k].tensor));
+            }
+        }
+        n_elements += mt.T * mt.P;
+
+        // the words' meta tensor becomes the logical MAQ tensor [T, P]
+        ggml_tensor * cur = weights_map.at(name).tensor;
+        const ggml_type type = bits == 2 ? GGML_TYPE_MAQ2 : bits == 3 ? GGML_TYPE_MAQ3 : GGML_TYPE_MAQ4;
+        cur->type  = type;
+        cur->ne[0] = mt.T;
+        cur->nb[0] = ggml_type_size(type);
+        cur->nb[1] = ggml_row_size(type, mt.T);
+        for (int d = 2; d < GGML_MAX_DIMS; d++) {
+            cur->nb[d] = cur->nb[d - 1] * cur->ne[d - 1];
+        }
+        maq_tensors.emplace(name, std::move(mt));
+    }
+    if (!maq_tensors.empty()) {
+        LLAMA_LOG_INFO("%s: %zu MAQ tensors (repacked at load time into ggml blocks; mmap is off for this model)\n",
+            __func__, maq_tensors.size());
+        use_mmap = false;
+    }
+}
+
+bool llama_model_loader::maq_load(ggml_tensor * cur) {
+    const auto it = maq_tensors.find(ggml_get_name(cur));
+    if (it == maq_tensors.end()) {
+        return false;
+    }
+    const maq_tensor & mt = it->second;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::vector<uint8_t>> parts(mt.parts.size());
+    for (size_t k = 0; k < mt.parts.size(); k++) {
+        const llama_tensor_weight & w = mt.parts[k];
+        parts[k].resize(maq_part_bytes(mt, k));
+        const auto & file = files.at(w.idx);
+        file->seek(w.offs, SEEK_SET);
+        file->read_raw(parts[k].data(), parts[k].size());
+    }
+    const uint16_t * rs = (const uint16_t *) parts[3].data();
+    for (int64_t i = 0; i < 3 * mt.P; i++) {
+        if (!std::isfinite(ggml_fp16_to_fp32(rs[i]))) {
+            throw std::runtime_error(format("MAQ: tensor '%s': row %lld has a non-finite row scale",
+                ggml_get_name(cur), (long long) (i / 3)));
+        }
+    }
+    const size_t n_size = ggml_nbytes(cur);
+    const bool host = cur->buffer && ggml_backend_buffer_is_host(cur->buffer);
+    std::vector<uint8_t> staging(host ? 0 : n_size);
+    void * dst = host ? cur->data : staging.data();
+    if (ggml_maq_repack(cur->type, mt.T, mt.P, mt.G, parts[0].data(), parts[1].data(), parts[2].data(), rs, dst) != 0) {
+        throw std::runtime_error(format("MAQ: tensor '%s': cannot repack", ggml_get_name(cur)));
+    }
+    if (!host) {
+        ggml_backend_tensor_set(cur, dst, 0, n_size);
+    }
+    maq_repack_us += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    if (++maq_n_loaded == maq_tensors.size()) {
+        size_t file_bytes = 0, mem_bytes = 0;
+        for (const auto & [name, t] : maq_tensors) {
+            for (size_t k = 0; k < t.parts.size(); k++) {
+                file_bytes += maq_part_bytes(t, k);
+            }
+            mem_bytes += ggml_row_size(t.bits == 2 ? GGML_TYPE_MAQ2 : t.bits == 3 ? GGML_TYPE_MAQ3 : GGML_TYPE_MAQ4, t.T) * t.P;
+        }
+        LLAMA_LOG_INFO("%s: MAQ: read and repacked %zu tensors in %.1f ms: %.2f MiB in the file -> %.2f MiB in memory\n",
+            __func__, maq_n_loaded, maq_repack_us / 1000.0, file_bytes / 1048576.0, mem_bytes / 1048576.0);
+    }
+    return true;
+}
