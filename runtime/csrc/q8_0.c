@@ -265,7 +265,7 @@ static void rows_tiled(const maq_weight *w, const q8_act_layout *L, const uint8_
 void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     q8_act_layout L;
     q8_act_layout_init(&L, w->T);
-    switch (path) {
+    switch (maq_path_x86_base(path)) {
 #if defined(MAQ_X86)
     case MAQ_PATH_SSE: {
         static const q8_row_fn fns[Q8_NT] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4};
