@@ -221,17 +221,35 @@ def ours_round(e: Entry, threads: list[int], n_gen: int, prompts: list[int]) -> 
             e.add(f"pp{n}", t, n / (time.perf_counter() - t0), load1())
 
 
+def _llama_bench(bindir: Path, path: Path, extra: list[str]) -> subprocess.CompletedProcess:
+    cmd = [str(bindir / "llama-bench"), "-m", str(path), "-r", "1", "-o", "json", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(bindir))
+
+
 def theirs_round(e: Entry, bindir: Path, threads: list[int], n_gen: int, prompts: list[int]) -> None:
-    """One round of llama-bench on e: `-r 1`, every prompt length and thread count in one call."""
-    cmd = [str(bindir / "llama-bench"), "-m", str(e.path), "-p", ",".join(map(str, prompts)), "-n", str(n_gen),
-           "-t", ",".join(map(str, threads)), "-r", "1", "-o", "json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(bindir))
-    if proc.returncode != 0:
-        raise RuntimeError(f"llama-bench failed on {e.path}: {proc.stderr.strip()[-400:]}")
-    load = load1()
-    for row in json.loads(proc.stdout):
-        test = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
-        e.add(test, row["n_threads"], row["avg_ts"], load)
+    """One round of llama-bench on e (`-r 1`, every thread count): decode, then the prompt lengths. llama.cpp's
+    defaults throughout, except that a prompt run that crashes (here: its AMX int8 matmul, SIGSEGV in
+    ggml_backend_amx_mul_mat on this VM) is run again with `--repack 0` (no AMX / repacked weights), noted in
+    e.runs['notes']."""
+    t = ["-t", ",".join(map(str, threads))]
+    calls = [["-p", "0", "-n", str(n_gen), *t]]
+    if prompts:
+        calls.append(["-p", ",".join(map(str, prompts)), "-n", "0", *t] + e.runs.get("pp_extra", []))
+    for extra in calls:
+        proc = _llama_bench(bindir, e.path, extra)
+        if proc.returncode < 0 and "-n" in extra and extra[extra.index("-n") + 1] == "0" \
+                and "--repack" not in extra:
+            e.runs["pp_extra"] = ["--repack", "0"]
+            e.runs.setdefault("notes", []).append(f"llama-bench prompt run died (signal {-proc.returncode}) "
+                                                  "with the default repacking; rerun with --repack 0")
+            log.warning("%s: %s", e.path.name, e.runs["notes"][-1])
+            proc = _llama_bench(bindir, e.path, extra + ["--repack", "0"])
+        if proc.returncode != 0:
+            raise RuntimeError(f"llama-bench failed ({proc.returncode}) on {e.path}: {proc.stderr.strip()[-400:]}")
+        load = load1()
+        for row in json.loads(proc.stdout):
+            test = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
+            e.add(test, row["n_threads"], row["avg_ts"], load)
 
 
 def test_key(test: str) -> str:
@@ -290,7 +308,8 @@ def run(entries: list[Entry], rounds: int, threads: list[int], n_gen: int, promp
                       for e in entries for test in tests for t in threads if e.median(test, t)}
     summary.update(load_avg_start=load0, load_avg_end=load1(), load_avg_min=min(loads), load_avg_max=max(loads),
                    rounds=rounds, threads=threads, kernels_path=kernels.active_path(),
-                   files={f"{e.engine}_{e.label}": str(e.path) for e in entries})
+                   files={f"{e.engine}_{e.label}": str(e.path) for e in entries},
+                   notes={f"{e.engine}_{e.label}": e.runs["notes"] for e in entries if "notes" in e.runs})
     return summary
 
 
