@@ -185,6 +185,7 @@ class Entry:
     runs: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)   # ours: threads -> CModel (kept across rounds)
     lm: object = None
+    kpath: str | None = None                      # ours: kernel path forced for this entry (None: the default)
 
     def add(self, test: str, threads: int, tps: float, load: float) -> None:
         self.runs.setdefault((test, threads), []).append((tps, load))
@@ -195,7 +196,17 @@ class Entry:
 
 
 def ours_round(e: Entry, threads: list[int], n_gen: int, prompts: list[int]) -> None:
-    """One round of every test of our runtime on e (decode from position 0, then one forward per prompt length)."""
+    """One round of every test of our runtime on e (decode from position 0, then one forward per prompt length),
+    with e.kpath's kernel path forced if set."""
+    from maq.runtime import kernels
+
+    if e.kpath:
+        with kernels.forced_path(e.kpath):
+            return _ours_round(e, threads, n_gen, prompts)
+    return _ours_round(e, threads, n_gen, prompts)
+
+
+def _ours_round(e: Entry, threads: list[int], n_gen: int, prompts: list[int]) -> None:
     from maq.runtime import gguf_loader as gl
     from maq.runtime import model as M
 
@@ -295,7 +306,7 @@ def run(entries: list[Entry], rounds: int, threads: list[int], n_gen: int, promp
     print("\n## ratios ours / theirs (median over rounds of the per-round ratio)")
     for test in tests:
         for a in ours:
-            for b in theirs:
+            for b in theirs + [e for e in ours if e.kpath and not a.kpath]:
                 for t in threads:
                     ra, rb = a.runs.get((test, t), []), b.runs.get((test, t), [])
                     if not ra or not rb:
@@ -381,6 +392,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ours", nargs="*", default=[], help="files: LABEL=FILE run in our runtime")
     ap.add_argument("--theirs", nargs="*", default=[], help="files: LABEL=FILE run by llama-bench")
     ap.add_argument("--same", nargs="*", default=[], help="files: LABEL=FILE run by both")
+    ap.add_argument("--baseline-path", default=None,
+                    help="also run the first 'ours' file with this kernel path forced (label FILE@PATH), e.g. avx2 "
+                         "= the kernels before the vnni path, in the same interleaved run")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON summary here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -397,6 +411,10 @@ def main(argv=None) -> int:
     else:
         same_o, same_t = _pairs(args.same, "ours"), _pairs(args.same, "theirs")
         entries = interleave(_pairs(args.ours, "ours") + same_o, _pairs(args.theirs, "theirs") + same_t)
+    if args.baseline_path:
+        first = next(e for e in entries if e.engine == "ours")
+        entries.insert(entries.index(first) + 1, Entry(f"{first.label}@{args.baseline_path}", first.path, "ours",
+                                                       kpath=args.baseline_path))
     if args.rounds < 1:
         raise SystemExit("--rounds must be >= 1")
     summary = run(entries, args.rounds, threads, args.gen, prompts)
