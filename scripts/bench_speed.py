@@ -268,7 +268,8 @@ def test_key(test: str) -> str:
     return "decode" if test.startswith("tg") else "prompt" + test[2:]
 
 
-def run(entries: list[Entry], rounds: int, threads: list[int], n_gen: int, prompts: list[int]) -> dict:
+def run(entries: list[Entry], rounds: int, threads: list[int], n_gen: int, prompts: list[int],
+        json_out: Path | None = None) -> dict:
     """Interleaved rounds over entries (in the given order); prints the tables; returns the JSON summary."""
     bindir = llamacpp_bin() if any(e.engine == "theirs" for e in entries) else None
     from maq.runtime import kernels
@@ -288,6 +289,8 @@ def run(entries: list[Entry], rounds: int, threads: list[int], n_gen: int, promp
                 theirs_round(e, bindir, threads, n_gen, prompts)
             loads.append(load1())
         print(f"# round {r + 1}/{rounds} done, load {loads[-1]}", flush=True)
+        if json_out:   # partial results survive an interrupted run
+            json_out.write_text(json.dumps(summarize(entries, tests, threads, loads, r + 1)) + "\n")
     # tables
     for test in tests:
         print(f"\n## {test}: tokens/s, median of {rounds} rounds [each round's figure @ 1-min load average]")
@@ -300,24 +303,32 @@ def run(entries: list[Entry], rounds: int, threads: list[int], n_gen: int, promp
                 cells.append(f"**{e.median(test, t):.1f}** [" + ", ".join(f"{x:.0f}@{ld}" for x, ld in rr) + "]"
                              if rr else "-")
             print(f"| {e.label} | {e.engine} | " + " | ".join(cells) + " |")
+    summary = summarize(entries, tests, threads, loads, rounds)
+    print("\n## ratios ours / theirs (median over rounds of the per-round ratio)")
+    for k, v in summary.items():
+        if "_ratio_" in k:
+            print(f"{k} = {v:.3f}")
+    return summary
+
+
+def summarize(entries: list[Entry], tests: list[str], threads: list[int], loads: list[float], rounds: int) -> dict:
+    """The JSON summary: every ours/theirs ratio (median of per-round ratios), every median, loads, files."""
+    from maq.runtime import kernels
+
     summary: dict = {}
     ours = [e for e in entries if e.engine == "ours"]
     theirs = [e for e in entries if e.engine == "theirs"]
-    print("\n## ratios ours / theirs (median over rounds of the per-round ratio)")
     for test in tests:
         for a in ours:
             for b in theirs + [e for e in ours if e.kpath and not a.kpath]:
                 for t in threads:
                     ra, rb = a.runs.get((test, t), []), b.runs.get((test, t), [])
-                    if not ra or not rb:
-                        continue
-                    ratio = statistics.median(x / y for (x, _), (y, _) in zip(ra, rb))
-                    key = f"{test_key(test)}_ratio_{a.label}_vs_{b.label}_{t}t"
-                    summary[key] = round(ratio, 3)
-                    print(f"{key} = {ratio:.3f}")
+                    if ra and rb:
+                        ratio = statistics.median(x / y for (x, _), (y, _) in zip(ra, rb))
+                        summary[f"{test_key(test)}_ratio_{a.label}_vs_{b.label}_{t}t"] = round(ratio, 3)
     summary["tps"] = {f"{e.engine}_{e.label}_{test}_{t}t": round(e.median(test, t), 1)
                       for e in entries for test in tests for t in threads if e.median(test, t)}
-    summary.update(load_avg_start=load0, load_avg_end=load1(), load_avg_min=min(loads), load_avg_max=max(loads),
+    summary.update(load_avg_start=loads[0], load_avg_end=loads[-1], load_avg_min=min(loads), load_avg_max=max(loads),
                    rounds=rounds, threads=threads, kernels_path=kernels.active_path(),
                    files={f"{e.engine}_{e.label}": str(e.path) for e in entries},
                    notes={f"{e.engine}_{e.label}": e.runs["notes"] for e in entries if "notes" in e.runs})
@@ -417,7 +428,7 @@ def main(argv=None) -> int:
                                                        kpath=args.baseline_path))
     if args.rounds < 1:
         raise SystemExit("--rounds must be >= 1")
-    summary = run(entries, args.rounds, threads, args.gen, prompts)
+    summary = run(entries, args.rounds, threads, args.gen, prompts, args.json_out)
     if args.json_out:
         args.json_out.write_text(json.dumps(summary) + "\n")
     print(json.dumps(summary))
