@@ -320,7 +320,7 @@ def summarize(entries: list[Entry], tests: list[str], threads: list[int], loads:
     theirs = [e for e in entries if e.engine == "theirs"]
     for test in tests:
         for a in ours:
-            for b in theirs + [e for e in ours if e.kpath and not a.kpath]:
+            for b in theirs + [e for e in ours if e.kpath and not a.kpath and e.path == a.path]:
                 for t in threads:
                     ra, rb = a.runs.get((test, t), []), b.runs.get((test, t), [])
                     if ra and rb:
