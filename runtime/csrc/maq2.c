@@ -653,8 +653,7 @@ static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET))) void row_v
                                                                                       const maq2_x *x, const int NT,
                                                                                       int T, int G, float *out,
                                                                                       const int BITS) {
-    /* MAQ2 decode (one token) measured ~3-7% faster with the maddubs sums on SmolLM2 shapes: keep them there */
-    row_avx2_any(r, x, NT, T, G, out, BITS, BITS != 2 || NT > 1);
+    row_avx2_any(r, x, NT, T, G, out, BITS, 1);
 }
 ROW_FAMILY(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
 ROW_FAMILY(row_vnni, __attribute__((noinline, target(MAQ_VNNI_TARGET))), row_vnni_nt)
@@ -878,9 +877,13 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
     case MAQ_PATH_AVX2:
         rows_tiled(w, &L, act, B, p0, p1, Y, row_avx2_fns[bi]);
         break;
-    case MAQ_PATH_VNNI:
-        rows_tiled(w, &L, act, B, p0, p1, Y, row_vnni_fns[bi]);
+    case MAQ_PATH_VNNI: {
+        /* MAQ2 single-token rows run the AVX2-compiled code: 6-10% faster than the VNNI-targeted build of any
+         * variant on SmolLM2 shapes and 11008x4096 (bench_kernel.py --ab, both orders); same results */
+        static const row_fn maq2_fns[MAQ2_NT] = {row_avx2_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4};
+        rows_tiled(w, &L, act, B, p0, p1, Y, bi == 0 ? maq2_fns : row_vnni_fns[bi]);
         break;
+    }
 #endif
 #if defined(MAQ_NEON)
     case MAQ_PATH_NEON:
