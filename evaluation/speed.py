@@ -1,4 +1,4 @@
-"""Decode and prefill tokens/s of our runtime, measured as scripts/bench_decode.py does.
+"""Decode and prefill tokens/s of our runtime, measured as scripts/bench_speed.py does.
 
 Decode (tg): greedy generation of ``n_gen`` tokens after a 17-token prompt, one ``step`` + argmax per token, as
 ``maq generate`` runs; prefill (pp): one ``n_prompt``-token prompt in batches of 128. Best of ``reps``. Also per

@@ -64,7 +64,7 @@ def _split(s) -> list[str]:
 
 
 def compiled_paths() -> list[str]:
-    """SIMD paths compiled into the extension: ['scalar', 'sse', 'avx2'] or ['scalar', 'neon', 'dotprod']."""
+    """SIMD paths compiled into the extension: ['scalar', 'sse', 'avx2', 'vnni'] or ['scalar', 'neon', 'dotprod']."""
     return _split(lib.maq_compiled_paths())
 
 
@@ -74,7 +74,9 @@ def supported_paths() -> list[str]:
 
 
 def active_path() -> str:
-    """The path products use now ('scalar', 'sse', 'avx2', 'neon' or 'dotprod')."""
+    """The path products use now ('scalar', 'sse', 'avx2', 'vnni', 'neon' or 'dotprod').
+
+    'vnni' (x86-64): the AVX2 kernels with AVX-512 VNNI (vpdpbusd on 256-bit registers) where they gain from it."""
     return ffi.string(lib.maq_active_path()).decode()
 
 

@@ -24,6 +24,7 @@ family figures {path: {type: {...}}}.
     python scripts/bench_kernel.py            # full run (~1-2 min, ~1.2 GB of RAM)
     python scripts/bench_kernel.py --quick    # smaller large set and fewer repetitions (smoke test)
     python scripts/bench_kernel.py --family-only --md FILE   # MAQ2 / MAQ3 / MAQ4 / Q8_0 only (~30 s)
+    python scripts/bench_kernel.py --ab avx2,vnni   # CPU-time A/B of two paths (SmolLM2 shapes, 11008x4096)
 """
 from __future__ import annotations
 
@@ -156,6 +157,42 @@ def read_bandwidth(nbytes: int, threads: int, reps: int) -> float:
     return nbytes / t / 1e9
 
 
+def ab(rng: np.random.Generator, paths: list[str], reps: int = 9) -> dict:
+    """CPU-time A/B of kernel paths at 1 thread on SmolLM2's shapes and 11008x4096, B = 1 and 16: per call thread
+    CPU time (robust on a shared machine: time spent preempted does not count), best of `reps` blocks, the paths
+    interleaved block by block. {"kind PxT B=b": {path: Gweights/s}}."""
+    shapes = [(576, 576), (1536, 576), (576, 1536), (11008, 4096)]
+    out: dict = {}
+    with K.Pool(1) as p1:
+        for P_, T_ in shapes:
+            for kind in ("maq2", "maq4", "q8_0"):
+                if kind == "maq2":
+                    w = K.Weight.from_maq(random_maq2(rng, T_, P_, 128, SALIENT))
+                elif kind == "maq4":
+                    w = K.Weight.from_maq(random_maq_hi(rng, T_, P_, 128, 4))
+                elif (P_, T_) == (576, 1536):
+                    continue
+                else:
+                    w = random_q8_0(rng, T_, P_ if P_ != 11008 else 2048)
+                for B in (1, 16):
+                    x = rng.standard_normal((B, T_) if B > 1 else T_).astype(np.float32)
+                    n = max(1, int(2e7 // (w.P * T_ * B)))
+                    best = {p: float("inf") for p in paths}
+                    for _ in range(reps):
+                        for p in paths:
+                            with K.forced_path(p):
+                                K.matmul(w, x, p1)
+                                t0 = time.thread_time()
+                                for _ in range(n):
+                                    K.matmul(w, x, p1)
+                                best[p] = min(best[p], (time.thread_time() - t0) / n)
+                    key = f"{kind} {w.P}x{T_} B={B}"
+                    out[key] = {p: round(w.P * T_ * B / best[p] / 1e9, 2) for p in paths}
+                    print(f"{key}: " + "  ".join(f"{p} {g:6.2f}" for p, g in out[key].items()) + " Gweights/s",
+                          flush=True)
+    return out
+
+
 def busy_process() -> subprocess.Popen:
     """A process that keeps one core busy (a pure-Python spin loop)."""
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -170,7 +207,13 @@ def main(argv=None) -> int:
     ap.add_argument("--md", default="", help="also write the results as a markdown section to this file")
     ap.add_argument("--family-only", action="store_true",
                     help="only the MAQ2 / MAQ3 / MAQ4 / Q8_0 comparison at 4096x11008")
+    ap.add_argument("--ab", default="", metavar="PATHS",
+                    help="only a CPU-time A/B of these paths (e.g. avx2,vnni) on SmolLM2 shapes and 11008x4096")
     args = ap.parse_args(argv)
+    if args.ab:
+        res = ab(np.random.default_rng(0), args.ab.split(","))
+        print(json.dumps({"ab": res, "load_avg": round(os.getloadavg()[0], 2), "cpu": cpu_model()}))
+        return 0
     if args.quick:
         args.large_mb, args.reps = 96, 3
     paths = args.paths.split(",") if args.paths else K.supported_paths()

@@ -176,6 +176,7 @@ typedef struct {
 } act_ops;
 
 static void act_ops_for(int path, act_ops *o) {
+    path = maq_path_x86_base(path);
     o->quant = quant_block_scalar;
     o->permute = permute_chunk_scalar;
     o->sums4 = sums4_scalar;

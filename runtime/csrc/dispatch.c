@@ -3,7 +3,8 @@
  * Paths compiled in: "scalar" always; on x86-64 "sse" (SSSE3 + SSE4.1) and "avx2" built with
  * __attribute__((target(...))) so the baseline build stays plain x86-64, chosen at run time with
  * __builtin_cpu_supports; on aarch64 "neon" (baseline there) and "dotprod" (NEON + SDOT, ARMv8.2, chosen
- * when the kernel's HWCAP says the CPU has it).
+ * when the kernel's HWCAP says the CPU has it); on x86-64 also "vnni" (AVX2 + AVX-512 VNNI/VL/BW: vpdpbusd on
+ * 256-bit registers), chosen when the CPU (and OS) supports AVX-512.
  * The default is the widest supported path unless MAQ_FORCE_PATH names another (read once, at first use).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -20,7 +21,7 @@
 #define MAQ_HWCAP_ASIMDDP (1ul << 20)   /* HWCAP_ASIMDDP: SDOT/UDOT (ARMv8.2 dot product) */
 #endif
 
-static const char *const PATH_NAMES[MAQ_N_PATHS] = {"scalar", "sse", "avx2", "neon", "dotprod"};
+static const char *const PATH_NAMES[MAQ_N_PATHS] = {"scalar", "sse", "avx2", "neon", "dotprod", "vnni"};
 #define N_PATHS MAQ_N_PATHS
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -35,6 +36,9 @@ static void detect(void) {
     g_supported[MAQ_PATH_SSE] = __builtin_cpu_supports("ssse3") && __builtin_cpu_supports("sse4.1");
     g_supported[MAQ_PATH_AVX2] = g_supported[MAQ_PATH_SSE] && __builtin_cpu_supports("avx2") &&
                                  __builtin_cpu_supports("f16c");
+    g_supported[MAQ_PATH_VNNI] = g_supported[MAQ_PATH_AVX2] && __builtin_cpu_supports("avx512f") &&
+                                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                                 __builtin_cpu_supports("avx512vnni");
 #endif
 #if defined(MAQ_NEON)
     g_supported[MAQ_PATH_NEON] = 1;
@@ -66,7 +70,7 @@ static void ensure_init(void) { pthread_once(&g_once, detect); }
 
 const char *maq_compiled_paths(void) {
 #if defined(MAQ_X86)
-    return "scalar,sse,avx2";
+    return "scalar,sse,avx2,vnni";
 #elif defined(MAQ_NEON)
     return "scalar,neon,dotprod";
 #else

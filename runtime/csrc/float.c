@@ -184,7 +184,7 @@ static void rows_tiled(const maq_weight *w, const uint8_t *act, int B, int p0, i
 
 /* ================================================================== dispatch */
 void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
-    switch (path) {
+    switch (maq_path_x86_base(path)) {
 #if defined(MAQ_X86)
     case MAQ_PATH_SSE: {
         static const f_row_fn fns[F_NT] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4};

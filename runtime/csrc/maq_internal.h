@@ -34,8 +34,13 @@
 #define MAQ_ROUND_UP(x, a) ((((x) + (a) - 1) / (a)) * (a))
 
 /* ------------------------------------------------------------------ paths (dispatch.c) */
-enum maq_path { MAQ_PATH_SCALAR = 0, MAQ_PATH_SSE = 1, MAQ_PATH_AVX2 = 2, MAQ_PATH_NEON = 3, MAQ_PATH_DOTPROD = 4 };
-#define MAQ_N_PATHS 5
+/* MAQ_PATH_VNNI: the AVX2 code with AVX-512 VNNI (vpdpbusd on 256-bit registers) where a kernel has a use for it;
+ * kernels without one run their AVX2 code on it (maq_path_x86_base). */
+enum maq_path { MAQ_PATH_SCALAR = 0, MAQ_PATH_SSE = 1, MAQ_PATH_AVX2 = 2, MAQ_PATH_NEON = 3, MAQ_PATH_DOTPROD = 4,
+                MAQ_PATH_VNNI = 5 };
+#define MAQ_N_PATHS 6
+/* The path whose code a kernel without a VNNI variant runs: AVX2 for VNNI, else the path itself. */
+static inline int maq_path_x86_base(int path) { return path == MAQ_PATH_VNNI ? MAQ_PATH_AVX2 : path; }
 /* aarch64 "dotprod": the NEON path with the ARMv8.2 SDOT instruction for the int8 dot products (optional, like
  * AVX2 on x86), compiled with a target attribute and chosen at run time from the CPU's HWCAP. */
 #if defined(MAQ_NEON)

@@ -116,8 +116,20 @@ AVX2_FN __m256i block_dot_avx2(const uint8_t *blk, const int8_t *x) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w)), _mm256_set1_epi16(1));
 }
 
-AVX2_FN void row_avx2_nt(const uint8_t *wrow, const int8_t *const *xq, const float *const *dx, const int NT, int nb,
-                         float *out) {
+/* VNNI path: the same 8 int32 lanes of 4-product sums per block with one vpdpbusd (|w| u8 x sign-moved x s8: each
+ * product <= 128*127, sums of 4 exact), so the block integer equals the AVX2 one. Inlined once row_avx2_any sits
+ * inside the VNNI-targeted row functions. */
+#define MAQ_VNNI_TARGET "avx2,f16c,ssse3,sse4.1,avx512f,avx512bw,avx512vl,avx512vnni"
+static inline __attribute__((target(MAQ_VNNI_TARGET))) __m256i block_dot_vnni(const uint8_t *blk, const int8_t *x) {
+    const __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
+    const __m256i xv = _mm256_load_si256((const __m256i *)x);
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
+}
+#define BLOCK_DOT_X86(VNNI, blk, x) ((VNNI) ? block_dot_vnni((blk), (x)) : block_dot_avx2((blk), (x)))
+
+/* VNNI (compile time): 0 = AVX2 maddubs + madd, 1 = vpdpbusd (only inside MAQ_VNNI_TARGET functions). */
+AVX2_FN void row_avx2_any(const uint8_t *wrow, const int8_t *const *xq, const float *const *dx, const int NT, int nb,
+                          float *out, const int VNNI) {
     __m128 f[Q8_NT];
     for (int t = 0; t < NT; t++) f[t] = _mm_setzero_ps();
     const int nq = nb / 4;
@@ -129,9 +141,9 @@ AVX2_FN void row_avx2_nt(const uint8_t *wrow, const int8_t *const *xq, const flo
         const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h4));     /* exact, as maq_h2f */
         for (int t = 0; t < NT; t++) {
             const int8_t *x = xq[t] + 32 * ib;
-            const __m256i h01 = _mm256_hadd_epi32(block_dot_avx2(b0, x), block_dot_avx2(b0 + Q8_BLOCK_BYTES, x + 32));
-            const __m256i h23 = _mm256_hadd_epi32(block_dot_avx2(b0 + 2 * Q8_BLOCK_BYTES, x + 64),
-                                                  block_dot_avx2(b0 + 3 * Q8_BLOCK_BYTES, x + 96));
+            const __m256i h01 = _mm256_hadd_epi32(BLOCK_DOT_X86(VNNI, b0, x), BLOCK_DOT_X86(VNNI, b0 + Q8_BLOCK_BYTES, x + 32));
+            const __m256i h23 = _mm256_hadd_epi32(BLOCK_DOT_X86(VNNI, b0 + 2 * Q8_BLOCK_BYTES, x + 64),
+                                                  BLOCK_DOT_X86(VNNI, b0 + 3 * Q8_BLOCK_BYTES, x + 96));
             const __m256i s8 = _mm256_hadd_epi32(h01, h23);
             const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
             f[t] = _mm_add_ps(f[t], _mm_mul_ps(_mm_mul_ps(dw, _mm_loadu_ps(dx[t] + ib)), _mm_cvtepi32_ps(s)));
@@ -143,7 +155,7 @@ AVX2_FN void row_avx2_nt(const uint8_t *wrow, const int8_t *const *xq, const flo
         const uint8_t *blk = wrow + (size_t)ib * Q8_BLOCK_BYTES;
         const float d = block_d(blk);
         for (int t = 0; t < NT; t++) {
-            const __m256i v8 = block_dot_avx2(blk, xq[t] + 32 * ib);
+            const __m256i v8 = BLOCK_DOT_X86(VNNI, blk, xq[t] + 32 * ib);
             __m128i v = _mm_add_epi32(_mm256_castsi256_si128(v8), _mm256_extracti128_si256(v8, 1));
             v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
             v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
@@ -151,6 +163,17 @@ AVX2_FN void row_avx2_nt(const uint8_t *wrow, const int8_t *const *xq, const flo
         }
     }
     for (int t = 0; t < NT; t++) out[t] = lanes_final(acc[t]);
+}
+AVX2_FN void row_avx2_nt(const uint8_t *wrow, const int8_t *const *xq, const float *const *dx, const int NT, int nb,
+                         float *out) {
+    row_avx2_any(wrow, xq, dx, NT, nb, out, 0);
+}
+static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET))) void row_vnni_nt(const uint8_t *wrow,
+                                                                                      const int8_t *const *xq,
+                                                                                      const float *const *dx,
+                                                                                      const int NT, int nb,
+                                                                                      float *out) {
+    row_avx2_any(wrow, xq, dx, NT, nb, out, 1);
 }
 #endif /* MAQ_X86 */
 
@@ -235,6 +258,7 @@ typedef void (*q8_row_fn)(const maq_weight *w, const int8_t *const *xq, const fl
 #if defined(MAQ_X86)
 Q8_VARIANTS(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
 Q8_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
+Q8_VARIANTS(row_vnni, __attribute__((noinline, target(MAQ_VNNI_TARGET))), row_vnni_nt)
 #endif
 #if defined(MAQ_NEON)
 Q8_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
@@ -274,6 +298,11 @@ void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
     }
     case MAQ_PATH_AVX2: {
         static const q8_row_fn fns[Q8_NT] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4};
+        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
+        break;
+    }
+    case MAQ_PATH_VNNI: {
+        static const q8_row_fn fns[Q8_NT] = {row_vnni_1, row_vnni_2, row_vnni_3, row_vnni_4};
         rows_tiled(w, &L, act, B, p0, p1, Y, fns);
         break;
     }

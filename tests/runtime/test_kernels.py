@@ -276,7 +276,7 @@ def test_paths():
     import platform
 
     if platform.machine() in ("x86_64", "AMD64"):
-        assert {"sse", "avx2"} <= set(K.compiled_paths())
+        assert {"sse", "avx2", "vnni"} <= set(K.compiled_paths())
     old = K.active_path()
     with K.forced_path("scalar"):
         assert K.active_path() == "scalar"
