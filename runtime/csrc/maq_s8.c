@@ -68,7 +68,7 @@ MAQ_DOTPROD_ATTR static int32_t dot16_dotprod(const int8_t *c, const int8_t *x) 
 typedef int32_t (*dot16_fn)(const int8_t *, const int8_t *);
 
 static dot16_fn dot16_for(int path) {
-    switch (path) {
+    switch (maq_path_x86_base(path)) {      /* the vnni path runs the AVX2 code here */
 #if defined(MAQ_X86)
     case MAQ_PATH_SSE: return dot16_sse;
     case MAQ_PATH_AVX2: return dot16_avx2;
