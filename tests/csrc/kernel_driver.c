@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "maq.h"
+#include "driver_io.h"
 
 static int read_all(FILE *f, void *dst, size_t n) { return fread(dst, 1, n, f) == n ? 0 : -1; }
 
@@ -31,19 +32,9 @@ static void *read_blob(FILE *f, int64_t n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s PATH IN OUT\n", argv[0]);
-        return 1;
-    }
-    if (strcmp(argv[1], "default") && maq_set_path(argv[1]) != 0) {
-        fprintf(stderr, "path %s not available (compiled: %s)\n", argv[1], maq_compiled_paths());
-        return 2;
-    }
-    FILE *f = fopen(argv[2], "rb");
-    if (!f) {
-        perror(argv[2]);
-        return 1;
-    }
+    FILE *f = NULL;
+    const int rc0 = driver_start(argc, argv, &f);
+    if (rc0) return rc0;
     char magic[4];
     int32_t hdr[8];
     int64_t sizes[5];
@@ -61,16 +52,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: truncated\n", argv[2]);
         return 1;
     }
-    maq_weight w;
-    memset(&w, 0, sizeof(w));
-    w.type = type;
-    w.T = T;
-    w.P = P;
-    w.G = G;
-    w.data = data;
-    w.bitmap = (const uint8_t *)bitmap;
-    w.scales = (const uint8_t *)scales;
-    w.rowscale = (const uint16_t *)rowscale;
+    maq_weight w = driver_weight(type, T, P, G, data, bitmap, scales, rowscale);
     w.hi = hi;
 
     float *Y = (float *)malloc((size_t)B * P * sizeof(float));

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "maq.h"
+#include "driver_io.h"
 #include "model.h"
 
 #define MAX_BLOBS 4096
@@ -80,19 +81,9 @@ static const float *read_vector(FILE *f, int expect, int *err) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s PATH IN OUT\n", argv[0]);
-        return 1;
-    }
-    if (strcmp(argv[1], "default") && maq_set_path(argv[1]) != 0) {
-        fprintf(stderr, "path %s not available (compiled: %s)\n", argv[1], maq_compiled_paths());
-        return 2;
-    }
-    FILE *f = fopen(argv[2], "rb");
-    if (!f) {
-        perror(argv[2]);
-        return 1;
-    }
+    FILE *f = NULL;
+    const int rc0 = driver_start(argc, argv, &f);
+    if (rc0) return rc0;
     char magic[4];
     int32_t version, h[13];
     int err = 0;

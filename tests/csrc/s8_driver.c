@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "maq.h"
+#include "driver_io.h"
 
 static void *blob(FILE *f, size_t n) {
     void *p = malloc(n ? n : 1);
@@ -39,16 +40,7 @@ int main(int argc, char **argv) {
     float *X = blob(f, (size_t)B * T * 4);
     fclose(f);
     if (!words || !bitmap || !scales || !rowscale || !salw || !saloff || !X) return 1;
-    maq_weight w;
-    memset(&w, 0, sizeof(w));
-    w.type = MAQ_TYPE_MAQ2;
-    w.T = T;
-    w.P = P;
-    w.G = G;
-    w.data = words;
-    w.bitmap = bitmap;
-    w.scales = scales;
-    w.rowscale = rowscale;
+    maq_weight w = driver_weight(MAQ_TYPE_MAQ2, T, P, G, words, bitmap, scales, rowscale);
     w.salw = salw;
     w.saloff = saloff;
     float *Y = malloc((size_t)B * P * 4), *rows = malloc((size_t)P * T * 4);
