@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from maq.converter.source import LlamaParams
 from maq.errors import MAQError
 
 log = logging.getLogger(__name__)
@@ -125,48 +126,27 @@ class ConfigReader:
             raise self._bad(key, f"a finite number in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
         return float(v)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def _typed(self, key: str, default: Any, typ: type, expected: str) -> Any:
+        """The value of ``key`` if it is a ``typ``; ``default`` when absent or null; else MAQError (``expected``)."""
         v = self.obj.get(key)
         if v is None:
             return default
-        if not isinstance(v, bool):
-            raise self._bad(key, "true or false")
+        if not isinstance(v, typ):
+            raise self._bad(key, expected)
         return v
+
+    def bool(self, key: str, default: bool) -> bool:
+        return self._typed(key, default, bool, "true or false")
 
     def str(self, key: str, default: str | None) -> str | None:
-        v = self.obj.get(key)
-        if v is None:
-            return default
-        if not isinstance(v, str):
-            raise self._bad(key, "a string")
-        return v
+        return self._typed(key, default, str, "a string")
 
     def dict(self, key: str) -> dict | None:
-        v = self.obj.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, dict):
-            raise self._bad(key, "an object")
-        return v
+        return self._typed(key, None, dict, "an object")
 
 
 # --------------------------------------------------------------------------- config.json
-@dataclasses.dataclass(frozen=True)
-class HFConfig:
-    """The checked hyper-parameters of config.json (``LlamaParams`` is built from these)."""
-
-    n_layer: int
-    n_embd: int
-    n_ff: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_vocab: int
-    n_ctx: int
-    rope_theta: float
-    rms_eps: float
-    tied: bool
-    rope_scaling: dict | None
+HFConfig = LlamaParams  # the checked hyper-parameters of config.json: one definition, in source.py
 
 
 def check_config(cfg_file: Path, supported_archs: tuple[str, ...], arch: str) -> tuple[dict, HFConfig]:

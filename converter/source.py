@@ -245,10 +245,7 @@ class HFSource(Source):
             raise MAQError(f"{path}: not a Hugging Face model directory (no config.json)")
         # every input file is checked here, before any work (hf_check): types, ranges, headers, values
         self.config, c = hf_check.check_config(cfg_file, HF_ARCHITECTURES, ARCH)
-        self.params = LlamaParams(n_layer=c.n_layer, n_embd=c.n_embd, n_ff=c.n_ff, n_head=c.n_head,
-                                  n_head_kv=c.n_head_kv, head_dim=c.head_dim, n_vocab=c.n_vocab, n_ctx=c.n_ctx,
-                                  rope_theta=c.rope_theta, rms_eps=c.rms_eps, tied=c.tied,
-                                  rope_scaling=c.rope_scaling)
+        self.params = c  # hf_check.HFConfig is LlamaParams
         self.params.check(str(cfg_file))
         files = hf_check.safetensors_files(path)
         if not files:
