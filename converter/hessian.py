@@ -6,8 +6,10 @@ Determinism: the result must not depend on the number of torch threads (docs/CON
 determinism"). MKL's LAPACK (Cholesky, cholesky_inverse) splits its blocked updates by thread count and rounds
 differently with 1 and 2 threads, so ``prepare`` runs them on one thread; ``weighted_error`` sums in float64 in
 numpy (a fixed pairwise order) instead of torch's full reduction, whose partial sums follow the thread count.
-The XᵀX products (``addmm``) split over output tiles, not over tokens, and were measured bit-identical for 1, 2, 4
-and 8 threads (tests/converter/test_determinism.py checks it).
+The XᵀX products (``addmm``) split over output tiles, not over tokens, on the AMD EPYC machines where this was
+first measured (bit-identical for 1, 2, 4 and 8 threads), but on an Intel Xeon with AMX (2026-12-06) the 1- and
+2-thread sums of T = 64 and 576 inputs differed in the last bit, so on the CPU ``add`` also runs on one thread
+(tests/converter/test_determinism.py checks it).
 """
 from __future__ import annotations
 
@@ -32,7 +34,11 @@ class HessianAccumulator:
     def add(self, x: torch.Tensor) -> None:
         """x [..., T]: every row is one token's input vector."""
         x = x.reshape(-1, self.T).to(device=self.sum.device, dtype=torch.float32)
-        self.sum.addmm_(x.t(), x)
+        if self.sum.device.type == "cpu":
+            with one_thread():                  # the CPU BLAS may split the token sum by thread count
+                self.sum.addmm_(x.t(), x)
+        else:
+            self.sum.addmm_(x.t(), x)
         self.n += x.shape[0]
 
     def hessian(self) -> torch.Tensor:
