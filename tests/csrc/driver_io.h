@@ -1,5 +1,5 @@
 /* driver_io.h -- the pieces shared by the test drivers (kernel_driver.c, model_driver.c, s8_driver.c):
- * the "PATH IN OUT" command line and the filling of a maq_weight. Static inline functions, included after "maq.h". */
+ * the "PATH IN OUT" command line, the output and the filling of a maq_weight. Static inline functions, included after "maq.h". */
 #ifndef MAQ_TESTS_DRIVER_IO_H
 #define MAQ_TESTS_DRIVER_IO_H
 
@@ -25,6 +25,18 @@ static inline int driver_start(int argc, char **argv, FILE **f) {
         perror(argv[2]);
         return 1;
     }
+    return 0;
+}
+
+/* Write float arrays a[na] then b[nb] to OUT and print "path=<active> compiled=<list>". Returns 0, or 1 (with
+ * perror) if OUT cannot be written. */
+static inline int driver_finish(const char *out, const float *a, size_t na, const float *b, size_t nb) {
+    FILE *o = fopen(out, "wb");
+    if (!o || fwrite(a, sizeof(float), na, o) != na || fwrite(b, sizeof(float), nb, o) != nb || fclose(o)) {
+        perror(out);
+        return 1;
+    }
+    printf("path=%s compiled=%s\n", maq_active_path(), maq_compiled_paths());
     return 0;
 }
 

@@ -67,12 +67,5 @@ int main(int argc, char **argv) {
     for (int p = 0; p < n_rows; p++) maq_get_row(&w, p, rows + (size_t)p * T);
     maq_pool_destroy(pool);
 
-    FILE *o = fopen(argv[3], "wb");
-    if (!o || fwrite(Y, sizeof(float), (size_t)B * P, o) != (size_t)B * P ||
-        fwrite(rows, sizeof(float), (size_t)n_rows * T, o) != (size_t)n_rows * T || fclose(o)) {
-        perror(argv[3]);
-        return 1;
-    }
-    printf("path=%s compiled=%s\n", maq_active_path(), maq_compiled_paths());
-    return 0;
+    return driver_finish(argv[3], Y, (size_t)B * P, rows, (size_t)n_rows * T);
 }

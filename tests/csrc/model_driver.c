@@ -166,13 +166,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "maq_model_forward failed: %d\n", rc);
         return 1;
     }
-    FILE *o = fopen(argv[3], "wb");
-    if (!o || fwrite(prefill, sizeof(float), (size_t)n_tok * V, o) != (size_t)n_tok * V ||
-        fwrite(decode, sizeof(float), (size_t)n_tok * V, o) != (size_t)n_tok * V || fclose(o)) {
-        perror(argv[3]);
-        return 1;
-    }
-    printf("path=%s compiled=%s\n", maq_active_path(), maq_compiled_paths());
+    if (driver_finish(argv[3], prefill, (size_t)n_tok * V, decode, (size_t)n_tok * V)) return 1;
     for (int i = 0; i < g_nblobs; i++) free(g_blobs[i]);
     return 0;
 }
