@@ -145,3 +145,25 @@ def random_maq_hi(T: int, P: int, G: int, bits: int, rng):
     scales = rng.integers(0, 256, size=lay.scales_shape, dtype=np.uint8)
     rowscale = (rng.standard_normal(lay.rowscale_shape) * 1e-2).astype("<f2")
     return F.MAQTensor(words, None, scales, rowscale, T=T, G=G, bits=bits, hi=np.ascontiguousarray(hi, hdt))
+
+
+def kernel_case(kind: str, T: int, P: int, G: int, rng):
+    """(kernels.Weight, the five byte parts of kernel_driver.c's input) for a random weight of ``kind`` in maq3, maq4,
+    q8_0, f16, f32 (MAQ2 is built by each test its own way): P rows of T."""
+    from maq.runtime import kernels as K
+
+    if kind in ("maq3", "maq4"):
+        t = random_maq_hi(T, P, G, int(kind[-1]), rng)
+        parts = [t.words.tobytes(), b"", t.scales.tobytes(), t.rowscale.tobytes(), t.hi.tobytes()]
+        return K.Weight.from_maq(t), parts
+    if kind == "q8_0":
+        import gguf
+        from gguf.quants import quantize
+
+        q = quantize(rng.standard_normal((P, T)).astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
+        return K.Weight.q8_0(q, T, P), [q.tobytes(), b"", b"", b"", b""]
+    if kind == "f16":
+        W = rng.standard_normal((P, T)).astype(np.float16)
+        return K.Weight.f16(W), [W.tobytes(), b"", b"", b"", b""]
+    W = rng.standard_normal((P, T)).astype(np.float32)
+    return K.Weight.f32(W), [W.tobytes(), b"", b"", b"", b""]

@@ -34,7 +34,7 @@ import model_dump as D
 from maq.errors import FormatError, MAQError
 from maq.runtime import format as F
 from maq.runtime import kernels as K
-from test_kernels import PATHS, SHAPES, activations, quantize_x_maq2
+from test_kernels import PATHS, SHAPES, activations, check_maq2, pools, quantize_x_maq2  # noqa: F401 (pools: fixture)
 
 BITS = (3, 4)
 BIG_CASES = [(4096, 4096, 128, 3), (4096, 4096, 32, 4)]
@@ -69,35 +69,9 @@ def case(T: int, P: int, G: int, bits: int, seed: int = 0):
     return t, F.dequantize(t).astype(np.float64), K.Weight.from_maq(t)
 
 
-@pytest.fixture(scope="module")
-def pools():
-    ps = {n: K.Pool(n) for n in (1, 2, 3)}
-    yield ps
-    for p in ps.values():
-        p.close()
-
-
 def check(t, Wd, w, pools, B=5, seed=1):
-    X = activations(t.T, B, seed)
-    x = X[0]
-    with K.forced_path("scalar"):
-        y_scalar = K.matmul(w, x)
-        Y_scalar = K.matmul(w, X, pools[2])
-    tol, tol_tight = tolerance(t, Wd, x)
-    err = np.abs(y_scalar - Wd @ x.astype(np.float64))
-    assert np.all(err <= tol), f"max err/tol {np.max(err / tol):.3f}"
-    err_t = np.abs(y_scalar - Wd @ quantize_x_maq2(x)[0])
-    assert np.all(err_t <= tol_tight), f"tight: max err/tol {np.max(err_t / tol_tight):.3f}"
-    np.testing.assert_array_equal(Y_scalar[0], y_scalar)
-    for path in PATHS:
-        with K.forced_path(path):
-            np.testing.assert_array_equal(K.matmul(w, x), y_scalar, err_msg=f"path {path} matvec")
-            Y = K.matmul(w, X, pools[1])
-            np.testing.assert_array_equal(Y, Y_scalar, err_msg=f"path {path} batched")
-            for n in (2, 3):
-                np.testing.assert_array_equal(K.matmul(w, X, pools[n]), Y, err_msg=f"path {path} threads {n}")
-            for b in range(B):
-                np.testing.assert_array_equal(K.matmul(w, X[b], pools[3]), Y[b], err_msg=f"path {path} token {b}")
+    """test_kernels.check_maq2 with this module's MAQ3 / MAQ4 tolerance."""
+    check_maq2(t, Wd, w, pools, B, seed, tolerance=tolerance)
 
 
 # --------------------------------------------------------------------------- products

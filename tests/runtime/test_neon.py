@@ -77,21 +77,7 @@ def _make_weight(kind: str, T: int, P: int, G: int, frac: float, rng) -> tuple[K
         t = F.quantize_rtn(W, rng.random((P, T // 16)) < frac, G=G)
         parts = [t.words.tobytes(), t.bitmap.tobytes(), t.scales.tobytes(), t.rowscale.tobytes(), b""]
         return K.Weight.from_maq(t), parts
-    if kind in ("maq3", "maq4"):
-        t = D.random_maq_hi(T, P, G, int(kind[-1]), rng)
-        parts = [t.words.tobytes(), b"", t.scales.tobytes(), t.rowscale.tobytes(), t.hi.tobytes()]
-        return K.Weight.from_maq(t), parts
-    if kind == "q8_0":
-        import gguf
-        from gguf.quants import quantize
-
-        q = quantize(rng.standard_normal((P, T)).astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
-        return K.Weight.q8_0(q, T, P), [q.tobytes(), b"", b"", b"", b""]
-    if kind == "f16":
-        W = rng.standard_normal((P, T)).astype(np.float16)
-        return K.Weight.f16(W), [W.tobytes(), b"", b"", b"", b""]
-    W = rng.standard_normal((P, T)).astype(np.float32)
-    return K.Weight.f32(W), [W.tobytes(), b"", b"", b"", b""]
+    return D.kernel_case(kind, T, P, G, rng)
 
 
 def _write_input(path: Path, w: K.Weight, parts: list[bytes], X: np.ndarray, n_threads: int, n_rows: int) -> None:

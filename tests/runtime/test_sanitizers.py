@@ -123,26 +123,12 @@ def _maq2_parts(T: int, P: int, G: int, rng):
 
 
 def _kernel_case(kind: str, T: int, P: int, G: int, rng):
-    import gguf
-    from gguf.quants import quantize
-
     from maq.runtime import kernels as K
 
     if kind == "maq2":
         t = _maq2_parts(T, P, G, rng)
         return K.Weight.from_maq(t), [a.tobytes() for a in (t.words, t.bitmap, t.scales, t.rowscale)] + [b""]
-    if kind in ("maq3", "maq4"):
-        t = D.random_maq_hi(T, P, G, int(kind[-1]), rng)
-        return K.Weight.from_maq(t), [t.words.tobytes(), b"", t.scales.tobytes(), t.rowscale.tobytes(),
-                                      t.hi.tobytes()]
-    if kind == "q8_0":
-        q = quantize(rng.standard_normal((P, T)).astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
-        return K.Weight.q8_0(q, T, P), [q.tobytes(), b"", b"", b"", b""]
-    if kind == "f16":
-        W = rng.standard_normal((P, T)).astype(np.float16)
-        return K.Weight.f16(W), [W.tobytes(), b"", b"", b"", b""]
-    W = rng.standard_normal((P, T)).astype(np.float32)
-    return K.Weight.f32(W), [W.tobytes(), b"", b"", b"", b""]
+    return D.kernel_case(kind, T, P, G, rng)
 
 
 def _write_kernel_input(path, w, parts, X, n_threads: int, n_rows: int) -> None:
