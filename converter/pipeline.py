@@ -200,15 +200,12 @@ def _set_threads(opts: ConvertOptions) -> None:
         torch.set_num_threads(opts.threads)
 
 
-def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray | None,
-                   write_float: Callable[[str, np.ndarray], None],
-                   write_maq: Callable[[str, fmt.MAQTensor], None]) -> list[dict]:
-    """Quantize every block in order and hand each finished tensor to the writer; return per-tensor rows."""
-    from tqdm import tqdm
+WriteFloat = Callable[[str, np.ndarray], None]
+WriteMAQ = Callable[[str, fmt.MAQTensor], None]
 
-    _set_threads(opts)
-    p = src.params
-    rows: list[dict] = []
+
+def _split_plan(plan) -> tuple[list, dict[int, list], list]:
+    """Split the tensor plan into (tensors before the blocks, {block index: its tensors}, tensors after)."""
     by_block: dict[int, list] = {}
     head, tail = [], []
     for tp in plan:
@@ -218,6 +215,76 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
             head.append(tp)
         else:
             tail.append(tp)
+    return head, by_block, tail
+
+
+def _rtn_block(src: Source, tensors: list, write_float: WriteFloat, write_maq: WriteMAQ, rows: list[dict]) -> None:
+    """Round one block's MAQ tensors to nearest (no calibration), copy the rest; append per-tensor rows."""
+    for tp in tensors:
+        if not tp.is_maq:
+            write_float(tp.name, src.tensor(tp.name))
+            continue
+        t = fmt.quantize_rtn(src.tensor(tp.name), None, tp.group, tp.bits)
+        write_maq(tp.name, t)
+        rows.append(tensor_row(tp.name, tp.kind, None, t, tp.choice))
+
+
+def _write_block(src: Source, tensors: list, results: dict[str, LayerResult], write_float: WriteFloat,
+                 write_maq: WriteMAQ, rows: list[dict]) -> None:
+    """Write one calibrated block: each linear's result (MAQ tensor or Q8_0 bytes), other tensors copied."""
+    for tp in tensors:
+        if tp.kind in LINEAR_KINDS:
+            res = results[tp.kind]
+            if res.tensor is None:
+                write_float(tp.name, res.encoded)       # the Q8_0 bytes q8_0_result made
+            else:
+                write_maq(tp.name, res.tensor)
+            rows.append(tensor_row(tp.name, tp.kind, res, res.tensor, tp.choice))
+        else:
+            write_float(tp.name, src.tensor(tp.name))
+
+
+def _calibrated_blocks(src: Source, opts: ConvertOptions, by_block: dict[int, list], samples: np.ndarray,
+                       dev: torch.device, write_float: WriteFloat, write_maq: WriteMAQ, rows: list[dict],
+                       bar) -> None:
+    """Quantize the blocks in order on calibration activations X [N, L, D] that each block carries forward."""
+    p = src.params
+    cdtype = torch.bfloat16 if opts.calib_dtype == "bfloat16" else torch.float32
+    N, L = samples.shape
+    freq = torch.from_numpy(src.tensor(ROPE_FREQS)) if src.has(ROPE_FREQS) else None
+    rope = B.Rope.make(p, L, dev, freq)
+    emb = torch.from_numpy(src.tensor("token_embd.weight"))
+    X = emb[torch.from_numpy(samples)].to(dev)                          # [N, L, D] float32
+    del emb
+    A = torch.empty_like(X)
+    act_bytes = N * L * p.n_ff * torch.tensor([], dtype=cdtype).element_size()
+    act = torch.empty(N, L, p.n_ff, dtype=cdtype, device=dev) if act_bytes <= ACT_CACHE_BYTES else None
+    bq = BlockQuantizer(src, opts, rope, dev, cdtype, act)
+    for i in range(p.n_layer):
+        t0 = time.time()
+        results: dict[str, LayerResult] = {}
+        plans = {tp.kind: tp for tp in by_block[i] if tp.kind in LINEAR_KINDS}
+        bq.run(i, X, A, lambda kind, res: results.__setitem__(kind, res), plans)
+        _write_block(src, by_block[i], results, write_float, write_maq, rows)
+        errs = ", ".join(f"{k} {r.err / r.ref:.3g}" for k, r in results.items() if r.ref > 0)
+        log.debug("block %d: %.1f s; H-weighted relative error %s", i, time.time() - t0, errs)
+        if not all(bool(torch.isfinite(X[c]).all()) for c in _chunks(N, L)):   # chunked: no X-sized temporaries
+            raise RuntimeError(f"block {i}: calibration activations became NaN/Inf")
+        bar.update(1)
+    del X, A, act, bq
+
+
+def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray | None,
+                   write_float: WriteFloat, write_maq: WriteMAQ) -> tuple[list[dict], list[dict]]:
+    """Quantize every block in order and hand each finished tensor to the writer.
+
+    Returns (per-kind rows, per-tensor rows)."""
+    from tqdm import tqdm
+
+    _set_threads(opts)
+    p = src.params
+    rows: list[dict] = []
+    head, by_block, tail = _split_plan(plan)
     for tp in head:
         write_float(tp.name, src.tensor(tp.name))
     log.debug("wrote %s; %s", ", ".join(tp.name for tp in head), _rss_mib())
@@ -227,47 +294,10 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
     with torch.inference_mode():
         if opts.method == "rtn":
             for i in range(p.n_layer):
-                for tp in by_block[i]:
-                    if not tp.is_maq:
-                        write_float(tp.name, src.tensor(tp.name))
-                        continue
-                    t = fmt.quantize_rtn(src.tensor(tp.name), None, tp.group, tp.bits)
-                    write_maq(tp.name, t)
-                    rows.append(tensor_row(tp.name, tp.kind, None, t, tp.choice))
+                _rtn_block(src, by_block[i], write_float, write_maq, rows)
                 bar.update(1)
         else:
-            cdtype = torch.bfloat16 if opts.calib_dtype == "bfloat16" else torch.float32
-            N, L = samples.shape
-            freq = torch.from_numpy(src.tensor(ROPE_FREQS)) if src.has(ROPE_FREQS) else None
-            rope = B.Rope.make(p, L, dev, freq)
-            emb = torch.from_numpy(src.tensor("token_embd.weight"))
-            X = emb[torch.from_numpy(samples)].to(dev)                          # [N, L, D] float32
-            del emb
-            A = torch.empty_like(X)
-            act_bytes = N * L * p.n_ff * torch.tensor([], dtype=cdtype).element_size()
-            act = torch.empty(N, L, p.n_ff, dtype=cdtype, device=dev) if act_bytes <= ACT_CACHE_BYTES else None
-            bq = BlockQuantizer(src, opts, rope, dev, cdtype, act)
-            for i in range(p.n_layer):
-                t0 = time.time()
-                results: dict[str, LayerResult] = {}
-                plans = {tp.kind: tp for tp in by_block[i] if tp.kind in LINEAR_KINDS}
-                bq.run(i, X, A, lambda kind, res: results.__setitem__(kind, res), plans)
-                for tp in by_block[i]:
-                    if tp.kind in LINEAR_KINDS:
-                        res = results[tp.kind]
-                        if res.tensor is None:
-                            write_float(tp.name, res.encoded)       # the Q8_0 bytes q8_0_result made
-                        else:
-                            write_maq(tp.name, res.tensor)
-                        rows.append(tensor_row(tp.name, tp.kind, res, res.tensor, tp.choice))
-                    else:
-                        write_float(tp.name, src.tensor(tp.name))
-                errs = ", ".join(f"{k} {r.err / r.ref:.3g}" for k, r in results.items() if r.ref > 0)
-                log.debug("block %d: %.1f s; H-weighted relative error %s", i, time.time() - t0, errs)
-                if not all(bool(torch.isfinite(X[c]).all()) for c in _chunks(N, L)):   # chunked: no X-sized temporaries
-                    raise RuntimeError(f"block {i}: calibration activations became NaN/Inf")
-                bar.update(1)
-            del X, A, act, bq
+            _calibrated_blocks(src, opts, by_block, samples, dev, write_float, write_maq, rows, bar)
     bar.close()
     for tp in tail:
         write_float(tp.name, src.tensor(tp.name))
