@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 import torch
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from maq.converter import block as B
 from maq.converter import gguf_export
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 SENS_WINDOWS = 4        # calibration windows for the sensitivity pass (at most)
 SENS_SEQLEN = 512       # tokens per window (at most)
 SCORE_ROWS = 128        # output rows (evenly spaced) on which each candidate's cost is measured, scaled to all rows
-Q8_0_BLOCK, Q8_0_BYTES = 32, 34
+Q8_0_BLOCK, Q8_0_BYTES = GGML_QUANT_SIZES[GGMLQuantizationType.Q8_0]     # 32 weights, 34 bytes
 
 
 @dataclasses.dataclass(frozen=True)

@@ -293,13 +293,6 @@ def _quantize_once(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerR
     return res
 
 
-def d16_of(x32: torch.Tensor) -> np.ndarray:
-    """float32 values that came from float16 -> the float16 array (exact)."""
-    h = x32.cpu().numpy().astype(np.float16)
-    assert np.array_equal(h.astype(np.float32), x32.cpu().numpy())
-    return h
-
-
 class GPTQ:
     """One layer input: accumulates H from calibration activations, quantizes the weights that read it."""
 

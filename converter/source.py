@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -450,10 +450,3 @@ class GGUFSource(Source):
             return AutoTokenizer.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
         except (OSError, ValueError, KeyError) as exc:
             raise MAQError(f"{self.path}: cannot build a tokenizer from its tokenizer.ggml.* metadata: {exc}") from exc
-
-
-def iter_block_linears(params: LlamaParams) -> Iterator[tuple[int, str, str]]:
-    """(block, kind, llama.cpp name) of every linear weight, in processing order."""
-    for i in range(params.n_layer):
-        for kind in LINEAR_KINDS:
-            yield i, kind, block_name(i, kind)

@@ -40,9 +40,6 @@ MAQ_TYPE_OF_BITS = {bits: getattr(lib, f"MAQ_TYPE_{F.TYPE_OF_BITS[bits].upper()}
 MAQ_TYPES = tuple(MAQ_TYPE_OF_BITS.values())                     # the MAQ2/3/4 type ids
 MAQ_TYPE_NAMES = {MAQ_TYPE_F32: "f32", MAQ_TYPE_F16: "f16", MAQ_TYPE_Q8_0: "q8_0",
                   **{MAQ_TYPE_OF_BITS[b]: F.TYPE_OF_BITS[b] for b in F.TYPE_OF_BITS}}
-# Transitional aliases, not exported: tests/runtime/test_kernels_maqhi.py (another branch's file) still says
-# K.TYPE_MAQ3 / K.TYPE_MAQ4; drop these once it says K.MAQ_TYPE_MAQ3 / K.MAQ_TYPE_MAQ4.
-TYPE_MAQ3, TYPE_MAQ4 = MAQ_TYPE_MAQ3, MAQ_TYPE_MAQ4
 
 
 def _q8_0_sizes() -> tuple[int, int]:

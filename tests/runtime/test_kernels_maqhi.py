@@ -185,7 +185,7 @@ def test_dsal_is_not_used():
 def test_weight_validation():
     t3, _, w3 = case(576, 192, 128, 3)
     t4, _, w4 = case(576, 192, 128, 4)
-    assert (w3.type, w3.type_name, w4.type, w4.type_name) == (K.TYPE_MAQ3, "maq3", K.TYPE_MAQ4, "maq4")
+    assert (w3.type, w3.type_name, w4.type, w4.type_name) == (K.MAQ_TYPE_MAQ3, "maq3", K.MAQ_TYPE_MAQ4, "maq4")
     assert w3.nbytes == t3.nbytes and w4.nbytes == t4.nbytes
     assert "G=128" in repr(w4)
     x = np.ones(576, np.float32)
