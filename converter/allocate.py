@@ -203,7 +203,7 @@ def quick_quantize(W: torch.Tensor, wts: torch.Tensor, c: Candidate) -> torch.Te
     sc, m, d, dmin = fmt.encode_group_params(s.view(P, ng).numpy(), lo.view(P, ng).numpy())
     sd, md = (torch.from_numpy(v) for v in fmt.decode_group_params(sc, m, d, dmin))        # [P, ng]
     x = Wp.view(P, ng, G)
-    Q = scales._value(scales._codes(x, sd, md, qmax), sd, md).view(P, ng * G)[:, :T]
+    Q = scales.value(scales.codes(x, sd, md, qmax), sd, md).view(P, ng * G)[:, :T]
     if sal is not None:
         c8, ws = fmt.encode_words_int8(W.numpy(), sal)
         q8 = np.repeat(ws.astype(np.float32), fmt.WORD_WEIGHTS, axis=1) * c8.astype(np.float32)

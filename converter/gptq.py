@@ -112,13 +112,19 @@ class _Pass:
     ws: torch.Tensor | None = None      # int8 coding: float32 [P, T/16] word scales (fp16 values)
 
 
-def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torch.Tensor, wts: torch.Tensor,
-               d: torch.Tensor, dmin: torch.Tensor, dsal: torch.Tensor, cfg: QuantConfig) -> _Pass:
-    """One GPTQ sweep over the columns with fixed row scales (d, dmin, dsal float32 [P])."""
-    P, T = Wz.shape
-    dev = Wz.device
-    keep = ~sal_in
-    ng = fmt.n_groups(T, cfg.G)
+@dataclasses.dataclass
+class _Carry:
+    """What the column sweep carries from column to column (float32 [P] each)."""
+
+    s: torch.Tensor | None = None       # the current scale group's (s, lo), refit every G columns
+    lo: torch.Tensor | None = None
+    ws: torch.Tensor | None = None      # int8 coding: the current word's fp16 scale (0: not salient), every 16
+    safe_ws: torch.Tensor | None = None
+    qsal: torch.Tensor | None = None    # the value a salient weight of this column takes
+
+
+def _new_pass(P: int, T: int, ng: int, dev: torch.device, int8: bool) -> _Pass:
+    """A zeroed _Pass for a [P, T] weight with ng scale groups (int8 coding: with s8 and ws)."""
     out = _Pass(codes=torch.zeros(P, T, dtype=torch.uint8, device=dev),
                 mcodes=torch.zeros(P, T // SPAN, dtype=torch.int8, device=dev),
                 sc=torch.zeros(P, ng, dtype=torch.uint8, device=dev),
@@ -126,21 +132,102 @@ def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torc
                 Q=torch.zeros(P, T, dtype=torch.float32, device=dev),
                 want_s=torch.zeros(P, ng, device=dev), want_lo=torch.zeros(P, ng, device=dev),
                 want_mean=torch.zeros(P, T // SPAN, device=dev), salient=np.zeros(0, dtype=bool))
-    int8 = cfg.salient_coding == fmt.SALIENT_INT8
     if int8:
         out.s8 = torch.zeros(P, T, dtype=torch.int8, device=dev)
         out.ws = torch.zeros(P, T // W16, dtype=torch.float32, device=dev)
-        ws = torch.zeros(P, dtype=torch.float32, device=dev)
-        safe_ws = torch.ones(P, dtype=torch.float32, device=dev)
+    return out
+
+
+def _fit_group(out: _Pass, cur: _Carry, W1: torch.Tensor, j: int, col: int, T: int, keep: torch.Tensor,
+               wts: torch.Tensor, d: torch.Tensor, dmin: torch.Tensor, cfg: QuantConfig) -> None:
+    """Every G columns: fit the scale group starting at column col (W1[:, j]) on the compensated weights."""
+    g = col // cfg.G
+    ge = min(col + cfg.G, T) - (col - j)
+    gx, gk, gw = W1[:, j:ge], keep[:, col:col + ge - j], wts[col:col + ge - j]
+    gsc, gm, cur.s, cur.lo = scales.fit_group(gx, gk, gw, d, dmin, cfg.scale_search, cfg.qmax)
+    out.sc[:, g], out.m[:, g] = gsc, gm
+    if cfg.refit_rows:
+        out.want_s[:, g], out.want_lo[:, g] = scales.search(gx, gk, gw, cfg.scale_search, qmax=cfg.qmax)
+
+
+def _choose_word(sal_in: torch.Tensor, cur: _Carry, W1: torch.Tensor, j: int, col: int, wts: torch.Tensor,
+                 dsal: torch.Tensor, safe_dsal: torch.Tensor) -> None:
+    """Every 16 columns (word_choice "error"): keep a candidate word salient only where its means cost less."""
+    cand = sal_in[:, col]
+    if bool(cand.any()):
+        sal_in[:, col:col + W16] = (cand & _means_help(W1[:, j:j + W16], wts[col:col + W16], cur.s, cur.lo, dsal,
+                                                       safe_dsal))[:, None]
+
+
+def _int8_word_scale(out: _Pass, cur: _Carry, W1: torch.Tensor, j: int, col: int, srow: torch.Tensor) -> None:
+    """Every 16 columns (int8 coding): the word's fp16 scale from its (compensated) weights now; later columns of
+    the word move a little with the feedback and clip at +-127 if they outgrow it."""
+    dev = W1.device
+    amax = W1[:, j:j + W16].abs().amax(1)
+    ws = torch.from_numpy(fmt._f16_up((amax / fmt.M_MAX).cpu().numpy()).astype(np.float32)).to(dev)
+    cur.ws = torch.where(srow, ws, torch.zeros_like(ws))
+    out.ws[:, col // W16] = cur.ws
+    cur.safe_ws = torch.where(cur.ws > 0, cur.ws, torch.ones_like(cur.ws))
+
+
+def _int8_code(out: _Pass, cur: _Carry, W1: torch.Tensor, j: int, col: int, srow: torch.Tensor) -> None:
+    """Every column (int8 coding): the salient weight's int8 code and value."""
+    c8 = torch.clamp(torch.round(W1[:, j] / cur.safe_ws), -fmt.M_MAX, fmt.M_MAX)
+    c8 = torch.where(srow & (cur.ws > 0), c8, torch.zeros_like(c8))
+    out.s8[:, col] = c8.to(torch.int8)
+    cur.qsal = cur.ws * c8
+
+
+def _mean_code(out: _Pass, cur: _Carry, W0: torch.Tensor, W1: torch.Tensor, j: int, col: int, srow: torch.Tensor,
+               dsal: torch.Tensor, safe_dsal: torch.Tensor, feedback: bool) -> None:
+    """Every 4 columns (means coding): the salient span's int8 mean code and value."""
+    src = W1[:, j:j + SPAN] if feedback else W0[:, col:col + SPAN]
+    mean = src.mean(-1)
+    out.want_mean[:, col // SPAN] = torch.where(srow, mean, torch.zeros_like(mean))
+    c = torch.clamp(torch.round(mean / safe_dsal), -fmt.M_MAX, fmt.M_MAX)
+    c = torch.where(srow & (dsal > 0), c, torch.zeros_like(c))
+    out.mcodes[:, col // SPAN] = c.to(torch.int8)
+    cur.qsal = dsal * c
+
+
+def _code_column(out: _Pass, cur: _Carry, w: torch.Tensor, col: int, srow: torch.Tensor, qmax: int) -> torch.Tensor:
+    """Every column: the 2-bit (or wider) code of w [P] in the current group; returns its value q [P]."""
+    q2 = scales.codes(w[:, None], cur.s, cur.lo, qmax)[:, 0]
+    v2 = cur.s * q2 + cur.lo
+    q = torch.where(srow, cur.qsal, v2)
+    out.codes[:, col] = torch.where(srow, torch.zeros_like(q2), q2).to(torch.uint8)
+    out.Q[:, col] = q
+    return q
+
+
+def _propagate(W1: torch.Tensor, j: int, q: torch.Tensor, U1: torch.Tensor, srow: torch.Tensor,
+               feedback: bool) -> torch.Tensor:
+    """GPTQ's update: spread column j's rounding error over the block's later columns; returns the error [P]."""
+    e = (W1[:, j] - q) / U1[j, j]
+    if not feedback:
+        e = torch.where(srow, torch.zeros_like(e), e)
+    W1[:, j:] -= e[:, None] * U1[j, j:][None, :]
+    return e
+
+
+def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torch.Tensor, wts: torch.Tensor,
+               d: torch.Tensor, dmin: torch.Tensor, dsal: torch.Tensor, cfg: QuantConfig) -> _Pass:
+    """One GPTQ sweep over the columns with fixed row scales (d, dmin, dsal float32 [P])."""
+    P, T = Wz.shape
+    dev = Wz.device
+    keep = ~sal_in
+    int8 = cfg.salient_coding == fmt.SALIENT_INT8
+    out = _new_pass(P, T, fmt.n_groups(T, cfg.G), dev, int8)
+    cur = _Carry(qsal=torch.zeros(P, dtype=torch.float32, device=dev))
+    if int8:
+        cur.ws = torch.zeros(P, dtype=torch.float32, device=dev)
+        cur.safe_ws = torch.ones(P, dtype=torch.float32, device=dev)
     choose = cfg.word_choice == "error" and bool(sal_in.any()) and not int8
     if choose:
         sal_in = sal_in.clone()     # candidates in, decisions out (this pass only)
-    qmax = cfg.qmax
     Wq = Wz.clone()
     safe_dsal = torch.where(dsal > 0, dsal, torch.ones_like(dsal))
     B = cfg.block
-    cur_s = cur_lo = None
-    qsal = torch.zeros(P, dtype=torch.float32, device=dev)
     for i1 in range(0, T, B):
         i2 = min(i1 + B, T)
         W1 = Wq[:, i1:i2].clone()
@@ -149,53 +236,19 @@ def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torc
         for j in range(i2 - i1):
             col = i1 + j
             if col % cfg.G == 0:
-                g = col // cfg.G
-                ge = min(col + cfg.G, T) - i1
-                gx, gk, gw = W1[:, j:ge], keep[:, col:col + ge - j], wts[col:col + ge - j]
-                gsc, gm, cur_s, cur_lo = scales.fit_group(gx, gk, gw, d, dmin, cfg.scale_search, qmax)
-                out.sc[:, g], out.m[:, g] = gsc, gm
-                if cfg.refit_rows:
-                    out.want_s[:, g], out.want_lo[:, g] = scales.search(gx, gk, gw, cfg.scale_search, qmax=qmax)
+                _fit_group(out, cur, W1, j, col, T, keep, wts, d, dmin, cfg)
             if choose and col % W16 == 0:
-                cand = sal_in[:, col]
-                if bool(cand.any()):
-                    sal_in[:, col:col + W16] = (cand & _means_help(W1[:, j:j + W16], wts[col:col + W16], cur_s,
-                                                                   cur_lo, dsal, safe_dsal))[:, None]
+                _choose_word(sal_in, cur, W1, j, col, wts, dsal, safe_dsal)
             srow = sal_in[:, col]
-            if int8 and col % W16 == 0:
-                # the word's fp16 scale from its (compensated) weights now; later columns of the word move a
-                # little with the feedback and clip at +-127 if they outgrow it
-                amax = W1[:, j:j + W16].abs().amax(1)
-                ws = torch.from_numpy(fmt._f16_up((amax / fmt.M_MAX).cpu().numpy()).astype(np.float32)).to(dev)
-                ws = torch.where(srow, ws, torch.zeros_like(ws))
-                out.ws[:, col // W16] = ws
-                safe_ws = torch.where(ws > 0, ws, torch.ones_like(ws))
             if int8:
-                c8 = torch.clamp(torch.round(W1[:, j] / safe_ws), -fmt.M_MAX, fmt.M_MAX)
-                c8 = torch.where(srow & (ws > 0), c8, torch.zeros_like(c8))
-                out.s8[:, col] = c8.to(torch.int8)
-                qsal = ws * c8
+                if col % W16 == 0:
+                    _int8_word_scale(out, cur, W1, j, col, srow)
+                _int8_code(out, cur, W1, j, col, srow)
             elif col % SPAN == 0:
-                src = W1[:, j:j + SPAN] if cfg.salient_feedback else W0[:, col:col + SPAN]
-                mean = src.mean(-1)
-                out.want_mean[:, col // SPAN] = torch.where(srow, mean, torch.zeros_like(mean))
-                c = torch.clamp(torch.round(mean / safe_dsal), -fmt.M_MAX, fmt.M_MAX)
-                c = torch.where(srow & (dsal > 0), c, torch.zeros_like(c))
-                out.mcodes[:, col // SPAN] = c.to(torch.int8)
-                qsal = dsal * c
-            w = W1[:, j]
-            q2 = scales._codes(w[:, None], cur_s, cur_lo, qmax)[:, 0]
-            v2 = cur_s * q2 + cur_lo
-            q = torch.where(srow, qsal, v2)
-            out.codes[:, col] = torch.where(srow, torch.zeros_like(q2), q2).to(torch.uint8)
-            out.Q[:, col] = q
-            if not cfg.compensate:
-                continue
-            e = (w - q) / U1[j, j]
-            if not cfg.salient_feedback:
-                e = torch.where(srow, torch.zeros_like(e), e)
-            W1[:, j:] -= e[:, None] * U1[j, j:][None, :]
-            Err1[:, j] = e
+                _mean_code(out, cur, W0, W1, j, col, srow, dsal, safe_dsal, cfg.salient_feedback)
+            q = _code_column(out, cur, W1[:, j], col, srow, cfg.qmax)
+            if cfg.compensate:
+                Err1[:, j] = _propagate(W1, j, q, U1, srow, cfg.salient_feedback)
         if cfg.compensate and i2 < T:
             Wq[:, i2:] -= Err1 @ U[i1:i2, i2:]
     out.salient = sal_in[:, ::W16].cpu().numpy()
@@ -206,7 +259,7 @@ def _means_help(x: torch.Tensor, wts: torch.Tensor, s: torch.Tensor, lo: torch.T
                 safe_dsal: torch.Tensor) -> torch.Tensor:
     """bool [P]: rows where the word x [P, 16] costs less (Σ wts·err²) as 4 int8 means than as 2-bit codes."""
     P = x.shape[0]
-    v2 = scales._value(scales._codes(x, s, lo), s, lo)
+    v2 = scales.value(scales.codes(x, s, lo), s, lo)
     e2 = (((x - v2) ** 2) * wts[None, :]).sum(1)
     c = torch.clamp(torch.round(x.view(P, W16 // SPAN, SPAN).mean(-1) / safe_dsal[:, None]), -fmt.M_MAX, fmt.M_MAX)
     v8 = (dsal[:, None] * c).repeat_interleave(SPAN, dim=1)

@@ -31,7 +31,7 @@ def _minmax(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return mn, mx
 
 
-def _codes(x: torch.Tensor, s: torch.Tensor, lo: torch.Tensor, qmax: int = fmt.CODE_MAX) -> torch.Tensor:
+def codes(x: torch.Tensor, s: torch.Tensor, lo: torch.Tensor, qmax: int = fmt.CODE_MAX) -> torch.Tensor:
     """Codes (float 0..qmax; 3 for 2-bit words) of x [..., P, g] for s, lo [..., P]; s == 0 -> code 0."""
     pos = s > 0
     safe = torch.where(pos, s, torch.ones_like(s))
@@ -39,7 +39,7 @@ def _codes(x: torch.Tensor, s: torch.Tensor, lo: torch.Tensor, qmax: int = fmt.C
     return q * pos[..., None]
 
 
-def _value(q: torch.Tensor, s: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+def value(q: torch.Tensor, s: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
     """s·q + lo in float32, the same two roundings as ``format.dequantize``."""
     return s[..., None] * q + lo[..., None]
 
@@ -59,7 +59,7 @@ def _eval(x, wk, mn, width, a, b, decode, qmax=fmt.CODE_MAX):
     s = torch.clamp(width * (1.0 - a - b), min=0.0) / qmax
     if decode is not None:
         _, _, s, lo = encode_decode(s, lo, *decode)
-    xh = _value(_codes(x, s, lo, qmax), s, lo)
+    xh = value(codes(x, s, lo, qmax), s, lo)
     return (((x - xh) ** 2) * wk).sum(-1), s, lo
 
 
@@ -102,7 +102,7 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
     best_s = torch.where(better, s2b, best_s)
     best_lo = torch.where(better, lo2b, best_lo)
     # one weighted least-squares refit of (s, lo) for the chosen codes
-    q = _codes(x, best_s, best_lo, qmax)
+    q = codes(x, best_s, best_lo, qmax)
     sw, sq, sqq = wk.sum(1), (wk * q).sum(1), (wk * q * q).sum(1)
     sx, sqx = (wk * x).sum(1), (wk * q * x).sum(1)
     det = sw * sqq - sq * sq
@@ -112,7 +112,7 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
     lo_ls = torch.where(ok, (sqq * sx - sq * sqx) / safe, best_lo)
     if decode is not None:
         _, _, s_ls, lo_ls = encode_decode(s_ls, lo_ls, *decode)
-    e = (((x - _value(_codes(x, s_ls, lo_ls, qmax), s_ls, lo_ls)) ** 2) * wk).sum(1)
+    e = (((x - value(codes(x, s_ls, lo_ls, qmax), s_ls, lo_ls)) ** 2) * wk).sum(1)
     better = e < best_e
     return torch.where(better, s_ls, best_s), torch.where(better, lo_ls, best_lo)
 

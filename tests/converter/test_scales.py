@@ -20,7 +20,7 @@ def _data(P=64, g=128, seed=0):
 
 
 def _err(x, keep, wts, s, lo):
-    xh = scales._value(scales._codes(x, s, lo), s, lo)
+    xh = scales.value(scales.codes(x, s, lo), s, lo)
     return (((x - xh) ** 2) * wts * keep).sum(1)
 
 
