@@ -90,6 +90,22 @@ def _chunks(N: int, L: int):
         yield slice(s, min(s + step, N))
 
 
+class _LapTimer:
+    """Wall time summed per named stage: ``lap(what)`` charges the time since the previous lap to ``what``."""
+
+    def __init__(self) -> None:
+        self.tick = time.time()
+        self.times: dict[str, float] = {}
+
+    def lap(self, what: str) -> None:
+        now = time.time()
+        self.times[what] = self.times.get(what, 0.0) + now - self.tick
+        self.tick = now
+
+    def summary(self) -> str:
+        return ", ".join(f"{k} {v:.1f} s" for k, v in sorted(self.times.items()))
+
+
 class BlockQuantizer:
     """Runs stages 1-5 above for one block; ``X`` (the calibration activations) is updated in place."""
 
@@ -107,10 +123,10 @@ class BlockQuantizer:
             return q8_0_result(w, g.hessian())
         return g.quantize(w, quant_config(self.opts, tp))
 
-    def _timed_quantize(self, g: GPTQ, w: torch.Tensor, lap: Callable[[str], None], tp) -> LayerResult:
-        lap("other")
+    def _timed_quantize(self, g: GPTQ, w: torch.Tensor, timer: _LapTimer, tp) -> LayerResult:
+        timer.lap("other")
         res = self._quantize(g, w, tp)
-        lap("gptq")
+        timer.lap("gptq")
         return res
 
     def run(self, i: int, X: torch.Tensor, A: torch.Tensor, on_result: Callable[[str, LayerResult], None],
@@ -121,13 +137,7 @@ class BlockQuantizer:
         N, L, D = X.shape
         chunks = list(_chunks(N, L))
         qw: dict[str, torch.Tensor] = {}       # quantized weights (dequantized values) in the compute dtype
-        tick = [time.time()]
-        times: dict[str, float] = {}
-
-        def lap(what: str) -> None:
-            now = time.time()
-            times[what] = times.get(what, 0.0) + now - tick[0]
-            tick[0] = now
+        timer = _LapTimer()
 
         def done(kind: str, res: LayerResult) -> None:
             qw[kind] = res.Q.to(cdt)
@@ -137,31 +147,31 @@ class BlockQuantizer:
         g = GPTQ(D, dev)
         for c in chunks:
             g.add_batch(B.rms_norm(X[c], w["attn_norm"], p.rms_eps))
-        lap("1 H_qkv")
+        timer.lap("1 H_qkv")
         for kind in ("attn_q", "attn_k", "attn_v"):
-            done(kind, self._timed_quantize(g, w[kind], lap, plans[kind]))
+            done(kind, self._timed_quantize(g, w[kind], timer, plans[kind]))
         del g
         # 2. attention output
         g = GPTQ(p.n_head * p.head_dim, dev)
         for c in chunks:
             h = B.rms_norm(X[c], w["attn_norm"], p.rms_eps)
             a = B.attention(h, qw["attn_q"], qw["attn_k"], qw["attn_v"], p, self.rope)
-            lap("2 attention")
+            timer.lap("2 attention")
             g.add_batch(a)
             A[c] = a
-            lap("2 H_o")
-        done("attn_output", self._timed_quantize(g, w["attn_output"], lap, plans["attn_output"]))
+            timer.lap("2 H_o")
+        done("attn_output", self._timed_quantize(g, w["attn_output"], timer, plans["attn_output"]))
         del g
         # 3. gate, up
         g = GPTQ(D, dev)
         for c in chunks:
             A[c] = X[c] + B.linear(A[c], qw["attn_output"])
-        lap("2 o_proj")
+        timer.lap("2 o_proj")
         for c in chunks:
             g.add_batch(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps))
-        lap("3 H_gu")
+        timer.lap("3 H_gu")
         for kind in ("ffn_gate", "ffn_up"):
-            done(kind, self._timed_quantize(g, w[kind], lap, plans[kind]))
+            done(kind, self._timed_quantize(g, w[kind], timer, plans[kind]))
         del g
         # 4. down
         g = GPTQ(p.n_ff, dev)
@@ -169,10 +179,10 @@ class BlockQuantizer:
             act = B.mlp_act(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps), qw["ffn_gate"], qw["ffn_up"])
             if self.act_cache is not None:
                 self.act_cache[c] = act
-            lap("4 gate/up")
+            timer.lap("4 gate/up")
             g.add_batch(act)
-            lap("4 H_down")
-        done("ffn_down", self._timed_quantize(g, w["ffn_down"], lap, plans["ffn_down"]))
+            timer.lap("4 H_down")
+        done("ffn_down", self._timed_quantize(g, w["ffn_down"], timer, plans["ffn_down"]))
         del g
         # 5. block output -> next block's input
         for c in chunks:
@@ -181,8 +191,8 @@ class BlockQuantizer:
             else:
                 act = B.mlp_act(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps), qw["ffn_gate"], qw["ffn_up"])
             X[c] = A[c] + B.linear(act, qw["ffn_down"])
-        lap("5 output")
-        log.debug("block %d: %s; %s", i, ", ".join(f"{k} {v:.1f} s" for k, v in sorted(times.items())), _rss_mib())
+        timer.lap("5 output")
+        log.debug("block %d: %s; %s", i, timer.summary(), _rss_mib())
 
 
 def _rss_mib() -> str:
