@@ -165,11 +165,12 @@ class Llama:
 
     MAQ extras: ``engine`` ("auto", "c", "numpy"), ``exact`` (dequantize Q8_0/MAQ2 to F32 at load: float
     products everywhere), ``dequant`` (what Q4_0/Q4_1/k-quant tensors become: "auto", "f32", "q8_0"); see
-    ``gguf_loader.load``."""
+    ``gguf_loader.load``. ``use_mmap`` as llama-cpp-python's, except that its default None picks: huge-page memory
+    where the kernel offers it and the file fits in half the available memory (faster), else the mapped file."""
 
     def __init__(self, model_path: str, *, n_ctx: int = 512, n_threads: int | None = None, n_batch: int = 128,
                  seed: int | None = None, verbose: bool = True, engine: str = "auto", exact: bool = False,
-                 dequant: str = "auto", embedding: bool = False, **kwargs):
+                 dequant: str = "auto", embedding: bool = False, use_mmap: bool | None = None, **kwargs):
         if kwargs.get("n_gpu_layers", 1) in (0, None):      # CPU only, as asked: nothing ignored
             kwargs.pop("n_gpu_layers")
         warn_unused("Llama", kwargs)                           # n_gpu_layers > 0 included: MAQ runs on the CPU
@@ -189,7 +190,7 @@ class Llama:
         if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
             raise MAQError(f"seed = {seed!r}: expected an integer (negative: random) or None")
         t0 = time.perf_counter()
-        self._lm = gguf_loader.load(self.model_path, exact=exact, dequant=dequant)
+        self._lm = gguf_loader.load(self.model_path, exact=exact, dequant=dequant, use_mmap=use_mmap)
         self.tokenizer_ = tok_mod.from_gguf(self._lm.gguf)
         if self.tokenizer_.n_vocab != self._lm.config.vocab_size:
             raise MAQError(f"{self.model_path}: tokenizer has {self.tokenizer_.n_vocab} tokens, model vocabulary "

@@ -35,6 +35,12 @@ def _common(p: argparse.ArgumentParser, ctx_default: int = 2048, ctx_help: str =
                         "(the reference numerics; slower, more memory)")
     p.add_argument("--dequant", choices=("auto", "f32", "q8_0"), default="auto",
                    help="Q4_0/Q4_1/k-quant tensors at load: f32 (exact), q8_0 (smaller), auto (f32 unless > 4 GiB)")
+    mm = p.add_mutually_exclusive_group()
+    mm.add_argument("--mmap", dest="use_mmap", action="store_true", default=None,
+                    help="map the model file (zero-copy; 4 KiB pages)")
+    mm.add_argument("--no-mmap", dest="use_mmap", action="store_false",
+                    help="read the model into huge-page memory (faster products). Default: --no-mmap where the "
+                         "kernel offers transparent huge pages and the file fits in half the available memory")
 
 
 def _sampling(p: argparse.ArgumentParser, temp: float) -> None:
@@ -106,7 +112,7 @@ def _llama(args, n_ctx: int):
     if n_ctx <= 0:
         raise MAQError(f"--ctx {n_ctx}: expected a positive number of tokens")
     return Llama(args.model, n_ctx=n_ctx, n_threads=args.threads, n_batch=args.batch, seed=getattr(args, "seed", None),
-                 verbose=False, engine=args.engine, exact=args.exact, dequant=args.dequant)
+                 verbose=False, engine=args.engine, exact=args.exact, dequant=args.dequant, use_mmap=args.use_mmap)
 
 
 def _warn_if_invalid_utf8(text: str | None, where: str) -> None:
@@ -323,7 +329,7 @@ def cmd_serve(args) -> int:
         raise MAQError(f"--max-queue {args.max_queue}: expected 0 or more")
     server.serve(args.model, host=args.host, port=args.port, api_key=args.api_key, parallel=args.parallel,
                  max_queue=args.max_queue, n_ctx=args.ctx, n_threads=args.threads, n_batch=args.batch,
-                 engine=args.engine, exact=args.exact, dequant=args.dequant)
+                 engine=args.engine, exact=args.exact, dequant=args.dequant, use_mmap=args.use_mmap)
     return 0
 
 

@@ -10,7 +10,12 @@ MAQ2 = words + bitmap + scales + rowscale, MAQ3 / MAQ4 = words + hi (I16 / I32) 
 ``maq.tensor.<name>.type`` key ("maq2", "maq3", "maq4"); a model may mix them with standard types per tensor.
 Errors are ``FormatError`` / ``MAQError`` naming the file, the tensor and what was expected.
 
-Weights stay in the mapped file (zero-copy) for F32, F16, Q8_0 and MAQ2/3/4. Other ggml types that ``gguf.quants``
+Weights stay in the mapped file (zero-copy, ``use_mmap=True``) or are read once into anonymous memory backed by
+transparent huge pages (``use_mmap=False``; the default where the kernel offers huge pages and the file fits in
+half of the available memory): with 4 KiB file pages every 4 KiB of weights costs a TLB miss (a nested page walk
+under a hypervisor) and restarts the hardware prefetcher, which made SmolLM2 decode 20-40% slower than from 2 MiB
+pages on the x86-64 test machine (docs/BENCHMARKS.md). Either way RSS is about the file size. The types kept as
+they are: F32, F16, Q8_0 and MAQ2/3/4. Other ggml types that ``gguf.quants``
 can dequantize (Q4_0, Q4_1, Q5_x, k-quants, BF16, ...) are dequantized **to F32 at load**: exact (a Q4_1 value
 ``d*q + m`` needs more mantissa than F16 has, and a Q8_0 requantization would change the reference model), at the
 cost of 4 bytes per weight of RSS for those tensors.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import mmap as _mmap
 import os
 import struct
 from pathlib import Path
@@ -124,6 +130,71 @@ def _show(name: str) -> str:
     return name if name and name.isprintable() and " " not in name else repr(name)[:80]
 
 
+HUGE_PAGE = 2 << 20           # x86-64 / aarch64 (4 KiB base pages) PMD size: the alignment that lets THP map it
+READ_CHUNK = 64 << 20
+
+
+def huge_pages_available() -> bool:
+    """True when the kernel offers transparent huge pages to a process that asks (madvise) or to all (always)."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as f:
+            mode = f.read()
+    except OSError:
+        return False
+    return "[always]" in mode or "[madvise]" in mode
+
+
+def available_memory() -> int | None:
+    """MemAvailable in bytes (Linux), else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def read_huge(path: Path, size: int) -> np.ndarray:
+    """The first ``size`` bytes of ``path`` as a read-only uint8 array in anonymous memory, 2 MiB aligned and advised
+    MADV_HUGEPAGE (where the platform has it), read with readinto: no file page is mapped into the process."""
+    buf = _mmap.mmap(-1, size + HUGE_PAGE, flags=_mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS)
+    if hasattr(_mmap, "MADV_HUGEPAGE"):
+        try:
+            buf.madvise(_mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass
+    whole = np.frombuffer(buf, dtype=np.uint8)
+    start = -whole.ctypes.data % HUGE_PAGE
+    arr = whole[start:start + size]
+    view = memoryview(arr)
+    pos = 0
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while pos < size:
+                n = f.readinto(view[pos:pos + READ_CHUNK])
+                if not n:
+                    raise FormatError(f"{path}: the file ended at byte {pos} while being read into memory "
+                                      f"({size} bytes when it was parsed): was it changed meanwhile?")
+                pos += n
+    except OSError as exc:
+        raise MAQError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        view.release()
+    arr.flags.writeable = False
+    return arr
+
+
+def resolve_use_mmap(use_mmap: bool | None, size: int) -> bool:
+    """None (auto): read into huge pages when the kernel offers them and the file takes at most half of the
+    available memory, else map the file."""
+    if use_mmap is not None:
+        return bool(use_mmap)
+    avail = available_memory()
+    return not (huge_pages_available() and avail is not None and 2 * size <= avail)
+
+
 class GGUFFile:
     """A parsed GGUF file: ``metadata`` {key: value} and ``tensors`` {name: TensorInfo} over one memmap.
 
@@ -169,6 +240,25 @@ class GGUFFile:
         except (struct.error, IndexError):
             raise FormatError(f"{self.path}: {self._what}: truncated or corrupt file (it ends inside this "
                               f"field: byte {self._pos} of {len(self._buf)})") from None
+
+    def into_memory(self) -> None:
+        """Read the whole file into anonymous memory advised for transparent huge pages and point every tensor's
+        ``data`` there, dropping the file mapping (see the module docstring for why). A file that shrank since it
+        was parsed is a FormatError."""
+        if not isinstance(self.mm, np.memmap):
+            return
+        arr = read_huge(self.path, len(self.mm))
+        for t in self.tensors.values():
+            t.data = arr[t.offset:t.offset + t.nbytes]
+        old, self.mm = self.mm, arr
+        self._buf = memoryview(arr)
+        mm = getattr(old, "_mmap", None)
+        del old
+        if mm is not None:
+            try:
+                mm.close()
+            except (BufferError, ValueError):   # a view of the old mapping is still alive: it goes with it
+                pass
 
     def _fail(self, msg: str) -> FormatError:
         return FormatError(f"{self.path}: {self._what}: {msg}")
@@ -835,7 +925,8 @@ def _config(gf: GGUFFile) -> ModelConfig:
 DEQUANT_AUTO_LIMIT = 4 << 30   # bytes of F32 copies above which dequant="auto" re-quantizes to Q8_0
 
 
-def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto") -> LoadedModel:
+def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto",
+         use_mmap: bool | None = None) -> LoadedModel:
     """Open, validate and map a llama GGUF. Raises MAQError/FormatError naming file, tensor and expectation.
 
     ``exact``: dequantize every weight that is not F32/F16 (Q8_0 and MAQ2/3/4 included) to F32 at load, so every
@@ -850,6 +941,10 @@ def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto") ->
         raise MAQError(f"dequant={dequant!r}: expected auto, f32 or q8_0")
     gf = GGUFFile(path)
     cfg = _config(gf)
+    if not resolve_use_mmap(use_mmap, len(gf.mm)):
+        log.info("%s: reading %.1f MB into huge-page memory (use_mmap=True maps the file instead)", gf.path,
+                 len(gf.mm) / 1e6)
+        gf.into_memory()
     if dequant == "auto":
         native = (GGML_F32, GGML_F16, GGML_Q8_0, GGML_I8, GGML_I16, GGML_I32)
         f32_bytes = sum(4 * math.prod(t.ne) for t in gf.tensors.values() if t.ggml_type not in native)

@@ -141,3 +141,43 @@ def test_dequant_q8_0_option(smollm2_gguf):
     assert 0 < err < 1e-2
     with pytest.raises(MAQError, match="dequant"):
         gl.load(smollm2_gguf, dequant="q4")
+
+
+def test_use_mmap_false_reads_into_memory_same_model(tiny_maq):
+    from maq.runtime import model as M
+
+    mapped, mem = gl.load(tiny_maq, use_mmap=True), gl.load(tiny_maq, use_mmap=False)
+    assert isinstance(mapped.gguf.mm, np.memmap) and not isinstance(mem.gguf.mm, np.memmap)
+    assert not mem.gguf.mm.flags.writeable
+    w = mem.layers[1].w_down
+    for part in (w.maq.words, w.maq.bitmap, w.maq.scales, w.maq.rowscale):
+        assert np.shares_memory(part, mem.gguf.mm) and not part.flags.writeable
+    for name, t in mapped.gguf.tensors.items():
+        np.testing.assert_array_equal(np.asarray(t.data), mem.gguf.tensors[name].data, err_msg=name)
+    ids = np.array([1, 5, 9, 2, 7], np.int32)
+    a = M.CModel(mapped, n_ctx=16, n_threads=1).forward(ids, 0, M.LOGITS_ALL)
+    b = M.CModel(mem, n_ctx=16, n_threads=1).forward(ids, 0, M.LOGITS_ALL)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_into_memory_refuses_a_file_that_shrank(tiny_maq, tmp_path):
+    import shutil
+
+    p = tmp_path / "m.gguf"
+    shutil.copy(tiny_maq, p)
+    gf = gl.GGUFFile(p)
+    with open(p, "r+b") as f:
+        f.truncate(p.stat().st_size // 2)
+    with pytest.raises(FormatError, match="ended at byte") as ei:
+        gf.into_memory()
+    assert str(p) in str(ei.value)
+
+
+def test_resolve_use_mmap(monkeypatch):
+    assert gl.resolve_use_mmap(True, 10) is True and gl.resolve_use_mmap(False, 10) is False
+    monkeypatch.setattr(gl, "available_memory", lambda: 1 << 30)
+    monkeypatch.setattr(gl, "huge_pages_available", lambda: True)
+    assert gl.resolve_use_mmap(None, 100 << 20) is False          # fits: huge-page memory
+    assert gl.resolve_use_mmap(None, 600 << 20) is True           # over half the available memory: map
+    monkeypatch.setattr(gl, "huge_pages_available", lambda: False)
+    assert gl.resolve_use_mmap(None, 100 << 20) is True
