@@ -93,6 +93,14 @@ static inline __attribute__((always_inline)) void row_init_g(const maq_weight *w
     r->dsal = maq_h2f(w->rowscale[3 * (size_t)p + 2]);
 }
 
+/* Software prefetch of row p's words and hi plane (the bulk of its bytes; see maq_internal.h). */
+static inline __attribute__((always_inline)) void prefetch_row(const maq_weight *w, int p, const int BITS) {
+    const size_t nw = (size_t)(w->T >> 4);
+    maq_prefetch((const uint32_t *)w->data + (size_t)p * nw, 4 * nw);
+    if (BITS == 3) maq_prefetch((const uint16_t *)w->hi + (size_t)p * nw, 2 * nw);
+    if (BITS == 4) maq_prefetch((const uint32_t *)w->hi + (size_t)p * nw, 4 * nw);
+}
+
 static inline void x_init(const maq2_act_layout *L, const uint8_t *row, int G, maq2_x *x) {
     x->xp = (const int8_t *)(row + L->xp);
     x->xn = (const int8_t *)(row + L->xn);
@@ -205,6 +213,7 @@ typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, flo
     for (int p = pa; p < pb; p++) {                                                                      \
         maq2_row r;                                                                                      \
         float o[NT];                                                                                     \
+        if (p + pf < pb) prefetch_row(w, p + pf, BITS);                                                  \
         row_init_g(w, p, GC, BITS, &r);                                                                  \
         IMPL(&r, x, NT, T, GC, o, BITS);                                                                 \
         for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                                \
@@ -216,6 +225,8 @@ typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, flo
     static ATTR void NAME(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y) {              \
         const int T = w->T;                                                                              \
         const size_t P = (size_t)w->P;                                                                   \
+        const int pf = maq_pf_rows((size_t)(T >> 4) * (BITS == 2 ? 4 : BITS == 3 ? 6 : 8),           \
+                                   MAQ_PF_BYTES_MAQ);                                            \
         if (w->G == 32) {                                                                                \
             ROW_LOOP(IMPL, NT, 32, BITS)                                                                 \
         } else if (w->G == 64) {                                                                         \

@@ -98,6 +98,20 @@ static inline uint16_t maq_f2h(float f) {
     return (uint16_t)(sign | h);
 }
 
+/* ------------------------------------------------------------------ software prefetch of the weight stream */
+/* Decode is a stream of weight rows; the hardware prefetchers stop at every 4 KiB page boundary and track few
+ * streams, so a row loop asks for the row about `ahead` bytes past the one it computes. Distances measured on
+ * SmolLM2 decode (x86-64 Xeon, 1 thread, bench_speed-style loop; docs/BENCHMARKS.md): MAQ3/4 rows (words + hi
+ * plane) 2 KiB: 87 -> 125 tok/s (1 KiB 117, 4 KiB 116); Q8_0 rows 1 KiB: 62 -> 77 tok/s (4 KiB 57). Rows are
+ * prefetched whole, a cache line at a time; a hint only, no effect on results. */
+#define MAQ_PF_BYTES_MAQ 2048
+#define MAQ_PF_BYTES_Q8 1024
+/* Rows ahead for a stream of rb bytes per row: enough rows to cover `ahead` bytes, at least 1. */
+static inline int maq_pf_rows(size_t rb, size_t ahead) { return rb >= ahead ? 1 : (int)((ahead + rb - 1) / rb); }
+static inline void maq_prefetch(const void *p, size_t n) {
+    for (size_t o = 0; o < n; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
+}
+
 /* ------------------------------------------------------------------ activation layouts (act.c) */
 /* MAQ2 activation (also MAQ3 / MAQ4), one token row of T inputs (all regions 64-byte aligned inside the row):
  *   xp    int8  [nb][128]   x quantized per 128-input block, each block stored permuted for the SIMD paths:

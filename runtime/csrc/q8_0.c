@@ -246,8 +246,11 @@ typedef void (*q8_row_fn)(const maq_weight *w, const int8_t *const *xq, const fl
                           float *Y) {                                                                      \
         const int nb = w->T / 32;                                                                          \
         const size_t P = (size_t)w->P, row_bytes = (size_t)nb * Q8_BLOCK_BYTES;                            \
+        const int pf = maq_pf_rows(row_bytes, MAQ_PF_BYTES_Q8);                                                \
         for (int p = pa; p < pb; p++) {                                                                    \
             float o[NT];                                                                                   \
+            if (p + pf < pb)                                                                       \
+                maq_prefetch((const uint8_t *)w->data + (size_t)(p + pf) * row_bytes, row_bytes);     \
             IMPL((const uint8_t *)w->data + (size_t)p * row_bytes, xq, dx, NT, nb, o);                     \
             for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                              \
         }                                                                                                  \
