@@ -76,6 +76,12 @@ void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act);
 /* Y [B][P] = X W^T from a preprocessed activation; rows of W split across the pool's threads.
  * B == 1 is the matrix-vector product (decode); B > 1 reuses each decoded word for all B tokens (prefill). */
 void maq_matmul_act(const maq_weight *w, const void *act, int B, float *Y, maq_pool *pool);
+/* n products sharing one preprocessed activation (same activation kind and T, e.g. Q/K/V or gate/up) as one pool
+ * job: Ys[i] [B][ws[i]->P] = X ws[i]^T; one wake-up and one join of the threads instead of n (decode runs ~7 products
+ * per layer; each join costs the slowest thread's tail). Results equal n maq_matmul_act calls. n <= MAQ_MULTI_MAX. */
+#define MAQ_MULTI_MAX 4
+void maq_matmul_act_multi(const maq_weight *const *ws, int n, const void *act, int B, float *const *Ys,
+                          maq_pool *pool);
 /* Convenience: maq_act_prepare into scratch (>= maq_act_bytes(w, B) bytes) then maq_matmul_act. */
 void maq_matmul(const maq_weight *w, const float *X, int B, float *Y, void *scratch, maq_pool *pool);
 

@@ -2,32 +2,36 @@
  *
  * Rows are handed out in chunks through an atomic counter, so a slot that starts late (its core busy with
  * another process) simply finds less work; every row is computed by the same code whichever thread takes
- * it, so results do not depend on the number of threads.
+ * it, so results do not depend on the number of threads. Several products sharing one activation (Q/K/V,
+ * gate/up) can run as one job: their rows form one range [0, sum P) cut into chunks that never straddle two
+ * weights.
  */
 #include <stdatomic.h>
 
 #include "maq_internal.h"
 
 typedef struct {
-    const maq_weight *w;
-    const uint8_t *act;     /* aligned activation rows */
+    const maq_weight *const *ws;   /* [n] */
+    float *const *Ys;              /* [n] each [B][ws[i]->P] */
+    int n;
+    const uint8_t *act;            /* aligned activation rows */
     int B;
-    float *Y;               /* [B][P] */
     int path;
-    int chunk;              /* rows per claim */
-    atomic_int next;        /* next unclaimed row */
+    int chunk;                     /* rows per claim */
+    int starts[MAQ_MULTI_MAX + 1]; /* chunk index where weight i starts; starts[n] = total chunks */
+    atomic_int next;               /* next unclaimed chunk */
 } mm_task;
 
-static void rows(const mm_task *t, int p0, int p1) {
-    switch (t->w->type) {
+static void rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
+    switch (w->type) {
     case MAQ_TYPE_MAQ2:
     case MAQ_TYPE_MAQ3:
     case MAQ_TYPE_MAQ4:
-        maq2_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path);
-        if (t->w->salw) maq_s8_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path);   /* int8 salient words */
+        maq2_rows(w, act, B, p0, p1, Y, path);
+        if (w->salw) maq_s8_rows(w, act, B, p0, p1, Y, path);   /* int8 salient words */
         break;
-    case MAQ_TYPE_Q8_0: q8_0_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path); break;
-    default: float_rows(t->w, t->act, t->B, p0, p1, t->Y, t->path); break;
+    case MAQ_TYPE_Q8_0: q8_0_rows(w, act, B, p0, p1, Y, path); break;
+    default: float_rows(w, act, B, p0, p1, Y, path); break;
     }
 }
 
@@ -35,33 +39,56 @@ static void mm_run(void *ctx, int ith, int nth) {
     mm_task *t = (mm_task *)ctx;
     (void)ith;
     (void)nth;
-    const int P = t->w->P;
     for (;;) {
-        int p0 = atomic_fetch_add(&t->next, t->chunk);
-        if (p0 >= P) break;
-        rows(t, p0, p0 + t->chunk < P ? p0 + t->chunk : P);
+        const int c = atomic_fetch_add(&t->next, 1);
+        if (c >= t->starts[t->n]) break;
+        int i = 0;
+        while (c >= t->starts[i + 1]) i++;
+        const maq_weight *w = t->ws[i];
+        const int p0 = (c - t->starts[i]) * t->chunk;
+        rows(w, t->act, t->B, p0, p0 + t->chunk < w->P ? p0 + t->chunk : w->P, t->Ys[i], t->path);
     }
 }
 
-void maq_matmul_act(const maq_weight *w, const void *act, int B, float *Y, maq_pool *pool) {
-    mm_task t;
-    t.w = w;
-    t.act = maq_act_align(act);
-    t.B = B;
-    t.Y = Y;
-    t.path = maq_path_id();
+/* Rows per claim: decode (B == 1) about 4 chunks per thread (long runs keep the row prefetch ahead of the
+ * kernel; a claim costs one atomic), prefill about 8; multiples of 16 rows (whole cache lines of Y). */
+static int chunk_rows(int total_rows, int nth, int B) {
+    const int per = B == 1 ? 4 : 8;
+    const int c = total_rows / (nth * per);
+    return c < 16 ? 16 : (c + 15) / 16 * 16;
+}
+
+void maq_matmul_act_multi(const maq_weight *const *ws, int n, const void *act, int B, float *const *Ys,
+                          maq_pool *pool) {
+    const uint8_t *a = maq_act_align(act);
+    const int path = maq_path_id();
     const int nth = maq_pool_size(pool);
-    const double work = (double)w->P * w->T * B;
+    double work = 0.0;
+    int total = 0;
+    for (int i = 0; i < n; i++) {
+        work += (double)ws[i]->P * ws[i]->T * B;
+        total += ws[i]->P;
+    }
     if (nth == 1 || work < 65536.0) {
-        rows(&t, 0, w->P);
+        for (int i = 0; i < n; i++) rows(ws[i], a, B, 0, ws[i]->P, Ys[i], path);
         return;
     }
-    /* about 8 chunks per thread, multiples of 16 rows (whole cache lines of Y) */
-    int chunk = w->P / (nth * 8);
-    chunk = chunk < 16 ? 16 : (chunk + 15) / 16 * 16;
-    t.chunk = chunk;
+    mm_task t;
+    t.ws = ws;
+    t.Ys = Ys;
+    t.n = n;
+    t.act = a;
+    t.B = B;
+    t.path = path;
+    t.chunk = chunk_rows(total, nth, B);
+    t.starts[0] = 0;
+    for (int i = 0; i < n; i++) t.starts[i + 1] = t.starts[i] + (ws[i]->P + t.chunk - 1) / t.chunk;
     atomic_init(&t.next, 0);
     maq_pool_run(pool, mm_run, &t);
+}
+
+void maq_matmul_act(const maq_weight *w, const void *act, int B, float *Y, maq_pool *pool) {
+    maq_matmul_act_multi(&w, 1, act, B, &Y, pool);
 }
 
 void maq_matmul(const maq_weight *w, const float *X, int B, float *Y, void *scratch, maq_pool *pool) {

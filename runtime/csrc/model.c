@@ -188,6 +188,24 @@ static void matmul(maq_model *m, act_tag *tag, const maq_weight *w, const float 
     maq_matmul_act(w, m->s.act, B, Y, m->pool);
 }
 
+/* Ys[i] = X ws[i]^T for products of one input (Q/K/V, gate/up): one pool job when they share the activation kind
+ * and T (maq_matmul_act_multi), else one after another. */
+static void matmul_group(maq_model *m, act_tag *tag, const maq_weight *const *ws, int n, const float *X, int B,
+                         float *const *Ys) {
+    for (int i = 1; i < n; i++) {
+        if (act_kind(ws[i]->type) != act_kind(ws[0]->type) || ws[i]->T != ws[0]->T) {
+            for (int j = 0; j < n; j++) matmul(m, tag, ws[j], X, B, Ys[j]);
+            return;
+        }
+    }
+    if (tag->type != act_kind(ws[0]->type) || tag->T != ws[0]->T) {
+        maq_act_prepare(ws[0], X, B, m->s.act);
+        tag->type = act_kind(ws[0]->type);
+        tag->T = ws[0]->T;
+    }
+    maq_matmul_act_multi(ws, n, m->s.act, B, Ys, m->pool);
+}
+
 /* ------------------------------------------------------------------ attention */
 /* The hot loops below are plain C over `restrict` pointers with fixed-order lane sums, so the compiler vectorizes
  * them without reassociating anything (results do not depend on the ISA). On x86-64 GCC builds an AVX2 clone and
@@ -369,9 +387,11 @@ static void forward_chunk(maq_model *m, const int32_t *tokens, int B, int pos, f
 
         rmsnorm(s->xb, s->x, lw->attn_norm, B, D, c->norm_eps);
         t1 = now_s();
-        matmul(m, &tag, &lw->wq, s->xb, B, s->q);
-        matmul(m, &tag, &lw->wk, s->xb, B, s->kb);
-        matmul(m, &tag, &lw->wv, s->xb, B, vdst);
+        {
+            const maq_weight *ws[3] = {&lw->wq, &lw->wk, &lw->wv};
+            float *Ys[3] = {s->q, s->kb, vdst};
+            matmul_group(m, &tag, ws, 3, s->xb, B, Ys);
+        }
         tm += now_s() - t1;
         rope(s->q, B, QD, c->n_heads, hd, R, pos, s->rope_cos, s->rope_sin);
         rope(s->kb, B, KVD, c->n_kv_heads, hd, R, pos, s->rope_cos, s->rope_sin);
@@ -395,8 +415,11 @@ static void forward_chunk(maq_model *m, const int32_t *tokens, int B, int pos, f
         rmsnorm(s->xb, s->x, lw->ffn_norm, B, D, c->norm_eps);
         t1 = now_s();
         tag.type = -1;
-        matmul(m, &tag, &lw->w_gate, s->xb, B, s->hb);
-        matmul(m, &tag, &lw->w_up, s->xb, B, s->hb2);
+        {
+            const maq_weight *ws[2] = {&lw->w_gate, &lw->w_up};
+            float *Ys[2] = {s->hb, s->hb2};
+            matmul_group(m, &tag, ws, 2, s->xb, B, Ys);
+        }
         tm += now_s() - t1;
         maq_swiglu(s->hb, s->hb2, (size_t)B * H);
         t1 = now_s();
