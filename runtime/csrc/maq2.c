@@ -205,7 +205,8 @@ static void rows_scalar(const maq_weight *w, const maq2_act_layout *L, const uin
 }
 
 /* ================================================================== shared by the SIMD paths */
-#define MAQ2_NT 4   /* tokens per tile in the batched product: each decoded word is reused NT times */
+#define MAQ2_NT 4       /* tokens per tile in the batched product: each decoded word is reused NT times */
+#define MAQ2_NT_MAX 8   /* the VNNI path's tile (AVX-512VL gives it 32 vector registers); the others keep 4 */
 
 typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y);
 
@@ -238,15 +239,28 @@ typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, flo
 #define ROW_VARIANTS(NAME, ATTR, IMPL, BITS)                                                             \
     ROW_VARIANT(NAME##_1, ATTR, IMPL, 1, BITS) ROW_VARIANT(NAME##_2, ATTR, IMPL, 2, BITS)                \
     ROW_VARIANT(NAME##_3, ATTR, IMPL, 3, BITS) ROW_VARIANT(NAME##_4, ATTR, IMPL, 4, BITS)
+#define ROW_VARIANTS8(NAME, ATTR, IMPL, BITS)                                                            \
+    ROW_VARIANTS(NAME, ATTR, IMPL, BITS)                                                                 \
+    ROW_VARIANT(NAME##_5, ATTR, IMPL, 5, BITS) ROW_VARIANT(NAME##_6, ATTR, IMPL, 6, BITS)                \
+    ROW_VARIANT(NAME##_7, ATTR, IMPL, 7, BITS) ROW_VARIANT(NAME##_8, ATTR, IMPL, 8, BITS)
 /* NAME##_fns[BITS - 2][NT - 1]: the row functions of one path for MAQ2, MAQ3 and MAQ4. */
 #define ROW_FAMILY(NAME, ATTR, IMPL)                                                                     \
     ROW_VARIANTS(NAME##_b2, ATTR, IMPL, 2)                                                               \
     ROW_VARIANTS(NAME##_b3, ATTR, IMPL, 3)                                                               \
     ROW_VARIANTS(NAME##_b4, ATTR, IMPL, 4)                                                               \
-    static const row_fn NAME##_fns[3][MAQ2_NT] = {                                                       \
+    static const row_fn NAME##_fns[3][MAQ2_NT_MAX] = {                                                   \
         {NAME##_b2_1, NAME##_b2_2, NAME##_b2_3, NAME##_b2_4},                                            \
         {NAME##_b3_1, NAME##_b3_2, NAME##_b3_3, NAME##_b3_4},                                            \
         {NAME##_b4_1, NAME##_b4_2, NAME##_b4_3, NAME##_b4_4}};
+/* The same with token tiles up to MAQ2_NT_MAX. */
+#define ROW_FAMILY8(NAME, ATTR, IMPL)                                                                    \
+    ROW_VARIANTS8(NAME##_b2, ATTR, IMPL, 2)                                                              \
+    ROW_VARIANTS8(NAME##_b3, ATTR, IMPL, 3)                                                              \
+    ROW_VARIANTS8(NAME##_b4, ATTR, IMPL, 4)                                                              \
+    static const row_fn NAME##_fns[3][MAQ2_NT_MAX] = {                                                   \
+        {NAME##_b2_1, NAME##_b2_2, NAME##_b2_3, NAME##_b2_4, NAME##_b2_5, NAME##_b2_6, NAME##_b2_7, NAME##_b2_8}, \
+        {NAME##_b3_1, NAME##_b3_2, NAME##_b3_3, NAME##_b3_4, NAME##_b3_5, NAME##_b3_6, NAME##_b3_7, NAME##_b3_8}, \
+        {NAME##_b4_1, NAME##_b4_2, NAME##_b4_3, NAME##_b4_4, NAME##_b4_5, NAME##_b4_6, NAME##_b4_7, NAME##_b4_8}};
 
 
 /* pshufb / tbl patterns turning a quad's group scales (byte g = sc of its g-th group) into one int16 per
@@ -466,7 +480,7 @@ SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int 
         const unsigned bits = block_bits(r, nw, b, BITS);
         const __m128i sc4 = _mm_cvtsi32_si128((int)block_sc4(r, b, G, ng));
         const __m128 lane = _mm_castsi128_ps(_mm_load_si128((const __m128i *)SAL_MASK[1u << (b & 3)]));
-        __m128i acc[MAQ2_NT];
+        __m128i acc[MAQ2_NT_MAX];
         for (int t = 0; t < NT; t++) acc[t] = _mm_setzero_si128();
         for (int c = 0; c < nc; c++) {
             __m128i V[4];
@@ -620,13 +634,13 @@ AVX2_FN __m256i block_dot_avx2(const __m256i *V, const int8_t *xk, __m256i sv) {
 AVX2_FN void row_avx2_any(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int BITS,
                           const int VNNI) {
     const int nq = T / 512, gi = g_index(G);
-    __m128 f[MAQ2_NT][3];
+    __m128 f[MAQ2_NT_MAX][3];
     for (int t = 0; t < NT; t++) f[t][0] = f[t][1] = f[t][2] = _mm_setzero_ps();
     for (int q = 0; q < nq; q++) {
         uint32_t qbits = 0;
         if (BITS == 2) memcpy(&qbits, r->bm + 4 * q, 4);
         const __m256i scq = _mm256_broadcastsi128_si256(quad_sc_sse(r, q, G));
-        __m256i h[2][MAQ2_NT], prev[MAQ2_NT];
+        __m256i h[2][MAQ2_NT_MAX], prev[MAQ2_NT_MAX];
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
             __m256i V[4];
@@ -642,7 +656,7 @@ AVX2_FN void row_avx2_any(const maq2_row *r, const maq2_x *x, const int NT, int 
         }
         __m128i mw, mw2;
         quad_m_sse(r, q, G, &mw, &mw2);
-        __m128i Sv[MAQ2_NT], Cv[MAQ2_NT];
+        __m128i Sv[MAQ2_NT_MAX], Cv[MAQ2_NT_MAX];
         for (int t = 0; t < NT; t++) Sv[t] = Cv[t] = _mm_setzero_si128();
         if (qbits) salient_quad_sse(r, x, NT, q, qbits, G, Sv, Cv);
         for (int t = 0; t < NT; t++) {
@@ -667,7 +681,7 @@ static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET))) void row_v
     row_avx2_any(r, x, NT, T, G, out, BITS, 1);
 }
 ROW_FAMILY(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
-ROW_FAMILY(row_vnni, __attribute__((noinline, target(MAQ_VNNI_TARGET))), row_vnni_nt)
+ROW_FAMILY8(row_vnni, __attribute__((noinline, target(MAQ_VNNI_TARGET))), row_vnni_nt)
 #endif /* MAQ_X86 */
 
 /* ================================================================== NEON (128-bit) and dotprod, aarch64 */
@@ -861,13 +875,13 @@ ROW_FAMILY(row_dot, __attribute__((noinline)) MAQ_DOTPROD_ATTR, row_dot_nt)
 /* Rows [p0, p1) x all B tokens: row sub-tiles of 16 rows (their words stay in L1/L2) x token tiles of NT
  * (B <= NT: the whole range at once). */
 static void rows_tiled(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
-                       float *Y, const row_fn fns[MAQ2_NT]) {
-    const int tile = B <= MAQ2_NT ? p1 - p0 : 16;   /* one token tile: no need to revisit rows */
+                       float *Y, const row_fn fns[MAQ2_NT_MAX], int ntmax) {
+    const int tile = B <= ntmax ? p1 - p0 : 16;     /* one token tile: no need to revisit rows */
     for (int pt = p0; pt < p1; pt += tile) {
         const int pe = pt + tile < p1 ? pt + tile : p1;
-        for (int t0 = 0; t0 < B; t0 += MAQ2_NT) {
-            const int nt = B - t0 < MAQ2_NT ? B - t0 : MAQ2_NT;
-            maq2_x x[MAQ2_NT];
+        for (int t0 = 0; t0 < B; t0 += ntmax) {
+            const int nt = B - t0 < ntmax ? B - t0 : ntmax;
+            maq2_x x[MAQ2_NT_MAX];
             for (int t = 0; t < nt; t++) x_init(L, act + (size_t)(t0 + t) * L->stride, w->G, &x[t]);
             fns[nt - 1](w, x, pt, pe, Y + (size_t)t0 * w->P);
         }
@@ -883,25 +897,26 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
     switch (path) {
 #if defined(MAQ_X86)
     case MAQ_PATH_SSE:
-        rows_tiled(w, &L, act, B, p0, p1, Y, row_sse_fns[bi]);
+        rows_tiled(w, &L, act, B, p0, p1, Y, row_sse_fns[bi], MAQ2_NT);
         break;
     case MAQ_PATH_AVX2:
-        rows_tiled(w, &L, act, B, p0, p1, Y, row_avx2_fns[bi]);
+        rows_tiled(w, &L, act, B, p0, p1, Y, row_avx2_fns[bi], MAQ2_NT);
         break;
     case MAQ_PATH_VNNI: {
         /* MAQ2 single-token rows run the AVX2-compiled code: 6-10% faster than the VNNI-targeted build of any
          * variant on SmolLM2 shapes and 11008x4096 (bench_kernel.py --ab, both orders); same results */
-        static const row_fn maq2_fns[MAQ2_NT] = {row_avx2_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4};
-        rows_tiled(w, &L, act, B, p0, p1, Y, bi == 0 ? maq2_fns : row_vnni_fns[bi]);
+        static const row_fn maq2_fns[MAQ2_NT_MAX] = {row_avx2_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4,
+                                                     row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7, row_vnni_b2_8};
+        rows_tiled(w, &L, act, B, p0, p1, Y, bi == 0 ? maq2_fns : row_vnni_fns[bi], MAQ2_NT_MAX);
         break;
     }
 #endif
 #if defined(MAQ_NEON)
     case MAQ_PATH_NEON:
-        rows_tiled(w, &L, act, B, p0, p1, Y, row_neon_fns[bi]);
+        rows_tiled(w, &L, act, B, p0, p1, Y, row_neon_fns[bi], MAQ2_NT);
         break;
     case MAQ_PATH_DOTPROD:
-        rows_tiled(w, &L, act, B, p0, p1, Y, row_dot_fns[bi]);
+        rows_tiled(w, &L, act, B, p0, p1, Y, row_dot_fns[bi], MAQ2_NT);
         break;
 #endif
     default:

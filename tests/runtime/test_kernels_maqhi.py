@@ -361,3 +361,16 @@ def test_format_doc_worked_example(pools):
         w = K.Weight.from_maq(t)
         np.testing.assert_array_equal(w.get_row(0), values)
         check(t, F.dequantize(t).astype(np.float64), w, pools, B=2)
+
+
+@pytest.mark.parametrize("B", [7, 8, 13, 21])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_token_tiles(bits, B, pools):
+    """Batches around and past the widest token tile (the VNNI path's 8; 4 elsewhere): every tile size 1..8, rows
+    revisited per token tile, all bit-identical to the scalar path (MAQ2 with salient words)."""
+    T, P, G = 592, 53, 64
+    rng = np.random.default_rng([T, B, bits])
+    W = (rng.standard_normal((P, T)) * 0.02).astype(np.float32)
+    sal = rng.random((P, T // 16)) < 0.2 if bits == 2 else None
+    t = F.quantize_rtn(W, sal, G=G, bits=bits) if bits == 2 else F.quantize_rtn(W, G=G, bits=bits)
+    check(t, F.dequantize(t).astype(np.float64), K.Weight.from_maq(t), pools, B=B, seed=B)
