@@ -253,25 +253,34 @@ MAQ_CLONES void maq_swiglu(float *restrict g, const float *restrict u, size_t n)
 /* att[r][p] = scale * q[r] . k[p], p < n_pos, for the rep query heads of one KV head, from the transposed key
  * cache kt [hd][S] of that head; mx[r] = max_p att[r][p]. Loops run over positions (contiguous in kt), so each
  * score is summed over i = 0..hd-1 in order whatever the vector width. */
-#define MAQ_ATT_BLOCK 512
+#define MAQ_ATT_TILE 32   /* positions per register tile: 4 AVX2 vectors of sums stay in registers over i */
+/* The last np < MAQ_ATT_TILE positions: a[p] = sum_i q[i] * kt[i][p], i in order (as the full tiles). */
+static inline void scores_tail(const float *restrict q, int hd, const float *restrict kt, int S, int np,
+                               float *restrict a) {
+    for (int p = 0; p < np; p++) a[p] = q[0] * kt[p];
+    for (int i = 1; i < hd; i++) {
+        const float qi = q[i];
+        const float *restrict k = kt + (size_t)i * S;
+        for (int p = 0; p < np; p++) a[p] += qi * k[p];
+    }
+}
 MAQ_CLONES void maq_attn_scores(const float *restrict q, int rep, int hd, const float *restrict kt, int S,
                                 int n_pos, float scale, float *restrict att, float *restrict mx) {
-    for (int p0 = 0; p0 < n_pos; p0 += MAQ_ATT_BLOCK) {
-        const int np = n_pos - p0 < MAQ_ATT_BLOCK ? n_pos - p0 : MAQ_ATT_BLOCK;
-        for (int r = 0; r < rep; r++) {
-            float *restrict a = att + (size_t)r * S + p0;
-            const float q0 = q[(size_t)r * hd];
-            const float *restrict k0 = kt + p0;
-            for (int p = 0; p < np; p++) a[p] = q0 * k0[p];
-        }
-        for (int i = 1; i < hd; i++) {
-            const float *restrict k = kt + (size_t)i * S + p0;
-            for (int r = 0; r < rep; r++) {
-                const float qi = q[(size_t)r * hd + i];
-                float *restrict a = att + (size_t)r * S + p0;
-                for (int p = 0; p < np; p++) a[p] += qi * k[p];
+    for (int r = 0; r < rep; r++) {
+        const float *restrict qr = q + (size_t)r * hd;
+        float *restrict a = att + (size_t)r * S;
+        int p0 = 0;
+        for (; p0 + MAQ_ATT_TILE <= n_pos; p0 += MAQ_ATT_TILE) {   /* full tiles: no bounds in the loop */
+            float acc[MAQ_ATT_TILE];
+            for (int p = 0; p < MAQ_ATT_TILE; p++) acc[p] = qr[0] * kt[p0 + p];
+            for (int i = 1; i < hd; i++) {
+                const float qi = qr[i];
+                const float *restrict k = kt + (size_t)i * S + p0;
+                for (int p = 0; p < MAQ_ATT_TILE; p++) acc[p] += qi * k[p];
             }
+            for (int p = 0; p < MAQ_ATT_TILE; p++) a[p0 + p] = acc[p];
         }
+        if (p0 < n_pos) scores_tail(qr, hd, kt + p0, S, n_pos - p0, a + p0);
     }
     for (int r = 0; r < rep; r++) {
         float *restrict a = att + (size_t)r * S;
