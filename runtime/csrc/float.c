@@ -167,19 +167,26 @@ F_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1")))
 F_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
 #endif
 
+/* Rows [p0, p1) x B tokens in tiles of F_NT tokens (maq_rows_tiled). */
+typedef struct {
+    const maq_weight *w;
+    const uint8_t *act;
+    size_t stride;          /* activation row bytes */
+    float *Y;
+    const f_row_fn *fns;    /* [F_NT] */
+} f_tiles;
+
+static void f_tile(void *ctx, int t0, int nt, int pa, int pb) {
+    const f_tiles *c = (const f_tiles *)ctx;
+    const float *x[F_NT];
+    for (int t = 0; t < nt; t++) x[t] = (const float *)(c->act + (size_t)(t0 + t) * c->stride);
+    c->fns[nt - 1](c->w, x, pa, pb, c->Y + (size_t)t0 * c->w->P);
+}
+
 static void rows_tiled(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y,
                        const f_row_fn fns[F_NT]) {
-    const size_t st = float_act_stride(w->T);
-    const int tile = B <= F_NT ? p1 - p0 : 16;     /* one token tile: no need to revisit rows */
-    for (int pt = p0; pt < p1; pt += tile) {
-        const int pe = pt + tile < p1 ? pt + tile : p1;
-        for (int t0 = 0; t0 < B; t0 += F_NT) {
-            const int nt = B - t0 < F_NT ? B - t0 : F_NT;
-            const float *x[F_NT];
-            for (int t = 0; t < nt; t++) x[t] = (const float *)(act + (size_t)(t0 + t) * st);
-            fns[nt - 1](w, x, pt, pe, Y + (size_t)t0 * w->P);
-        }
-    }
+    f_tiles c = {w, act, float_act_stride(w->T), Y, fns};
+    maq_rows_tiled(B, p0, p1, F_NT, f_tile, &c);
 }
 
 /* ================================================================== dispatch */

@@ -871,21 +871,26 @@ ROW_FAMILY(row_neon, __attribute__((noinline)), row_neon_nt)
 ROW_FAMILY(row_dot, __attribute__((noinline)) MAQ_DOTPROD_ATTR, row_dot_nt)
 #endif /* MAQ_NEON */
 
-/* ================================================================== row/token tiling shared by SIMD paths */
-/* Rows [p0, p1) x all B tokens: row sub-tiles of 16 rows (their words stay in L1/L2) x token tiles of NT
- * (B <= NT: the whole range at once). */
+/* ================================================================== row/token tiling (maq_rows_tiled) */
+typedef struct {
+    const maq_weight *w;
+    const maq2_act_layout *L;
+    const uint8_t *act;
+    float *Y;
+    const row_fn *fns;      /* [ntmax]: fns[nt - 1] computes a tile of nt tokens */
+} maq2_tiles;
+
+static void maq2_tile(void *ctx, int t0, int nt, int pa, int pb) {
+    const maq2_tiles *c = (const maq2_tiles *)ctx;
+    maq2_x x[MAQ2_NT_MAX];
+    for (int t = 0; t < nt; t++) x_init(c->L, c->act + (size_t)(t0 + t) * c->L->stride, c->w->G, &x[t]);
+    c->fns[nt - 1](c->w, x, pa, pb, c->Y + (size_t)t0 * c->w->P);
+}
+
 static void rows_tiled(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
                        float *Y, const row_fn fns[MAQ2_NT_MAX], int ntmax) {
-    const int tile = B <= ntmax ? p1 - p0 : 16;     /* one token tile: no need to revisit rows */
-    for (int pt = p0; pt < p1; pt += tile) {
-        const int pe = pt + tile < p1 ? pt + tile : p1;
-        for (int t0 = 0; t0 < B; t0 += ntmax) {
-            const int nt = B - t0 < ntmax ? B - t0 : ntmax;
-            maq2_x x[MAQ2_NT_MAX];
-            for (int t = 0; t < nt; t++) x_init(L, act + (size_t)(t0 + t) * L->stride, w->G, &x[t]);
-            fns[nt - 1](w, x, pt, pe, Y + (size_t)t0 * w->P);
-        }
-    }
+    maq2_tiles c = {w, L, act, Y, fns};
+    maq_rows_tiled(B, p0, p1, ntmax, maq2_tile, &c);
 }
 
 /* ================================================================== dispatch */

@@ -112,6 +112,19 @@ static inline void maq_prefetch(const void *p, size_t n) {
     for (size_t o = 0; o < n; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
 }
 
+/* ------------------------------------------------------------------ row x token tiling (maq2.c, q8_0.c, float.c) */
+/* Rows [p0, p1) x B tokens: tiles of 16 rows (their weights stay in L1/L2) x ntmax tokens, or all rows at once when
+ * B <= ntmax (no row is visited twice). tile(ctx, t0, nt, pa, pb) computes tokens t0..t0+nt-1 of rows [pa, pb);
+ * each kernel family passes its own (it builds the per-token activation pointers and calls its row function). */
+typedef void (*maq_tile_fn)(void *ctx, int t0, int nt, int pa, int pb);
+static inline void maq_rows_tiled(int B, int p0, int p1, int ntmax, maq_tile_fn tile, void *ctx) {
+    const int rt = B <= ntmax ? p1 - p0 : 16;
+    for (int pt = p0; pt < p1; pt += rt) {
+        const int pe = pt + rt < p1 ? pt + rt : p1;
+        for (int t0 = 0; t0 < B; t0 += ntmax) tile(ctx, t0, B - t0 < ntmax ? B - t0 : ntmax, pt, pe);
+    }
+}
+
 /* ------------------------------------------------------------------ activation layouts (act.c) */
 /* MAQ2 activation (also MAQ3 / MAQ4), one token row of T inputs (all regions 64-byte aligned inside the row):
  *   xp    int8  [nb][128]   x quantized per 128-input block, each block stored permuted for the SIMD paths:

@@ -268,24 +268,31 @@ Q8_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
 Q8_VARIANTS(row_dot, __attribute__((noinline)) MAQ_DOTPROD_ATTR, row_dot_nt)
 #endif
 
-/* Rows [p0, p1) x B tokens: sub-tiles of 16 rows x token tiles of Q8_NT (B <= Q8_NT: all rows at once). */
+/* Rows [p0, p1) x B tokens in tiles of Q8_NT tokens (maq_rows_tiled). */
+typedef struct {
+    const maq_weight *w;
+    const q8_act_layout *L;
+    const uint8_t *act;
+    float *Y;
+    const q8_row_fn *fns;   /* [Q8_NT] */
+} q8_tiles;
+
+static void q8_tile(void *ctx, int t0, int nt, int pa, int pb) {
+    const q8_tiles *c = (const q8_tiles *)ctx;
+    const int8_t *xq[Q8_NT];
+    const float *dx[Q8_NT];
+    for (int t = 0; t < nt; t++) {
+        const uint8_t *a = c->act + (size_t)(t0 + t) * c->L->stride;
+        xq[t] = (const int8_t *)(a + c->L->qs);
+        dx[t] = (const float *)(a + c->L->dx);
+    }
+    c->fns[nt - 1](c->w, xq, dx, pa, pb, c->Y + (size_t)t0 * c->w->P);
+}
+
 static void rows_tiled(const maq_weight *w, const q8_act_layout *L, const uint8_t *act, int B, int p0, int p1,
                        float *Y, const q8_row_fn fns[Q8_NT]) {
-    const int tile = B <= Q8_NT ? p1 - p0 : 16;    /* one token tile: no need to revisit rows */
-    for (int pt = p0; pt < p1; pt += tile) {
-        const int pe = pt + tile < p1 ? pt + tile : p1;
-        for (int t0 = 0; t0 < B; t0 += Q8_NT) {
-            const int nt = B - t0 < Q8_NT ? B - t0 : Q8_NT;
-            const int8_t *xq[Q8_NT];
-            const float *dx[Q8_NT];
-            for (int t = 0; t < nt; t++) {
-                const uint8_t *a = act + (size_t)(t0 + t) * L->stride;
-                xq[t] = (const int8_t *)(a + L->qs);
-                dx[t] = (const float *)(a + L->dx);
-            }
-            fns[nt - 1](w, xq, dx, pt, pe, Y + (size_t)t0 * w->P);
-        }
-    }
+    q8_tiles c = {w, L, act, Y, fns};
+    maq_rows_tiled(B, p0, p1, Q8_NT, q8_tile, &c);
 }
 
 /* ================================================================== dispatch */
