@@ -433,12 +433,8 @@ SSE_FN __m128i quad_sc_sse(const maq2_row *r, int q, int G) {
     memcpy(&v, p, 4);
     return _mm_cvtsi32_si128((int)v);
 }
-SSE_FN void quad_m_at(const int8_t *p, int G, __m128i *mw, __m128i *mw2);
 SSE_FN void quad_m_sse(const maq2_row *r, int q, int G, __m128i *mw, __m128i *mw2) {
-    quad_m_at(r->m + (size_t)q * (512 >> g_shift(G)), G, mw, mw2);
-}
-/* The same from the quad's m bytes at p (512/G of them). */
-SSE_FN void quad_m_at(const int8_t *p, int G, __m128i *mw, __m128i *mw2) {
+    const int8_t *p = r->m + (size_t)q * (512 >> g_shift(G));
     if (G == 128) {
         uint32_t v;
         memcpy(&v, p, 4);
@@ -573,25 +569,20 @@ SSE_FN void row_sse_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, 
 #define AVX2_FN static inline __attribute__((always_inline, target("avx2,f16c,ssse3,sse4.1")))
 
 /* Block of 8 words wi..wi+7 as the four code fields (each 128-bit lane = one chunk, as chunk_decode_sse). */
-/* HALF: the block has only words wi..wi+3 (the row's last, T % 128 == 64): the other four read as zero words. */
-AVX2_FN void block_decode_avx2(const maq2_row *r, int wi, unsigned bits8, __m256i *V, const int BITS,
-                               const int HALF) {
+AVX2_FN void block_decode_avx2(const maq2_row *r, int wi, unsigned bits8, __m256i *V, const int BITS) {
     const __m256i m3 = _mm256_set1_epi8(3);
-    __m256i W = HALF ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(r->words + wi)))
-                     : _mm256_loadu_si256((const __m256i *)(r->words + wi));
+    __m256i W = _mm256_loadu_si256((const __m256i *)(r->words + wi));
     if (BITS != 2) {
         const __m256i m33 = _mm256_set1_epi8(0x33), m0f = _mm256_set1_epi8(0x0f);
         __m256i A, Bv;
         if (BITS == 4) {
             const __m256i mcc = _mm256_set1_epi8((char)0xcc);
-            const __m256i H = HALF ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(r->hi32 + wi)))
-                                   : _mm256_loadu_si256((const __m256i *)(r->hi32 + wi));
+            const __m256i H = _mm256_loadu_si256((const __m256i *)(r->hi32 + wi));
             A = _mm256_or_si256(_mm256_and_si256(W, m33), _mm256_and_si256(_mm256_slli_epi16(H, 2), mcc));
             Bv = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(W, 2), m33), _mm256_and_si256(H, mcc));
         } else {
             /* 8 x uint16 -> lane c gets words 4c..4c+3: byte 2n = h[n] & 15, byte 2n+1 = h[n] >> 4 */
-            const __m256i h = _mm256_cvtepu8_epi16(HALF ? _mm_loadl_epi64((const __m128i *)(r->hi16 + wi))
-                                                        : _mm_loadu_si128((const __m128i *)(r->hi16 + wi)));
+            const __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r->hi16 + wi)));
             const __m256i hn = _mm256_and_si256(_mm256_or_si256(h, _mm256_slli_epi16(h, 4)), m0f);
             A = _mm256_or_si256(_mm256_and_si256(W, m33),
                                 _mm256_shuffle_epi8(_mm256_load_si256((const __m256i *)HI3_A), hn));
@@ -639,75 +630,43 @@ AVX2_FN __m256i block_dot_avx2(const __m256i *V, const int8_t *xk, __m256i sv) {
     return _mm256_madd_epi16(_mm256_add_epi16(s01, s23), sv);
 }
 
-/* One quad q (blocks 4q..4q+3) of one row for NT tokens into the float lanes f. PART (compile time) = the row's last,
- * partial quad (T % 512 != 0, T % 64 == 0, T > 512): only its nbq blocks exist, the last one HALF (4 words) when
- * T % 128 == 64. Absent blocks give D = M = S = 0 with dx read as 0 (masked), absent groups m = 0 (copied, not
- * read past the row), so their lanes add +0 (a lane is never -0): bit-identical to the scalar per-block updates,
- * with no remainder pass (for SmolLM2's T = 576 that pass cost about a quarter of each row). Scales are read as
- * full quads: in bounds of the row's scales because q >= 1. */
-AVX2_FN void quad_avx2(const maq2_row *r, const maq2_x *x, const int NT, int q, int G, __m128 f[][3], const int BITS,
-                       const int VNNI, const int PART, int nbq, int half, int nw, int ng) {
-    const int gi = g_index(G), gq = 512 >> g_shift(G);
-    uint32_t qbits = 0;
-    if (BITS == 2) {
-        memcpy(&qbits, r->bm + 4 * q, PART ? (size_t)nbq : 4);
-        if (PART && nw - 32 * q < 32) qbits &= (1u << (nw - 32 * q)) - 1u;   /* padding bits of the last byte */
-    }
-    const __m256i scq = _mm256_broadcastsi128_si256(quad_sc_sse(r, q, G));
-    __m256i h[2][MAQ2_NT_MAX], prev[MAQ2_NT_MAX];
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        __m256i V[4];
-        const int absent = PART && j >= nbq;
-        if (!absent) {
-            block_decode_avx2(r, 32 * q + 8 * j, (qbits >> (8 * j)) & 255u, V, BITS, PART && half && j == nbq - 1);
-        }
-        __m256i sv = _mm256_shuffle_epi8(scq, _mm256_load_si256((const __m256i *)SC_SHUF[gi][j]));
-        if (VNNI) sv = _mm256_and_si256(sv, _mm256_set1_epi32(0xffff));   /* (sc, 0) pairs */
-        for (int t = 0; t < NT; t++) {
-            const int8_t *xk = x[t].xp + 512 * q + 128 * j;
-            const __m256i acc = absent ? _mm256_setzero_si256()
-                                       : VNNI ? block_dot_vnni(V, xk, sv) : block_dot_avx2(V, xk, sv);
-            if (j & 1) h[j >> 1][t] = _mm256_hadd_epi32(prev[t], acc);
-            else prev[t] = acc;
-        }
-    }
-    __m128i mw, mw2;
-    if (PART) {   /* m of the groups that exist, zeros after: never read past the row */
-        int8_t mbuf[16] = {0};
-        memcpy(mbuf, r->m + (size_t)q * gq, (size_t)(ng - q * gq));
-        quad_m_at(mbuf, G, &mw, &mw2);
-    } else {
-        quad_m_sse(r, q, G, &mw, &mw2);
-    }
-    __m128i Sv[MAQ2_NT_MAX], Cv[MAQ2_NT_MAX];
-    for (int t = 0; t < NT; t++) Sv[t] = Cv[t] = _mm_setzero_si128();
-    if (qbits) salient_quad_sse(r, x, NT, q, qbits, G, Sv, Cv);
-    const __m128i dmask = _mm_cmpgt_epi32(_mm_set1_epi32(PART ? nbq : 4), _mm_setr_epi32(0, 1, 2, 3));
-    for (int t = 0; t < NT; t++) {
-        const __m256i d8 = _mm256_hadd_epi32(h[0][t], h[1][t]);   /* [D_j lo half | D_j hi half] */
-        const __m128i Dv = _mm_add_epi32(_mm256_castsi256_si128(d8), _mm256_extracti128_si256(d8, 1));
-        const __m128i Mv = _mm_sub_epi32(quad_min_sse(G, mw, mw2, x[t].xsg, q), Cv[t]);
-        if (!PART) {
-            quad_float_sse(Dv, Mv, Sv[t], x[t].dx + 4 * q, f[t], BITS);
-        } else {
-            float dx4[4] __attribute__((aligned(16)));
-            _mm_store_ps(dx4, _mm_maskload_ps(x[t].dx + 4 * q, dmask));
-            quad_float_sse(Dv, Mv, Sv[t], dx4, f[t], BITS);
-        }
-    }
-}
-
 /* VNNI (compile time): 0 = AVX2 maddubs sums, 1 = vpdpbusd (only inside MAQ_VNNI_TARGET functions). */
 AVX2_FN void row_avx2_any(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int BITS,
                           const int VNNI) {
-    const int nq = T / 512, nw = T >> 4, nb = (T + 127) >> 7, ng = (T + G - 1) >> g_shift(G);
-    const int part = (T & 511) && !(T & 63) && nq >= 1;   /* the last, partial quad runs the quad code */
+    const int nq = T / 512, gi = g_index(G);
     __m128 f[MAQ2_NT_MAX][3];
     for (int t = 0; t < NT; t++) f[t][0] = f[t][1] = f[t][2] = _mm_setzero_ps();
-    for (int q = 0; q < nq; q++) quad_avx2(r, x, NT, q, G, f, BITS, VNNI, 0, 4, 0, nw, ng);
-    if (part) quad_avx2(r, x, NT, nq, G, f, BITS, VNNI, 1, nb - 4 * nq, (T & 127) == 64, nw, ng);
-    else remainder_sse(r, x, NT, T, G, 4 * nq, f, BITS);
+    for (int q = 0; q < nq; q++) {
+        uint32_t qbits = 0;
+        if (BITS == 2) memcpy(&qbits, r->bm + 4 * q, 4);
+        const __m256i scq = _mm256_broadcastsi128_si256(quad_sc_sse(r, q, G));
+        __m256i h[2][MAQ2_NT_MAX], prev[MAQ2_NT_MAX];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m256i V[4];
+            block_decode_avx2(r, 32 * q + 8 * j, (qbits >> (8 * j)) & 255u, V, BITS);
+            __m256i sv = _mm256_shuffle_epi8(scq, _mm256_load_si256((const __m256i *)SC_SHUF[gi][j]));
+            if (VNNI) sv = _mm256_and_si256(sv, _mm256_set1_epi32(0xffff));   /* (sc, 0) pairs */
+            for (int t = 0; t < NT; t++) {
+                const int8_t *xk = x[t].xp + 512 * q + 128 * j;
+                const __m256i acc = VNNI ? block_dot_vnni(V, xk, sv) : block_dot_avx2(V, xk, sv);
+                if (j & 1) h[j >> 1][t] = _mm256_hadd_epi32(prev[t], acc);
+                else prev[t] = acc;
+            }
+        }
+        __m128i mw, mw2;
+        quad_m_sse(r, q, G, &mw, &mw2);
+        __m128i Sv[MAQ2_NT_MAX], Cv[MAQ2_NT_MAX];
+        for (int t = 0; t < NT; t++) Sv[t] = Cv[t] = _mm_setzero_si128();
+        if (qbits) salient_quad_sse(r, x, NT, q, qbits, G, Sv, Cv);
+        for (int t = 0; t < NT; t++) {
+            const __m256i d8 = _mm256_hadd_epi32(h[0][t], h[1][t]);   /* [D_j lo half | D_j hi half] */
+            const __m128i Dv = _mm_add_epi32(_mm256_castsi256_si128(d8), _mm256_extracti128_si256(d8, 1));
+            quad_float_sse(Dv, _mm_sub_epi32(quad_min_sse(G, mw, mw2, x[t].xsg, q), Cv[t]), Sv[t], x[t].dx + 4 * q,
+                           f[t], BITS);
+        }
+    }
+    remainder_sse(r, x, NT, T, G, 4 * nq, f, BITS);
     for (int t = 0; t < NT; t++) out[t] = lanes_out_sse(f[t], r, BITS);
 }
 
