@@ -374,3 +374,21 @@ def test_token_tiles(bits, B, pools):
     sal = rng.random((P, T // 16)) < 0.2 if bits == 2 else None
     t = F.quantize_rtn(W, sal, G=G, bits=bits) if bits == 2 else F.quantize_rtn(W, G=G, bits=bits)
     check(t, F.dequantize(t).astype(np.float64), K.Weight.from_maq(t), pools, B=B, seed=B)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("T", [640, 704, 896, 960, 1088])
+def test_partial_last_quad(T, bits, pools):
+    """T % 512 != 0 with T % 64 == 0 (SmolLM2's 576, Llama's 11008): 1-4 blocks after the last full quad, the last
+    one of 4 words when T % 128 == 64; every group size, MAQ2 with salient words up to the row's last word;
+    bit-identical to the scalar path."""
+    for G in F.GROUP_SIZES:
+        rng = np.random.default_rng([T, G, bits])
+        W = (rng.standard_normal((29, T)) * 0.02).astype(np.float32)
+        if bits == 2:
+            sal = rng.random((29, T // 16)) < 0.3
+            sal[:, -1] = True
+            t = F.quantize_rtn(W, sal, G=G, bits=2)
+        else:
+            t = F.quantize_rtn(W, G=G, bits=bits)
+        check(t, F.dequantize(t).astype(np.float64), K.Weight.from_maq(t), pools, B=9, seed=T)
