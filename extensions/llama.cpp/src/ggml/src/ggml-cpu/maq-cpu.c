@@ -338,7 +338,19 @@ static void maq_vec_dot_neon(int bits, int n, float * s, const void * vx, const 
 }
 #endif
 
+// mul_mat walks a tensor's rows in order and they are contiguous: ask for the row about 2 KiB ahead of this one
+// (the hardware prefetchers stop at every 4 KiB page). A hint only: prefetches never fault; results unchanged.
+// MAQ's own runtime measured 87 -> 125 tok/s on SmolLM2 decode with the same distance (docs/BENCHMARKS.md).
+static inline void maq_prefetch_ahead(const void * vx, size_t row_bytes) {
+    const size_t ahead = row_bytes >= 2048 ? row_bytes : (2048 + row_bytes - 1) / row_bytes * row_bytes;
+    const char * p = (const char *) vx + ahead;
+    for (size_t o = 0; o < row_bytes; o += 64) {
+        __builtin_prefetch(p + o, 0, 3);
+    }
+}
+
 static void maq_vec_dot(int bits, int n, float * s, const void * vx, const void * vy) {
+    maq_prefetch_ahead(vx, (size_t) (n / QK_MAQ) * maq_block_size(bits));
 #if defined(__AVX2__) && defined(__FMA__)
     maq_vec_dot_avx2(bits, n, s, vx, vy);
 #elif defined(__SSSE3__)
