@@ -91,8 +91,9 @@ def write_dequantized(src: Path, out: Path) -> Path:
 def llama_quantize(bindir: Path, src: Path, out: Path, qtype: str, threads: int = 1) -> Path:
     """`llama-quantize --allow-requantize SRC OUT QTYPE` unless OUT exists."""
     if not out.is_file():
-        cmd = [str(bindir / "llama-quantize"), "--allow-requantize", str(src), str(out) + ".part", qtype,
-               str(threads)]
+        # absolute paths: llama-quantize reads a positional that starts with a digit ("7b.F16.gguf") as a type id
+        cmd = [str(bindir / "llama-quantize"), "--allow-requantize", str(Path(src).resolve()),
+               str(Path(out).resolve()) + ".part", qtype, str(threads)]
         subprocess.run(cmd, check=True, capture_output=True, env=_env(bindir))
         os.replace(str(out) + ".part", out)
     return out
