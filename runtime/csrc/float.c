@@ -190,32 +190,25 @@ static void rows_tiled(const maq_weight *w, const uint8_t *act, int B, int p0, i
 }
 
 /* ================================================================== dispatch */
-void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
-    switch (maq_path_x86_base(path)) {
+/* Row functions per SIMD path ([path][nt - 1]; no int8 products here: VNNI runs the AVX2 code, dotprod the NEON
+ * code); a path without an entry runs the scalar reference. */
+static const f_row_fn F_FNS[MAQ_N_PATHS][F_NT] = {
 #if defined(MAQ_X86)
-    case MAQ_PATH_SSE: {
-        static const f_row_fn fns[F_NT] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4};
-        rows_tiled(w, act, B, p0, p1, Y, fns);
-        break;
-    }
-    case MAQ_PATH_AVX2: {
-        static const f_row_fn fns[F_NT] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4};
-        rows_tiled(w, act, B, p0, p1, Y, fns);
-        break;
-    }
+    [MAQ_PATH_SSE] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4},
+    [MAQ_PATH_AVX2] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4},
+    [MAQ_PATH_VNNI] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4},
 #endif
 #if defined(MAQ_NEON)
-    case MAQ_PATH_NEON:
-    case MAQ_PATH_DOTPROD: {   /* no int8 products here: the NEON code */
-        static const f_row_fn fns[F_NT] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4};
-        rows_tiled(w, act, B, p0, p1, Y, fns);
-        break;
-    }
+    [MAQ_PATH_NEON] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4},
+    [MAQ_PATH_DOTPROD] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4},
 #endif
-    default:
+};
+
+void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
+    if (path > 0 && path < MAQ_N_PATHS && F_FNS[path][0])
+        rows_tiled(w, act, B, p0, p1, Y, F_FNS[path]);
+    else
         rows_scalar(w, act, B, p0, p1, Y);
-        break;
-    }
 }
 
 void float_get_row(const maq_weight *w, int p, float *out) {

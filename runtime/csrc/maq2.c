@@ -252,15 +252,11 @@ typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, flo
         {NAME##_b2_1, NAME##_b2_2, NAME##_b2_3, NAME##_b2_4},                                            \
         {NAME##_b3_1, NAME##_b3_2, NAME##_b3_3, NAME##_b3_4},                                            \
         {NAME##_b4_1, NAME##_b4_2, NAME##_b4_3, NAME##_b4_4}};
-/* The same with token tiles up to MAQ2_NT_MAX. */
+/* The row functions with token tiles up to MAQ2_NT_MAX (the dispatch table names them: row_vnni_disp). */
 #define ROW_FAMILY8(NAME, ATTR, IMPL)                                                                    \
     ROW_VARIANTS8(NAME##_b2, ATTR, IMPL, 2)                                                              \
     ROW_VARIANTS8(NAME##_b3, ATTR, IMPL, 3)                                                              \
-    ROW_VARIANTS8(NAME##_b4, ATTR, IMPL, 4)                                                              \
-    static const row_fn NAME##_fns[3][MAQ2_NT_MAX] = {                                                   \
-        {NAME##_b2_1, NAME##_b2_2, NAME##_b2_3, NAME##_b2_4, NAME##_b2_5, NAME##_b2_6, NAME##_b2_7, NAME##_b2_8}, \
-        {NAME##_b3_1, NAME##_b3_2, NAME##_b3_3, NAME##_b3_4, NAME##_b3_5, NAME##_b3_6, NAME##_b3_7, NAME##_b3_8}, \
-        {NAME##_b4_1, NAME##_b4_2, NAME##_b4_3, NAME##_b4_4, NAME##_b4_5, NAME##_b4_6, NAME##_b4_7, NAME##_b4_8}};
+    ROW_VARIANTS8(NAME##_b4, ATTR, IMPL, 4)
 
 
 /* pshufb / tbl patterns turning a quad's group scales (byte g = sc of its g-th group) into one int16 per
@@ -681,7 +677,7 @@ static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET))) void row_v
     row_avx2_any(r, x, NT, T, G, out, BITS, 1);
 }
 ROW_FAMILY(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
-ROW_FAMILY8(row_vnni, __attribute__((noinline, target(MAQ_VNNI_TARGET))), row_vnni_nt)
+ROW_FAMILY8(row_vnni, __attribute__((noinline, unused, target(MAQ_VNNI_TARGET))), row_vnni_nt)   /* _b2_1 unused */
 #endif /* MAQ_X86 */
 
 /* ================================================================== NEON (128-bit) and dotprod, aarch64 */
@@ -894,41 +890,46 @@ static void rows_tiled(const maq_weight *w, const maq2_act_layout *L, const uint
 }
 
 /* ================================================================== dispatch */
+/* Row functions of one SIMD path: fns[BITS - 2][nt - 1] for token tiles up to ntmax. */
+typedef struct {
+    const row_fn (*fns)[MAQ2_NT_MAX];
+    int ntmax;
+} maq2_path_fns;
+
+#if defined(MAQ_X86)
+/* VNNI: MAQ2 single-token rows run the AVX2-compiled code: 6-10% faster than the VNNI-targeted build of any variant
+ * on SmolLM2 shapes and 11008x4096 (bench_kernel.py --ab, both orders); same results. */
+static const row_fn row_vnni_disp[3][MAQ2_NT_MAX] = {
+    {row_avx2_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4, row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7,
+     row_vnni_b2_8},
+    {row_vnni_b3_1, row_vnni_b3_2, row_vnni_b3_3, row_vnni_b3_4, row_vnni_b3_5, row_vnni_b3_6, row_vnni_b3_7,
+     row_vnni_b3_8},
+    {row_vnni_b4_1, row_vnni_b4_2, row_vnni_b4_3, row_vnni_b4_4, row_vnni_b4_5, row_vnni_b4_6, row_vnni_b4_7,
+     row_vnni_b4_8}};
+#endif
+
+/* Per SIMD path; a path without an entry runs the scalar reference. */
+static const maq2_path_fns MAQ2_FNS[MAQ_N_PATHS] = {
+#if defined(MAQ_X86)
+    [MAQ_PATH_SSE] = {row_sse_fns, MAQ2_NT},
+    [MAQ_PATH_AVX2] = {row_avx2_fns, MAQ2_NT},
+    [MAQ_PATH_VNNI] = {row_vnni_disp, MAQ2_NT_MAX},
+#endif
+#if defined(MAQ_NEON)
+    [MAQ_PATH_NEON] = {row_neon_fns, MAQ2_NT},
+    [MAQ_PATH_DOTPROD] = {row_dot_fns, MAQ2_NT},
+#endif
+};
+
 /* MAQ2, MAQ3 and MAQ4 (w->type) rows [p0, p1) for all B tokens. */
 void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     maq2_act_layout L;
     maq2_act_layout_init(&L, w->T);
-    const int bi = type_bits(w->type) - 2;
-    switch (path) {
-#if defined(MAQ_X86)
-    case MAQ_PATH_SSE:
-        rows_tiled(w, &L, act, B, p0, p1, Y, row_sse_fns[bi], MAQ2_NT);
-        break;
-    case MAQ_PATH_AVX2:
-        rows_tiled(w, &L, act, B, p0, p1, Y, row_avx2_fns[bi], MAQ2_NT);
-        break;
-    case MAQ_PATH_VNNI: {
-        /* MAQ2 single-token rows run the AVX2-compiled code: 6-10% faster than the VNNI-targeted build of any
-         * variant on SmolLM2 shapes and 11008x4096 (bench_kernel.py --ab, both orders); same results */
-        static const row_fn maq2_fns[MAQ2_NT_MAX] = {row_avx2_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4,
-                                                     row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7, row_vnni_b2_8};
-        rows_tiled(w, &L, act, B, p0, p1, Y, bi == 0 ? maq2_fns : row_vnni_fns[bi], MAQ2_NT_MAX);
-        break;
-    }
-#endif
-#if defined(MAQ_NEON)
-    case MAQ_PATH_NEON:
-        rows_tiled(w, &L, act, B, p0, p1, Y, row_neon_fns[bi], MAQ2_NT);
-        break;
-    case MAQ_PATH_DOTPROD:
-        rows_tiled(w, &L, act, B, p0, p1, Y, row_dot_fns[bi], MAQ2_NT);
-        break;
-#endif
-    default:
+    const maq2_path_fns *pf = path > 0 && path < MAQ_N_PATHS ? &MAQ2_FNS[path] : NULL;
+    if (pf && pf->fns)
+        rows_tiled(w, &L, act, B, p0, p1, Y, pf->fns[type_bits(w->type) - 2], pf->ntmax);
+    else
         rows_scalar(w, &L, act, B, p0, p1, Y);
-        break;
-    }
-    (void)bi;
 }
 
 /* Row p dequantized exactly as format.dequantize does it (float32: d*sc*q + dmin*m, dsal*c). */

@@ -22,17 +22,36 @@ typedef struct {
     atomic_int next;               /* next unclaimed chunk */
 } mm_task;
 
+/* ------------------------------------------------------------------ per-type traits (as ggml's type_traits_cpu) */
+typedef void (*rows_fn)(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
+typedef void (*get_row_fn)(const maq_weight *w, int p, float *out);
+typedef struct {
+    rows_fn rows;           /* rows [p0, p1) of Y [B][P] from a prepared activation */
+    get_row_fn get_row;     /* row p dequantized */
+} type_traits;
+
+/* The MAQ family: maq2_rows, then the int8 salient words where the tensor has them (maq_s8.c). */
+static void maq_family_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
+    maq2_rows(w, act, B, p0, p1, Y, path);
+    if (w->salw) maq_s8_rows(w, act, B, p0, p1, Y, path);
+}
+static void maq_family_get_row(const maq_weight *w, int p, float *out) {
+    maq2_get_row(w, p, out);
+    if (w->salw) maq_s8_get_row(w, p, out);
+}
+
+/* Indexed by maq_weight.type (maq.h); the loader only hands C the types listed here. */
+static const type_traits TRAITS[MAQ_TYPE_MAQ4 + 1] = {
+    [MAQ_TYPE_F32] = {float_rows, float_get_row},
+    [MAQ_TYPE_F16] = {float_rows, float_get_row},
+    [MAQ_TYPE_Q8_0] = {q8_0_rows, q8_0_get_row},
+    [MAQ_TYPE_MAQ2] = {maq_family_rows, maq_family_get_row},
+    [MAQ_TYPE_MAQ3] = {maq_family_rows, maq_family_get_row},
+    [MAQ_TYPE_MAQ4] = {maq_family_rows, maq_family_get_row},
+};
+
 static void rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
-    switch (w->type) {
-    case MAQ_TYPE_MAQ2:
-    case MAQ_TYPE_MAQ3:
-    case MAQ_TYPE_MAQ4:
-        maq2_rows(w, act, B, p0, p1, Y, path);
-        if (w->salw) maq_s8_rows(w, act, B, p0, p1, Y, path);   /* int8 salient words */
-        break;
-    case MAQ_TYPE_Q8_0: q8_0_rows(w, act, B, p0, p1, Y, path); break;
-    default: float_rows(w, act, B, p0, p1, Y, path); break;
-    }
+    TRAITS[w->type].rows(w, act, B, p0, p1, Y, path);
 }
 
 static void mm_run(void *ctx, int ith, int nth) {
@@ -96,15 +115,4 @@ void maq_matmul(const maq_weight *w, const float *X, int B, float *Y, void *scra
     maq_matmul_act(w, scratch, B, Y, pool);
 }
 
-void maq_get_row(const maq_weight *w, int p, float *out) {
-    switch (w->type) {
-    case MAQ_TYPE_MAQ2:
-    case MAQ_TYPE_MAQ3:
-    case MAQ_TYPE_MAQ4:
-        maq2_get_row(w, p, out);
-        if (w->salw) maq_s8_get_row(w, p, out);
-        break;
-    case MAQ_TYPE_Q8_0: q8_0_get_row(w, p, out); break;
-    default: float_get_row(w, p, out); break;
-    }
-}
+void maq_get_row(const maq_weight *w, int p, float *out) { TRAITS[w->type].get_row(w, p, out); }

@@ -296,43 +296,26 @@ static void rows_tiled(const maq_weight *w, const q8_act_layout *L, const uint8_
 }
 
 /* ================================================================== dispatch */
+/* Row functions per SIMD path ([path][nt - 1]); a path without an entry runs the scalar reference. */
+static const q8_row_fn Q8_FNS[MAQ_N_PATHS][Q8_NT] = {
+#if defined(MAQ_X86)
+    [MAQ_PATH_SSE] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4},
+    [MAQ_PATH_AVX2] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4},
+    [MAQ_PATH_VNNI] = {row_vnni_1, row_vnni_2, row_vnni_3, row_vnni_4},
+#endif
+#if defined(MAQ_NEON)
+    [MAQ_PATH_NEON] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4},
+    [MAQ_PATH_DOTPROD] = {row_dot_1, row_dot_2, row_dot_3, row_dot_4},
+#endif
+};
+
 void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     q8_act_layout L;
     q8_act_layout_init(&L, w->T);
-    switch (path) {
-#if defined(MAQ_X86)
-    case MAQ_PATH_SSE: {
-        static const q8_row_fn fns[Q8_NT] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4};
-        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
-        break;
-    }
-    case MAQ_PATH_AVX2: {
-        static const q8_row_fn fns[Q8_NT] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4};
-        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
-        break;
-    }
-    case MAQ_PATH_VNNI: {
-        static const q8_row_fn fns[Q8_NT] = {row_vnni_1, row_vnni_2, row_vnni_3, row_vnni_4};
-        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
-        break;
-    }
-#endif
-#if defined(MAQ_NEON)
-    case MAQ_PATH_NEON: {
-        static const q8_row_fn fns[Q8_NT] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4};
-        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
-        break;
-    }
-    case MAQ_PATH_DOTPROD: {
-        static const q8_row_fn fns[Q8_NT] = {row_dot_1, row_dot_2, row_dot_3, row_dot_4};
-        rows_tiled(w, &L, act, B, p0, p1, Y, fns);
-        break;
-    }
-#endif
-    default:
+    if (path > 0 && path < MAQ_N_PATHS && Q8_FNS[path][0])
+        rows_tiled(w, &L, act, B, p0, p1, Y, Q8_FNS[path]);
+    else
         rows_scalar(w, &L, act, B, p0, p1, Y);
-        break;
-    }
 }
 
 void q8_0_get_row(const maq_weight *w, int p, float *out) {
