@@ -208,13 +208,14 @@ static void rows_scalar(const maq_weight *w, const maq2_act_layout *L, const uin
 #define MAQ2_NT 4       /* tokens per tile in the batched product: each decoded word is reused NT times */
 #define MAQ2_NT_MAX 8   /* the VNNI path's tile (AVX-512VL gives it 32 vector registers); the others keep 4 */
 
-typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y);
+/* pf: rows ahead to prefetch (0: none, rows_tiled decides; see maq_internal.h). */
+typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y, int pf);
 
 #define ROW_LOOP(IMPL, NT, GC, BITS)                                                                     \
     for (int p = pa; p < pb; p++) {                                                                      \
         maq2_row r;                                                                                      \
         float o[NT];                                                                                     \
-        if (p + pf < pb) prefetch_row(w, p + pf, BITS);                                                  \
+        if (pf && p + pf < pb) prefetch_row(w, p + pf, BITS);                                            \
         row_init_g(w, p, GC, BITS, &r);                                                                  \
         IMPL(&r, x, NT, T, GC, o, BITS);                                                                 \
         for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                                \
@@ -223,11 +224,9 @@ typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, flo
  * constants (one loop per group size), so everything that depends only on (BITS, G, NT) -- shifts, shuffle
  * patterns, loop bounds, the salient-word code -- is folded or hoisted out of the row loop. */
 #define ROW_VARIANT(NAME, ATTR, IMPL, NT, BITS)                                                          \
-    static ATTR void NAME(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y) {              \
+    static ATTR void NAME(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y, int pf) {      \
         const int T = w->T;                                                                              \
         const size_t P = (size_t)w->P;                                                                   \
-        const int pf = maq_pf_rows((size_t)(T >> 4) * (BITS == 2 ? 4 : BITS == 3 ? 6 : 8),           \
-                                   MAQ_PF_BYTES_MAQ);                                            \
         if (w->G == 32) {                                                                                \
             ROW_LOOP(IMPL, NT, 32, BITS)                                                                 \
         } else if (w->G == 64) {                                                                         \
@@ -874,18 +873,21 @@ typedef struct {
     const uint8_t *act;
     float *Y;
     const row_fn *fns;      /* [ntmax]: fns[nt - 1] computes a tile of nt tokens */
+    int pf;                 /* rows ahead to prefetch */
 } maq2_tiles;
 
 static void maq2_tile(void *ctx, int t0, int nt, int pa, int pb) {
     const maq2_tiles *c = (const maq2_tiles *)ctx;
     maq2_x x[MAQ2_NT_MAX];
     for (int t = 0; t < nt; t++) x_init(c->L, c->act + (size_t)(t0 + t) * c->L->stride, c->w->G, &x[t]);
-    c->fns[nt - 1](c->w, x, pa, pb, c->Y + (size_t)t0 * c->w->P);
+    c->fns[nt - 1](c->w, x, pa, pb, c->Y + (size_t)t0 * c->w->P, c->pf);
 }
 
 static void rows_tiled(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
                        float *Y, const row_fn fns[MAQ2_NT_MAX], int ntmax) {
-    maq2_tiles c = {w, L, act, Y, fns};
+    /* prefetch only when each row is visited once (B <= ntmax): revisited 16-row tiles are already in cache */
+    const size_t rb = (size_t)(w->T >> 4) * (w->type == MAQ_TYPE_MAQ4 ? 8 : w->type == MAQ_TYPE_MAQ3 ? 6 : 4);
+    maq2_tiles c = {w, L, act, Y, fns, B <= ntmax ? maq_pf_rows(rb, MAQ_PF_BYTES_MAQ) : 0};
     maq_rows_tiled(B, p0, p1, ntmax, maq2_tile, &c);
 }
 

@@ -103,7 +103,8 @@ static inline uint16_t maq_f2h(float f) {
  * streams, so a row loop asks for the row about `ahead` bytes past the one it computes. Distances measured on
  * SmolLM2 decode (x86-64 Xeon, 1 thread, bench_speed-style loop; docs/BENCHMARKS.md): MAQ3/4 rows (words + hi
  * plane) 2 KiB: 87 -> 125 tok/s (1 KiB 117, 4 KiB 116); Q8_0 rows 1 KiB: 62 -> 77 tok/s (4 KiB 57). Rows are
- * prefetched whole, a cache line at a time; a hint only, no effect on results. */
+ * prefetched whole, a cache line at a time; a hint only, no effect on results. Only when a product visits each row
+ * once (tokens <= one token tile): rows revisited per token tile are in cache already (pp512 ~3 % faster without). */
 #define MAQ_PF_BYTES_MAQ 2048
 #define MAQ_PF_BYTES_Q8 1024
 /* Rows ahead for a stream of rb bytes per row: enough rows to cover `ahead` bytes, at least 1. */

@@ -239,18 +239,18 @@ static inline __attribute__((always_inline)) MAQ_DOTPROD_ATTR void row_dot_nt(co
 #endif /* MAQ_NEON */
 
 /* Rows [pa, pb) for a tile of NT tokens, Y[t*P + p]; the row body is inlined (constants hoisted). */
+/* pf: rows ahead to prefetch (0: none; rows_tiled decides, see maq_internal.h). */
 typedef void (*q8_row_fn)(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int pa, int pb,
-                          float *Y);
+                          float *Y, int pf);
 #define Q8_VARIANT(NAME, ATTR, IMPL, NT)                                                                   \
     static ATTR void NAME(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int pa, int pb, \
-                          float *Y) {                                                                      \
+                          float *Y, int pf) {                                                              \
         const int nb = w->T / 32;                                                                          \
         const size_t P = (size_t)w->P, row_bytes = (size_t)nb * Q8_BLOCK_BYTES;                            \
-        const int pf = maq_pf_rows(row_bytes, MAQ_PF_BYTES_Q8);                                                \
         for (int p = pa; p < pb; p++) {                                                                    \
             float o[NT];                                                                                   \
-            if (p + pf < pb)                                                                       \
-                maq_prefetch((const uint8_t *)w->data + (size_t)(p + pf) * row_bytes, row_bytes);     \
+            if (pf && p + pf < pb)                                                                         \
+                maq_prefetch((const uint8_t *)w->data + (size_t)(p + pf) * row_bytes, row_bytes);          \
             IMPL((const uint8_t *)w->data + (size_t)p * row_bytes, xq, dx, NT, nb, o);                     \
             for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                              \
         }                                                                                                  \
@@ -275,6 +275,7 @@ typedef struct {
     const uint8_t *act;
     float *Y;
     const q8_row_fn *fns;   /* [Q8_NT] */
+    int pf;                 /* rows ahead to prefetch */
 } q8_tiles;
 
 static void q8_tile(void *ctx, int t0, int nt, int pa, int pb) {
@@ -286,12 +287,14 @@ static void q8_tile(void *ctx, int t0, int nt, int pa, int pb) {
         xq[t] = (const int8_t *)(a + c->L->qs);
         dx[t] = (const float *)(a + c->L->dx);
     }
-    c->fns[nt - 1](c->w, xq, dx, pa, pb, c->Y + (size_t)t0 * c->w->P);
+    c->fns[nt - 1](c->w, xq, dx, pa, pb, c->Y + (size_t)t0 * c->w->P, c->pf);
 }
 
 static void rows_tiled(const maq_weight *w, const q8_act_layout *L, const uint8_t *act, int B, int p0, int p1,
                        float *Y, const q8_row_fn fns[Q8_NT]) {
-    q8_tiles c = {w, L, act, Y, fns};
+    /* prefetch only when each row is visited once (B <= Q8_NT): revisited 16-row tiles are already in cache */
+    const size_t rb = (size_t)L->nb * Q8_BLOCK_BYTES;
+    q8_tiles c = {w, L, act, Y, fns, B <= Q8_NT ? maq_pf_rows(rb, MAQ_PF_BYTES_Q8) : 0};
     maq_rows_tiled(B, p0, p1, Q8_NT, q8_tile, &c);
 }
 
