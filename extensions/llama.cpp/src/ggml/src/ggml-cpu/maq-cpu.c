@@ -74,28 +74,34 @@ static inline float maq_reduce8(const float acc[8]) {
     return (t0 + t2) + (t1 + t3);
 }
 
+// One block (two halves, yb[0..1]) by the canonical computation into the 8 lane accumulators and summ: the
+// reference's loop body, and what the SIMD paths run for MAQ2 blocks holding a salient word (lane l of their
+// vectors is acc[l], and every fma here is the one they would do, so they stay bit-identical).
+static void maq_block_scalar(const uint8_t * blk, int bits, const block_q8_1 * yb, float acc[8], float * summ) {
+    const int salient = bits == 2 && ((const block_maq2 *) blk)->sal;
+    for (int h = 0; h < 2; h++) {
+        int32_t A[8], B[8], C[8];
+        float f[4];
+        maq_lanes_scalar(blk, bits, yb, h, A, B, C);
+        maq_factors(blk, bits, yb, h, f);
+        for (int l = 0; l < 8; l++) {
+            acc[l] = MAQ_FMA(f[0], (float) A[l], acc[l]);
+            if (salient) {
+                acc[l] = MAQ_FMA(f[2], (float) C[l], acc[l]);
+                acc[l] = MAQ_FMA(-f[1], (float) B[l], acc[l]);
+            }
+        }
+        *summ = MAQ_FMA(f[3], GGML_CPU_FP16_TO_FP32(yb[h].s), *summ);
+    }
+}
+
 void ggml_vec_dot_maq_q8_1_ref(int bits, int n, float * s, const void * vx, const void * vy) {
     const int nb = n / QK_MAQ;
     const block_q8_1 * y = (const block_q8_1 *) vy;
     const size_t bsz = maq_block_size(bits);
     float acc[8] = {0}, summ = 0.0f;
     for (int b = 0; b < nb; b++) {
-        const uint8_t * blk = (const uint8_t *) vx + b * bsz;
-        const int salient = bits == 2 && ((const block_maq2 *) blk)->sal;
-        for (int h = 0; h < 2; h++) {
-            int32_t A[8], B[8], C[8];
-            float f[4];
-            maq_lanes_scalar(blk, bits, y + 2 * b, h, A, B, C);
-            maq_factors(blk, bits, y + 2 * b, h, f);
-            for (int l = 0; l < 8; l++) {
-                acc[l] = MAQ_FMA(f[0], (float) A[l], acc[l]);
-                if (salient) {
-                    acc[l] = MAQ_FMA(f[2], (float) C[l], acc[l]);
-                    acc[l] = MAQ_FMA(-f[1], (float) B[l], acc[l]);
-                }
-            }
-            summ = MAQ_FMA(f[3], GGML_CPU_FP16_TO_FP32(y[2 * b + h].s), summ);
-        }
+        maq_block_scalar((const uint8_t *) vx + b * bsz, bits, y + 2 * b, acc, &summ);
     }
     *s = maq_reduce8(acc) + summ;
 }
@@ -122,21 +128,16 @@ static void maq_vec_dot_avx2(int bits, int n, float * s, const void * vx, const 
     for (int b = 0; b < nb; b++) {
         const uint8_t * blk = (const uint8_t *) vx + b * bsz;
         const block_q8_1 * yb = y + 2 * b;
+        if (bits == 2 && ((const block_maq2 *) blk)->sal) {   // rare: the canonical scalar block on the lanes
+            float a[8];
+            _mm256_storeu_ps(a, acc);
+            maq_block_scalar(blk, bits, yb, a, &summ);
+            acc = _mm256_loadu_ps(a);
+            continue;
+        }
         float f0[4], f1[4];
         maq_factors(blk, bits, yb, 0, f0);
         maq_factors(blk, bits, yb, 1, f1);
-        if (bits == 2 && ((const block_maq2 *) blk)->sal) {
-            for (int h = 0; h < 2; h++) {
-                int32_t A[8], B[8], C[8];
-                const float * f = h ? f1 : f0;
-                maq_lanes_scalar(blk, bits, yb, h, A, B, C);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(f[0]), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *) A)), acc);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(f[2]), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *) C)), acc);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(-f[1]), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *) B)), acc);
-                summ = MAQ_FMA(f[3], GGML_CPU_FP16_TO_FP32(yb[h].s), summ);
-            }
-            continue;
-        }
         const ggml_maq_head * hd = (const ggml_maq_head *) blk;
         __m256i c0, c1;
         if (bits == 4) {   // nibbles: byte i of half h = inputs i (low) and 16 + i (high)
@@ -195,24 +196,18 @@ static void maq_vec_dot_sse(int bits, int n, float * s, const void * vx, const v
     for (int b = 0; b < nb; b++) {
         const uint8_t * blk = (const uint8_t *) vx + b * bsz;
         const block_q8_1 * yb = y + 2 * b;
+        if (bits == 2 && ((const block_maq2 *) blk)->sal) {   // rare: the canonical scalar block on the lanes
+            float a[8];
+            _mm_storeu_ps(a, lo);
+            _mm_storeu_ps(a + 4, hi);
+            maq_block_scalar(blk, bits, yb, a, &summ);
+            lo = _mm_loadu_ps(a);
+            hi = _mm_loadu_ps(a + 4);
+            continue;
+        }
         float f[2][4];
         maq_factors(blk, bits, yb, 0, f[0]);
         maq_factors(blk, bits, yb, 1, f[1]);
-        if (bits == 2 && ((const block_maq2 *) blk)->sal) {
-            for (int h = 0; h < 2; h++) {
-                int32_t L[3][8];
-                maq_lanes_scalar(blk, bits, yb, h, L[0], L[1], L[2]);
-                const int order[3] = {0, 2, 1};                     // A, C, Bs (times -mnf)
-                for (int j = 0; j < 3; j++) {
-                    const int k = order[j];
-                    const __m128 fk = _mm_set1_ps(k == 1 ? -f[h][1] : f[h][k]);
-                    lo = MAQ_VFMA(fk, _mm_cvtepi32_ps(_mm_loadu_si128((const __m128i *) L[k])), lo);
-                    hi = MAQ_VFMA(fk, _mm_cvtepi32_ps(_mm_loadu_si128((const __m128i *) (L[k] + 4))), hi);
-                }
-                summ = MAQ_FMA(f[h][3], GGML_CPU_FP16_TO_FP32(yb[h].s), summ);
-            }
-            continue;
-        }
         const ggml_maq_head * hd = (const ggml_maq_head *) blk;
         const uint8_t * qh = blk + sizeof(ggml_maq_head);
         __m128i c[4];
@@ -277,24 +272,18 @@ static void maq_vec_dot_neon(int bits, int n, float * s, const void * vx, const 
     for (int b = 0; b < nb; b++) {
         const uint8_t * blk = (const uint8_t *) vx + b * bsz;
         const block_q8_1 * yb = y + 2 * b;
+        if (bits == 2 && ((const block_maq2 *) blk)->sal) {   // rare: the canonical scalar block on the lanes
+            float a[8];
+            vst1q_f32(a, lo);
+            vst1q_f32(a + 4, hi);
+            maq_block_scalar(blk, bits, yb, a, &summ);
+            lo = vld1q_f32(a);
+            hi = vld1q_f32(a + 4);
+            continue;
+        }
         float f[2][4];
         maq_factors(blk, bits, yb, 0, f[0]);
         maq_factors(blk, bits, yb, 1, f[1]);
-        if (bits == 2 && ((const block_maq2 *) blk)->sal) {
-            for (int h = 0; h < 2; h++) {
-                int32_t L[3][8];
-                maq_lanes_scalar(blk, bits, yb, h, L[0], L[1], L[2]);
-                const int order[3] = {0, 2, 1};                     // A, C, Bs (times -mnf)
-                for (int j = 0; j < 3; j++) {
-                    const int k = order[j];
-                    const float32x4_t fk = vdupq_n_f32(k == 1 ? -f[h][1] : f[h][k]);
-                    lo = vfmaq_f32(lo, fk, vcvtq_f32_s32(vld1q_s32(L[k])));
-                    hi = vfmaq_f32(hi, fk, vcvtq_f32_s32(vld1q_s32(L[k] + 4)));
-                }
-                summ = MAQ_FMA(f[h][3], GGML_CPU_FP16_TO_FP32(yb[h].s), summ);
-            }
-            continue;
-        }
         const ggml_maq_head * hd = (const ggml_maq_head *) blk;
         const uint8_t * qh = blk + sizeof(ggml_maq_head);
         uint8x16_t c[4];
