@@ -456,11 +456,11 @@ static void forward_chunk(maq_model *m, const int32_t *tokens, int B, int pos, f
 
 int maq_model_forward(maq_model *m, const int32_t *tokens, int n, int pos, float *logits, int logits_mode) {
     const maq_model_config *c = &m->cfg;
-    if (n < 0 || pos < 0 || logits_mode < 0 || logits_mode > 2 || (logits_mode && !logits)) return -3;
-    if (n == 0) return 0;
-    if ((long long)pos + n > c->seq_len) return -1;
+    if (n < 0 || pos < 0 || logits_mode < 0 || logits_mode > 2 || (logits_mode && !logits)) return MAQ_FORWARD_ERR_ARG;
+    if (n == 0) return MAQ_FORWARD_OK;
+    if ((long long)pos + n > c->seq_len) return MAQ_FORWARD_ERR_POS;
     for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab_size) return -2;
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size) return MAQ_FORWARD_ERR_TOKEN;
     double t0 = now_s();
     for (int done = 0; done < n; done += m->max_batch) {
         int B = n - done < m->max_batch ? n - done : m->max_batch;
@@ -472,5 +472,5 @@ int maq_model_forward(maq_model *m, const int32_t *tokens, int n, int pos, float
     m->stats.total += now_s() - t0;
     m->stats.tokens += n;
     m->stats.calls += 1;
-    return 0;
+    return MAQ_FORWARD_OK;
 }
