@@ -32,6 +32,7 @@ import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from maq.converter import block as B
+from maq.converter import incoherence
 from maq.converter import gguf_export
 from maq.converter import scales
 from maq.converter.source import LINEAR_KINDS, ROPE_FREQS, Source, block_name
@@ -371,12 +372,30 @@ def allocate(src: Source, opts, plan, samples: np.ndarray) -> dict[str, Candidat
         torch.set_num_threads(nthreads)
 
 
+def rotated_sensitivities(sens: dict[str, Sensitivity], seed: int) -> dict[str, Sensitivity]:
+    """The sensitivities of the rotated weights (--incoherence): H' = R H Rᵀ (one per shared H), f unchanged."""
+    done: dict[int, torch.Tensor] = {}
+    out = {}
+    for name, s in sens.items():
+        if not incoherence.applies(name, seed):
+            out[name] = s
+            continue
+        if id(s.H) not in done:
+            done[id(s.H)] = incoherence.rotate_hessian(s.H, seed)
+        out[name] = Sensitivity(H=done[id(s.H)], f=s.f, tokens=s.tokens)
+    return out
+
+
 def _choose_for(src: Source, opts, linear, sens: dict[str, Sensitivity]) -> dict[str, Candidate]:
     from tqdm import tqdm
 
     from maq.errors import MAQError
 
     cands = candidates(int8=opts.salient_coding == fmt.SALIENT_INT8 and opts.method == "maq")
+    seed = getattr(opts, "rotation_seed", None)
+    if seed is not None:                   # --incoherence: score the rotated weights against the rotated H
+        sens = rotated_sensitivities(sens, seed)
+        src = incoherence.RotatedWeights(src, seed)
     sizes, costs = {}, {}
     t0 = time.time()
     with torch.inference_mode():

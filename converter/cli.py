@@ -53,6 +53,11 @@ def register(subparsers) -> None:
     d.add_argument("--bits", type=int, choices=BITS_CHOICES, default=2,
                    help="code width of every linear tensor for --method gptq/rtn: 2 (MAQ2, default), 3 (MAQ3), "
                         "4 (MAQ4)")
+    d.add_argument("--incoherence", choices=fmt.INCOHERENCE_KINDS, default=fmt.INCOHERENCE_NONE,
+                   help="hadamard: store every linear of the decoder blocks rotated along its inputs by a "
+                        "randomized 64-wide Walsh-Hadamard transform (QuIP#/QuaRot incoherence processing; the "
+                        "runtime rotates the activations), so low-bit grids fit the weights better. Such files "
+                        "run in MAQ's runtime, not in llama.cpp with the MAQ extension (docs/FORMAT.md section 10)")
     q = p.add_argument_group("2-bit (and 3/4-bit) words")
     q.add_argument("--group", type=int, choices=fmt.GROUP_SIZES, default=fmt.DEFAULT_GROUP,
                    help="inputs per 2-bit scale/min group (default %(default)s)")
@@ -97,7 +102,7 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
         nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, device=args.device,
         calib_dtype=args.calib_dtype, threads=args.threads, tokenizer_pre=args.tokenizer_pre,
         progress=args.progress, salient_coding=args.salient_coding, word_choice=args.word_choice,
-        target_bpw=args.target_bpw, bits=args.bits, alloc_cost=args.alloc_cost)
+        target_bpw=args.target_bpw, bits=args.bits, alloc_cost=args.alloc_cost, incoherence=args.incoherence)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -110,10 +110,10 @@ def capture(model: str, blocks: list[int], nsamples: int, seqlen: int) -> list[t
     current = {"i": -1}
 
     class Capturing(BlockQuantizer):
-        def _quantize(self, g, w):
+        def _quantize(self, g, w, tp):
             if current["i"] in blocks:
                 out.append((f"blk.{current['i']}", w.clone(), g.hessian().clone()))
-            return super()._quantize(g, w)
+            return super()._quantize(g, w, tp)
 
     with torch.inference_mode():
         rope = B.Rope.make(p, cal.samples.shape[1], "cpu")

@@ -51,6 +51,7 @@ class ConvertOptions:
     bits: int = 2                          # code width of every linear tensor (3, 4: MAQ3 / MAQ4, no salient words)
     target_bpw: float | None = None        # per-tensor types chosen for the lowest predicted loss under this budget
     alloc_cost: str = "rtn"                # --target-bpw costs: "rtn" | "gptq" (RTN costs x measured GPTQ/RTN ratio)
+    incoherence: str = "none"              # "hadamard": block linears stored rotated (FORMAT.md section 10)
     # 2-bit words
     group: int = fmt.DEFAULT_GROUP         # inputs per 2-bit scale/min group
     block: int = 128                       # GPTQ column block B
@@ -93,6 +94,11 @@ class ConvertOptions:
         return "error" if self.target_bpw is not None else "all"
 
     @property
+    def rotation_seed(self) -> int | None:
+        """The sign seed of the block linears' input rotation (``--incoherence hadamard``), else None."""
+        return fmt.DEFAULT_INCOHERENCE_SEED if self.incoherence == fmt.INCOHERENCE_HADAMARD else None
+
+    @property
     def ablation(self) -> str:
         return "no-mixed" if self.no_mixed else ("no-grouping" if self.no_grouping else "")
 
@@ -110,6 +116,11 @@ class ConvertOptions:
             raise MAQError(f"--word-choice {self.word_choice!r}: expected one of {WORD_CHOICES}")
         if self.salient_coding not in SALIENT_CODINGS:
             raise MAQError(f"--salient-coding {self.salient_coding!r}: expected one of {SALIENT_CODINGS}")
+        if self.incoherence not in fmt.INCOHERENCE_KINDS:
+            raise MAQError(f"--incoherence {self.incoherence!r}: expected one of {fmt.INCOHERENCE_KINDS}")
+        if self.is_float and self.incoherence != fmt.INCOHERENCE_NONE:
+            raise MAQError(f"--incoherence {self.incoherence}: rotates weights for quantization; --method "
+                           f"{self.method} does not quantize")
         if self.bits not in BITS_CHOICES:
             raise MAQError(f"--bits {self.bits}: expected one of {BITS_CHOICES}")
         if self.bits != 2 and self.method == "maq" and not self.no_mixed:

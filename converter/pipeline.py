@@ -26,7 +26,8 @@ import torch
 
 from maq.converter import block as B
 from maq.converter import gguf_export as gx
-from maq.converter.gptq import GPTQ, LayerResult, QuantConfig
+from maq.converter import incoherence
+from maq.converter.gptq import GPTQ, LayerResult, QuantConfig, quantize_maq
 from maq.converter.hessian import weighted_error
 from maq.converter.options import ConvertOptions
 from maq.converter.source import BLOCK_TENSORS, LINEAR_KINDS, ROPE_FREQS, Source, block_name
@@ -119,9 +120,19 @@ class BlockQuantizer:
         return {k: torch.from_numpy(self.src.tensor(block_name(i, k))).to(self.dev) for k in BLOCK_TENSORS}
 
     def _quantize(self, g: GPTQ, w: torch.Tensor, tp) -> LayerResult:
+        """One linear: its stored form (rotated with --incoherence) and Q, the effective weights the next
+        stages' forward uses (original basis)."""
+        seed = self.opts.rotation_seed
+        H = g.hessian()
+        if incoherence.applies(tp.name, seed):
+            w, H = incoherence.rotate_weight(w, seed), incoherence.rotate_hessian(H, seed)
         if tp.storage == "q8_0":
-            return q8_0_result(w, g.hessian())
-        return g.quantize(w, quant_config(self.opts, tp))
+            res = q8_0_result(w, H)
+        else:
+            res = quantize_maq(w, H, quant_config(self.opts, tp))
+        if incoherence.applies(tp.name, seed):
+            res.Q = incoherence.unrotate_weight(res.Q, seed)
+        return res
 
     def _timed_quantize(self, g: GPTQ, w: torch.Tensor, timer: _LapTimer, tp) -> LayerResult:
         timer.lap("other")
@@ -228,13 +239,18 @@ def _split_plan(plan) -> tuple[list, dict[int, list], list]:
     return head, by_block, tail
 
 
-def _rtn_block(src: Source, tensors: list, write_float: WriteFloat, write_maq: WriteMAQ, rows: list[dict]) -> None:
-    """Round one block's MAQ tensors to nearest (no calibration), copy the rest; append per-tensor rows."""
+def _rtn_block(src: Source, tensors: list, write_float: WriteFloat, write_maq: WriteMAQ, rows: list[dict],
+               seed: int | None = None) -> None:
+    """Round one block's MAQ tensors to nearest (no calibration), copy the rest (linears rotated when ``seed``
+    is a rotation seed, --incoherence); append per-tensor rows."""
     for tp in tensors:
+        W = src.tensor(tp.name)
+        if incoherence.applies(tp.name, seed):
+            W = incoherence.rotate_weight(W, seed)
         if not tp.is_maq:
-            write_float(tp.name, src.tensor(tp.name))
+            write_float(tp.name, W)
             continue
-        t = fmt.quantize_rtn(src.tensor(tp.name), None, tp.group, tp.bits)
+        t = fmt.quantize_rtn(W, None, tp.group, tp.bits)
         write_maq(tp.name, t)
         rows.append(tensor_row(tp.name, tp.kind, None, t, tp.choice))
 
@@ -304,7 +320,7 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
     with torch.inference_mode():
         if opts.method == "rtn":
             for i in range(p.n_layer):
-                _rtn_block(src, by_block[i], write_float, write_maq, rows)
+                _rtn_block(src, by_block[i], write_float, write_maq, rows, opts.rotation_seed)
                 bar.update(1)
         else:
             _calibrated_blocks(src, opts, by_block, samples, dev, write_float, write_maq, rows, bar)

@@ -190,6 +190,9 @@ def build_metadata(src: Source, opts: ConvertOptions, plan: list[TensorPlan], ca
         md[gx.KEY_GROUP] = v(opts.group, "u32")
         md[gx.KEY_BPW_LINEAR] = v(float(linear_bits_per_weight(plan)), "f32")
         md[gx.KEY_WORD_CHOICE] = v(opts.resolved_word_choice, "str")
+        if opts.rotation_seed is not None:
+            md[fmt.KEY_INCOHERENCE] = v(opts.incoherence, "str")
+            md[fmt.KEY_INCOHERENCE_SEED] = v(opts.rotation_seed, "u32")
         if opts.target_bpw is not None:
             md[gx.KEY_TARGET_BPW] = v(float(opts.target_bpw), "f32")
             md[gx.KEY_ALLOC_COST] = v(opts.alloc_cost, "str")

@@ -105,6 +105,80 @@ def key_salient_coding(base: str) -> str:
     return f"maq.tensor.{base}.salient_coding"
 
 
+# --------------------------------------------------------------------------- incoherence (docs/FORMAT.md section 10)
+# A file converted with ``--incoherence hadamard`` stores every linear weight of the decoder blocks rotated along
+# its input dimension, W' = W Rᵀ, and the runtime multiplies W' by the rotated activation R x (W' R x = W x).
+# R = (block-diagonal Walsh-Hadamard, blocks of hadamard_block(T), scaled to be orthonormal) · diag(signs), with
+# signs = hadamard_signs(T, seed). The output head and the embeddings are never rotated.
+INCOHERENCE_NONE = "none"
+INCOHERENCE_HADAMARD = "hadamard"
+INCOHERENCE_KINDS = (INCOHERENCE_NONE, INCOHERENCE_HADAMARD)
+KEY_INCOHERENCE = "maq.incoherence"            # str: "hadamard" (absent: "none")
+KEY_INCOHERENCE_SEED = "maq.incoherence.seed"  # uint32: the sign seed
+HADAMARD_BLOCK_MAX = 64       # block length: the largest power of two dividing T, at most this
+DEFAULT_INCOHERENCE_SEED = 0x4D4151           # "MAQ"
+ROTATED_KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+def is_rotated_tensor(name: str) -> bool:
+    """True for the tensors an incoherence-processed file stores rotated: blk.N.<ROTATED_KINDS>.weight."""
+    parts = name.split(".")
+    return (len(parts) == 4 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in ROTATED_KINDS
+            and parts[3] == "weight")
+
+
+def hadamard_block(T: int) -> int:
+    """Hadamard block length for T inputs: the largest power of two dividing T, at most HADAMARD_BLOCK_MAX."""
+    b = 1
+    while b < HADAMARD_BLOCK_MAX and T % (2 * b) == 0:
+        b *= 2
+    return b
+
+
+def hadamard_signs(T: int, seed: int) -> np.ndarray:
+    """float32 [T] of +-1: sign i is - when bit 31 of fmix32((i + seed * 0x9E3779B9) mod 2^32) is set (fmix32:
+    MurmurHash3's finalizer: h ^= h >> 16; h *= 0x85EBCA6B; h ^= h >> 13; h *= 0xC2B2AE35; h ^= h >> 16)."""
+    m = np.uint64(0xFFFFFFFF)
+    h = (np.arange(T, dtype=np.uint64) + np.uint64((seed * 0x9E3779B9) & 0xFFFFFFFF)) & m
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x85EBCA6B)) & m
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & m
+    h ^= h >> np.uint64(16)
+    return np.where(h >> np.uint64(31), np.float32(-1.0), np.float32(1.0)).astype(np.float32)
+
+
+def _fwht_blocks(X: np.ndarray, b: int) -> np.ndarray:
+    """Unnormalized Walsh-Hadamard transform of each block of b along the last axis (natural order), butterflies
+    in the order of the C code (runtime/csrc/act.c maq_rotate_row): span h = 1, 2, 4, ..., pairs (i, i + h)."""
+    shape = X.shape
+    Y = X.reshape(-1, shape[-1] // b, b)
+    h = 1
+    while h < b:
+        Z = Y.reshape(Y.shape[0], Y.shape[1], b // (2 * h), 2, h)
+        a, c = Z[:, :, :, 0, :], Z[:, :, :, 1, :]
+        Y = np.stack([a + c, a - c], axis=3).reshape(Y.shape)
+        h *= 2
+    return Y.reshape(shape)
+
+
+def rotate(X: np.ndarray, seed: int) -> np.ndarray:
+    """R x for every row x of X [..., T] (float32 or float64, same dtype out): signs, then each block's
+    Walsh-Hadamard transform, then the scale 1/sqrt(b). Applied to weight rows it gives W' = W Rᵀ."""
+    T = X.shape[-1]
+    b = hadamard_block(T)
+    s = hadamard_signs(T, seed).astype(X.dtype)
+    return _fwht_blocks(X * s, b) * X.dtype.type(1.0 / np.sqrt(b))
+
+
+def unrotate(Y: np.ndarray, seed: int) -> np.ndarray:
+    """Rᵀ y for every row of Y [..., T] (the inverse of ``rotate``): W = W' R row by row."""
+    T = Y.shape[-1]
+    b = hadamard_block(T)
+    s = hadamard_signs(T, seed).astype(Y.dtype)
+    return _fwht_blocks(Y, b) * Y.dtype.type(1.0 / np.sqrt(b)) * s
+
+
 # --------------------------------------------------------------------------- layout
 def n_words(T: int) -> int:
     """Words per row: T/16."""
@@ -645,4 +719,7 @@ __all__ = [
     "n_words", "n_bitmap_bytes", "n_groups", "check_shape", "Layout", "bits_per_weight", "MAQTensor", "Unpacked",
     "pack", "unpack", "dequantize", "empty", "from_parts", "pack_bitmap", "unpack_bitmap", "salient_fraction",
     "encode_group_params", "decode_group_params", "encode_means", "quantize_rtn",
+    "INCOHERENCE_NONE", "INCOHERENCE_HADAMARD", "INCOHERENCE_KINDS", "KEY_INCOHERENCE", "KEY_INCOHERENCE_SEED",
+    "HADAMARD_BLOCK_MAX", "DEFAULT_INCOHERENCE_SEED", "ROTATED_KINDS", "is_rotated_tensor", "hadamard_block",
+    "hadamard_signs", "rotate", "unrotate",
 ]

@@ -574,6 +574,7 @@ class Weight:
     maq: fmt.MAQTensor | None = None
     source_type: str = ""
     copied: bool = False
+    rotation_seed: int | None = None   # stored rotated along its inputs (FORMAT.md section 10): holds W' = W Rᵀ
 
     @property
     def G(self) -> int:
@@ -584,7 +585,12 @@ class Weight:
         return self.maq.nbytes if self.maq is not None else int(self.data.nbytes)
 
     def dequantize(self) -> np.ndarray:
-        """float32 [P, T] (reference: format.dequantize for MAQ2/3/4, gguf.quants for ggml types)."""
+        """float32 [P, T]: the weight the model multiplies by (a rotated weight's stored values times R)."""
+        W = self.stored()
+        return W if self.rotation_seed is None else fmt.unrotate(W, self.rotation_seed)
+
+    def stored(self) -> np.ndarray:
+        """float32 [P, T] as stored (reference: format.dequantize for MAQ2/3/4, gguf.quants for ggml types)."""
         if self.kind in MAQ_KINDS:
             return fmt.dequantize(self.maq)
         if self.kind == KIND_F32:
@@ -610,10 +616,14 @@ class Weight:
             raise MAQError(f"internal: {self.name} has kind {self.kind}, which the C core does not read")
         if kw.type != self.kind:
             raise MAQError(f"internal: {self.name} kind {self.kind} does not match its parts ({kw.type_name})")
-        return kw
+        return kw if self.rotation_seed is None else kw.rotate_inputs(self.rotation_seed)
 
     def row(self, p: int) -> np.ndarray:
-        """float32 [T]: row p dequantized (embedding lookup in the reference)."""
+        """float32 [T]: row p dequantized (embedding lookup in the reference), un-rotated if stored rotated."""
+        r = self._stored_row(p)
+        return r if self.rotation_seed is None else fmt.unrotate(r, self.rotation_seed)
+
+    def _stored_row(self, p: int) -> np.ndarray:
         if self.kind in MAQ_KINDS:
             t = self.maq
             sub = fmt.MAQTensor(t.words[p:p + 1], None if t.bitmap is None else t.bitmap[p:p + 1],
@@ -710,6 +720,7 @@ class _Loader:
         self.used: set[str] = set()
         self.exact = exact
         self.dequant = dequant
+        self.rotation_seed = incoherence_seed(gf)
 
     def err(self, tensor: str, msg: str) -> FormatError:
         return FormatError(f"{self.where}: tensor {tensor}: {msg}")
@@ -739,6 +750,14 @@ class _Loader:
         raise self.err(name, f"type {t.type_name}, expected F32 (or F16) for a norm/vector")
 
     def weight(self, name: str, P: int, T: int, src: str = "llama.* metadata") -> Weight:
+        """Tensor ``name`` as a [P, T] weight; exact mode: MAQ, Q8_0 and rotated weights as F32 of their values."""
+        w = self._stored_weight(name, P, T, src)
+        if self.rotation_seed is not None and fmt.is_rotated_tensor(name):
+            w.rotation_seed = self.rotation_seed
+        return self._exact(w) if self.exact and (w.kind in MAQ_KINDS or w.kind == KIND_Q8_0 or
+                                                 w.rotation_seed is not None) else w
+
+    def _stored_weight(self, name: str, P: int, T: int, src: str) -> Weight:
         key = fmt.key_tensor_type(name)
         if key in self.f.metadata:
             v = self.f.metadata[key]
@@ -747,8 +766,7 @@ class _Loader:
                 raise FormatError(f"{self.where}: metadata {key} = {r[:60]}, expected one of "
                                   f"{', '.join(repr(t) for t in fmt.BITS_OF_TYPE)} (the logical types this runtime "
                                   "knows)")
-            w = self.maq_weight(name, P, T, src, bits=fmt.BITS_OF_TYPE[v])
-            return self._exact(w) if self.exact else w
+            return self.maq_weight(name, P, T, src, bits=fmt.BITS_OF_TYPE[v])
         t = self.info(name)
         if t.ggml_type in (GGML_I8, GGML_I16, GGML_I32):
             raise self.err(name, f"type {t.type_name} is not a weight type (a MAQ part without its {key} "
@@ -763,9 +781,8 @@ class _Loader:
             return Weight(name, KIND_F16, P, T, self.f.view(t, "<u2", (P, T)), source_type="F16")
         if t.ggml_type == GGML_Q8_0:
             self._check_align(t, 2)
-            w = Weight(name, KIND_Q8_0, P, T, self.f.view(t, np.uint8, (P, T // Q8_0_BLOCK * Q8_0_BYTES)),
-                       source_type="Q8_0")
-            return self._exact(w) if self.exact else w
+            return Weight(name, KIND_Q8_0, P, T, self.f.view(t, np.uint8, (P, T // Q8_0_BLOCK * Q8_0_BYTES)),
+                          source_type="Q8_0")
         return self.dequantized(t, P, T)
 
     @staticmethod
@@ -850,6 +867,18 @@ class _Loader:
         if not np.all(np.isfinite(rs)):
             raise self.err(name + fmt.PART_ROWSCALE, "row scales contain inf/nan")
         return Weight(name, KIND_OF_BITS[bits], P, T, maq=mt, source_type=tname)
+
+
+def incoherence_seed(gf: GGUFFile) -> int | None:
+    """The sign seed of a file whose block linears are stored rotated (``maq.incoherence = "hadamard"``,
+    docs/FORMAT.md section 10), or None. Any other value of the key is refused (a newer converter's kind)."""
+    kind = gf.get_str(fmt.KEY_INCOHERENCE, fmt.INCOHERENCE_NONE)
+    if kind not in fmt.INCOHERENCE_KINDS:
+        raise FormatError(f"{gf.path}: metadata {fmt.KEY_INCOHERENCE} = {kind[:40]!r}, expected one of "
+                          f"{', '.join(fmt.INCOHERENCE_KINDS)}")
+    if kind == fmt.INCOHERENCE_NONE:
+        return None
+    return gf.get_int(fmt.KEY_INCOHERENCE_SEED, required=True, lo=0, hi=2 ** 32 - 1)
 
 
 def _config(gf: GGUFFile) -> ModelConfig:
@@ -994,4 +1023,4 @@ def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto",
 
 __all__ = ["GGUFFile", "TensorInfo", "ModelConfig", "RopeConfig", "Weight", "Layer", "LoadedModel", "load",
            "KIND_F32", "KIND_F16", "KIND_Q8_0", "KIND_MAQ2", "KIND_MAQ3", "KIND_MAQ4", "KIND_OF_BITS", "MAQ_KINDS",
-           "GGML_Q2_0", "LLAMACPP_EXTRA_TYPES", "ggml_type_info", "ggml_type_name"]
+           "GGML_Q2_0", "LLAMACPP_EXTRA_TYPES", "ggml_type_info", "ggml_type_name", "incoherence_seed"]

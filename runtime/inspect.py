@@ -245,8 +245,23 @@ def format_summary(s: dict, per_tensor: bool = True) -> str:
 def read_weight(path: str | os.PathLike, name: str, header: Header | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(float32 [P, T] of weight ``name``, bool [P, T/16] salient words or None), read from the file: MAQ2 through
-    ``format.from_parts`` + ``format.dequantize``, ggml types through ``gguf.quants.dequantize``."""
+    ``format.from_parts`` + ``format.dequantize``, ggml types through ``gguf.quants.dequantize``; the values the
+    model multiplies by (a tensor stored rotated, FORMAT.md section 10, is un-rotated)."""
     h = header or read_header(path)
+    W, bm = _read_stored(path, name, h)
+    kind = h.metadata.get(fmt.KEY_INCOHERENCE, fmt.INCOHERENCE_NONE)
+    if kind == fmt.INCOHERENCE_HADAMARD and fmt.is_rotated_tensor(name):
+        seed = h.metadata.get(fmt.KEY_INCOHERENCE_SEED)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+            raise MAQError(f"{path}: metadata {fmt.KEY_INCOHERENCE_SEED} = {seed!r}, expected a u32")
+        W = fmt.unrotate(W, seed)
+    elif kind != fmt.INCOHERENCE_NONE:
+        raise MAQError(f"{path}: metadata {fmt.KEY_INCOHERENCE} = {str(kind)[:40]!r}, expected one of "
+                       f"{', '.join(fmt.INCOHERENCE_KINDS)}")
+    return W, bm
+
+
+def _read_stored(path, name: str, h: Header) -> tuple[np.ndarray, np.ndarray | None]:
     by = {t.name: t for t in h.tensors}
     if name not in by:
         raise MAQError(f"{path}: no tensor named {name!r} (e.g. blk.0.ffn_down.weight)")
@@ -259,14 +274,18 @@ def read_weight(path: str | os.PathLike, name: str, header: Header | None = None
         bits = fmt.BITS_OF_TYPE[mtype]
         T, P = base.ne[0] * fmt.WORD_WEIGHTS, base.ne[1]
         G = h.metadata.get(fmt.key_group_size(name), fmt.DEFAULT_GROUP)
-        lay = fmt.Layout(T, P, G, bits)
+        coding = h.metadata.get(fmt.key_salient_coding(name), fmt.SALIENT_MEAN4)
+        salw = by.get(name + fmt.PART_SALW)
+        n8 = salw.ne[0] // fmt.WORD_WEIGHTS if coding == fmt.SALIENT_INT8 and salw is not None else 0
+        lay = fmt.Layout(T, P, G, bits, n_salient8=n8)
         parts = {}
         for suffix, (shape, dtype) in lay.part_specs().items():
             t = by.get(name + suffix)
             if t is None:
                 raise MAQError(f"{path}: {name}: missing part {name + suffix}")
             parts[suffix] = raw(t).view(dtype).reshape(shape)
-        mt = fmt.from_parts(parts, T, G, what=f"{path}: {name}", bits=bits)
+        mt = fmt.from_parts(parts, T, G, what=f"{path}: {name}", bits=bits,
+                            salient_coding=fmt.SALIENT_INT8 if n8 else fmt.SALIENT_MEAN4)
         bm = fmt.unpack_bitmap(mt.bitmap, fmt.n_words(T)).astype(bool) if mt.bitmap is not None else None
         return fmt.dequantize(mt).astype(np.float32), bm
     from gguf.constants import GGMLQuantizationType

@@ -14,6 +14,7 @@ manager ``forced_path(name)`` (tests). ``MAQ_FORCE_PATH`` in the environment pic
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from typing import Iterator, Optional
 
@@ -189,6 +190,15 @@ def _as_2d_bytes(data, what: str, rows: int, row_bytes: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- weights
+@functools.lru_cache(maxsize=64)
+def rotation_signs(T: int, seed: int) -> np.ndarray:
+    """The read-only float32 [T] signs of format.rotate for (T, seed), one array per (T, seed): weights sharing an
+    input (Q/K/V, gate/up) point at the same signs, which is how the model sees they share one rotated activation."""
+    s = F.hadamard_signs(T, seed)
+    s.flags.writeable = False
+    return s
+
+
 class Weight:
     """One weight matrix [P, T] as the C kernels see it (a ``maq_weight`` descriptor).
 
@@ -218,6 +228,7 @@ class Weight:
         elif wtype in (MAQ_TYPE_MAQ3, MAQ_TYPE_MAQ4):
             c.hi = ffi.cast("const void *", buf[id(hi)])
         self.c = c
+        self.rotation_seed: int | None = None     # set by rotate_inputs
 
     # -- constructors
     @classmethod
@@ -323,6 +334,19 @@ class Weight:
             return cls.from_maq(t, name=name)
         raise MAQError(f"{name}: unknown weight type {wtype!r}")
 
+    def rotate_inputs(self, seed: int) -> "Weight":
+        """Declare this weight stored rotated along its inputs (docs/FORMAT.md section 10: it holds W' = W Rᵀ):
+        every product then multiplies it by R x (maq_act_prepare), so ``matmul`` returns W x. Returns self."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 32:
+            raise MAQError(f"{self.name}: rotation seed {seed!r}, expected an integer in 0..2^32-1")
+        signs = rotation_signs(self.T, int(seed))
+        buf = ffi.from_buffer(signs, require_writable=False)
+        self._rotation = (signs, buf)             # kept alive; not in nbytes (shared, not part of the weight)
+        self.c.in_signs = ffi.cast("const float *", buf)
+        self.c.in_block = F.hadamard_block(self.T)
+        self.rotation_seed = int(seed)
+        return self
+
     # -- queries
     @property
     def type_name(self) -> str:
@@ -387,6 +411,23 @@ def matmul(weight: Weight, X: np.ndarray, pool: Optional[Pool] = None, out: Opti
                    ffi.cast("float *", ffi.from_buffer(out)), ffi.cast("void *", ffi.from_buffer(scratch)),
                    _pool_ptr(pool))
     return out
+
+
+def rotate(X: np.ndarray, seed: int) -> np.ndarray:
+    """R x for every row of float32 X [T] or [B, T] by the C code (maq_rotate_row; format.rotate is its numpy
+    twin, docs/FORMAT.md section 10). For tests: products apply it themselves (``Weight.rotate_inputs``)."""
+    if not isinstance(X, np.ndarray) or X.ndim not in (1, 2):
+        raise MAQError("rotate: X must be a float32 array [T] or [B, T]")
+    X2 = X.reshape(1, -1) if X.ndim == 1 else X
+    T = _check_dim(X2.shape[1], "rotate: T")
+    _check_array(X2, "rotate: X", X2.shape, np.float32, align=4)
+    signs = rotation_signs(T, seed)
+    out = np.empty_like(X2)
+    sp = ffi.cast("const float *", ffi.from_buffer(signs, require_writable=False))
+    for b in range(X2.shape[0]):
+        lib.maq_rotate_row(ffi.cast("const float *", ffi.from_buffer(X2[b], require_writable=False)), sp, T,
+                           F.hadamard_block(T), ffi.cast("float *", ffi.from_buffer(out[b])))
+    return out.reshape(X.shape)
 
 
 def read_sum(buf: np.ndarray, pool: Optional[Pool] = None) -> int:

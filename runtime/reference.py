@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from maq.errors import MAQError
+from maq.runtime import format as fmt
 from maq.runtime.gguf_loader import KIND_MAQ2, KIND_MAQ3, KIND_MAQ4, KIND_Q8_0, Q8_0_BLOCK, LoadedModel
 
 # Activation rounding of the C kernels (csrc/act.c), for ``act_quant=True``: symmetric int8 per block of the
@@ -53,18 +54,20 @@ class ReferenceModel:
         self.cfg = cfg = lm.config
         self.n_ctx = int(n_ctx or min(cfg.context_length, 2048))
         self.dt = np.dtype(dtype)
-        f = lambda w: w.dequantize().astype(self.dt)  # noqa: E731
+        # a weight stored rotated (FORMAT.md section 10) is kept as stored and its input rotated, as the C core does
+        f = lambda w: (w.dequantize() if w.rotation_seed is None else w.stored()).astype(self.dt)  # noqa: E731
         self.layers = []
-        self.kinds = []
+        self.kinds = []      # per layer {weight: (kind, rotation seed or None)}: how the kernels see its input
         for L in lm.layers:
-            self.kinds.append({k: getattr(L, k).kind for k in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")})
+            self.kinds.append({k: (getattr(L, k).kind, getattr(L, k).rotation_seed)
+                               for k in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")})
             self.layers.append(dict(
                 attn_norm=np.asarray(L.attn_norm, self.dt), ffn_norm=np.asarray(L.ffn_norm, self.dt),
                 wq=f(L.wq), wk=f(L.wk), wv=f(L.wv), wo=f(L.wo),
                 w_gate=f(L.w_gate), w_up=f(L.w_up), w_down=f(L.w_down)))
         self.output_norm = np.asarray(lm.output_norm, self.dt)
         self.output = f(lm.output)
-        self.output_kind = lm.output.kind
+        self.output_kind = (lm.output.kind, lm.output.rotation_seed)
         self.inv_freq = cfg.rope.inv_freq()
         self.k_cache = np.zeros((cfg.n_layers, self.n_ctx, cfg.kv_dim), self.dt)
         self.v_cache = np.zeros((cfg.n_layers, self.n_ctx, cfg.kv_dim), self.dt)
@@ -72,7 +75,11 @@ class ReferenceModel:
     def embed(self, tokens) -> np.ndarray:
         return np.stack([self.lm.tok_embd.row(int(t)) for t in tokens]).astype(self.dt)
 
-    def _in(self, x: np.ndarray, kind: int) -> np.ndarray:
+    def _in(self, x: np.ndarray, how: tuple[int, int | None]) -> np.ndarray:
+        """x as the product with a weight of (kind, rotation seed) reads it: rotated, then rounded (act_quant)."""
+        kind, seed = how
+        if seed is not None:
+            x = fmt.rotate(np.ascontiguousarray(x), seed)
         return round_activations(x, kind) if self.act_quant else x
 
     def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:

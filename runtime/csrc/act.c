@@ -240,7 +240,29 @@ static void q8_act_row(const q8_act_layout *L, const act_ops *o, const float *x,
 
 size_t maq_act_bytes(const maq_weight *w, int B) {
     if (B < 1) B = 1;
-    return maq_act_rows_bytes(w, B) + MAQ_ALIGN;
+    return maq_act_rows_bytes(w, B) + (w->in_signs ? (size_t)w->T * sizeof(float) : 0) + MAQ_ALIGN;
+}
+
+/* 1/sqrt(block) for block = 2^k as a float: 2^-(k/2), times 1/sqrt(2) rounded to float when k is odd (the
+ * float32 of 1/sqrt(2^k), as numpy computes it: halving is exact). */
+static float rotate_scale(int block) {
+    int k = 0;
+    while ((1 << k) < block) k++;
+    return (k & 1 ? 0.70710678118654752f : 1.0f) / (float)(1 << (k / 2));
+}
+
+void maq_rotate_row(const float *x, const float *signs, int T, int block, float *out) {
+    for (int i = 0; i < T; i++) out[i] = x[i] * signs[i];
+    for (int h = 1; h < block; h *= 2)
+        for (int b0 = 0; b0 < T; b0 += block)
+            for (int i = b0; i < b0 + block; i += 2 * h)
+                for (int j = i; j < i + h; j++) {
+                    const float a = out[j], c = out[j + h];
+                    out[j] = a + c;
+                    out[j + h] = a - c;
+                }
+    const float s = rotate_scale(block);
+    for (int i = 0; i < T; i++) out[i] *= s;
 }
 
 size_t maq_act_rows_bytes(const maq_weight *w, int B) {
@@ -262,9 +284,18 @@ size_t maq_act_rows_bytes(const maq_weight *w, int B) {
     }
 }
 
+/* Row b of the input as the weight multiplies it: X's row, or R times it in tmp (a rotated weight). */
+static const float *input_row(const maq_weight *w, const float *X, int b, float *tmp) {
+    const float *x = X + (size_t)b * w->T;
+    if (!w->in_signs) return x;
+    maq_rotate_row(x, w->in_signs, w->T, w->in_block, tmp);
+    return tmp;
+}
+
 void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act) {
     uint8_t *a = maq_act_align(act);
     const int T = w->T;
+    float *tmp = (float *)(a + maq_act_rows_bytes(w, B));   /* [T] rotated row (maq_act_bytes reserves it) */
     act_ops o;
     act_ops_for(maq_path_id(), &o);
     switch (w->type) {
@@ -273,18 +304,18 @@ void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act) {
     case MAQ_TYPE_MAQ4: {
         maq2_act_layout L;
         maq2_act_layout_init(&L, T);
-        for (int b = 0; b < B; b++) maq2_act_row(&L, &o, X + (size_t)b * T, a + (size_t)b * L.stride);
+        for (int b = 0; b < B; b++) maq2_act_row(&L, &o, input_row(w, X, b, tmp), a + (size_t)b * L.stride);
         break;
     }
     case MAQ_TYPE_Q8_0: {
         q8_act_layout L;
         q8_act_layout_init(&L, T);
-        for (int b = 0; b < B; b++) q8_act_row(&L, &o, X + (size_t)b * T, a + (size_t)b * L.stride);
+        for (int b = 0; b < B; b++) q8_act_row(&L, &o, input_row(w, X, b, tmp), a + (size_t)b * L.stride);
         break;
     }
     default: {
         size_t st = float_act_stride(T);
-        for (int b = 0; b < B; b++) memcpy(a + (size_t)b * st, X + (size_t)b * T, (size_t)T * sizeof(float));
+        for (int b = 0; b < B; b++) memcpy(a + (size_t)b * st, input_row(w, X, b, tmp), (size_t)T * sizeof(float));
         break;
     }
     }

@@ -59,6 +59,9 @@ typedef struct {
                                  * MAQ4: uint32 [P][T/16] (bits 2j..2j+1 = bits 2..3 of input j's code); else unused */
     const int8_t *salw;         /* MAQ2, int8 salient coding: int8 [16*N] codes of the salient words; else NULL */
     const int32_t *saloff;      /* MAQ2, int8 salient coding: [P+1] salient words before row p (maq_s8.c) */
+    const float *in_signs;      /* input rotation (format.py / docs/FORMAT.md section 10), any type: [T] +-1 signs,
+                                 * or NULL (none). The weight holds W' = W R^T; maq_act_prepare multiplies R x */
+    int in_block;               /* Walsh-Hadamard block length of the rotation (a power of two dividing T) */
 } maq_weight;
 
 /* Dequantize row p of w into out[T] (float). Used for embedding lookups and tests. */
@@ -66,11 +69,17 @@ void maq_get_row(const maq_weight *w, int p, float *out);
 
 /* ------------------------------------------------------------------ activations */
 /* Bytes of scratch needed to hold B preprocessed activation rows for products with w. Depends only on
- * (w->type, w->T): weights of the same type and T share one preprocessed activation; MAQ2, MAQ3 and MAQ4 have
- * one activation layout, so a MAQ2 activation also serves MAQ3/MAQ4 weights of the same T (and vice versa). */
+ * (w->type, w->T, w->in_signs): weights of the same type, T and input rotation share one preprocessed activation;
+ * MAQ2, MAQ3 and MAQ4 have one activation layout, so a MAQ2 activation also serves MAQ3/MAQ4 weights of the same
+ * T (and vice versa). A rotated weight's scratch also holds one float row of T for the rotated input. */
 size_t maq_act_bytes(const maq_weight *w, int B);
-/* Preprocess X [B][T] (float) for products with w (e.g. int8 quantization with block scales and sums). */
+/* Preprocess X [B][T] (float) for products with w (e.g. int8 quantization with block scales and sums); with an
+ * input rotation each row is first replaced by R x (maq_rotate_row). */
 void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act);
+/* out[T] = R x: x * signs, then the unnormalized Walsh-Hadamard transform of each block of `block` inputs
+ * (butterflies over spans 1, 2, 4, ...: (a, b) -> (a + b, a - b)), then times 1/sqrt(block) (exact for even
+ * log2(block)). Same operations in the same order as format.rotate (float32), so the results are identical. */
+void maq_rotate_row(const float *x, const float *signs, int T, int block, float *out);
 
 /* ------------------------------------------------------------------ products */
 /* Y [B][P] = X W^T from a preprocessed activation; rows of W split across the pool's threads.

@@ -170,39 +170,45 @@ static void rope(float *v, int B, int stride, int n_heads, int hd, int R, int po
 }
 
 /* ------------------------------------------------------------------ matrix products */
-typedef struct {
-    int type, T;
-} act_tag;
-
 /* The activation layout of a weight type: MAQ2, MAQ3 and MAQ4 share one (maq.h, maq_act_bytes). */
 static int act_kind(int type) { return type == MAQ_TYPE_MAQ3 || type == MAQ_TYPE_MAQ4 ? MAQ_TYPE_MAQ2 : type; }
 
-/* Y[B][w->P] = X[B][w->T] W^T, preparing X only when the previous product used another (activation kind, T),
- * e.g. Q/K/V of mixed MAQ2 / MAQ3 / MAQ4 types share one preparation. */
+typedef struct {
+    int type, T;
+    const float *signs;   /* the input rotation of the prepared activation (NULL: none) */
+} act_tag;
+
+/* Whether the prepared activation in tag serves w (same layout, T and input rotation). */
+static int act_fits(const act_tag *tag, const maq_weight *w) {
+    return tag->type == act_kind(w->type) && tag->T == w->T && tag->signs == w->in_signs;
+}
+
+static void act_prepare(maq_model *m, act_tag *tag, const maq_weight *w, const float *X, int B) {
+    maq_act_prepare(w, X, B, m->s.act);
+    tag->type = act_kind(w->type);
+    tag->T = w->T;
+    tag->signs = w->in_signs;
+}
+
+/* Y[B][w->P] = X[B][w->T] W^T, preparing X only when the previous product used another (activation kind, T,
+ * input rotation), e.g. Q/K/V of mixed MAQ2 / MAQ3 / MAQ4 types share one preparation. */
 static void matmul(maq_model *m, act_tag *tag, const maq_weight *w, const float *X, int B, float *Y) {
-    if (tag->type != act_kind(w->type) || tag->T != w->T) {
-        maq_act_prepare(w, X, B, m->s.act);
-        tag->type = act_kind(w->type);
-        tag->T = w->T;
-    }
+    if (!act_fits(tag, w)) act_prepare(m, tag, w, X, B);
     maq_matmul_act(w, m->s.act, B, Y, m->pool);
 }
 
-/* Ys[i] = X ws[i]^T for products of one input (Q/K/V, gate/up): one pool job when they share the activation kind
- * and T (maq_matmul_act_multi), else one after another. */
+/* Ys[i] = X ws[i]^T for products of one input (Q/K/V, gate/up): one pool job when they share the activation kind,
+ * T and input rotation (maq_matmul_act_multi), else one after another. */
 static void matmul_group(maq_model *m, act_tag *tag, const maq_weight *const *ws, int n, const float *X, int B,
                          float *const *Ys) {
     for (int i = 1; i < n; i++) {
-        if (act_kind(ws[i]->type) != act_kind(ws[0]->type) || ws[i]->T != ws[0]->T) {
+        if (act_kind(ws[i]->type) != act_kind(ws[0]->type) || ws[i]->T != ws[0]->T ||
+            ws[i]->in_signs != ws[0]->in_signs) {
             for (int j = 0; j < n; j++) matmul(m, tag, ws[j], X, B, Ys[j]);
             return;
         }
     }
-    if (tag->type != act_kind(ws[0]->type) || tag->T != ws[0]->T) {
-        maq_act_prepare(ws[0], X, B, m->s.act);
-        tag->type = act_kind(ws[0]->type);
-        tag->T = ws[0]->T;
-    }
+    if (!act_fits(tag, ws[0])) act_prepare(m, tag, ws[0], X, B);
     maq_matmul_act_multi(ws, n, m->s.act, B, Ys, m->pool);
 }
 
@@ -392,7 +398,7 @@ static void forward_chunk(maq_model *m, const int32_t *tokens, int B, int pos, f
     for (int l = 0; l < c->n_layers; l++) {
         const maq_layer_weights *lw = &m->layers[l];
         float *vdst = s->value_cache + ((size_t)l * S + pos) * KVD;
-        act_tag tag = {-1, -1};
+        act_tag tag = {-1, -1, NULL};
 
         rmsnorm(s->xb, s->x, lw->attn_norm, B, D, c->norm_eps);
         t1 = now_s();
@@ -442,7 +448,7 @@ static void forward_chunk(maq_model *m, const int32_t *tokens, int B, int pos, f
         const int first = mode == 1 ? B - 1 : 0, nb = B - first;
         rmsnorm(s->xb, s->x + (size_t)first * D, m->w.output_norm, nb, D, c->norm_eps);
         t1 = now_s();
-        act_tag tag = {-1, -1};
+        act_tag tag = {-1, -1, NULL};
         matmul(m, &tag, &m->w.output, s->xb, nb, logits);
         double th = now_s() - t1;
         tm += th;

@@ -146,7 +146,9 @@ def test_logits_match_runtime(mixed_gguf):
         """The reference with llama.cpp's activation rounding: Q8_0 (int8 per 32, fp16 scale) for every MAQ and
         Q8_0 product."""
 
-        def _in(self, x, kind):
+        def _in(self, x, how):
+            kind, seed = how
+            assert seed is None                  # the extension refuses rotated files (test_rotated_file_refused)
             q8 = (gl.KIND_MAQ2, gl.KIND_MAQ3, gl.KIND_MAQ4, gl.KIND_Q8_0)
             return round_activations(x, gl.KIND_Q8_0) if kind in q8 else x
 
@@ -165,6 +167,22 @@ def test_logits_match_runtime(mixed_gguf):
     assert rel(ll, ours) < 2 * d_act + 1e-4
     assert (ll.argmax(axis=1) == ours.argmax(axis=1)).mean() >= 0.75
     assert rel(llamacpp_logits(mixed_gguf, IDS, threads=2), ll) < 1e-6   # threads split rows, not sums
+
+
+@needs_bin
+def test_rotated_file_refused(mixed_gguf, tmp_path):
+    """A file whose linears are stored rotated (--incoherence, FORMAT.md section 10) is refused with one line
+    naming maq.incoherence, not run with unrotated activations."""
+    import gguf_files
+
+    from maq.runtime import format as fmt
+
+    rot = gguf_files.rewrite(mixed_gguf, tmp_path / "rot.gguf", metadata={fmt.KEY_INCOHERENCE: "hadamard",
+                                                                          fmt.KEY_INCOHERENCE_SEED: 5})
+    r = subprocess.run([str(BIN / "maq-logits"), str(rot), str(tmp_path / "x.f32"), "1", "1", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "maq.incoherence" in r.stderr and "Traceback" not in r.stderr
 
 
 @needs_bin

@@ -28,6 +28,15 @@ void llama_model_loader::maq_prepare() {
     if (metadata == nullptr) {
         return;
     }
+    // linears stored rotated along their inputs (MAQ's --incoherence, docs/FORMAT.md section 10): this extension
+    // does not rotate activations, so such a file would compute garbage; refuse it
+    const int64_t ki = gguf_find_key(metadata, "maq.incoherence");
+    if (ki >= 0 && (gguf_get_kv_type(metadata, ki) != GGUF_TYPE_STRING ||
+                    std::string(gguf_get_val_str(metadata, ki)) != "none")) {
+        throw std::runtime_error("MAQ: metadata maq.incoherence: this file's linears are stored rotated (converted "
+                                 "with --incoherence); the llama.cpp MAQ extension does not rotate activations: "
+                                 "run it with MAQ's runtime, or convert without --incoherence");
+    }
     const int64_t n = gguf_get_n_kv(metadata);
     const size_t  lp = strlen(MAQ_KEY_PREFIX), ls = strlen(MAQ_KEY_TYPE);
     for (int64_t i = 0; i < n; i++) {
