@@ -251,6 +251,10 @@ def describe_plan(src: Source, opts: ConvertOptions, plan: list[TensorPlan]) -> 
                      + ("" if opts.salient_feedback else " [no salient feedback]")
                      + (" [kept only where they lower the error]" if K and opts.resolved_word_choice == "error"
                         else ""))
+    if opts.rotation_seed is not None:
+        lines.append(f"rotation  --incoherence {opts.incoherence}: every linear of the blocks stored as W Rᵀ "
+                     f"(randomized Walsh-Hadamard over blocks of {fmt.HADAMARD_BLOCK_MAX} inputs, seed "
+                     f"{opts.rotation_seed}); the runtime rotates the activations (not llama.cpp's MAQ extension)")
     if opts.target_bpw is not None:
         from maq.converter import allocate   # imports torch: only with --target-bpw (bad input fails fast)
 

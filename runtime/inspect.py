@@ -238,6 +238,10 @@ def format_summary(s: dict, per_tensor: bool = True) -> str:
     lines.append(f"linear total: {lin['weights']} weights, {lin['bytes']} bytes, {lin['bpw']:.4f} bits/weight")
     a = t["all"]
     lines.append(f"all tensors: {a['weights']} weights, {a['bytes']} bytes, {a['bpw']:.4f} bits/weight")
+    if s["metadata"].get(fmt.KEY_INCOHERENCE, fmt.INCOHERENCE_NONE) != fmt.INCOHERENCE_NONE:
+        lines.append(f"input rotation: {s['metadata'][fmt.KEY_INCOHERENCE]} (seed "
+                     f"{s['metadata'].get(fmt.KEY_INCOHERENCE_SEED)}): every linear of the blocks is stored as W Rᵀ "
+                     "and multiplied by R x (docs/FORMAT.md section 10; not readable by llama.cpp's MAQ extension)")
     return "\n".join(lines)
 
 
