@@ -53,12 +53,14 @@ class Candidate:
     storage: str
     group: int = fmt.DEFAULT_GROUP
     sal: float = 0.0            # MAQ2 with the int8 salient coding: this share of the tensor's words salient
+    rot: bool = False           # --incoherence: stored rotated along its inputs (FORMAT.md section 10)
 
     @property
     def name(self) -> str:
         if self.storage == "q8_0":
             return self.storage
-        return f"{self.storage}/g{self.group}" + (f"+int8:{self.sal:.1%}" if self.sal else "")
+        return (f"{self.storage}/g{self.group}" + (f"+int8:{self.sal:.1%}" if self.sal else "")
+                + ("+had" if self.rot else ""))
 
     def n_salient8(self, P: int, T: int) -> int:
         """Int8 salient words this candidate stores in a [P, T] tensor (0 without the int8 coding)."""
@@ -80,11 +82,14 @@ class Candidate:
 SALIENT_SHARES = (0.005, 0.01, 0.02, 0.04)   # int8 salient candidates: share of a MAQ2 tensor's words
 
 
-def candidates(int8: bool = False) -> list[Candidate]:
-    """The storages ``--target-bpw`` chooses from; with ``int8`` also MAQ2 with SALIENT_SHARES int8 salient words."""
+def candidates(int8: bool = False, rot: bool = False) -> list[Candidate]:
+    """The storages ``--target-bpw`` chooses from; with ``int8`` also MAQ2 with SALIENT_SHARES int8 salient words;
+    with ``rot`` (--incoherence) every MAQ candidate also rotated: the allocation decides per tensor whether the
+    rotation pays (it does not where the source's own grid fits a MAQ grid, e.g. 4-bit g32 on a Q4_1 source)."""
     base = [Candidate(t, g) for t in (fmt.TYPE_MAQ2, fmt.TYPE_MAQ3, fmt.TYPE_MAQ4) for g in (128, 64, 32)]
     sal = [Candidate(fmt.TYPE_MAQ2, g, f) for g in (128, 64, 32) for f in SALIENT_SHARES] if int8 else []
-    return base + sal + [Candidate("q8_0")]
+    maq = base + sal
+    return maq + ([dataclasses.replace(c, rot=True) for c in maq] if rot else []) + [Candidate("q8_0")]
 
 
 def min_bpw(plan) -> float:
@@ -240,8 +245,26 @@ GPTQ_BLOCKS = 3         # --alloc-cost gptq: blocks (evenly spaced) whose tensor
 
 
 def cost_key(c: Candidate) -> tuple:
-    """What a GPTQ / RTN cost ratio is shared by: the code width and whether int8 salient words are kept."""
-    return (c.bits, c.sal > 0)
+    """What a GPTQ / RTN cost ratio is shared by: the code width, whether int8 salient words are kept, rotation."""
+    return (c.bits, c.sal > 0, c.rot)
+
+
+def candidate_costs(W: np.ndarray, name: str, sens: dict[str, Sensitivity], sens_rot: dict[str, Sensitivity],
+                    cands: list[Candidate], seed: int | None, cost=None) -> dict[Candidate, float]:
+    """{candidate: cost} of tensor ``name`` (W [P, T]): plain candidates on W and sens, rotated ones (``c.rot``,
+    block linears only) on W Rᵀ and R H Rᵀ. ``cost(W, sens, c)`` per candidate (default: ``predicted_costs``)."""
+    plain = [c for c in cands if not c.rot]
+    rot = [c for c in cands if c.rot] if incoherence.applies(name, seed) else []
+    if cost is None:
+        out = predicted_costs(W, sens[name], plain)
+        if rot:
+            out.update(predicted_costs(incoherence.rotate_weight(W, seed), sens_rot[name], rot))
+        return out
+    out = {c: cost(W, sens[name], c) for c in plain}
+    if rot:
+        Wr = incoherence.rotate_weight(W, seed)
+        out.update({c: cost(Wr, sens_rot[name], c) for c in rot})
+    return out
 
 
 def gptq_cost(W: np.ndarray, sens: Sensitivity, c: Candidate, damp: float = 0.01) -> float:
@@ -262,7 +285,8 @@ def gptq_cost(W: np.ndarray, sens: Sensitivity, c: Candidate, damp: float = 0.01
 
 
 def gptq_ratios(src: Source, linear, sens: dict[str, Sensitivity], costs: dict[str, dict[Candidate, float]],
-                cands: list[Candidate], n_layer: int) -> dict[tuple, float]:
+                cands: list[Candidate], n_layer: int, sens_rot: dict[str, Sensitivity] | None = None,
+                seed: int | None = None) -> dict[tuple, float]:
     """{(kind, cost_key): GPTQ cost / RTN cost} (geometric mean over the kind's tensors in GPTQ_BLOCKS evenly
     spaced blocks), measured with one representative candidate per key (G = 64; int8 at the middle share)."""
     blocks = sorted({int(round(x)) for x in np.linspace(0, n_layer - 1, GPTQ_BLOCKS)})
@@ -270,20 +294,22 @@ def gptq_ratios(src: Source, linear, sens: dict[str, Sensitivity], costs: dict[s
     for c in cands:
         if c.storage != "q8_0":
             reps.setdefault(cost_key(c), Candidate(c.storage, 64, SALIENT_SHARES[len(SALIENT_SHARES) // 2]
-                                                   if c.sal else 0.0))
+                                                   if c.sal else 0.0, c.rot))
     logs: dict[tuple, list[float]] = {}
     for tp in linear:
         if int(tp.name.split(".")[1]) not in blocks:
             continue
         W = src.tensor(tp.name)
-        rtn = predicted_costs(W, sens[tp.name], list(reps.values()))
+        rtn = candidate_costs(W, tp.name, sens, sens_rot, list(reps.values()), seed)
+        gq = candidate_costs(W, tp.name, sens, sens_rot, list(reps.values()), seed, cost=gptq_cost)
         for key, c in reps.items():
-            g = gptq_cost(W, sens[tp.name], c)
+            g = gq.get(c, 0)
             if rtn.get(c, 0) > 0 and g > 0:
                 logs.setdefault((tp.kind, key), []).append(float(np.log(g / rtn[c])))
     out = {k: float(np.exp(np.mean(v))) for k, v in logs.items()}
     log.info("--alloc-cost gptq: GPTQ / RTN cost ratios (blocks %s): %s", blocks,
-             ", ".join(f"{k[0]} {k[1][0]}b{'+int8' if k[1][1] else ''} {v:.3f}" for k, v in sorted(out.items())))
+             ", ".join(f"{k[0]} {k[1][0]}b{'+int8' if k[1][1] else ''}{'+had' if k[1][2] else ''} {v:.3f}"
+                       for k, v in sorted(out.items())))
     return out
 
 
@@ -391,23 +417,21 @@ def _choose_for(src: Source, opts, linear, sens: dict[str, Sensitivity]) -> dict
 
     from maq.errors import MAQError
 
-    cands = candidates(int8=opts.salient_coding == fmt.SALIENT_INT8 and opts.method == "maq")
     seed = getattr(opts, "rotation_seed", None)
-    if seed is not None:                   # --incoherence: score the rotated weights against the rotated H
-        sens = rotated_sensitivities(sens, seed)
-        src = incoherence.RotatedWeights(src, seed)
+    cands = candidates(int8=opts.salient_coding == fmt.SALIENT_INT8 and opts.method == "maq", rot=seed is not None)
+    sens_rot = rotated_sensitivities(sens, seed) if seed is not None else {}   # --incoherence: R H Rᵀ
     sizes, costs = {}, {}
     t0 = time.time()
     with torch.inference_mode():
         for tp in tqdm(linear, desc="candidates", unit="tensor", disable=not opts.progress, dynamic_ncols=True):
             P, T = tp.shape
-            costs[tp.name] = predicted_costs(src.tensor(tp.name), sens[tp.name], cands)
+            costs[tp.name] = candidate_costs(src.tensor(tp.name), tp.name, sens, sens_rot, cands, seed)
             sizes[tp.name] = {c: c.nbytes(P, T) for c in costs[tp.name]}
     log.info("sensitivity: %d candidates x %d tensors scored in %.1f s", len(cands), len(linear), time.time() - t0)
     if getattr(opts, "alloc_cost", "rtn") == "gptq":
         t0 = time.time()
         with torch.inference_mode():
-            ratios = gptq_ratios(src, linear, sens, costs, cands, src.params.n_layer)
+            ratios = gptq_ratios(src, linear, sens, costs, cands, src.params.n_layer, sens_rot, seed)
         for tp in linear:
             for c in costs[tp.name]:
                 if c.storage != "q8_0":
@@ -423,6 +447,7 @@ def _choose_for(src: Source, opts, linear, sens: dict[str, Sensitivity]) -> dict
         c = pick[tp.name]
         tp.storage, tp.group = c.storage, c.group
         tp.n_salient8 = c.n_salient8(*tp.shape)
+        tp.rotated = c.rot
     total = sum(sizes[n][c] for n, c in pick.items())
     pred = sum(costs[n][c] for n, c in pick.items())
     counts: dict[str, int] = {}

@@ -41,17 +41,3 @@ def rotate_hessian(H: torch.Tensor, seed: int) -> torch.Tensor:
     h = fmt.rotate(fmt.rotate(h, seed).T, seed)           # rows of H Rᵀ rotated again: R H Rᵀ (H symmetric)
     return torch.from_numpy(np.ascontiguousarray((h + h.T) * 0.5)).to(dtype=H.dtype, device=H.device)
 
-
-class RotatedWeights:
-    """A converter Source whose ``tensor(name)`` is the rotated weight W' for the tensors ``applies`` names (the
-    allocation scores what will be stored); every other attribute is the source's."""
-
-    def __init__(self, src, seed: int):
-        self._src, self._seed = src, seed
-
-    def tensor(self, name: str) -> np.ndarray:
-        W = self._src.tensor(name)
-        return rotate_weight(W, self._seed).astype(np.float32) if applies(name, self._seed) else W
-
-    def __getattr__(self, name: str):
-        return getattr(self._src, name)

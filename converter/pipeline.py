@@ -124,13 +124,13 @@ class BlockQuantizer:
         stages' forward uses (original basis)."""
         seed = self.opts.rotation_seed
         H = g.hessian()
-        if incoherence.applies(tp.name, seed):
+        if tp.rotated:
             w, H = incoherence.rotate_weight(w, seed), incoherence.rotate_hessian(H, seed)
         if tp.storage == "q8_0":
             res = q8_0_result(w, H)
         else:
             res = quantize_maq(w, H, quant_config(self.opts, tp))
-        if incoherence.applies(tp.name, seed):
+        if tp.rotated:
             res.Q = incoherence.unrotate_weight(res.Q, seed)
         return res
 
@@ -241,11 +241,11 @@ def _split_plan(plan) -> tuple[list, dict[int, list], list]:
 
 def _rtn_block(src: Source, tensors: list, write_float: WriteFloat, write_maq: WriteMAQ, rows: list[dict],
                seed: int | None = None) -> None:
-    """Round one block's MAQ tensors to nearest (no calibration), copy the rest (linears rotated when ``seed``
-    is a rotation seed, --incoherence); append per-tensor rows."""
+    """Round one block's MAQ tensors to nearest (no calibration), copy the rest (``tp.rotated`` linears rotated
+    with ``seed``, --incoherence); append per-tensor rows."""
     for tp in tensors:
         W = src.tensor(tp.name)
-        if incoherence.applies(tp.name, seed):
+        if tp.rotated:
             W = incoherence.rotate_weight(W, seed)
         if not tp.is_maq:
             write_float(tp.name, W)

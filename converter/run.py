@@ -36,6 +36,7 @@ class TensorPlan:
     storage: str  # "f32" | "f16" | "q8_0" | "maq2" | "maq3" | "maq4"
     group: int = fmt.DEFAULT_GROUP   # MAQ scale group G
     n_salient8: int = 0              # MAQ2 with the int8 salient coding: salient words of the tensor (else 0)
+    rotated: bool = False            # --incoherence: stored rotated along its inputs (FORMAT.md section 10)
 
     @property
     def kind(self) -> str:
@@ -58,8 +59,9 @@ class TensorPlan:
     def choice(self) -> str:
         """"maq3/g64", "q8_0", ...: the storage of a linear tensor as the summary and metadata name it."""
         if not self.is_maq:
-            return self.storage
-        return f"{self.storage}/g{self.group}" + (f"+int8:{self.n_salient8}" if self.n_salient8 else "")
+            return self.storage + ("+had" if self.rotated else "")
+        return (f"{self.storage}/g{self.group}" + (f"+int8:{self.n_salient8}" if self.n_salient8 else "")
+                + ("+had" if self.rotated else ""))
 
     @property
     def nbytes(self) -> int:
@@ -115,6 +117,7 @@ def make_plan(src: Source, opts: ConvertOptions) -> list[TensorPlan]:
                 tp.storage = fmt.TYPE_OF_BITS[opts.bits]
                 tp.group = opts.group
                 tp.n_salient8 = n_salient8(opts, P, T)
+                tp.rotated = opts.rotation_seed is not None and fmt.is_rotated_tensor(name)
         plan.append(tp)
     return plan
 
@@ -210,6 +213,8 @@ def build_metadata(src: Source, opts: ConvertOptions, plan: list[TensorPlan], ca
                     md[key] = v(val, kind)
             if opts.target_bpw is not None and tp.is_linear:
                 md[gx.key_choice(tp.name)] = v(tp.choice, "str")
+            if opts.rotation_seed is not None and fmt.is_rotated_tensor(tp.name) and not tp.rotated:
+                md[fmt.key_tensor_incoherence(tp.name)] = v(fmt.INCOHERENCE_NONE, "str")
     return md
 
 
@@ -259,7 +264,7 @@ def describe_plan(src: Source, opts: ConvertOptions, plan: list[TensorPlan]) -> 
         from maq.converter import allocate   # imports torch: only with --target-bpw (bad input fails fast)
 
         lines.append(f"target    <= {opts.target_bpw} bits/weight over the linear tensors: per-tensor types among "
-                     f"{', '.join(c.name for c in allocate.candidates(opts.salient_coding == fmt.SALIENT_INT8 and opts.method == 'maq'))} chosen after calibration "
+                     f"{', '.join(c.name for c in allocate.candidates(opts.salient_coding == fmt.SALIENT_INT8 and opts.method == 'maq', opts.rotation_seed is not None))} chosen after calibration "
                      f"(the smallest file possible: {allocate.min_bpw(plan):.4f})")
     if opts.needs_calibration:
         lines.append(f"calib     {opts.calib or 'shipped C4 sample'}: {opts.nsamples} x {opts.seqlen} tokens "

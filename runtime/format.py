@@ -109,7 +109,8 @@ def key_salient_coding(base: str) -> str:
 # A file converted with ``--incoherence hadamard`` stores every linear weight of the decoder blocks rotated along
 # its input dimension, W' = W Rᵀ, and the runtime multiplies W' by the rotated activation R x (W' R x = W x).
 # R = (block-diagonal Walsh-Hadamard, blocks of hadamard_block(T), scaled to be orthonormal) · diag(signs), with
-# signs = hadamard_signs(T, seed). The output head and the embeddings are never rotated.
+# signs = hadamard_signs(T, seed). The output head and the embeddings are never rotated; a block linear whose own
+# key_tensor_incoherence says "none" is stored as is (the converter's per-tensor choice).
 INCOHERENCE_NONE = "none"
 INCOHERENCE_HADAMARD = "hadamard"
 INCOHERENCE_KINDS = (INCOHERENCE_NONE, INCOHERENCE_HADAMARD)
@@ -125,6 +126,36 @@ def is_rotated_tensor(name: str) -> bool:
     parts = name.split(".")
     return (len(parts) == 4 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in ROTATED_KINDS
             and parts[3] == "weight")
+
+
+def key_tensor_incoherence(base: str) -> str:
+    """Per-tensor exception in a rotated file: ``"none"`` = tensor ``base`` is stored as is (absent: rotated)."""
+    return f"maq.tensor.{base}.incoherence"
+
+
+def tensor_rotation(metadata: dict, name: str, where: str = "file") -> int | None:
+    """The rotation seed of tensor ``name`` in a file with ``metadata`` (None: stored as is): the file's
+    ``maq.incoherence`` is ``"hadamard"``, ``name`` is a block linear, and its own key does not say ``"none"``.
+    Raises FormatError (naming ``where`` and the key) for values this reader does not know."""
+    kind = metadata.get(KEY_INCOHERENCE, INCOHERENCE_NONE)
+    if not isinstance(kind, str) or kind not in INCOHERENCE_KINDS:
+        raise FormatError(f"{where}: metadata {KEY_INCOHERENCE} = {str(kind)[:40]!r}, expected one of "
+                          f"{', '.join(INCOHERENCE_KINDS)}")
+    if kind == INCOHERENCE_NONE or not is_rotated_tensor(name):
+        return None
+    own = metadata.get(key_tensor_incoherence(name), INCOHERENCE_HADAMARD)
+    if not isinstance(own, str) or own not in INCOHERENCE_KINDS:
+        raise FormatError(f"{where}: metadata {key_tensor_incoherence(name)} = {str(own)[:40]!r}, expected one of "
+                          f"{', '.join(INCOHERENCE_KINDS)}")
+    if own == INCOHERENCE_NONE:
+        return None
+    seed = metadata.get(KEY_INCOHERENCE_SEED)
+    if seed is None:
+        raise FormatError(f"{where}: metadata key {KEY_INCOHERENCE_SEED} is missing ({KEY_INCOHERENCE} = {kind!r})")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise FormatError(f"{where}: metadata {KEY_INCOHERENCE_SEED} = {str(seed)[:40]!r}, expected an integer in "
+                          f"0..{2 ** 32 - 1}")
+    return seed
 
 
 def hadamard_block(T: int) -> int:
@@ -721,5 +752,5 @@ __all__ = [
     "encode_group_params", "decode_group_params", "encode_means", "quantize_rtn",
     "INCOHERENCE_NONE", "INCOHERENCE_HADAMARD", "INCOHERENCE_KINDS", "KEY_INCOHERENCE", "KEY_INCOHERENCE_SEED",
     "HADAMARD_BLOCK_MAX", "DEFAULT_INCOHERENCE_SEED", "ROTATED_KINDS", "is_rotated_tensor", "hadamard_block",
-    "hadamard_signs", "rotate", "unrotate",
+    "hadamard_signs", "rotate", "unrotate", "key_tensor_incoherence", "tensor_rotation",
 ]

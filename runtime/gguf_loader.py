@@ -720,7 +720,6 @@ class _Loader:
         self.used: set[str] = set()
         self.exact = exact
         self.dequant = dequant
-        self.rotation_seed = incoherence_seed(gf)
 
     def err(self, tensor: str, msg: str) -> FormatError:
         return FormatError(f"{self.where}: tensor {tensor}: {msg}")
@@ -752,8 +751,7 @@ class _Loader:
     def weight(self, name: str, P: int, T: int, src: str = "llama.* metadata") -> Weight:
         """Tensor ``name`` as a [P, T] weight; exact mode: MAQ, Q8_0 and rotated weights as F32 of their values."""
         w = self._stored_weight(name, P, T, src)
-        if self.rotation_seed is not None and fmt.is_rotated_tensor(name):
-            w.rotation_seed = self.rotation_seed
+        w.rotation_seed = fmt.tensor_rotation(self.f.metadata, name, self.where)
         return self._exact(w) if self.exact and (w.kind in MAQ_KINDS or w.kind == KIND_Q8_0 or
                                                  w.rotation_seed is not None) else w
 
@@ -867,18 +865,6 @@ class _Loader:
         if not np.all(np.isfinite(rs)):
             raise self.err(name + fmt.PART_ROWSCALE, "row scales contain inf/nan")
         return Weight(name, KIND_OF_BITS[bits], P, T, maq=mt, source_type=tname)
-
-
-def incoherence_seed(gf: GGUFFile) -> int | None:
-    """The sign seed of a file whose block linears are stored rotated (``maq.incoherence = "hadamard"``,
-    docs/FORMAT.md section 10), or None. Any other value of the key is refused (a newer converter's kind)."""
-    kind = gf.get_str(fmt.KEY_INCOHERENCE, fmt.INCOHERENCE_NONE)
-    if kind not in fmt.INCOHERENCE_KINDS:
-        raise FormatError(f"{gf.path}: metadata {fmt.KEY_INCOHERENCE} = {kind[:40]!r}, expected one of "
-                          f"{', '.join(fmt.INCOHERENCE_KINDS)}")
-    if kind == fmt.INCOHERENCE_NONE:
-        return None
-    return gf.get_int(fmt.KEY_INCOHERENCE_SEED, required=True, lo=0, hi=2 ** 32 - 1)
 
 
 def _config(gf: GGUFFile) -> ModelConfig:
@@ -1023,4 +1009,4 @@ def load(path: str | os.PathLike, exact: bool = False, dequant: str = "auto",
 
 __all__ = ["GGUFFile", "TensorInfo", "ModelConfig", "RopeConfig", "Weight", "Layer", "LoadedModel", "load",
            "KIND_F32", "KIND_F16", "KIND_Q8_0", "KIND_MAQ2", "KIND_MAQ3", "KIND_MAQ4", "KIND_OF_BITS", "MAQ_KINDS",
-           "GGML_Q2_0", "LLAMACPP_EXTRA_TYPES", "ggml_type_info", "ggml_type_name", "incoherence_seed"]
+           "GGML_Q2_0", "LLAMACPP_EXTRA_TYPES", "ggml_type_info", "ggml_type_name"]

@@ -253,16 +253,8 @@ def read_weight(path: str | os.PathLike, name: str, header: Header | None = None
     model multiplies by (a tensor stored rotated, FORMAT.md section 10, is un-rotated)."""
     h = header or read_header(path)
     W, bm = _read_stored(path, name, h)
-    kind = h.metadata.get(fmt.KEY_INCOHERENCE, fmt.INCOHERENCE_NONE)
-    if kind == fmt.INCOHERENCE_HADAMARD and fmt.is_rotated_tensor(name):
-        seed = h.metadata.get(fmt.KEY_INCOHERENCE_SEED)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
-            raise MAQError(f"{path}: metadata {fmt.KEY_INCOHERENCE_SEED} = {seed!r}, expected a u32")
-        W = fmt.unrotate(W, seed)
-    elif kind != fmt.INCOHERENCE_NONE:
-        raise MAQError(f"{path}: metadata {fmt.KEY_INCOHERENCE} = {str(kind)[:40]!r}, expected one of "
-                       f"{', '.join(fmt.INCOHERENCE_KINDS)}")
-    return W, bm
+    seed = fmt.tensor_rotation(h.metadata, name, str(path))
+    return (W, bm) if seed is None else (fmt.unrotate(W, seed), bm)
 
 
 def _read_stored(path, name: str, h: Header) -> tuple[np.ndarray, np.ndarray | None]:

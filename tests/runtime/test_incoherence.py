@@ -197,3 +197,25 @@ def test_missing_seed_is_one_error(tiny_rotated, tmp_path):
     bad = gguf_files.rewrite(tiny_rotated, tmp_path / "noseed.gguf", drop_keys=(F.KEY_INCOHERENCE_SEED,))
     with pytest.raises(FormatError, match="maq.incoherence.seed is missing"):
         gl.load(bad)
+
+
+def test_per_tensor_exception(tiny_rotated, tmp_path):
+    """maq.tensor.<name>.incoherence = "none": that block linear is stored as is (the allocation's choice)."""
+    import gguf_files
+
+    name = "blk.0.attn_q.weight"
+    md = gl.GGUFFile(tiny_rotated).metadata
+    seed = md[F.KEY_INCOHERENCE_SEED]
+    assert F.tensor_rotation(md, name) == seed and F.tensor_rotation(md, "output.weight") is None
+    assert F.tensor_rotation({**md, F.key_tensor_incoherence(name): "none"}, name) is None
+    with pytest.raises(FormatError, match=f"{F.key_tensor_incoherence(name)} = 'maybe'"):
+        F.tensor_rotation({**md, F.key_tensor_incoherence(name): "maybe"}, name)
+    assert F.tensor_rotation({}, name) is None
+    mixed = gguf_files.rewrite(tiny_rotated, tmp_path / "mixed.gguf",
+                               metadata={F.key_tensor_incoherence(name): "none"})
+    lm = gl.load(mixed)
+    assert lm.layers[0].wq.rotation_seed is None and lm.layers[0].wk.rotation_seed == seed
+    # q is now read as stored (rotated values, unrotated inputs): its logits move, the loader follows the key
+    ref = ReferenceModel(lm, n_ctx=32, act_quant=True).forward(IDS, 0)
+    got = M.CModel(lm, n_ctx=32, n_threads=2).forward(IDS, 0, M.LOGITS_ALL)
+    assert rel(got, ref) < 0.02
