@@ -129,27 +129,33 @@ def tensor_rows(h: Header, salient: bool = True) -> list[TensorRow]:
         parts_of[base].append(t)
     rows = []
     for b in bases:
-        mtype = h.metadata.get(fmt.key_tensor_type(b.name))
-        parts = [b] + parts_of[b.name]
-        nbytes = sum(p.nbytes for p in parts)
-        if isinstance(mtype, str) and mtype in fmt.BITS_OF_TYPE and len(b.ne) == 2:
-            T, P = b.ne[0] * fmt.WORD_WEIGHTS, b.ne[1]
-            G = h.metadata.get(fmt.key_group_size(b.name), fmt.DEFAULT_GROUP)
-            sal = None
-            bm = by_name.get(b.name + fmt.PART_BITMAP)
-            if salient and bm is not None and fmt.BITS_OF_TYPE[mtype] == 2:
-                bits = np.asarray(bm.data).reshape(P, -1)
-                sal = 100.0 * float(fmt.unpack_bitmap(bits, fmt.n_words(T)).mean())
-            elif fmt.BITS_OF_TYPE[mtype] > 2:
-                sal = 0.0
-            coding = h.metadata.get(fmt.key_salient_coding(b.name), fmt.SALIENT_MEAN4)
-            rows.append(TensorRow(b.name, mtype.upper(), (P, T), nbytes, [p.name for p in parts], sal, G,
-                                  all(p.exact for p in parts), word_kinds(mtype, sal, coding)))
-        else:
-            shape = tuple(reversed(b.ne))
-            rows.append(TensorRow(b.name, type_label(b), shape, nbytes, [p.name for p in parts], None,
-                                  _ggml_group(b), all(p.exact for p in parts)))
+        rows.append(_tensor_row(h, b, parts_of[b.name], by_name, salient))
+        if fmt.tensor_rotation(h.metadata, b.name, str(h.path)) is not None:   # stored rotated (FORMAT.md 10)
+            rows[-1].words = f"{rows[-1].words} rotated" if rows[-1].words else "rotated"
     return rows
+
+
+def _tensor_row(h: Header, b: RawTensor, extra: list, by_name: dict, salient: bool) -> TensorRow:
+    """One logical tensor: base ``b`` and its ``extra`` parts."""
+    mtype = h.metadata.get(fmt.key_tensor_type(b.name))
+    parts = [b] + extra
+    nbytes = sum(p.nbytes for p in parts)
+    if isinstance(mtype, str) and mtype in fmt.BITS_OF_TYPE and len(b.ne) == 2:
+        T, P = b.ne[0] * fmt.WORD_WEIGHTS, b.ne[1]
+        G = h.metadata.get(fmt.key_group_size(b.name), fmt.DEFAULT_GROUP)
+        sal = None
+        bm = by_name.get(b.name + fmt.PART_BITMAP)
+        if salient and bm is not None and fmt.BITS_OF_TYPE[mtype] == 2:
+            bits = np.asarray(bm.data).reshape(P, -1)
+            sal = 100.0 * float(fmt.unpack_bitmap(bits, fmt.n_words(T)).mean())
+        elif fmt.BITS_OF_TYPE[mtype] > 2:
+            sal = 0.0
+        coding = h.metadata.get(fmt.key_salient_coding(b.name), fmt.SALIENT_MEAN4)
+        return TensorRow(b.name, mtype.upper(), (P, T), nbytes, [p.name for p in parts], sal, G,
+                         all(p.exact for p in parts), word_kinds(mtype, sal, coding))
+    shape = tuple(reversed(b.ne))
+    return TensorRow(b.name, type_label(b), shape, nbytes, [p.name for p in parts], None,
+                     _ggml_group(b), all(p.exact for p in parts))
 
 
 def _prefixes(name: str) -> list[str]:
