@@ -251,9 +251,28 @@ static float rotate_scale(int block) {
     return (k & 1 ? 0.70710678118654752f : 1.0f) / (float)(1 << (k / 2));
 }
 
+/* Spans 1, 2 and 4 of the butterflies on the 8 signed inputs x[0..7] * s[0..7], in registers (the same operations
+ * on every element, in the same order, as three passes of the generic loop below). */
+static inline void rotate8(const float *x, const float *s, float *out) {
+    const float v0 = x[0] * s[0], v1 = x[1] * s[1], v2 = x[2] * s[2], v3 = x[3] * s[3];
+    const float v4 = x[4] * s[4], v5 = x[5] * s[5], v6 = x[6] * s[6], v7 = x[7] * s[7];
+    const float a0 = v0 + v1, a1 = v0 - v1, a2 = v2 + v3, a3 = v2 - v3;          /* span 1 */
+    const float a4 = v4 + v5, a5 = v4 - v5, a6 = v6 + v7, a7 = v6 - v7;
+    const float b0 = a0 + a2, b2 = a0 - a2, b1 = a1 + a3, b3 = a1 - a3;          /* span 2 */
+    const float b4 = a4 + a6, b6 = a4 - a6, b5 = a5 + a7, b7 = a5 - a7;
+    out[0] = b0 + b4, out[4] = b0 - b4, out[1] = b1 + b5, out[5] = b1 - b5;      /* span 4 */
+    out[2] = b2 + b6, out[6] = b2 - b6, out[3] = b3 + b7, out[7] = b3 - b7;
+}
+
 void maq_rotate_row(const float *x, const float *signs, int T, int block, float *out) {
-    for (int i = 0; i < T; i++) out[i] = x[i] * signs[i];
-    for (int h = 1; h < block; h *= 2)
+    int h = 1;
+    if (block >= 8) {                       /* T is a multiple of block: whole groups of 8 */
+        for (int i = 0; i < T; i += 8) rotate8(x + i, signs + i, out + i);
+        h = 8;
+    } else {
+        for (int i = 0; i < T; i++) out[i] = x[i] * signs[i];
+    }
+    for (; h < block; h *= 2)
         for (int b0 = 0; b0 < T; b0 += block)
             for (int i = b0; i < b0 + block; i += 2 * h)
                 for (int j = i; j < i + h; j++) {
