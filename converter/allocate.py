@@ -428,7 +428,7 @@ def _choose_for(src: Source, opts, linear, sens: dict[str, Sensitivity]) -> dict
             costs[tp.name] = candidate_costs(src.tensor(tp.name), tp.name, sens, sens_rot, cands, seed)
             sizes[tp.name] = {c: c.nbytes(P, T) for c in costs[tp.name]}
     log.info("sensitivity: %d candidates x %d tensors scored in %.1f s", len(cands), len(linear), time.time() - t0)
-    if getattr(opts, "alloc_cost", "rtn") == "gptq":
+    if opts.resolved_alloc_cost == "gptq":
         t0 = time.time()
         with torch.inference_mode():
             ratios = gptq_ratios(src, linear, sens, costs, cands, src.params.n_layer, sens_rot, seed)

@@ -7,7 +7,7 @@ from pathlib import Path
 from maq.runtime import format as fmt
 
 from maq.converter.options import (BITS_CHOICES, CALIB_DTYPES, DEFAULT_SALIENT_FRAC, EMBED_TYPES, METHODS,
-                                   SALIENT_CODINGS, SCALE_SEARCHES, WORD_CHOICES, ConvertOptions)
+                                   SALIENT_CODINGS, SCALE_SEARCHES, WORD_CHOICES, ALLOC_COSTS, ConvertOptions)
 
 
 def register(subparsers) -> None:
@@ -47,9 +47,10 @@ def register(subparsers) -> None:
                         "each tensor's type (MAQ2/MAQ3/MAQ4 with G 128/64/32, or Q8_0) is chosen by its measured "
                         "sensitivity (Fisher-weighted output error on the calibration text). Useful range: "
                         "~2.3 to 8.5; e.g. 3.0 or 4.0")
-    d.add_argument("--alloc-cost", choices=("rtn", "gptq"), default="rtn",
-                   help="--target-bpw's predicted costs: rtn = of round-to-nearest (default); gptq = scaled per "
-                        "tensor kind and code width by the GPTQ / RTN cost ratio measured on a few blocks")
+    d.add_argument("--alloc-cost", choices=ALLOC_COSTS, default=None,
+                   help="--target-bpw's predicted costs: rtn = of round-to-nearest; gptq = scaled per tensor kind, "
+                        "code width and rotation by the GPTQ / RTN cost ratio measured on a few blocks (default: "
+                        "gptq with --incoherence, else rtn)")
     d.add_argument("--bits", type=int, choices=BITS_CHOICES, default=2,
                    help="code width of every linear tensor for --method gptq/rtn: 2 (MAQ2, default), 3 (MAQ3), "
                         "4 (MAQ4)")

@@ -13,6 +13,7 @@ EMBED_TYPES = ("auto", "q8_0", "f16", "f32")
 SCALE_SEARCHES = ("clip", "minmax")
 CALIB_DTYPES = ("float32", "bfloat16")
 WORD_CHOICES = ("all", "error")
+ALLOC_COSTS = ("rtn", "gptq")
 SALIENT_CODINGS = fmt.SALIENT_CODINGS   # "mean4" (the paper), "int8" (16 int8 codes per salient word)
 BITS_CHOICES = (2, 3, 4)
 TARGET_BPW_MAX = 8.5     # every linear tensor Q8_0
@@ -50,7 +51,8 @@ class ConvertOptions:
     # size / quality dial
     bits: int = 2                          # code width of every linear tensor (3, 4: MAQ3 / MAQ4, no salient words)
     target_bpw: float | None = None        # per-tensor types chosen for the lowest predicted loss under this budget
-    alloc_cost: str = "rtn"                # --target-bpw costs: "rtn" | "gptq" (RTN costs x measured GPTQ/RTN ratio)
+    alloc_cost: str | None = None          # --target-bpw costs: "rtn" | "gptq" (RTN costs x measured GPTQ/RTN
+                                           # ratio); None: gptq with --incoherence, else rtn (resolved_alloc_cost)
     incoherence: str = "none"              # "hadamard": block linears stored rotated (FORMAT.md section 10)
     # 2-bit words
     group: int = fmt.DEFAULT_GROUP         # inputs per 2-bit scale/min group
@@ -94,6 +96,15 @@ class ConvertOptions:
         return "error" if self.target_bpw is not None else "all"
 
     @property
+    def resolved_alloc_cost(self) -> str:
+        """RTN costs never pick a rotated candidate (rounding the rotated weights to nearest loses the grid a
+        quantized source was on, while GPTQ gains far more on them: docs/RESULTS.md), so --incoherence defaults to
+        GPTQ-scaled costs; otherwise RTN."""
+        if self.alloc_cost is not None:
+            return self.alloc_cost
+        return "gptq" if self.rotation_seed is not None else "rtn"
+
+    @property
     def rotation_seed(self) -> int | None:
         """The sign seed of the block linears' input rotation (``--incoherence hadamard``), else None."""
         return fmt.DEFAULT_INCOHERENCE_SEED if self.incoherence == fmt.INCOHERENCE_HADAMARD else None
@@ -116,6 +127,10 @@ class ConvertOptions:
             raise MAQError(f"--word-choice {self.word_choice!r}: expected one of {WORD_CHOICES}")
         if self.salient_coding not in SALIENT_CODINGS:
             raise MAQError(f"--salient-coding {self.salient_coding!r}: expected one of {SALIENT_CODINGS}")
+        if self.alloc_cost is not None and self.alloc_cost not in ALLOC_COSTS:
+            raise MAQError(f"--alloc-cost {self.alloc_cost!r}: expected one of {ALLOC_COSTS}")
+        if self.alloc_cost is not None and self.target_bpw is None:
+            raise MAQError("--alloc-cost is --target-bpw's cost model: give --target-bpw too")
         if self.incoherence not in fmt.INCOHERENCE_KINDS:
             raise MAQError(f"--incoherence {self.incoherence!r}: expected one of {fmt.INCOHERENCE_KINDS}")
         if self.is_float and self.incoherence != fmt.INCOHERENCE_NONE:

@@ -198,7 +198,7 @@ def build_metadata(src: Source, opts: ConvertOptions, plan: list[TensorPlan], ca
             md[fmt.KEY_INCOHERENCE_SEED] = v(opts.rotation_seed, "u32")
         if opts.target_bpw is not None:
             md[gx.KEY_TARGET_BPW] = v(float(opts.target_bpw), "f32")
-            md[gx.KEY_ALLOC_COST] = v(opts.alloc_cost, "str")
+            md[gx.KEY_ALLOC_COST] = v(opts.resolved_alloc_cost, "str")
         if opts.needs_calibration:
             md[gx.KEY_BLOCK] = v(opts.block, "u32")
             md[gx.KEY_DAMP] = v(float(opts.damp), "f32")

@@ -68,6 +68,12 @@ def test_options():
         ConvertOptions(model="m.gguf", out="o.gguf", method="f32", incoherence="hadamard").validate()
     with pytest.raises(MAQError, match="--incoherence 'quip'"):
         ConvertOptions(model="m.gguf", out="o.gguf", incoherence="quip").validate()
+    # RTN costs never pick a rotated candidate: --incoherence makes --target-bpw's costs GPTQ-scaled by default
+    assert o.resolved_alloc_cost == "gptq"
+    assert ConvertOptions(model="m.gguf", out="o.gguf").resolved_alloc_cost == "rtn"
+    assert ConvertOptions(model="m", out="o", incoherence="hadamard", alloc_cost="rtn").resolved_alloc_cost == "rtn"
+    with pytest.raises(MAQError, match="--alloc-cost is --target-bpw's cost model"):
+        ConvertOptions(model="m.gguf", out="o.gguf", alloc_cost="gptq").validate()
 
 
 @pytest.mark.parametrize("flags", [["--method", "gptq", "--bits", "3"], ["--target-bpw", "3.5"]])
