@@ -175,6 +175,8 @@ PRESETS["table3"] = [
     ("maq (paper)", ""),
     ("gptq 3-bit", "--method gptq --bits 3"),
     ("gptq 4-bit", "--method gptq --bits 4"),
+    ("maq 3.0 rotated", "--target-bpw 3.0 --incoherence hadamard"),
+    ("maq 4.0 rotated", "--target-bpw 4.0 --incoherence hadamard"),
     ("llama.cpp Q4_0", "@llamacpp:Q4_0"),
 ]
 #  ffn_down: issue 13's fair comparison: the reference with only the 30 ffn_down tensors (1536 inputs, where
@@ -190,6 +192,11 @@ PRESETS["ffn_down"] = [
     ("maq 4.0", "--target-bpw 4.0"),
     ("gptq 3-bit", "--method gptq --bits 3"),
     ("gptq 4-bit", "--method gptq --bits 4"),
+    ("gptq 2-bit rotated", "--method gptq --bits 2 --incoherence hadamard"),
+    ("gptq 2-bit g64 rotated", "--method gptq --bits 2 --group 64 --incoherence hadamard"),
+    ("gptq 2-bit g32 rotated", "--method gptq --bits 2 --group 32 --incoherence hadamard"),
+    ("gptq 3-bit rotated", "--method gptq --bits 3 --incoherence hadamard"),
+    ("gptq 4-bit rotated", "--method gptq --bits 4 --incoherence hadamard"),
     ("llama.cpp Q2_K", "@llamacpp:Q2_K+imatrix"),
     ("llama.cpp IQ2_XXS", "@llamacpp:IQ2_XXS+imatrix"),
     ("llama.cpp IQ2_XS", "@llamacpp:IQ2_XS+imatrix"),
