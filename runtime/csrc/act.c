@@ -264,8 +264,27 @@ static inline void rotate8(const float *x, const float *s, float *out) {
     out[2] = b2 + b6, out[6] = b2 - b6, out[3] = b3 + b7, out[7] = b3 - b7;
 }
 
+/* A whole 64-input block: spans 1/2/4 per group of 8, then spans 8/16/32 and the scale 1/8 on a local copy
+ * (constant trip counts: the compiler keeps it in vector registers). Same operations per element, same order. */
+static void rotate64(const float *x, const float *s, float *out) {
+    float v[64];
+    for (int i = 0; i < 64; i += 8) rotate8(x + i, s + i, v + i);
+    for (int h = 8; h < 64; h *= 2)
+        for (int i = 0; i < 64; i += 2 * h)
+            for (int j = i; j < i + h; j++) {
+                const float a = v[j], c = v[j + h];
+                v[j] = a + c;
+                v[j + h] = a - c;
+            }
+    for (int i = 0; i < 64; i++) out[i] = v[i] * 0.125f;
+}
+
 void maq_rotate_row(const float *x, const float *signs, int T, int block, float *out) {
     int h = 1;
+    if (block == 64) {                      /* the common case (T a multiple of 64) */
+        for (int i = 0; i < T; i += 64) rotate64(x + i, signs + i, out + i);
+        return;
+    }
     if (block >= 8) {                       /* T is a multiple of block: whole groups of 8 */
         for (int i = 0; i < T; i += 8) rotate8(x + i, signs + i, out + i);
         h = 8;
