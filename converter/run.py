@@ -176,7 +176,7 @@ def build_metadata(src: Source, opts: ConvertOptions, plan: list[TensorPlan], ca
         md[gguf.Keys.General.FILE_TYPE] = gx.gguf_value(int(ftype), "u32")
     md[gguf.Keys.General.QUANTIZATION_VERSION] = gx.gguf_value(gguf.GGML_QUANT_VERSION, "u32")
     v = gx.gguf_value
-    md[fmt.KEY_VERSION] = v(fmt.FORMAT_VERSION, "u32")
+    md[fmt.KEY_VERSION] = v(fmt.format_version(opts.rotation_seed is not None), "u32")
     md[fmt.KEY_TOOL_VERSION] = v(__version__, "str")
     md[gx.KEY_METHOD] = v(opts.method, "str")
     md[gx.KEY_SOURCE] = v(Path(opts.model).name, "str")

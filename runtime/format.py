@@ -47,7 +47,8 @@ import numpy as np
 from maq.errors import FormatError
 
 # --------------------------------------------------------------------------- constants
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2           # the newest this code reads and writes; 2 = linears may be stored rotated (section 10)
+FORMAT_VERSION_PLAIN = 1     # written when nothing is rotated, so readers of version 1 keep reading those files
 WORD_WEIGHTS = 16            # inputs per 32-bit word (one 128-bit SIMD register of int8)
 WORDS_PER_BITMAP_BYTE = 8
 MEAN_SPAN = 4                # a salient word holds 4 int8 means of 4 weights each
@@ -156,6 +157,12 @@ def tensor_rotation(metadata: dict, name: str, where: str = "file") -> int | Non
         raise FormatError(f"{where}: metadata {KEY_INCOHERENCE_SEED} = {str(seed)[:40]!r}, expected an integer in "
                           f"0..{2 ** 32 - 1}")
     return seed
+
+
+def format_version(rotated: bool) -> int:
+    """The ``maq.format_version`` a file gets: FORMAT_VERSION if any tensor is stored rotated (a version-1 reader
+    would ignore the rotation and compute garbage: it refuses a newer version instead), else FORMAT_VERSION_PLAIN."""
+    return FORMAT_VERSION if rotated else FORMAT_VERSION_PLAIN
 
 
 def hadamard_block(T: int) -> int:
@@ -742,7 +749,7 @@ def quantize_rtn(W: np.ndarray, salient: np.ndarray | None = None, G: int = DEFA
 
 
 __all__ = [
-    "FORMAT_VERSION", "WORD_WEIGHTS", "MEAN_SPAN", "GROUP_SIZES", "DEFAULT_GROUP", "TYPE_MAQ2", "SALIENT_MEAN4",
+    "FORMAT_VERSION", "FORMAT_VERSION_PLAIN", "format_version", "WORD_WEIGHTS", "MEAN_SPAN", "GROUP_SIZES", "DEFAULT_GROUP", "TYPE_MAQ2", "SALIENT_MEAN4",
     "SALIENT_INT8", "SALIENT_CODINGS", "PART_SALW", "PART_SALOFF", "encode_words_int8",
     "PART_WORDS", "PART_BITMAP", "PART_SCALES", "PART_ROWSCALE", "PART_SUFFIXES", "PART_HI", "PART_SUFFIXES_HI",
     "part_suffixes", "BITS", "TYPE_MAQ3", "TYPE_MAQ4", "TYPE_OF_BITS", "BITS_OF_TYPE",

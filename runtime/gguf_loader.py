@@ -876,7 +876,10 @@ def _config(gf: GGUFFile) -> ModelConfig:
     if not isinstance(arch, str) or arch != "llama":
         r = repr(arch)
         raise MAQError(f"{where}: general.architecture = {r[:40]}; only 'llama' models are supported")
-    gf.get_int(fmt.KEY_VERSION, None, lo=1, hi=fmt.FORMAT_VERSION)   # a newer (or broken) MAQ format: refuse
+    version = gf.get_int(fmt.KEY_VERSION, None, lo=1, hi=fmt.FORMAT_VERSION)   # a newer (or broken) format: refuse
+    if version is not None and version < fmt.FORMAT_VERSION and gf.metadata.get(fmt.KEY_INCOHERENCE, "none") != "none":
+        raise FormatError(f"{where}: metadata {fmt.KEY_INCOHERENCE} needs {fmt.KEY_VERSION} >= {fmt.FORMAT_VERSION} "
+                          f"(the file says {version})")
     a = "llama."
     n_layers = gf.get_int(a + "block_count", required=True)
     dim = gf.get_int(a + "embedding_length", required=True)

@@ -67,7 +67,7 @@ def test_gguf_parts_unpack_to_the_quantizer_output(maq_file):
     words = {t.name: t for t in r.tensors}["blk.0.ffn_down.weight"]
     assert list(words.shape) == [160 // 16, 64]          # ne = [T/16, P]
     f = r.fields
-    assert f[fmt.KEY_VERSION].contents() == fmt.FORMAT_VERSION
+    assert f[fmt.KEY_VERSION].contents() == fmt.FORMAT_VERSION_PLAIN     # nothing rotated: readable by version 1
     assert f["maq.method"].contents() == "maq" and f["maq.calib.nsamples"].contents() == 4
     assert f["maq.calib.seqlen"].contents() == 64 and len(f["maq.calib.sha256"].contents()) == 64
     assert f["maq.bits_per_weight"].contents() == pytest.approx(res.linear_bpw, rel=1e-6)

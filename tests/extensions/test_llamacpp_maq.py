@@ -83,7 +83,7 @@ def write_mixed(src: Path, out: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(out), "llama")
     gf_._copy_metadata(w, gf, skip=(fmt.KEY_VERSION,))
-    w.add_uint32(fmt.KEY_VERSION, fmt.FORMAT_VERSION)
+    w.add_uint32(fmt.KEY_VERSION, fmt.FORMAT_VERSION_PLAIN)
     for name, t in gf.tensors.items():
         arr = np.array(gf.view(t, "<f4", t.shape)) if t.ggml_type == gl.GGML_F32 else None
         parts = name.split(".")

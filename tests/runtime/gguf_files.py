@@ -60,7 +60,7 @@ def write_maq_file(path: Path, maq: dict, extra: dict | None = None, q8: dict | 
     import gguf
 
     w = gguf.GGUFWriter(str(path), "llama")
-    w.add_uint32(fmt.KEY_VERSION, fmt.FORMAT_VERSION)
+    w.add_uint32(fmt.KEY_VERSION, fmt.FORMAT_VERSION_PLAIN)
     for name, (W, sal, G) in maq.items():
         add_maq(w, name, fmt.quantize_rtn(W, salient=sal, G=G))
     for name, a in (extra or {}).items():
@@ -108,7 +108,7 @@ def requantize_maq(src: Path, out: Path, salient_frac: float = 0.05, G: int = 64
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(out), "llama")
     _copy_metadata(w, gf, skip=(fmt.KEY_VERSION,))
-    w.add_uint32(fmt.KEY_VERSION, fmt.FORMAT_VERSION)
+    w.add_uint32(fmt.KEY_VERSION, fmt.FORMAT_VERSION_PLAIN)
     for name, t in gf.tensors.items():
         kind = name.split(".")[-2] if name.startswith("blk.") else ""
         arr = np.array(gf.view(t, "<f4", t.shape)) if t.ggml_type == gl.GGML_F32 else None

@@ -239,7 +239,7 @@ def _int8_gguf(src: Path, out: Path, mutate=None, coding: str = "int8") -> Path:
     rng = np.random.default_rng(0)
     w = gguf.GGUFWriter(str(out), "llama")
     GF._copy_metadata(w, gf, skip=(F.KEY_VERSION,))
-    w.add_uint32(F.KEY_VERSION, F.FORMAT_VERSION)
+    w.add_uint32(F.KEY_VERSION, F.FORMAT_VERSION_PLAIN)
     for name, t in gf.tensors.items():
         arr = np.array(gf.view(t, "<f4", t.shape)) if t.ggml_type == gl.GGML_F32 else np.array(t.data)
         if name.startswith("blk.") and arr.ndim == 2 and name.split(".")[2] in GF.LINEARS:

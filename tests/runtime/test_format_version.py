@@ -23,10 +23,12 @@ def _with_version(tmp_path, vt, value):
                                        (hg.BOOL, True)])
 def test_bad_format_version_refused(tmp_path, vt, value):
     path = _with_version(tmp_path, vt, value)
-    with pytest.raises(MAQError, match=f"{path}: metadata maq.format_version = .*, expected an integer in 1..1"):
+    with pytest.raises(MAQError, match=f"{path}: metadata maq.format_version = .*, expected an integer in "
+                                       f"1..{fmt.FORMAT_VERSION}"):
         Llama(str(path), n_ctx=16, n_threads=1, verbose=False)
 
 
-@pytest.mark.parametrize("vt, value", [(hg.U32, fmt.FORMAT_VERSION), (None, None)])
+@pytest.mark.parametrize("vt, value", [(hg.U32, fmt.FORMAT_VERSION), (hg.U32, fmt.FORMAT_VERSION_PLAIN),
+                                       (None, None)])
 def test_current_or_absent_version_loads(tmp_path, vt, value):
     Llama(str(_with_version(tmp_path, vt, value)), n_ctx=16, n_threads=1, verbose=False)

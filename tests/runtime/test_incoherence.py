@@ -219,3 +219,14 @@ def test_per_tensor_exception(tiny_rotated, tmp_path):
     ref = ReferenceModel(lm, n_ctx=32, act_quant=True).forward(IDS, 0)
     got = M.CModel(lm, n_ctx=32, n_threads=2).forward(IDS, 0, M.LOGITS_ALL)
     assert rel(got, ref) < 0.02
+
+
+def test_rotated_file_is_format_version_2(tiny_rotated, tmp_path):
+    """A rotated file says maq.format_version 2, so a version-1 reader refuses it rather than ignoring the rotation;
+    a file claiming the rotation at version 1 is refused by this one."""
+    import gguf_files
+
+    assert gl.GGUFFile(tiny_rotated).metadata[F.KEY_VERSION] == F.FORMAT_VERSION == 2
+    old = gguf_files.rewrite(tiny_rotated, tmp_path / "v1.gguf", metadata={F.KEY_VERSION: 1})
+    with pytest.raises(FormatError, match="maq.incoherence needs maq.format_version >= 2"):
+        gl.load(old)
