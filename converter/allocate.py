@@ -1,7 +1,9 @@
 """``--target-bpw B``: choose every linear tensor's storage for the lowest predicted loss under a size budget.
 
 Candidates per tensor (``candidates()``): MAQ2, MAQ3, MAQ4 with scale groups G = 128, 64, 32, and Q8_0 (8.5 bits);
-their honest sizes come from ``format.Layout`` (every byte of every part) and the GGUF Q8_0 block.
+their honest sizes come from ``format.Layout`` (every byte of every part) and the GGUF Q8_0 block. With
+``--incoherence`` every MAQ candidate also comes rotated (``rot``: scored on W Rᵀ against R H Rᵀ, the same error in
+the original basis), so the rotation is chosen per tensor.
 
 Sensitivity (``measure``): the float model runs forward and backward over a few calibration windows
 (``SENS_WINDOWS`` x ``SENS_SEQLEN`` tokens from the same samples as the quantization). For every linear y = W x:
