@@ -255,17 +255,13 @@ def candidate_costs(W: np.ndarray, name: str, sens: dict[str, Sensitivity], sens
                     cands: list[Candidate], seed: int | None, cost=None) -> dict[Candidate, float]:
     """{candidate: cost} of tensor ``name`` (W [P, T]): plain candidates on W and sens, rotated ones (``c.rot``,
     block linears only) on W Rᵀ and R H Rᵀ. ``cost(W, sens, c)`` per candidate (default: ``predicted_costs``)."""
-    plain = [c for c in cands if not c.rot]
+    def score(Wx: np.ndarray, s: Sensitivity, cs: list[Candidate]) -> dict[Candidate, float]:
+        return predicted_costs(Wx, s, cs) if cost is None else {c: cost(Wx, s, c) for c in cs}
+
+    out = score(W, sens[name], [c for c in cands if not c.rot])
     rot = [c for c in cands if c.rot] if incoherence.applies(name, seed) else []
-    if cost is None:
-        out = predicted_costs(W, sens[name], plain)
-        if rot:
-            out.update(predicted_costs(incoherence.rotate_weight(W, seed), sens_rot[name], rot))
-        return out
-    out = {c: cost(W, sens[name], c) for c in plain}
     if rot:
-        Wr = incoherence.rotate_weight(W, seed)
-        out.update({c: cost(Wr, sens_rot[name], c) for c in rot})
+        out.update(score(incoherence.rotate_weight(W, seed), sens_rot[name], rot))
     return out
 
 
