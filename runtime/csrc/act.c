@@ -168,6 +168,27 @@ static void sums4_neon(const int8_t *xn32, int16_t *s4) {
 }
 #endif
 
+/* The AMX operand tiles after the B rows (layout in maq_internal.h): the rows' natural-order int8 inputs regrouped,
+ * 4 inputs (one int32) at a time; copies only, so every path's products see the same integers. */
+static void maq2_act_tiles(const maq2_act_layout *L, uint8_t *a, int B) {
+    const int T = L->T, nch = (T + 63) / 64, ntt = (B + 15) / 16;
+    uint32_t *tiles = (uint32_t *)(a + (size_t)B * L->stride);   /* [ntt][nch][16 k4][16 tokens] */
+    for (int j = 0; j < ntt; j++)
+        for (int n = 0; n < 16; n++) {
+            const int t = 16 * j + n;
+            const int8_t *xn = t < B ? (const int8_t *)(a + (size_t)t * L->stride + L->xn) : NULL;
+            for (int c = 0; c < nch; c++) {
+                uint32_t *dst = tiles + ((size_t)j * nch + c) * 256 + n;
+                for (int k4 = 0; k4 < 16; k4++) {
+                    const int i = 64 * c + 4 * k4;
+                    uint32_t v = 0;
+                    if (xn && i < T) memcpy(&v, xn + i, 4);   /* T % 16 == 0: a 4-input group is whole or absent */
+                    dst[16 * k4] = v;
+                }
+            }
+        }
+}
+
 /* ================================================================== per-path row preprocessing */
 typedef struct {
     float (*quant)(const float *x, int n, int8_t *q);   /* n % 16 == 0 */
@@ -310,7 +331,7 @@ size_t maq_act_rows_bytes(const maq_weight *w, int B) {
     case MAQ_TYPE_MAQ4: {
         maq2_act_layout L;
         maq2_act_layout_init(&L, w->T);
-        return L.stride * (size_t)B;
+        return L.stride * (size_t)B + maq2_act_tiles_bytes(w->T, B);
     }
     case MAQ_TYPE_Q8_0: {
         q8_act_layout L;
@@ -343,6 +364,7 @@ void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act) {
         maq2_act_layout L;
         maq2_act_layout_init(&L, T);
         for (int b = 0; b < B; b++) maq2_act_row(&L, &o, input_row(w, X, b, tmp), a + (size_t)b * L.stride);
+        if (maq2_act_tiles_bytes(T, B) && maq_path_id() == MAQ_PATH_AMX) maq2_act_tiles(&L, a, B);
         break;
     }
     case MAQ_TYPE_Q8_0: {

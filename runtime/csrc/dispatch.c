@@ -4,9 +4,12 @@
  * __attribute__((target(...))) so the baseline build stays plain x86-64, chosen at run time with
  * __builtin_cpu_supports; on aarch64 "neon" (baseline there) and "dotprod" (NEON + SDOT, ARMv8.2, chosen
  * when the kernel's HWCAP says the CPU has it); on x86-64 also "vnni" (AVX2 + AVX-512 VNNI/VL/BW: vpdpbusd on
- * 256-bit registers), chosen when the CPU (and OS) supports AVX-512.
+ * 256-bit registers), chosen when the CPU (and OS) supports AVX-512; "amx" (the vnni path plus AMX int8 tiles for
+ * batched MAQ3/MAQ4 products) when the CPU has AMX-TILE and AMX-INT8 and Linux grants the process the tile data
+ * state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux >= 5.16; asked once, here).
  * The default is the widest supported path unless MAQ_FORCE_PATH names another (read once, at first use).
  */
+#define _GNU_SOURCE   /* syscall() */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,7 +24,22 @@
 #define MAQ_HWCAP_ASIMDDP (1ul << 20)   /* HWCAP_ASIMDDP: SDOT/UDOT (ARMv8.2 dot product) */
 #endif
 
-static const char *const PATH_NAMES[MAQ_N_PATHS] = {"scalar", "sse", "avx2", "neon", "dotprod", "vnni"};
+#if defined(MAQ_X86) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define MAQ_ARCH_REQ_XCOMP_PERM 0x1023   /* arch/x86/include/uapi/asm/prctl.h */
+#define MAQ_XFEATURE_XTILEDATA 18
+/* AMX-TILE (CPUID.7.0:EDX[24]) and AMX-INT8 (EDX[25]), and the kernel lets this process use the tile data. */
+static int amx_usable(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!(d >> 24 & 1u) || !(d >> 25 & 1u)) return 0;
+    return syscall(SYS_arch_prctl, MAQ_ARCH_REQ_XCOMP_PERM, MAQ_XFEATURE_XTILEDATA) == 0;
+}
+#endif
+
+static const char *const PATH_NAMES[MAQ_N_PATHS] = {"scalar", "sse", "avx2", "neon", "dotprod", "vnni", "amx"};
 #define N_PATHS MAQ_N_PATHS
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -39,6 +57,9 @@ static void detect(void) {
     g_supported[MAQ_PATH_VNNI] = g_supported[MAQ_PATH_AVX2] && __builtin_cpu_supports("avx512f") &&
                                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                                  __builtin_cpu_supports("avx512vnni");
+#if defined(__linux__)
+    g_supported[MAQ_PATH_AMX] = g_supported[MAQ_PATH_VNNI] && __builtin_cpu_supports("avx512dq") && amx_usable();
+#endif
 #endif
 #if defined(MAQ_NEON)
     g_supported[MAQ_PATH_NEON] = 1;
@@ -70,7 +91,7 @@ static void ensure_init(void) { pthread_once(&g_once, detect); }
 
 const char *maq_compiled_paths(void) {
 #if defined(MAQ_X86)
-    return "scalar,sse,avx2,vnni";
+    return "scalar,sse,avx2,vnni,amx";
 #elif defined(MAQ_NEON)
     return "scalar,neon,dotprod";
 #else

@@ -205,6 +205,7 @@ static const f_row_fn F_FNS[MAQ_N_PATHS][F_NT] = {
 };
 
 void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
+    path = maq_path_int8_base(path);   /* amx: the vnni code (no AMX variant here) */
     if (path > 0 && path < MAQ_N_PATHS && F_FNS[path][0])
         rows_tiled(w, act, B, p0, p1, Y, F_FNS[path]);
     else

@@ -40,6 +40,7 @@
  * (BITS, G, token tile) with all three compile-time constants, so the MAQ2 code is what it was and the MAQ3/4
  * bodies carry no bitmap or salient work.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "maq_internal.h"
@@ -866,6 +867,165 @@ ROW_FAMILY(row_neon, __attribute__((noinline)), row_neon_nt)
 ROW_FAMILY(row_dot, __attribute__((noinline)) MAQ_DOTPROD_ATTR, row_dot_nt)
 #endif /* MAQ_NEON */
 
+/* ================================================================== AMX (x86-64, batched MAQ3 / MAQ4) */
+/* Tiles of 16 rows x 16 tokens. The row panel's codes are unpacked once into TDPBUSD A operands (uint8 [16][64] per
+ * 64-input chunk) and reused for every token tile; the activation's B operands were laid out by maq_act_prepare
+ * (maq_internal.h). Per chunk TDPBUSD gives the exact int32 code dots of one group (G = 32: two 32-input tiles; G = 64:
+ * one; G = 128: two chunks per group), which are scaled by sc[g] into D_b as the other paths form it; M_b is
+ * sum_g m[g] * XS_g over the block's groups. Then the same float operations in the same order as acc_block and
+ * acc_final (mul then add, lanes b % 4), 16 tokens per vector: bit-identical to the scalar reference. */
+#if defined(MAQ_X86) && defined(__linux__)
+#define AMX_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-int8")))
+
+typedef struct {             /* the LDTILECFG operand (palette 1) */
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_tilecfg;
+
+/* Codes of rows pa..pa+15 (rows >= pb: zero) as A operands: panel[c * 1024 + 64 r + j] = code of input 64c + j of
+ * row pa + r (inputs >= T: zero). */
+static void amx_unpack_panel(const maq_weight *w, int pa, int pb, const int BITS, uint8_t *panel) {
+    const int nw = w->T >> 4, nch = (w->T + 63) >> 6;
+    memset(panel, 0, (size_t)nch * 1024);
+    for (int r = 0; r < pb - pa; r++) {
+        maq2_row row;
+        row_init_g(w, pa + r, w->G, BITS, &row);
+        for (int wi = 0; wi < nw; wi++) {
+            uint8_t *dst = panel + (size_t)(wi >> 2) * 1024 + 64 * r + 16 * (wi & 3);
+            for (int j = 0; j < 16; j++) dst[j] = (uint8_t)code_of(&row, wi, j, BITS);
+        }
+    }
+}
+
+typedef struct {             /* one token tile's activation scalars, 16 tokens per vector (missing tokens 0) */
+    float *dx;               /* [nb][16] */
+    int32_t *xs;             /* [ng][16] sums of x per group */
+} amx_tok;
+
+static void amx_tokens(const maq2_act_layout *L, const uint8_t *act, int B, int t0, int G, int ng, amx_tok *tk) {
+    memset(tk->dx, 0, (size_t)L->nb * 16 * sizeof(float));
+    memset(tk->xs, 0, (size_t)ng * 16 * sizeof(int32_t));
+    for (int n = 0; n < 16 && t0 + n < B; n++) {
+        maq2_x x;
+        x_init(L, act + (size_t)(t0 + n) * L->stride, G, &x);
+        for (int b = 0; b < L->nb; b++) tk->dx[16 * b + n] = x.dx[b];
+        for (int g = 0; g < ng; g++) tk->xs[16 * g + n] = x.xsg[g];
+    }
+}
+
+/* D[r] += C[r] * sc_r[g] for the 16 rows of one int32 result tile. */
+static inline __attribute__((always_inline)) AMX_FN void amx_scale_add(__m512i D[16], const int32_t C[16][16],
+                                                                        const uint8_t *const sc[16], int g) {
+    for (int r = 0; r < 16; r++)
+        D[r] = _mm512_add_epi32(D[r], _mm512_mullo_epi32(_mm512_load_si512(C[r]), _mm512_set1_epi32(sc[r][g])));
+}
+
+/* Token tile t0..t0+15 of the 16-row panel at pa (valid rows nr) from its unpacked codes. */
+static AMX_FN void amx_tile(const maq_weight *w, const maq2_act_layout *L, const uint8_t *tiles, int tt, int nch,
+                            const uint8_t *panel, const maq2_row *rows, int nr, const amx_tok *tk, int nt,
+                            float *Y, int pa, int t0) {
+    const int G = w->G, ng = (w->T + G - 1) >> g_shift(G), gs = g_shift(G);
+    __m512 fD[16][4], fM[16][4];
+    for (int r = 0; r < 16; r++)
+        for (int l = 0; l < 4; l++) fD[r][l] = fM[r][l] = _mm512_setzero_ps();
+    const uint8_t *sc[16];   /* rows beyond the panel's last (codes 0, outputs not stored) read row 0's scales */
+    const int8_t *mg[16];
+    for (int r = 0; r < 16; r++) {
+        sc[r] = rows[r < nr ? r : 0].sc;
+        mg[r] = rows[r < nr ? r : 0].m;
+    }
+    _Alignas(64) int32_t C0[16][16], C1[16][16];
+    for (int b = 0; b < L->nb; b++) {
+        __m512i D[16];
+        for (int r = 0; r < 16; r++) D[r] = _mm512_setzero_si512();
+        const int c_end = 2 * b + 2 < nch ? 2 * b + 2 : nch;
+        for (int c = 2 * b; c < c_end; c++) {
+            const uint8_t *A = panel + (size_t)c * 1024;
+            const uint8_t *X = tiles + ((size_t)tt * nch + c) * 1024;
+            if (G == 32) {                        /* two groups per chunk: two 32-input tiles */
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_loadd(2, A, 64);
+                _tile_loadd(3, A + 32, 64);
+                _tile_loadd(4, X, 64);
+                _tile_loadd(5, X + 512, 64);
+                _tile_dpbusd(0, 2, 4);
+                _tile_dpbusd(1, 3, 5);
+                _tile_stored(0, C0, 64);
+                _tile_stored(1, C1, 64);
+                amx_scale_add(D, (const int32_t(*)[16])C0, sc, 2 * c);
+                if (2 * c + 1 < ng) amx_scale_add(D, (const int32_t(*)[16])C1, sc, 2 * c + 1);
+            } else {
+                _tile_zero(0);
+                _tile_loadd(2, A, 64);
+                _tile_loadd(4, X, 64);
+                _tile_dpbusd(0, 2, 4);
+                _tile_stored(0, C0, 64);
+                amx_scale_add(D, (const int32_t(*)[16])C0, sc, (64 * c) >> gs);
+            }
+        }
+        const int g0 = (128 * b) >> gs, g1 = ((128 * b + 128) >> gs) < ng ? (128 * b + 128) >> gs : ng;
+        const __m512 dx = _mm512_load_ps(tk->dx + 16 * b);
+        const int l = b & 3;
+        for (int r = 0; r < 16; r++) {
+            __m512i M = _mm512_setzero_si512();
+            for (int g = g0; g < g1; g++)
+                M = _mm512_add_epi32(M, _mm512_mullo_epi32(_mm512_load_si512(tk->xs + 16 * g),
+                                                           _mm512_set1_epi32(mg[r][g])));
+            fD[r][l] = _mm512_add_ps(fD[r][l], _mm512_mul_ps(dx, _mm512_cvtepi32_ps(D[r])));
+            fM[r][l] = _mm512_add_ps(fM[r][l], _mm512_mul_ps(dx, _mm512_cvtepi32_ps(M)));
+        }
+    }
+    for (int r = 0; r < nr; r++) {
+        const __m512 Dv = _mm512_add_ps(_mm512_add_ps(fD[r][0], fD[r][1]), _mm512_add_ps(fD[r][2], fD[r][3]));
+        const __m512 Mv = _mm512_add_ps(_mm512_add_ps(fM[r][0], fM[r][1]), _mm512_add_ps(fM[r][2], fM[r][3]));
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(rows[r].d), Dv),
+                                       _mm512_mul_ps(_mm512_set1_ps(rows[r].dmin), Mv));
+        _Alignas(64) float out[16];
+        _mm512_store_ps(out, y);
+        for (int n = 0; n < nt; n++) Y[(size_t)(t0 + n) * w->P + pa + r] = out[n];
+    }
+}
+
+/* MAQ3 / MAQ4 rows [p0, p1) for B >= MAQ_AMX_MIN_B tokens. Returns 0 if its scratch could not be allocated (the
+ * caller then runs the VNNI code). */
+static AMX_FN int amx_rows(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
+                           float *Y, const int BITS) {
+    const int G = w->G, ng = (w->T + G - 1) >> g_shift(G), nch = (w->T + 63) >> 6;
+    const size_t panel_bytes = (size_t)nch * 1024, dx_bytes = MAQ_ROUND_UP((size_t)L->nb * 64, 64);
+    uint8_t *scratch = aligned_alloc(64, panel_bytes + dx_bytes + (size_t)ng * 64);
+    if (!scratch) return 0;
+    uint8_t *panel = scratch;
+    amx_tok tk = {(float *)(scratch + panel_bytes), (int32_t *)(scratch + panel_bytes + dx_bytes)};
+    amx_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    const int kb = G == 32 ? 32 : 64;    /* inputs per A / B tile */
+    for (int i = 0; i < 2; i++) {        /* tmm0-1: C int32 [16][16]; tmm2-3: A uint8 [16][kb]; tmm4-5: B [kb/4][64] */
+        cfg.rows[i] = 16, cfg.colsb[i] = 64;
+        cfg.rows[2 + i] = 16, cfg.colsb[2 + i] = (uint16_t)kb;
+        cfg.rows[4 + i] = (uint8_t)(kb / 4), cfg.colsb[4 + i] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    const uint8_t *tiles = act + (size_t)B * L->stride;
+    for (int pa = p0; pa < p1; pa += 16) {
+        const int pb = pa + 16 < p1 ? pa + 16 : p1;
+        maq2_row rows[16];
+        for (int r = 0; r < pb - pa; r++) row_init_g(w, pa + r, G, BITS, &rows[r]);
+        amx_unpack_panel(w, pa, pb, BITS, panel);
+        for (int tt = 0; tt * 16 < B; tt++) {
+            amx_tokens(L, act, B, 16 * tt, G, ng, &tk);
+            const int nt = B - 16 * tt < 16 ? B - 16 * tt : 16;
+            amx_tile(w, L, tiles, tt, nch, panel, rows, pb - pa, &tk, nt, Y, pa, 16 * tt);
+        }
+    }
+    _tile_release();
+    free(scratch);
+    return 1;
+}
+#endif /* MAQ_X86 && __linux__ */
+
 /* ================================================================== row/token tiling (maq_rows_tiled) */
 typedef struct {
     const maq_weight *w;
@@ -916,6 +1076,7 @@ static const maq2_path_fns MAQ2_FNS[MAQ_N_PATHS] = {
     [MAQ_PATH_SSE] = {row_sse_fns, MAQ2_NT},
     [MAQ_PATH_AVX2] = {row_avx2_fns, MAQ2_NT},
     [MAQ_PATH_VNNI] = {row_vnni_disp, MAQ2_NT_MAX},
+    [MAQ_PATH_AMX] = {row_vnni_disp, MAQ2_NT_MAX},   /* MAQ2 and small batches; MAQ3/4 batches: amx_rows */
 #endif
 #if defined(MAQ_NEON)
     [MAQ_PATH_NEON] = {row_neon_fns, MAQ2_NT},
@@ -927,6 +1088,11 @@ static const maq2_path_fns MAQ2_FNS[MAQ_N_PATHS] = {
 void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     maq2_act_layout L;
     maq2_act_layout_init(&L, w->T);
+#if defined(MAQ_X86) && defined(__linux__)
+    if (path == MAQ_PATH_AMX && w->type != MAQ_TYPE_MAQ2 && maq2_act_tiles_bytes(w->T, B) &&
+        amx_rows(w, &L, act, B, p0, p1, Y, type_bits(w->type)))
+        return;
+#endif
     const maq2_path_fns *pf = path > 0 && path < MAQ_N_PATHS ? &MAQ2_FNS[path] : NULL;
     if (pf && pf->fns)
         rows_tiled(w, &L, act, B, p0, p1, Y, pf->fns[type_bits(w->type) - 2], pf->ntmax);

@@ -35,12 +35,18 @@
 
 /* ------------------------------------------------------------------ paths (dispatch.c) */
 /* MAQ_PATH_VNNI: the AVX2 code with AVX-512 VNNI (vpdpbusd on 256-bit registers) where a kernel has a use for it;
- * kernels without one run their AVX2 code on it (maq_path_x86_base). */
+ * kernels without one run their AVX2 code on it (maq_path_x86_base).
+ * MAQ_PATH_AMX: the VNNI path plus AMX int8 tiles (TDPBUSD, 16 rows x 16 tokens x 64 inputs per instruction) for
+ * batched MAQ3 / MAQ4 products (B >= MAQ_AMX_MIN_B); every other product runs its VNNI code (maq_path_int8_base). */
 enum maq_path { MAQ_PATH_SCALAR = 0, MAQ_PATH_SSE = 1, MAQ_PATH_AVX2 = 2, MAQ_PATH_NEON = 3, MAQ_PATH_DOTPROD = 4,
-                MAQ_PATH_VNNI = 5 };
-#define MAQ_N_PATHS 6
-/* The path whose code a kernel without a VNNI variant runs: AVX2 for VNNI, else the path itself. */
-static inline int maq_path_x86_base(int path) { return path == MAQ_PATH_VNNI ? MAQ_PATH_AVX2 : path; }
+                MAQ_PATH_VNNI = 5, MAQ_PATH_AMX = 6 };
+#define MAQ_N_PATHS 7
+/* The path whose code a kernel without a VNNI variant runs: AVX2 for VNNI and AMX, else the path itself. */
+static inline int maq_path_x86_base(int path) {
+    return path == MAQ_PATH_VNNI || path == MAQ_PATH_AMX ? MAQ_PATH_AVX2 : path;
+}
+/* The path whose code a kernel without an AMX variant runs: VNNI for AMX, else the path itself. */
+static inline int maq_path_int8_base(int path) { return path == MAQ_PATH_AMX ? MAQ_PATH_VNNI : path; }
 /* aarch64 "dotprod": the NEON path with the ARMv8.2 SDOT instruction for the int8 dot products (optional, like
  * AVX2 on x86), compiled with a target attribute and chosen at run time from the CPU's HWCAP. */
 #if defined(MAQ_NEON)
@@ -152,7 +158,24 @@ typedef struct {
 } q8_act_layout;
 void q8_act_layout_init(q8_act_layout *L, int T);
 
-/* Bytes of B activation rows (without the alignment slack maq_act_bytes adds). */
+/* AMX operand tiles of a MAQ-family activation (x86-64 builds, B >= MAQ_AMX_MIN_B; written by maq_act_prepare only
+ * when the active path is "amx"), placed right after the B rows (offset B * stride, 64-byte aligned): for token tile
+ * j (tokens 16j..16j+15, missing tokens zero) and 64-input chunk c (inputs >= T zero), 1 KiB
+ *   tiles[(j * nch + c) * 1024 + 64 * k4 + 4 * n + i] = xn[token 16j + n][64c + 4*k4 + i]   (k4, n < 16; i < 4)
+ * = the B operand of TDPBUSD (4 consecutive inputs of one token per int32 lane); nch = ceil(T/64). Its first 512
+ * bytes are the tile of inputs 64c..64c+31, the last 512 of 64c+32..64c+63 (the 32-input tiles of G = 32). */
+#define MAQ_AMX_MIN_B 16
+static inline size_t maq2_act_tiles_bytes(int T, int B) {
+#if defined(MAQ_X86)
+    return B >= MAQ_AMX_MIN_B ? (size_t)((B + 15) / 16) * (size_t)((T + 63) / 64) * 1024u : 0;
+#else
+    (void)T;
+    (void)B;
+    return 0;
+#endif
+}
+
+/* Bytes of B activation rows (without the alignment slack maq_act_bytes adds); MAQ family: plus the AMX tiles. */
 size_t maq_act_rows_bytes(const maq_weight *w, int B);
 /* The 64-byte aligned start of the activation inside a caller's buffer. */
 static inline uint8_t *maq_act_align(const void *p) {

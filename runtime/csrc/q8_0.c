@@ -315,6 +315,7 @@ static const q8_row_fn Q8_FNS[MAQ_N_PATHS][Q8_NT] = {
 void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     q8_act_layout L;
     q8_act_layout_init(&L, w->T);
+    path = maq_path_int8_base(path);   /* amx: the vnni code (no AMX variant here) */
     if (path > 0 && path < MAQ_N_PATHS && Q8_FNS[path][0])
         rows_tiled(w, &L, act, B, p0, p1, Y, Q8_FNS[path]);
     else
