@@ -883,34 +883,52 @@ typedef struct {             /* the LDTILECFG operand (palette 1) */
     uint8_t rows[16];
 } amx_tilecfg;
 
+/* lut2[v] = the four 2-bit fields of byte v as four bytes (field k in byte k), little-endian uint32. */
+static void amx_lut2(uint32_t lut2[256]) {
+    for (uint32_t v = 0; v < 256; v++) lut2[v] = (v & 3u) | (v >> 2 & 3u) << 8 | (v >> 4 & 3u) << 16 | (v >> 6) << 24;
+}
+
 /* Codes of rows pa..pa+15 (rows >= pb: zero) as A operands: panel[c * 1024 + 64 r + j] = code of input 64c + j of
- * row pa + r (inputs >= T: zero). */
-static void amx_unpack_panel(const maq_weight *w, int pa, int pb, const int BITS, uint8_t *panel) {
+ * row pa + r (inputs >= T: zero). Four codes at a time: lo fields by lut2, plus 4x the hi fields (MAQ4: lut2 of the
+ * hi byte; MAQ3: the hi nibble's bits, lut2 of its bits spread to 2-bit fields). */
+static void amx_unpack_panel(const maq_weight *w, int pa, int pb, const int BITS, const uint32_t lut2[256],
+                             uint8_t *panel) {
     const int nw = w->T >> 4, nch = (w->T + 63) >> 6;
     memset(panel, 0, (size_t)nch * 1024);
+    static const uint8_t spread4[16] = {0x00, 0x01, 0x04, 0x05, 0x10, 0x11, 0x14, 0x15,
+                                        0x40, 0x41, 0x44, 0x45, 0x50, 0x51, 0x54, 0x55};   /* bit k -> bit 2k */
     for (int r = 0; r < pb - pa; r++) {
         maq2_row row;
         row_init_g(w, pa + r, w->G, BITS, &row);
         for (int wi = 0; wi < nw; wi++) {
-            uint8_t *dst = panel + (size_t)(wi >> 2) * 1024 + 64 * r + 16 * (wi & 3);
-            for (int j = 0; j < 16; j++) dst[j] = (uint8_t)code_of(&row, wi, j, BITS);
+            uint32_t q[4];
+            const uint32_t lo = row.words[wi];
+            for (int k = 0; k < 4; k++) {
+                q[k] = lut2[lo >> (8 * k) & 0xffu];
+                if (BITS == 4) q[k] |= lut2[row.hi32[wi] >> (8 * k) & 0xffu] << 2;
+                if (BITS == 3) q[k] |= lut2[spread4[row.hi16[wi] >> (4 * k) & 0xfu]] << 2;
+            }
+            memcpy(panel + (size_t)(wi >> 2) * 1024 + 64 * r + 16 * (wi & 3), q, 16);
         }
     }
 }
 
-typedef struct {             /* one token tile's activation scalars, 16 tokens per vector (missing tokens 0) */
-    float *dx;               /* [nb][16] */
-    int32_t *xs;             /* [ng][16] sums of x per group */
+typedef struct {             /* the activation scalars of all token tiles, 16 tokens per vector (missing tokens 0) */
+    float *dx;               /* [ntt][nb][16] */
+    int32_t *xs;             /* [ntt][ng][16] sums of x per group */
 } amx_tok;
 
-static void amx_tokens(const maq2_act_layout *L, const uint8_t *act, int B, int t0, int G, int ng, amx_tok *tk) {
-    memset(tk->dx, 0, (size_t)L->nb * 16 * sizeof(float));
-    memset(tk->xs, 0, (size_t)ng * 16 * sizeof(int32_t));
-    for (int n = 0; n < 16 && t0 + n < B; n++) {
+static void amx_tokens(const maq2_act_layout *L, const uint8_t *act, int B, int G, int ng, amx_tok *tk) {
+    const int ntt = (B + 15) / 16;
+    memset(tk->dx, 0, (size_t)ntt * L->nb * 16 * sizeof(float));
+    memset(tk->xs, 0, (size_t)ntt * ng * 16 * sizeof(int32_t));
+    for (int t = 0; t < B; t++) {
         maq2_x x;
-        x_init(L, act + (size_t)(t0 + n) * L->stride, G, &x);
-        for (int b = 0; b < L->nb; b++) tk->dx[16 * b + n] = x.dx[b];
-        for (int g = 0; g < ng; g++) tk->xs[16 * g + n] = x.xsg[g];
+        x_init(L, act + (size_t)t * L->stride, G, &x);
+        float *dx = tk->dx + (size_t)(t / 16) * L->nb * 16 + t % 16;
+        int32_t *xs = tk->xs + (size_t)(t / 16) * ng * 16 + t % 16;
+        for (int b = 0; b < L->nb; b++) dx[16 * b] = x.dx[b];
+        for (int g = 0; g < ng; g++) xs[16 * g] = x.xsg[g];
     }
 }
 
@@ -923,8 +941,8 @@ static inline __attribute__((always_inline)) AMX_FN void amx_scale_add(__m512i D
 
 /* Token tile t0..t0+15 of the 16-row panel at pa (valid rows nr) from its unpacked codes. */
 static AMX_FN void amx_tile(const maq_weight *w, const maq2_act_layout *L, const uint8_t *tiles, int tt, int nch,
-                            const uint8_t *panel, const maq2_row *rows, int nr, const amx_tok *tk, int nt,
-                            float *Y, int pa, int t0) {
+                            const uint8_t *panel, const maq2_row *rows, int nr, const float *dxs,
+                            const int32_t *xss, int nt, float *Y, int pa, int t0) {
     const int G = w->G, ng = (w->T + G - 1) >> g_shift(G), gs = g_shift(G);
     __m512 fD[16][4], fM[16][4];
     for (int r = 0; r < 16; r++)
@@ -966,12 +984,12 @@ static AMX_FN void amx_tile(const maq_weight *w, const maq2_act_layout *L, const
             }
         }
         const int g0 = (128 * b) >> gs, g1 = ((128 * b + 128) >> gs) < ng ? (128 * b + 128) >> gs : ng;
-        const __m512 dx = _mm512_load_ps(tk->dx + 16 * b);
+        const __m512 dx = _mm512_load_ps(dxs + 16 * b);
         const int l = b & 3;
         for (int r = 0; r < 16; r++) {
             __m512i M = _mm512_setzero_si512();
             for (int g = g0; g < g1; g++)
-                M = _mm512_add_epi32(M, _mm512_mullo_epi32(_mm512_load_si512(tk->xs + 16 * g),
+                M = _mm512_add_epi32(M, _mm512_mullo_epi32(_mm512_load_si512(xss + 16 * g),
                                                            _mm512_set1_epi32(mg[r][g])));
             fD[r][l] = _mm512_add_ps(fD[r][l], _mm512_mul_ps(dx, _mm512_cvtepi32_ps(D[r])));
             fM[r][l] = _mm512_add_ps(fM[r][l], _mm512_mul_ps(dx, _mm512_cvtepi32_ps(M)));
@@ -993,11 +1011,15 @@ static AMX_FN void amx_tile(const maq_weight *w, const maq2_act_layout *L, const
 static AMX_FN int amx_rows(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
                            float *Y, const int BITS) {
     const int G = w->G, ng = (w->T + G - 1) >> g_shift(G), nch = (w->T + 63) >> 6;
-    const size_t panel_bytes = (size_t)nch * 1024, dx_bytes = MAQ_ROUND_UP((size_t)L->nb * 64, 64);
-    uint8_t *scratch = aligned_alloc(64, panel_bytes + dx_bytes + (size_t)ng * 64);
+    const int ntt = (B + 15) / 16;
+    const size_t panel_bytes = (size_t)nch * 1024, dx_bytes = (size_t)ntt * L->nb * 64;
+    uint8_t *scratch = aligned_alloc(64, panel_bytes + dx_bytes + (size_t)ntt * ng * 64);
     if (!scratch) return 0;
     uint8_t *panel = scratch;
     amx_tok tk = {(float *)(scratch + panel_bytes), (int32_t *)(scratch + panel_bytes + dx_bytes)};
+    amx_tokens(L, act, B, G, ng, &tk);
+    uint32_t lut2[256];
+    amx_lut2(lut2);
     amx_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
@@ -1013,11 +1035,11 @@ static AMX_FN int amx_rows(const maq_weight *w, const maq2_act_layout *L, const 
         const int pb = pa + 16 < p1 ? pa + 16 : p1;
         maq2_row rows[16];
         for (int r = 0; r < pb - pa; r++) row_init_g(w, pa + r, G, BITS, &rows[r]);
-        amx_unpack_panel(w, pa, pb, BITS, panel);
-        for (int tt = 0; tt * 16 < B; tt++) {
-            amx_tokens(L, act, B, 16 * tt, G, ng, &tk);
+        amx_unpack_panel(w, pa, pb, BITS, lut2, panel);
+        for (int tt = 0; tt < ntt; tt++) {
             const int nt = B - 16 * tt < 16 ? B - 16 * tt : 16;
-            amx_tile(w, L, tiles, tt, nch, panel, rows, pb - pa, &tk, nt, Y, pa, 16 * tt);
+            amx_tile(w, L, tiles, tt, nch, panel, rows, pb - pa, tk.dx + (size_t)tt * L->nb * 16,
+                     tk.xs + (size_t)tt * ng * 16, nt, Y, pa, 16 * tt);
         }
     }
     _tile_release();
