@@ -372,15 +372,19 @@ static void attention_task(void *ctx, int ith, int nth) {
     const float *vc = m->s.value_cache + (size_t)t->layer * S * KVD;
     float *att = m->s.att + (size_t)ith * rep * S;   /* [rep][S] */
     float *mx = m->s.att_max + (size_t)ith * rep;    /* [rep] */
-    const int n_units = t->B * nkv;
+    /* Decode (few units): one query head per unit, so 2 threads split e.g. 9 heads 5:4 instead of 3 KV groups 2:1
+     * (the same operations per head either way: a head's scores and values do not depend on its group mates). */
+    const int per = t->B * nkv >= 4 * nth ? rep : 1;   /* query heads per unit */
+    const int upt = c->n_heads / per;                  /* units per token */
+    const int n_units = t->B * upt;
     /* strided, not blocked: in a prefill a unit's cost grows with its token's position, so interleave them */
     for (int u = ith; u < n_units; u += nth) {
-        const int b = u / nkv, g = u % nkv;
+        const int b = u / upt, h0 = (u % upt) * per, g = h0 / rep;
         const int n_pos = t->pos + b + 1;
-        const float *q = m->s.q + (size_t)b * QD + (size_t)g * rep * hd;
-        float *o = m->s.att_out + (size_t)b * QD + (size_t)g * rep * hd;
-        maq_attn_scores(q, rep, hd, kc + (size_t)g * hd * S, S, n_pos, scale, att, mx);
-        maq_attn_values(att, S, rep, mx, vc + (size_t)g * hd, KVD, n_pos, hd, o, hd);
+        const float *q = m->s.q + (size_t)b * QD + (size_t)h0 * hd;
+        float *o = m->s.att_out + (size_t)b * QD + (size_t)h0 * hd;
+        maq_attn_scores(q, per, hd, kc + (size_t)g * hd * S, S, n_pos, scale, att, mx);
+        maq_attn_values(att, S, per, mx, vc + (size_t)g * hd, KVD, n_pos, hd, o, hd);
     }
 }
 
