@@ -224,7 +224,7 @@ static void matmul_group(maq_model *m, act_tag *tag, const maq_weight *const *ws
 #define MAQ_VEC_POP 1
 #endif
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(MAQ_NO_CLONES)
-#define MAQ_CLONES __attribute__((target_clones("avx2", "default")))
+#define MAQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define MAQ_CLONES
 #endif
@@ -256,11 +256,44 @@ MAQ_CLONES void maq_swiglu(float *restrict g, const float *restrict u, size_t n)
     for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + exp_poly(-g[i])) * u[i];
 }
 
+/* Fixed-size float vectors (GCC vector extensions): the compiler lowers a 16-float operation to one AVX-512, two
+ * AVX2 or four SSE/NEON instructions, lane by lane, so the results do not depend on the clone. VF16(p): the 16
+ * floats at p (any alignment; the build uses -fno-strict-aliasing). */
+typedef float maq_vf16 __attribute__((vector_size(64)));
+typedef float maq_vf16u __attribute__((vector_size(64), aligned(4)));
+#define VF16(p) (*(maq_vf16u *)(p))
+
 /* att[r][p] = scale * q[r] . k[p], p < n_pos, for the rep query heads of one KV head, from the transposed key
- * cache kt [hd][S] of that head; mx[r] = max_p att[r][p]. Loops run over positions (contiguous in kt), so each
- * score is summed over i = 0..hd-1 in order whatever the vector width. */
-#define MAQ_ATT_TILE 32   /* positions per register tile: 4 AVX2 vectors of sums stay in registers over i */
-/* The last np < MAQ_ATT_TILE positions: a[p] = sum_i q[i] * kt[i][p], i in order (as the full tiles). */
+ * cache kt [hd][S] of that head; mx[r] = max_p att[r][p]. Each score is summed over i = 0..hd-1 in order
+ * (q[0]*k[0] first) whatever the vector width. Full tiles of 32 positions run up to 4 heads at once: every key vector
+ * loaded serves all of them, and their 2 x RT accumulators are independent chains (one head alone waits on the
+ * add latency). */
+#define MAQ_ATT_TILE 32
+#define MAQ_ATT_RT 4      /* query heads per pass */
+static inline __attribute__((always_inline)) void scores_tile(const float *restrict q, const int RT, int hd,
+                                                            const float *restrict kt, int S, int p0,
+                                                            float *restrict att) {
+    maq_vf16 acc[MAQ_ATT_RT][2];
+    const maq_vf16 k0 = VF16(kt + p0), k1 = VF16(kt + p0 + 16);
+    for (int r = 0; r < RT; r++) {
+        acc[r][0] = q[(size_t)r * hd] * k0;
+        acc[r][1] = q[(size_t)r * hd] * k1;
+    }
+    for (int i = 1; i < hd; i++) {
+        const float *restrict k = kt + (size_t)i * S + p0;
+        const maq_vf16 a = VF16(k), b = VF16(k + 16);
+        for (int r = 0; r < RT; r++) {
+            const float qi = q[(size_t)r * hd + i];
+            acc[r][0] += qi * a;
+            acc[r][1] += qi * b;
+        }
+    }
+    for (int r = 0; r < RT; r++) {
+        VF16(att + (size_t)r * S + p0) = acc[r][0];
+        VF16(att + (size_t)r * S + p0 + 16) = acc[r][1];
+    }
+}
+/* The last np < MAQ_ATT_TILE positions of one head: a[p] = sum_i q[i] * kt[i][p], i in order (as the full tiles). */
 static inline void scores_tail(const float *restrict q, int hd, const float *restrict kt, int S, int np,
                                float *restrict a) {
     for (int p = 0; p < np; p++) a[p] = q[0] * kt[p];
@@ -272,22 +305,21 @@ static inline void scores_tail(const float *restrict q, int hd, const float *res
 }
 MAQ_CLONES void maq_attn_scores(const float *restrict q, int rep, int hd, const float *restrict kt, int S,
                                 int n_pos, float scale, float *restrict att, float *restrict mx) {
-    for (int r = 0; r < rep; r++) {
-        const float *restrict qr = q + (size_t)r * hd;
-        float *restrict a = att + (size_t)r * S;
-        int p0 = 0;
-        for (; p0 + MAQ_ATT_TILE <= n_pos; p0 += MAQ_ATT_TILE) {   /* full tiles: no bounds in the loop */
-            float acc[MAQ_ATT_TILE];
-            for (int p = 0; p < MAQ_ATT_TILE; p++) acc[p] = qr[0] * kt[p0 + p];
-            for (int i = 1; i < hd; i++) {
-                const float qi = qr[i];
-                const float *restrict k = kt + (size_t)i * S + p0;
-                for (int p = 0; p < MAQ_ATT_TILE; p++) acc[p] += qi * k[p];
-            }
-            for (int p = 0; p < MAQ_ATT_TILE; p++) a[p0 + p] = acc[p];
+    for (int r0 = 0; r0 < rep; r0 += MAQ_ATT_RT) {
+        const int RT = rep - r0 < MAQ_ATT_RT ? rep - r0 : MAQ_ATT_RT;
+        const float *qr = q + (size_t)r0 * hd;
+        float *ar = att + (size_t)r0 * S;
+        for (int p0 = 0; p0 + MAQ_ATT_TILE <= n_pos; p0 += MAQ_ATT_TILE) {   /* RT a constant in each call */
+            if (RT == 4) scores_tile(qr, 4, hd, kt, S, p0, ar);
+            else if (RT == 3) scores_tile(qr, 3, hd, kt, S, p0, ar);
+            else if (RT == 2) scores_tile(qr, 2, hd, kt, S, p0, ar);
+            else scores_tile(qr, 1, hd, kt, S, p0, ar);
         }
-        if (p0 < n_pos) scores_tail(qr, hd, kt + p0, S, n_pos - p0, a + p0);
     }
+    const int p0 = n_pos / MAQ_ATT_TILE * MAQ_ATT_TILE;
+    if (p0 < n_pos)
+        for (int r = 0; r < rep; r++)
+            scores_tail(q + (size_t)r * hd, hd, kt + p0, S, n_pos - p0, att + (size_t)r * S + p0);
     for (int r = 0; r < rep; r++) {
         float *restrict a = att + (size_t)r * S;
         float m = -INFINITY;
@@ -299,21 +331,27 @@ MAQ_CLONES void maq_attn_scores(const float *restrict q, int rep, int hd, const 
     }
 }
 
-/* o[0..HD) = sum_p a[p] * v[p]: the accumulator stays in registers when HD is a constant (64, 128). */
-#define MAQ_VALUES_FIXED(HD)                                                                                  \
-    static inline void values_##HD(const float *restrict a, const float *restrict vc, int kv_stride, int n_pos, \
-                                   float *restrict o) {                                                      \
-        float acc[HD];                                                                                       \
-        for (int i = 0; i < HD; i++) acc[i] = 0.0f;                                                          \
-        for (int p = 0; p < n_pos; p++) {                                                                    \
-            const float w = a[p];                                                                            \
-            const float *restrict v = vc + (size_t)p * kv_stride;                                            \
-            for (int i = 0; i < HD; i++) acc[i] += w * v[i];                                                 \
-        }                                                                                                    \
-        for (int i = 0; i < HD; i++) o[i] = acc[i];                                                          \
+/* o[r][c0..c0+32) = sum_p a[r][p] * v[p][c0..c0+32) for RT heads (p in order from 0): every value vector loaded
+ * serves all RT heads; 2 x RT independent accumulator chains. */
+static inline __attribute__((always_inline)) void values_tile(const float *restrict a, int att_stride, const int RT,
+                                                            const float *restrict vc, int kv_stride, int n_pos,
+                                                            int c0, float *restrict o, int out_stride) {
+    maq_vf16 acc[MAQ_ATT_RT][2];
+    for (int r = 0; r < RT; r++) acc[r][0] = acc[r][1] = (maq_vf16){0};
+    for (int p = 0; p < n_pos; p++) {
+        const float *restrict v = vc + (size_t)p * kv_stride + c0;
+        const maq_vf16 v0 = VF16(v), v1 = VF16(v + 16);
+        for (int r = 0; r < RT; r++) {
+            const float w = a[(size_t)r * att_stride + p];
+            acc[r][0] += w * v0;
+            acc[r][1] += w * v1;
+        }
     }
-MAQ_VALUES_FIXED(64)
-MAQ_VALUES_FIXED(128)
+    for (int r = 0; r < RT; r++) {
+        VF16(o + (size_t)r * out_stride + c0) = acc[r][0];
+        VF16(o + (size_t)r * out_stride + c0 + 16) = acc[r][1];
+    }
+}
 
 static inline void values_any(const float *restrict a, const float *restrict vc, int kv_stride, int n_pos, int hd,
                               float *restrict o) {
@@ -341,13 +379,22 @@ MAQ_CLONES void maq_attn_values(float *restrict att, int att_stride, int rep, co
         for (; p < n_pos; p++) sum += a[p];
         const float inv = 1.0f / sum;
         for (int p = 0; p < n_pos; p++) a[p] *= inv;
-        float *restrict o = out + (size_t)r * out_stride;
-        if (hd == 64)
-            values_64(a, vc, kv_stride, n_pos, o);
-        else if (hd == 128)
-            values_128(a, vc, kv_stride, n_pos, o);
-        else
-            values_any(a, vc, kv_stride, n_pos, hd, o);
+    }
+    if (hd % 32) {
+        for (int r = 0; r < rep; r++)
+            values_any(att + (size_t)r * att_stride, vc, kv_stride, n_pos, hd, out + (size_t)r * out_stride);
+        return;
+    }
+    for (int r0 = 0; r0 < rep; r0 += MAQ_ATT_RT) {
+        const int RT = rep - r0 < MAQ_ATT_RT ? rep - r0 : MAQ_ATT_RT;
+        const float *ar = att + (size_t)r0 * att_stride;
+        float *orr = out + (size_t)r0 * out_stride;
+        for (int c0 = 0; c0 < hd; c0 += 32) {
+            if (RT == 4) values_tile(ar, att_stride, 4, vc, kv_stride, n_pos, c0, orr, out_stride);
+            else if (RT == 3) values_tile(ar, att_stride, 3, vc, kv_stride, n_pos, c0, orr, out_stride);
+            else if (RT == 2) values_tile(ar, att_stride, 2, vc, kv_stride, n_pos, c0, orr, out_stride);
+            else values_tile(ar, att_stride, 1, vc, kv_stride, n_pos, c0, orr, out_stride);
+        }
     }
 }
 
@@ -374,7 +421,7 @@ static void attention_task(void *ctx, int ith, int nth) {
     float *mx = m->s.att_max + (size_t)ith * rep;    /* [rep] */
     /* Decode (few units): one query head per unit, so 2 threads split e.g. 9 heads 5:4 instead of 3 KV groups 2:1
      * (the same operations per head either way: a head's scores and values do not depend on its group mates). */
-    const int per = t->B * nkv >= 4 * nth ? rep : 1;   /* query heads per unit */
+    const int per = nth == 1 || t->B * nkv >= 4 * nth ? rep : 1;   /* query heads per unit */
     const int upt = c->n_heads / per;                  /* units per token */
     const int n_units = t->B * upt;
     /* strided, not blocked: in a prefill a unit's cost grows with its token's position, so interleave them */
