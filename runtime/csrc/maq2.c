@@ -867,13 +867,20 @@ ROW_FAMILY(row_neon, __attribute__((noinline)), row_neon_nt)
 ROW_FAMILY(row_dot, __attribute__((noinline)) MAQ_DOTPROD_ATTR, row_dot_nt)
 #endif /* MAQ_NEON */
 
-/* ================================================================== AMX (x86-64, batched MAQ3 / MAQ4) */
-/* Tiles of 16 rows x 16 tokens. The row panel's codes are unpacked once into TDPBUSD A operands (uint8 [16][64] per
- * 64-input chunk) and reused for every token tile; the activation's B operands were laid out by maq_act_prepare
- * (maq_internal.h). Per chunk TDPBUSD gives the exact int32 code dots of one group (G = 32: two 32-input tiles; G = 64:
- * one; G = 128: two chunks per group), which are scaled by sc[g] into D_b as the other paths form it; M_b is
- * sum_g m[g] * XS_g over the block's groups. Then the same float operations in the same order as acc_block and
- * acc_final (mul then add, lanes b % 4), 16 tokens per vector: bit-identical to the scalar reference. */
+/* ================================================================== AMX (x86-64, batched MAQ products) */
+/* Tiles of 16 rows x 16 tokens; TDPBUSD multiplies uint8 weights-side bytes (A) by the int8 activation (B, laid out by
+ * maq_act_prepare: maq_internal.h) into exact int32 sums. A 16-row panel is unpacked once into up to four A streams
+ * and reused for every token tile:
+ *   code  the code of each input (0 in a MAQ2 salient word)                -> per group: D_b += sc[g] * sum
+ *   min   m[g] + 128 on inputs of non-salient words (0 in salient words)    -> CM = M_b + 128 * (sum of their x)
+ *   mean  c_k + 128 on the inputs 4k..4k+3 of a MAQ2 salient word (else 0) -> CS = S_b + 128 * CX
+ *   one   1 on the inputs of a MAQ2 salient word (else 0)                   -> CX
+ * so M_b = CM - 128 * XS_b + 128 * CX (XS_b: the block's input sum) and S_b = CS - 128 * CX: the integers of the
+ * scalar reference (maq2.c's header), then the same float operations in the same order as acc_block and acc_final
+ * (mul then add, lanes b % 4), 16 tokens per vector: bit-identical to it. The code stream gives one group per
+ * product (G = 32: two 32-input tiles per 64-input chunk; G = 64: one chunk; G = 128: both chunks of a block
+ * accumulate in the tile); the other streams accumulate a whole block in their tiles. MAQ2 with int8 salient words
+ * (maq_s8.c) runs the VNNI code. */
 #if defined(MAQ_X86) && defined(__linux__)
 #define AMX_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-int8")))
 
@@ -883,52 +890,66 @@ typedef struct {             /* the LDTILECFG operand (palette 1) */
     uint8_t rows[16];
 } amx_tilecfg;
 
+enum { AMX_CODE = 0, AMX_MIN = 1, AMX_MEAN = 2, AMX_ONE = 3 };   /* A streams: panel + stream * nch * 1024 */
+
 /* lut2[v] = the four 2-bit fields of byte v as four bytes (field k in byte k), little-endian uint32. */
 static void amx_lut2(uint32_t lut2[256]) {
     for (uint32_t v = 0; v < 256; v++) lut2[v] = (v & 3u) | (v >> 2 & 3u) << 8 | (v >> 4 & 3u) << 16 | (v >> 6) << 24;
 }
 
-/* Codes of rows pa..pa+15 (rows >= pb: zero) as A operands: panel[c * 1024 + 64 r + j] = code of input 64c + j of
- * row pa + r (inputs >= T: zero). Four codes at a time: lo fields by lut2, plus 4x the hi fields (MAQ4: lut2 of the
- * hi byte; MAQ3: the hi nibble's bits, lut2 of its bits spread to 2-bit fields). */
+/* The A streams of rows pa..pa+15 (rows >= pb: zero): stream s, chunk c: panel[(s * nch + c) * 1024 + 64 r + j] for
+ * input 64c + j of row pa + r (inputs >= T: zero). Codes four at a time: lo fields by lut2, plus 4x the hi fields
+ * (MAQ4: lut2 of the hi byte; MAQ3: the hi nibble's bits spread to 2-bit fields first). */
 static void amx_unpack_panel(const maq_weight *w, int pa, int pb, const int BITS, const uint32_t lut2[256],
                              uint8_t *panel) {
-    const int nw = w->T >> 4, nch = (w->T + 63) >> 6;
-    memset(panel, 0, (size_t)nch * 1024);
+    const int nw = w->T >> 4, nch = (w->T + 63) >> 6, gs = g_shift(w->G);
+    const size_t stream = (size_t)nch * 1024;
+    memset(panel, 0, (BITS == 2 ? 4 : 2) * stream);
     static const uint8_t spread4[16] = {0x00, 0x01, 0x04, 0x05, 0x10, 0x11, 0x14, 0x15,
                                         0x40, 0x41, 0x44, 0x45, 0x50, 0x51, 0x54, 0x55};   /* bit k -> bit 2k */
     for (int r = 0; r < pb - pa; r++) {
         maq2_row row;
         row_init_g(w, pa + r, w->G, BITS, &row);
         for (int wi = 0; wi < nw; wi++) {
-            uint32_t q[4];
+            uint8_t *dst = panel + (size_t)(wi >> 2) * 1024 + 64 * r + 16 * (wi & 3);
             const uint32_t lo = row.words[wi];
+            if (BITS == 2 && (row.bm[wi >> 3] >> (wi & 7) & 1u)) {   /* salient: 4 int8 means */
+                for (int j = 0; j < 16; j++) {
+                    dst[AMX_MEAN * stream + j] = (uint8_t)((lo >> (8 * (j >> 2))) & 0xffu) ^ 0x80u;   /* c + 128 */
+                    dst[AMX_ONE * stream + j] = 1;
+                }
+                continue;
+            }
+            uint32_t q[4];
             for (int k = 0; k < 4; k++) {
                 q[k] = lut2[lo >> (8 * k) & 0xffu];
                 if (BITS == 4) q[k] |= lut2[row.hi32[wi] >> (8 * k) & 0xffu] << 2;
                 if (BITS == 3) q[k] |= lut2[spread4[row.hi16[wi] >> (4 * k) & 0xfu]] << 2;
             }
-            memcpy(panel + (size_t)(wi >> 2) * 1024 + 64 * r + 16 * (wi & 3), q, 16);
+            memcpy(dst, q, 16);
+            memset(dst + AMX_MIN * stream, (uint8_t)(row.m[(16 * wi) >> gs] + 128), 16);
         }
     }
 }
 
 typedef struct {             /* the activation scalars of all token tiles, 16 tokens per vector (missing tokens 0) */
     float *dx;               /* [ntt][nb][16] */
-    int32_t *xs;             /* [ntt][ng][16] sums of x per group */
+    int32_t *xs;             /* [ntt][nb][16] 128 * (sum of x over block b) */
 } amx_tok;
 
-static void amx_tokens(const maq2_act_layout *L, const uint8_t *act, int B, int G, int ng, amx_tok *tk) {
-    const int ntt = (B + 15) / 16;
-    memset(tk->dx, 0, (size_t)ntt * L->nb * 16 * sizeof(float));
-    memset(tk->xs, 0, (size_t)ntt * ng * 16 * sizeof(int32_t));
+static void amx_tokens(const maq2_act_layout *L, const uint8_t *act, int B, amx_tok *tk) {
+    const int ntt = (B + 15) / 16, nb = L->nb;
+    memset(tk->dx, 0, (size_t)ntt * nb * 16 * sizeof(float));
+    memset(tk->xs, 0, (size_t)ntt * nb * 16 * sizeof(int32_t));
     for (int t = 0; t < B; t++) {
-        maq2_x x;
-        x_init(L, act + (size_t)t * L->stride, G, &x);
-        float *dx = tk->dx + (size_t)(t / 16) * L->nb * 16 + t % 16;
-        int32_t *xs = tk->xs + (size_t)(t / 16) * ng * 16 + t % 16;
-        for (int b = 0; b < L->nb; b++) dx[16 * b] = x.dx[b];
-        for (int g = 0; g < ng; g++) xs[16 * g] = x.xsg[g];
+        const uint8_t *row = act + (size_t)t * L->stride;
+        const float *dx = (const float *)(row + L->dx);
+        const int16_t *xs128 = (const int16_t *)(row + L->xs128);
+        const size_t o = (size_t)(t / 16) * nb * 16 + t % 16;
+        for (int b = 0; b < nb; b++) {
+            tk->dx[o + 16 * b] = dx[b];
+            tk->xs[o + 16 * b] = 128 * (int32_t)xs128[b];
+        }
     }
 }
 
@@ -939,96 +960,124 @@ static inline __attribute__((always_inline)) AMX_FN void amx_scale_add(__m512i D
         D[r] = _mm512_add_epi32(D[r], _mm512_mullo_epi32(_mm512_load_si512(C[r]), _mm512_set1_epi32(sc[r][g])));
 }
 
-/* Token tile t0..t0+15 of the 16-row panel at pa (valid rows nr) from its unpacked codes. */
+/* One 16-row x kb-input product of every stream: tmm4 = A (code stream at A, the others stream bytes later),
+ * tmm5 = B; code into tmm0, min / mean / one accumulate into tmm1 / tmm2 / tmm3. */
+#define AMX_STREAMS(A, X, stream, BITS)                                      \
+    do {                                                                     \
+        _tile_loadd(5, (X), 64);                                             \
+        _tile_loadd(4, (A), 64);                                             \
+        _tile_dpbusd(0, 4, 5);                                               \
+        _tile_loadd(4, (A) + AMX_MIN * (stream), 64);                        \
+        _tile_dpbusd(1, 4, 5);                                               \
+        if ((BITS) == 2) {                                                   \
+            _tile_loadd(4, (A) + AMX_MEAN * (stream), 64);                   \
+            _tile_dpbusd(2, 4, 5);                                           \
+            _tile_loadd(4, (A) + AMX_ONE * (stream), 64);                    \
+            _tile_dpbusd(3, 4, 5);                                           \
+        }                                                                    \
+    } while (0)
+
+/* Token tile t0..t0+nt-1 of the 16-row panel at pa (valid rows nr) from its unpacked streams. */
 static AMX_FN void amx_tile(const maq_weight *w, const maq2_act_layout *L, const uint8_t *tiles, int tt, int nch,
-                            const uint8_t *panel, const maq2_row *rows, int nr, const float *dxs,
-                            const int32_t *xss, int nt, float *Y, int pa, int t0) {
-    const int G = w->G, ng = (w->T + G - 1) >> g_shift(G), gs = g_shift(G);
-    __m512 fD[16][4], fM[16][4];
+                            const uint8_t *panel, const maq2_row *rows, int nr, const float *dxs, const int32_t *xss,
+                            int nt, float *Y, int pa, int t0, const int BITS) {
+    const int G = w->G, ng = (w->T + G - 1) >> g_shift(G);
+    const size_t stream = (size_t)nch * 1024;
+    __m512 fD[16][4], fM[16][4], fS[16][4];
     for (int r = 0; r < 16; r++)
-        for (int l = 0; l < 4; l++) fD[r][l] = fM[r][l] = _mm512_setzero_ps();
+        for (int l = 0; l < 4; l++) fD[r][l] = fM[r][l] = fS[r][l] = _mm512_setzero_ps();
     const uint8_t *sc[16];   /* rows beyond the panel's last (codes 0, outputs not stored) read row 0's scales */
-    const int8_t *mg[16];
-    for (int r = 0; r < 16; r++) {
-        sc[r] = rows[r < nr ? r : 0].sc;
-        mg[r] = rows[r < nr ? r : 0].m;
-    }
-    _Alignas(64) int32_t C0[16][16], C1[16][16];
+    for (int r = 0; r < 16; r++) sc[r] = rows[r < nr ? r : 0].sc;
+    _Alignas(64) int32_t C0[16][16], CM[16][16], CS[16][16], CX[16][16];
+    const __m512i k128 = _mm512_set1_epi32(128);
     for (int b = 0; b < L->nb; b++) {
         __m512i D[16];
         for (int r = 0; r < 16; r++) D[r] = _mm512_setzero_si512();
+        _tile_zero(1);
+        if (BITS == 2) {
+            _tile_zero(2);
+            _tile_zero(3);
+        }
         const int c_end = 2 * b + 2 < nch ? 2 * b + 2 : nch;
+        if (G == 128) _tile_zero(0);
         for (int c = 2 * b; c < c_end; c++) {
             const uint8_t *A = panel + (size_t)c * 1024;
             const uint8_t *X = tiles + ((size_t)tt * nch + c) * 1024;
-            if (G == 32) {                        /* two groups per chunk: two 32-input tiles */
+            if (G == 32) {                        /* two groups per chunk: two 32-input products */
+                for (int h = 0; h < 2; h++) {
+                    _tile_zero(0);
+                    AMX_STREAMS(A + 32 * h, X + 512 * h, stream, BITS);
+                    _tile_stored(0, C0, 64);
+                    if (2 * c + h < ng) amx_scale_add(D, (const int32_t(*)[16])C0, sc, 2 * c + h);
+                }
+            } else if (G == 64) {
                 _tile_zero(0);
-                _tile_zero(1);
-                _tile_loadd(2, A, 64);
-                _tile_loadd(3, A + 32, 64);
-                _tile_loadd(4, X, 64);
-                _tile_loadd(5, X + 512, 64);
-                _tile_dpbusd(0, 2, 4);
-                _tile_dpbusd(1, 3, 5);
+                AMX_STREAMS(A, X, stream, BITS);
                 _tile_stored(0, C0, 64);
-                _tile_stored(1, C1, 64);
-                amx_scale_add(D, (const int32_t(*)[16])C0, sc, 2 * c);
-                if (2 * c + 1 < ng) amx_scale_add(D, (const int32_t(*)[16])C1, sc, 2 * c + 1);
+                amx_scale_add(D, (const int32_t(*)[16])C0, sc, c);
             } else {
-                _tile_zero(0);
-                _tile_loadd(2, A, 64);
-                _tile_loadd(4, X, 64);
-                _tile_dpbusd(0, 2, 4);
-                _tile_stored(0, C0, 64);
-                amx_scale_add(D, (const int32_t(*)[16])C0, sc, (64 * c) >> gs);
+                AMX_STREAMS(A, X, stream, BITS);
             }
         }
-        const int g0 = (128 * b) >> gs, g1 = ((128 * b + 128) >> gs) < ng ? (128 * b + 128) >> gs : ng;
+        if (G == 128) {
+            _tile_stored(0, C0, 64);
+            amx_scale_add(D, (const int32_t(*)[16])C0, sc, b);
+        }
+        _tile_stored(1, CM, 64);
+        if (BITS == 2) {
+            _tile_stored(2, CS, 64);
+            _tile_stored(3, CX, 64);
+        }
         const __m512 dx = _mm512_load_ps(dxs + 16 * b);
+        const __m512i xs = _mm512_load_si512(xss + 16 * b);   /* 128 * XS_b */
         const int l = b & 3;
         for (int r = 0; r < 16; r++) {
-            __m512i M = _mm512_setzero_si512();
-            for (int g = g0; g < g1; g++)
-                M = _mm512_add_epi32(M, _mm512_mullo_epi32(_mm512_load_si512(xss + 16 * g),
-                                                           _mm512_set1_epi32(mg[r][g])));
+            __m512i M = _mm512_sub_epi32(_mm512_load_si512(CM[r]), xs);
             fD[r][l] = _mm512_add_ps(fD[r][l], _mm512_mul_ps(dx, _mm512_cvtepi32_ps(D[r])));
+            if (BITS == 2) {
+                const __m512i x128 = _mm512_mullo_epi32(_mm512_load_si512(CX[r]), k128);
+                M = _mm512_add_epi32(M, x128);
+                const __m512i S = _mm512_sub_epi32(_mm512_load_si512(CS[r]), x128);
+                fS[r][l] = _mm512_add_ps(fS[r][l], _mm512_mul_ps(dx, _mm512_cvtepi32_ps(S)));
+            }
             fM[r][l] = _mm512_add_ps(fM[r][l], _mm512_mul_ps(dx, _mm512_cvtepi32_ps(M)));
         }
     }
     for (int r = 0; r < nr; r++) {
         const __m512 Dv = _mm512_add_ps(_mm512_add_ps(fD[r][0], fD[r][1]), _mm512_add_ps(fD[r][2], fD[r][3]));
         const __m512 Mv = _mm512_add_ps(_mm512_add_ps(fM[r][0], fM[r][1]), _mm512_add_ps(fM[r][2], fM[r][3]));
-        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(rows[r].d), Dv),
-                                       _mm512_mul_ps(_mm512_set1_ps(rows[r].dmin), Mv));
+        __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(rows[r].d), Dv),
+                                 _mm512_mul_ps(_mm512_set1_ps(rows[r].dmin), Mv));
+        if (BITS == 2) {
+            const __m512 Sv = _mm512_add_ps(_mm512_add_ps(fS[r][0], fS[r][1]), _mm512_add_ps(fS[r][2], fS[r][3]));
+            y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_set1_ps(rows[r].dsal), Sv));
+        }
         _Alignas(64) float out[16];
         _mm512_store_ps(out, y);
         for (int n = 0; n < nt; n++) Y[(size_t)(t0 + n) * w->P + pa + r] = out[n];
     }
 }
 
-/* MAQ3 / MAQ4 rows [p0, p1) for B >= MAQ_AMX_MIN_B tokens. Returns 0 if its scratch could not be allocated (the
- * caller then runs the VNNI code). */
+/* MAQ rows [p0, p1) for B >= MAQ_AMX_MIN_B tokens. Returns 0 if its scratch could not be allocated (the caller
+ * then runs the VNNI code). */
 static AMX_FN int amx_rows(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
                            float *Y, const int BITS) {
-    const int G = w->G, ng = (w->T + G - 1) >> g_shift(G), nch = (w->T + 63) >> 6;
-    const int ntt = (B + 15) / 16;
-    const size_t panel_bytes = (size_t)nch * 1024, dx_bytes = (size_t)ntt * L->nb * 64;
-    uint8_t *scratch = aligned_alloc(64, panel_bytes + dx_bytes + (size_t)ntt * ng * 64);
+    const int G = w->G, nch = (w->T + 63) >> 6, ntt = (B + 15) / 16;
+    const size_t panel_bytes = (size_t)(BITS == 2 ? 4 : 2) * nch * 1024, tok_bytes = (size_t)ntt * L->nb * 64;
+    uint8_t *scratch = aligned_alloc(64, panel_bytes + 2 * tok_bytes);
     if (!scratch) return 0;
     uint8_t *panel = scratch;
-    amx_tok tk = {(float *)(scratch + panel_bytes), (int32_t *)(scratch + panel_bytes + dx_bytes)};
-    amx_tokens(L, act, B, G, ng, &tk);
+    amx_tok tk = {(float *)(scratch + panel_bytes), (int32_t *)(scratch + panel_bytes + tok_bytes)};
+    amx_tokens(L, act, B, &tk);
     uint32_t lut2[256];
     amx_lut2(lut2);
     amx_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    const int kb = G == 32 ? 32 : 64;    /* inputs per A / B tile */
-    for (int i = 0; i < 2; i++) {        /* tmm0-1: C int32 [16][16]; tmm2-3: A uint8 [16][kb]; tmm4-5: B [kb/4][64] */
-        cfg.rows[i] = 16, cfg.colsb[i] = 64;
-        cfg.rows[2 + i] = 16, cfg.colsb[2 + i] = (uint16_t)kb;
-        cfg.rows[4 + i] = (uint8_t)(kb / 4), cfg.colsb[4 + i] = 64;
-    }
+    const int kb = G == 32 ? 32 : 64;    /* inputs per product */
+    for (int i = 0; i < 4; i++) cfg.rows[i] = 16, cfg.colsb[i] = 64;   /* tmm0-3: int32 [16 rows][16 tokens] */
+    cfg.rows[4] = 16, cfg.colsb[4] = (uint16_t)kb;                      /* tmm4: A uint8 [16 rows][kb] */
+    cfg.rows[5] = (uint8_t)(kb / 4), cfg.colsb[5] = 64;                 /* tmm5: B [kb/4][16 tokens x 4] */
     _tile_loadconfig(&cfg);
     const uint8_t *tiles = act + (size_t)B * L->stride;
     for (int pa = p0; pa < p1; pa += 16) {
@@ -1038,8 +1087,10 @@ static AMX_FN int amx_rows(const maq_weight *w, const maq2_act_layout *L, const 
         amx_unpack_panel(w, pa, pb, BITS, lut2, panel);
         for (int tt = 0; tt < ntt; tt++) {
             const int nt = B - 16 * tt < 16 ? B - 16 * tt : 16;
-            amx_tile(w, L, tiles, tt, nch, panel, rows, pb - pa, tk.dx + (size_t)tt * L->nb * 16,
-                     tk.xs + (size_t)tt * ng * 16, nt, Y, pa, 16 * tt);
+            const float *dxs = tk.dx + (size_t)tt * L->nb * 16;
+            const int32_t *xss = tk.xs + (size_t)tt * L->nb * 16;
+            if (BITS == 2) amx_tile(w, L, tiles, tt, nch, panel, rows, pb - pa, dxs, xss, nt, Y, pa, 16 * tt, 2);
+            else amx_tile(w, L, tiles, tt, nch, panel, rows, pb - pa, dxs, xss, nt, Y, pa, 16 * tt, 3);
         }
     }
     _tile_release();
@@ -1098,7 +1149,7 @@ static const maq2_path_fns MAQ2_FNS[MAQ_N_PATHS] = {
     [MAQ_PATH_SSE] = {row_sse_fns, MAQ2_NT},
     [MAQ_PATH_AVX2] = {row_avx2_fns, MAQ2_NT},
     [MAQ_PATH_VNNI] = {row_vnni_disp, MAQ2_NT_MAX},
-    [MAQ_PATH_AMX] = {row_vnni_disp, MAQ2_NT_MAX},   /* MAQ2 and small batches; MAQ3/4 batches: amx_rows */
+    [MAQ_PATH_AMX] = {row_vnni_disp, MAQ2_NT_MAX},   /* small batches and int8-salient MAQ2; else amx_rows */
 #endif
 #if defined(MAQ_NEON)
     [MAQ_PATH_NEON] = {row_neon_fns, MAQ2_NT},
@@ -1111,7 +1162,7 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
     maq2_act_layout L;
     maq2_act_layout_init(&L, w->T);
 #if defined(MAQ_X86) && defined(__linux__)
-    if (path == MAQ_PATH_AMX && w->type != MAQ_TYPE_MAQ2 && maq2_act_tiles_bytes(w->T, B) &&
+    if (path == MAQ_PATH_AMX && !(w->type == MAQ_TYPE_MAQ2 && w->salw) && maq2_act_tiles_bytes(w->T, B) &&
         amx_rows(w, &L, act, B, p0, p1, Y, type_bits(w->type)))
         return;
 #endif
