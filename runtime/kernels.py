@@ -62,7 +62,8 @@ def _split(s) -> list[str]:
 
 
 def compiled_paths() -> list[str]:
-    """SIMD paths compiled into the extension: ['scalar', 'sse', 'avx2', 'vnni'] or ['scalar', 'neon', 'dotprod']."""
+    """SIMD paths compiled into the extension: ['scalar', 'sse', 'avx2', 'vnni', 'amx'] or ['scalar', 'neon',
+    'dotprod']."""
     return _split(lib.maq_compiled_paths())
 
 
@@ -72,9 +73,11 @@ def supported_paths() -> list[str]:
 
 
 def active_path() -> str:
-    """The path products use now ('scalar', 'sse', 'avx2', 'vnni', 'neon' or 'dotprod').
+    """The path products use now ('scalar', 'sse', 'avx2', 'vnni', 'amx', 'neon' or 'dotprod').
 
-    'vnni' (x86-64): the AVX2 kernels with AVX-512 VNNI (vpdpbusd on 256-bit registers) where they gain from it."""
+    'vnni' (x86-64): the AVX2 kernels with AVX-512 VNNI (vpdpbusd on 256-bit registers) where they gain from it.
+    'amx' (x86-64 with AMX-INT8, Linux >= 5.16): the vnni path, plus AMX int8 tiles for MAQ products of 16 or more
+    tokens (prompt processing); bit-identical like every path."""
     return ffi.string(lib.maq_active_path()).decode()
 
 
