@@ -364,7 +364,14 @@ void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act) {
         maq2_act_layout L;
         maq2_act_layout_init(&L, T);
         for (int b = 0; b < B; b++) maq2_act_row(&L, &o, input_row(w, X, b, tmp), a + (size_t)b * L.stride);
-        if (maq2_act_tiles_bytes(T, B) && maq_path_id() == MAQ_PATH_AMX) maq2_act_tiles(&L, a, B);
+        if (maq2_act_tiles_bytes(T, B)) {   /* the AMX operand tiles, or a trailer saying there are none */
+            uint32_t mark = 0;
+            if (maq_path_id() == MAQ_PATH_AMX) {
+                maq2_act_tiles(&L, a, B);
+                mark = MAQ_AMX_TILES_MARK ^ (uint32_t)B;
+            }
+            memcpy(a + (size_t)B * L.stride + maq2_act_tiles_bytes(T, B) - 64, &mark, 4);
+        }
         break;
     }
     case MAQ_TYPE_Q8_0: {

@@ -1058,6 +1058,14 @@ static AMX_FN void amx_tile(const maq_weight *w, const maq2_act_layout *L, const
     }
 }
 
+/* The activation's operand tiles were laid out for these B rows (maq_internal.h: the trailer). */
+static int amx_tiles_ready(const maq2_act_layout *L, const uint8_t *act, int B) {
+    const size_t tb = maq2_act_tiles_bytes(L->T, B);
+    uint32_t mark = 0;
+    if (tb) memcpy(&mark, act + (size_t)B * L->stride + tb - 64, 4);
+    return tb && mark == (MAQ_AMX_TILES_MARK ^ (uint32_t)B);
+}
+
 /* MAQ rows [p0, p1) for B >= MAQ_AMX_MIN_B tokens. Returns 0 if its scratch could not be allocated (the caller
  * then runs the VNNI code). */
 static AMX_FN int amx_rows(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
@@ -1162,7 +1170,7 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
     maq2_act_layout L;
     maq2_act_layout_init(&L, w->T);
 #if defined(MAQ_X86) && defined(__linux__)
-    if (path == MAQ_PATH_AMX && !(w->type == MAQ_TYPE_MAQ2 && w->salw) && maq2_act_tiles_bytes(w->T, B) &&
+    if (path == MAQ_PATH_AMX && !(w->type == MAQ_TYPE_MAQ2 && w->salw) && amx_tiles_ready(&L, act, B) &&
         amx_rows(w, &L, act, B, p0, p1, Y, type_bits(w->type)))
         return;
 #endif

@@ -163,11 +163,14 @@ void q8_act_layout_init(q8_act_layout *L, int T);
  * j (tokens 16j..16j+15, missing tokens zero) and 64-input chunk c (inputs >= T zero), 1 KiB
  *   tiles[(j * nch + c) * 1024 + 64 * k4 + 4 * n + i] = xn[token 16j + n][64c + 4*k4 + i]   (k4, n < 16; i < 4)
  * = the B operand of TDPBUSD (4 consecutive inputs of one token per int32 lane); nch = ceil(T/64). Its first 512
- * bytes are the tile of inputs 64c..64c+31, the last 512 of 64c+32..64c+63 (the 32-input tiles of G = 32). */
+ * bytes are the tile of inputs 64c..64c+31, the last 512 of 64c+32..64c+63 (the 32-input tiles of G = 32). A 64-byte
+ * trailer follows: uint32 MAQ_AMX_TILES_MARK ^ B when the tiles were laid out for these B rows, else 0 (a product
+ * whose activation was prepared on another path runs its VNNI code instead of reading stale tiles). */
 #define MAQ_AMX_MIN_B 16
+#define MAQ_AMX_TILES_MARK 0x414d5854u   /* "TXMA" */
 static inline size_t maq2_act_tiles_bytes(int T, int B) {
 #if defined(MAQ_X86)
-    return B >= MAQ_AMX_MIN_B ? (size_t)((B + 15) / 16) * (size_t)((T + 63) / 64) * 1024u : 0;
+    return B >= MAQ_AMX_MIN_B ? (size_t)((B + 15) / 16) * (size_t)((T + 63) / 64) * 1024u + 64u : 0;
 #else
     (void)T;
     (void)B;

@@ -52,3 +52,30 @@ def test_amx_rotated_and_shared_activation():
             ref = K.matmul(w, X)
         with K.forced_path("amx"):
             np.testing.assert_array_equal(K.matmul(w, X), ref)
+
+
+def test_amx_reads_tiles_only_when_laid_out():
+    """An activation prepared on the vnni path (no operand tiles, the trailer says so) and multiplied on the amx path
+    runs the VNNI code: the result equals the scalar path, not stale tile bytes (poisoned here)."""
+    from maq.runtime.kernels import ffi, lib
+
+    rng = np.random.default_rng(3)
+    T, P, B = 576, 48, 32
+    t = F.quantize_rtn((rng.standard_normal((P, T)) * 0.02).astype(np.float32), G=32, bits=4)
+    w = K.Weight.from_maq(t)
+    X = rng.standard_normal((B, T)).astype(np.float32)
+    with K.forced_path("scalar"):
+        ref = K.matmul(w, X)
+    scratch = np.full(w.act_bytes(B), 0x5A, np.uint8)     # poisoned: a stale "tile" region
+    Y = np.empty((B, P), np.float32)
+    xp = ffi.cast("const float *", ffi.from_buffer(X, require_writable=False))
+    act = ffi.cast("void *", ffi.from_buffer(scratch))
+    with K.forced_path("vnni"):
+        lib.maq_act_prepare(w.c, xp, B, act)
+    with K.forced_path("amx"):
+        lib.maq_matmul_act(w.c, act, B, ffi.cast("float *", ffi.from_buffer(Y)), ffi.NULL)
+    np.testing.assert_array_equal(Y, ref)
+    with K.forced_path("amx"):                             # and prepared on amx: the tiles are used
+        lib.maq_act_prepare(w.c, xp, B, act)
+        lib.maq_matmul_act(w.c, act, B, ffi.cast("float *", ffi.from_buffer(Y)), ffi.NULL)
+    np.testing.assert_array_equal(Y, ref)
