@@ -81,7 +81,9 @@ def register(subparsers) -> None:
     c.add_argument("--calib-dtype", choices=CALIB_DTYPES, default="float32",
                    help="dtype of the calibration forward passes (default float32; bfloat16 is faster on CPUs "
                         "with AVX512-BF16/AMX; H always accumulates in float32)")
-    c.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    c.add_argument("--threads", type=int, default=None,
+                   help="torch threads for calibration and GPTQ; with --method rtn, tensors quantized at once "
+                        "(default: torch's choice / the CPU count)")
     p.add_argument("--tokenizer-pre", default=None, metavar="NAME",
                    help="tokenizer.ggml.pre for a HF BPE tokenizer llama.cpp's table does not know")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")

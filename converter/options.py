@@ -68,7 +68,7 @@ class ConvertOptions:
     seed: int = 0
     device: str = "cpu"
     calib_dtype: str = "float32"           # dtype of the calibration forward passes (H always accumulates in fp32)
-    threads: int | None = None             # torch threads (default: torch's choice)
+    threads: int | None = None             # torch threads; rtn: tensors quantized at once (default: torch / CPU count)
     tokenizer_pre: str | None = None       # override tokenizer.ggml.pre for an unknown HF BPE tokenizer
     progress: bool = True                  # tqdm bars
 

@@ -17,8 +17,11 @@ attention runs once per block. The methods: maq / gptq through ``gptq.GPTQ``; rt
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -240,19 +243,36 @@ def _split_plan(plan) -> tuple[list, dict[int, list], list]:
 
 
 def _rtn_block(src: Source, tensors: list, write_float: WriteFloat, write_maq: WriteMAQ, rows: list[dict],
-               seed: int | None = None) -> None:
+               seed: int | None = None, pool: ThreadPoolExecutor | None = None) -> None:
     """Round one block's MAQ tensors to nearest (no calibration), copy the rest (``tp.rotated`` linears rotated
-    with ``seed``, --incoherence); append per-tensor rows."""
+    with ``seed``, --incoherence); append per-tensor rows. With ``pool``, up to its workers' count of tensors are
+    quantized at once (numpy's array loops release the GIL) while the next one is read; tensors are still written
+    in plan order and at most that many are held in memory."""
+    width = pool._max_workers if pool is not None else 1
+    pending: list[tuple] = []   # (plan entry, future or finished tensor), oldest first
+
+    def drain(keep: int) -> None:
+        while len(pending) > keep:
+            tp, job = pending.pop(0)
+            t = job.result() if pool is not None else job
+            write_maq(tp.name, t)
+            rows.append(tensor_row(tp.name, tp.kind, None, t, tp.choice))
+
     for tp in tensors:
         W = src.tensor(tp.name)
         if tp.rotated:
             W = incoherence.rotate_weight(W, seed)
         if not tp.is_maq:
+            drain(0)
             write_float(tp.name, W)
             continue
-        t = fmt.quantize_rtn(W, None, tp.group, tp.bits)
-        write_maq(tp.name, t)
-        rows.append(tensor_row(tp.name, tp.kind, None, t, tp.choice))
+        if pool is None:
+            pending.append((tp, fmt.quantize_rtn(W, None, tp.group, tp.bits)))
+        else:
+            pending.append((tp, pool.submit(fmt.quantize_rtn, W, None, tp.group, tp.bits)))
+        del W
+        drain(width - 1)
+    drain(0)
 
 
 def _write_block(src: Source, tensors: list, results: dict[str, LayerResult], write_float: WriteFloat,
@@ -319,9 +339,11 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
     bar = tqdm(total=p.n_layer, desc="blocks", unit="block", disable=not opts.progress, dynamic_ncols=True)
     with torch.inference_mode():
         if opts.method == "rtn":
-            for i in range(p.n_layer):
-                _rtn_block(src, by_block[i], write_float, write_maq, rows, opts.rotation_seed)
-                bar.update(1)
+            workers = opts.threads or os.cpu_count() or 1
+            with ThreadPoolExecutor(max_workers=workers) if workers > 1 else contextlib.nullcontext() as pool:
+                for i in range(p.n_layer):
+                    _rtn_block(src, by_block[i], write_float, write_maq, rows, opts.rotation_seed, pool)
+                    bar.update(1)
         else:
             _calibrated_blocks(src, opts, by_block, samples, dev, write_float, write_maq, rows, bar)
     bar.close()

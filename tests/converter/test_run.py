@@ -194,3 +194,16 @@ def test_activation_cache_and_recompute_agree(tiny_hf, maq_file, tmp_path, monke
     out = tmp_path / "recompute.gguf"
     assert main(["convert", str(tiny_hf), "--out", str(out), *CAL]) == 0
     assert out.read_bytes() == maq_file[0].read_bytes()
+
+
+def test_rtn_threads_write_the_same_file(tiny_hf, tmp_path):
+    """--method rtn quantizes up to --threads tensors at once (a thread pool); the file is byte-identical to the
+    one-thread conversion (same tensors, same order), for MAQ2 and for MAQ4 with --incoherence."""
+    for extra in ([], ["--bits", "4", "--incoherence", "hadamard"]):
+        outs = []
+        for n in (1, 3):
+            out = tmp_path / f"rtn{n}.gguf"
+            assert main(["convert", str(tiny_hf), "--out", str(out), "--force", "--no-progress", "--method", "rtn",
+                         "--threads", str(n), *extra]) == 0
+            outs.append(out.read_bytes())
+        assert outs[0] == outs[1], extra
