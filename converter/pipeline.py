@@ -243,12 +243,11 @@ def _split_plan(plan) -> tuple[list, dict[int, list], list]:
 
 
 def _rtn_block(src: Source, tensors: list, write_float: WriteFloat, write_maq: WriteMAQ, rows: list[dict],
-               seed: int | None = None, pool: ThreadPoolExecutor | None = None) -> None:
+               seed: int | None = None, pool: ThreadPoolExecutor | None = None, width: int = 1) -> None:
     """Round one block's MAQ tensors to nearest (no calibration), copy the rest (``tp.rotated`` linears rotated
-    with ``seed``, --incoherence); append per-tensor rows. With ``pool``, up to its workers' count of tensors are
-    quantized at once (numpy's array loops release the GIL) while the next one is read; tensors are still written
-    in plan order and at most that many are held in memory."""
-    width = pool._max_workers if pool is not None else 1
+    with ``seed``, --incoherence); append per-tensor rows. With ``pool`` (``width`` workers), up to ``width``
+    tensors are quantized at once (numpy's array loops release the GIL) while the next one is read; tensors are
+    still written in plan order and at most ``width`` are held in memory."""
     pending: list[tuple] = []   # (plan entry, future or finished tensor), oldest first
 
     def drain(keep: int) -> None:
@@ -271,7 +270,7 @@ def _rtn_block(src: Source, tensors: list, write_float: WriteFloat, write_maq: W
         else:
             pending.append((tp, pool.submit(fmt.quantize_rtn, W, None, tp.group, tp.bits)))
         del W
-        drain(width - 1)
+        drain(width - 1 if pool is not None else 0)
     drain(0)
 
 
@@ -342,7 +341,7 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
             workers = opts.threads or os.cpu_count() or 1
             with ThreadPoolExecutor(max_workers=workers) if workers > 1 else contextlib.nullcontext() as pool:
                 for i in range(p.n_layer):
-                    _rtn_block(src, by_block[i], write_float, write_maq, rows, opts.rotation_seed, pool)
+                    _rtn_block(src, by_block[i], write_float, write_maq, rows, opts.rotation_seed, pool, workers)
                     bar.update(1)
         else:
             _calibrated_blocks(src, opts, by_block, samples, dev, write_float, write_maq, rows, bar)
