@@ -17,7 +17,6 @@ attention runs once per block. The methods: maq / gptq through ``gptq.GPTQ``; rt
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -243,17 +242,17 @@ def _split_plan(plan) -> tuple[list, dict[int, list], list]:
 
 
 def _rtn_block(src: Source, tensors: list, write_float: WriteFloat, write_maq: WriteMAQ, rows: list[dict],
-               seed: int | None = None, pool: ThreadPoolExecutor | None = None, width: int = 1) -> None:
+               pool: ThreadPoolExecutor, width: int, seed: int | None = None) -> None:
     """Round one block's MAQ tensors to nearest (no calibration), copy the rest (``tp.rotated`` linears rotated
-    with ``seed``, --incoherence); append per-tensor rows. With ``pool`` (``width`` workers), up to ``width``
-    tensors are quantized at once (numpy's array loops release the GIL) while the next one is read; tensors are
-    still written in plan order and at most ``width`` are held in memory."""
-    pending: list[tuple] = []   # (plan entry, future or finished tensor), oldest first
+    with ``seed``, --incoherence); append per-tensor rows. Up to ``width`` tensors are quantized at once in ``pool``
+    (numpy's array loops release the GIL) while the next one is read; tensors are still written in plan order and
+    at most ``width`` are held in memory."""
+    pending: list[tuple] = []   # (plan entry, future), oldest first
 
     def drain(keep: int) -> None:
         while len(pending) > keep:
             tp, job = pending.pop(0)
-            t = job.result() if pool is not None else job
+            t = job.result()
             write_maq(tp.name, t)
             rows.append(tensor_row(tp.name, tp.kind, None, t, tp.choice))
 
@@ -265,12 +264,9 @@ def _rtn_block(src: Source, tensors: list, write_float: WriteFloat, write_maq: W
             drain(0)
             write_float(tp.name, W)
             continue
-        if pool is None:
-            pending.append((tp, fmt.quantize_rtn(W, None, tp.group, tp.bits)))
-        else:
-            pending.append((tp, pool.submit(fmt.quantize_rtn, W, None, tp.group, tp.bits)))
+        pending.append((tp, pool.submit(fmt.quantize_rtn, W, None, tp.group, tp.bits)))
         del W
-        drain(width - 1 if pool is not None else 0)
+        drain(width - 1)
     drain(0)
 
 
@@ -339,9 +335,9 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
     with torch.inference_mode():
         if opts.method == "rtn":
             workers = opts.threads or os.cpu_count() or 1
-            with ThreadPoolExecutor(max_workers=workers) if workers > 1 else contextlib.nullcontext() as pool:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
                 for i in range(p.n_layer):
-                    _rtn_block(src, by_block[i], write_float, write_maq, rows, opts.rotation_seed, pool, workers)
+                    _rtn_block(src, by_block[i], write_float, write_maq, rows, pool, workers, opts.rotation_seed)
                     bar.update(1)
         else:
             _calibrated_blocks(src, opts, by_block, samples, dev, write_float, write_maq, rows, bar)

@@ -749,7 +749,8 @@ def quantize_rtn(W: np.ndarray, salient: np.ndarray | None = None, G: int = DEFA
 
 
 __all__ = [
-    "FORMAT_VERSION", "FORMAT_VERSION_PLAIN", "format_version", "WORD_WEIGHTS", "MEAN_SPAN", "GROUP_SIZES", "DEFAULT_GROUP", "TYPE_MAQ2", "SALIENT_MEAN4",
+    "FORMAT_VERSION", "FORMAT_VERSION_PLAIN", "format_version", "WORD_WEIGHTS", "MEAN_SPAN", "GROUP_SIZES",
+    "DEFAULT_GROUP", "TYPE_MAQ2", "SALIENT_MEAN4",
     "SALIENT_INT8", "SALIENT_CODINGS", "PART_SALW", "PART_SALOFF", "encode_words_int8",
     "PART_WORDS", "PART_BITMAP", "PART_SCALES", "PART_ROWSCALE", "PART_SUFFIXES", "PART_HI", "PART_SUFFIXES_HI",
     "part_suffixes", "BITS", "TYPE_MAQ3", "TYPE_MAQ4", "TYPE_OF_BITS", "BITS_OF_TYPE",

@@ -168,25 +168,34 @@ static void sums4_neon(const int8_t *xn32, int16_t *s4) {
 }
 #endif
 
-/* The AMX operand tiles after the B rows (layout in maq_internal.h): the rows' natural-order int8 inputs regrouped,
- * 4 inputs (one int32) at a time; copies only, so every path's products see the same integers. */
+/* The AMX operands after the B rows (layout in maq_internal.h): the rows' natural-order int8 inputs regrouped,
+ * 4 inputs (one int32) at a time, and the tokens' block scales and input sums gathered 16 tokens per vector; copies
+ * only, so every path's products see the same numbers. */
 static void maq2_act_tiles(const maq2_act_layout *L, uint8_t *a, int B) {
-    const int T = L->T, nch = (T + 63) / 64, ntt = (B + 15) / 16;
-    uint32_t *tiles = (uint32_t *)(a + (size_t)B * L->stride);   /* [ntt][nch][16 k4][16 tokens] */
-    for (int j = 0; j < ntt; j++)
+    const int T = L->T, nch = (T + 63) / 64, nb = L->nb, ntt = (B + 15) / 16;
+    const size_t ts = maq2_act_tile_stride(T);
+    for (int j = 0; j < ntt; j++) {
+        uint8_t *tile = a + (size_t)B * L->stride + (size_t)j * ts;
+        uint32_t *ops = (uint32_t *)tile;                          /* [nch][16 k4][16 n] */
+        float *dx = (float *)(tile + (size_t)nch * 1024);          /* [nb][16 n] */
+        int32_t *xs = (int32_t *)(dx + (size_t)nb * 16);           /* [nb][16 n] */
         for (int n = 0; n < 16; n++) {
             const int t = 16 * j + n;
-            const int8_t *xn = t < B ? (const int8_t *)(a + (size_t)t * L->stride + L->xn) : NULL;
-            for (int c = 0; c < nch; c++) {
-                uint32_t *dst = tiles + ((size_t)j * nch + c) * 256 + n;
+            const uint8_t *row = t < B ? a + (size_t)t * L->stride : NULL;
+            const int8_t *xn = row ? (const int8_t *)(row + L->xn) : NULL;
+            for (int c = 0; c < nch; c++)
                 for (int k4 = 0; k4 < 16; k4++) {
                     const int i = 64 * c + 4 * k4;
                     uint32_t v = 0;
                     if (xn && i < T) memcpy(&v, xn + i, 4);   /* T % 16 == 0: a 4-input group is whole or absent */
-                    dst[16 * k4] = v;
+                    ops[(size_t)c * 256 + 16 * k4 + n] = v;
                 }
+            for (int b = 0; b < nb; b++) {
+                dx[16 * b + n] = row ? ((const float *)(row + L->dx))[b] : 0.0f;
+                xs[16 * b + n] = row ? 128 * (int32_t)((const int16_t *)(row + L->xs128))[b] : 0;
             }
         }
+    }
 }
 
 /* ================================================================== per-path row preprocessing */
@@ -355,8 +364,9 @@ void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act) {
     uint8_t *a = maq_act_align(act);
     const int T = w->T;
     float *tmp = (float *)(a + maq_act_rows_bytes(w, B));   /* [T] rotated row (maq_act_bytes reserves it) */
+    const int path = maq_path_id();
     act_ops o;
-    act_ops_for(maq_path_id(), &o);
+    act_ops_for(path, &o);
     switch (w->type) {
     case MAQ_TYPE_MAQ2:
     case MAQ_TYPE_MAQ3:
@@ -366,11 +376,11 @@ void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act) {
         for (int b = 0; b < B; b++) maq2_act_row(&L, &o, input_row(w, X, b, tmp), a + (size_t)b * L.stride);
         if (maq2_act_tiles_bytes(T, B)) {   /* the AMX operand tiles, or a trailer saying there are none */
             uint32_t mark = 0;
-            if (maq_path_id() == MAQ_PATH_AMX) {
+            if (path == MAQ_PATH_AMX) {
                 maq2_act_tiles(&L, a, B);
                 mark = MAQ_AMX_TILES_MARK ^ (uint32_t)B;
             }
-            memcpy(a + (size_t)B * L.stride + maq2_act_tiles_bytes(T, B) - 64, &mark, 4);
+            memcpy(maq2_act_tiles_mark(a, L.stride, T, B), &mark, 4);
         }
         break;
     }

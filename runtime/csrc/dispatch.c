@@ -5,7 +5,7 @@
  * __builtin_cpu_supports; on aarch64 "neon" (baseline there) and "dotprod" (NEON + SDOT, ARMv8.2, chosen
  * when the kernel's HWCAP says the CPU has it); on x86-64 also "vnni" (AVX2 + AVX-512 VNNI/VL/BW: vpdpbusd on
  * 256-bit registers), chosen when the CPU (and OS) supports AVX-512; "amx" (the vnni path plus AMX int8 tiles for
- * batched MAQ3/MAQ4 products) when the CPU has AMX-TILE and AMX-INT8 and Linux grants the process the tile data
+ * batched MAQ2/MAQ3/MAQ4 products) when the CPU has AMX-TILE and AMX-INT8 and Linux grants the process the tile data
  * state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux >= 5.16; asked once, here).
  * The default is the widest supported path unless MAQ_FORCE_PATH names another (read once, at first use).
  */

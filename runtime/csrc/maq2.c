@@ -897,23 +897,22 @@ static void amx_lut2(uint32_t lut2[256]) {
     for (uint32_t v = 0; v < 256; v++) lut2[v] = (v & 3u) | (v >> 2 & 3u) << 8 | (v >> 4 & 3u) << 16 | (v >> 6) << 24;
 }
 
-/* The A streams of rows pa..pa+15 (rows >= pb: zero): stream s, chunk c: panel[(s * nch + c) * 1024 + 64 r + j] for
- * input 64c + j of row pa + r (inputs >= T: zero). Codes four at a time: lo fields by lut2, plus 4x the hi fields
- * (MAQ4: lut2 of the hi byte; MAQ3: the hi nibble's bits spread to 2-bit fields first). */
-static void amx_unpack_panel(const maq_weight *w, int pa, int pb, const int BITS, const uint32_t lut2[256],
-                             uint8_t *panel) {
+/* The A streams of the panel's nr rows (rows[r]; rows >= nr: zero): stream s, chunk c: panel[(s * nch + c) * 1024 +
+ * 64 r + j] for input 64c + j of row r (inputs >= T: zero). Codes four at a time: lo fields by lut2, plus 4x the hi
+ * fields (MAQ4: lut2 of the hi byte; MAQ3: the hi nibble's bits spread to 2-bit fields first). */
+static void amx_unpack_panel(const maq_weight *w, const maq2_row *rows, int nr, const int BITS,
+                             const uint32_t lut2[256], uint8_t *panel) {
     const int nw = w->T >> 4, nch = (w->T + 63) >> 6, gs = g_shift(w->G);
     const size_t stream = (size_t)nch * 1024;
     memset(panel, 0, (BITS == 2 ? 4 : 2) * stream);
     static const uint8_t spread4[16] = {0x00, 0x01, 0x04, 0x05, 0x10, 0x11, 0x14, 0x15,
                                         0x40, 0x41, 0x44, 0x45, 0x50, 0x51, 0x54, 0x55};   /* bit k -> bit 2k */
-    for (int r = 0; r < pb - pa; r++) {
-        maq2_row row;
-        row_init_g(w, pa + r, w->G, BITS, &row);
+    for (int r = 0; r < nr; r++) {
+        const maq2_row *row = &rows[r];
         for (int wi = 0; wi < nw; wi++) {
             uint8_t *dst = panel + (size_t)(wi >> 2) * 1024 + 64 * r + 16 * (wi & 3);
-            const uint32_t lo = row.words[wi];
-            if (BITS == 2 && (row.bm[wi >> 3] >> (wi & 7) & 1u)) {   /* salient: 4 int8 means */
+            const uint32_t lo = row->words[wi];
+            if (BITS == 2 && (row->bm[wi >> 3] >> (wi & 7) & 1u)) {   /* salient: 4 int8 means */
                 for (int j = 0; j < 16; j++) {
                     dst[AMX_MEAN * stream + j] = (uint8_t)((lo >> (8 * (j >> 2))) & 0xffu) ^ 0x80u;   /* c + 128 */
                     dst[AMX_ONE * stream + j] = 1;
@@ -923,32 +922,11 @@ static void amx_unpack_panel(const maq_weight *w, int pa, int pb, const int BITS
             uint32_t q[4];
             for (int k = 0; k < 4; k++) {
                 q[k] = lut2[lo >> (8 * k) & 0xffu];
-                if (BITS == 4) q[k] |= lut2[row.hi32[wi] >> (8 * k) & 0xffu] << 2;
-                if (BITS == 3) q[k] |= lut2[spread4[row.hi16[wi] >> (4 * k) & 0xfu]] << 2;
+                if (BITS == 4) q[k] |= lut2[row->hi32[wi] >> (8 * k) & 0xffu] << 2;
+                if (BITS == 3) q[k] |= lut2[spread4[row->hi16[wi] >> (4 * k) & 0xfu]] << 2;
             }
             memcpy(dst, q, 16);
-            memset(dst + AMX_MIN * stream, (uint8_t)(row.m[(16 * wi) >> gs] + 128), 16);
-        }
-    }
-}
-
-typedef struct {             /* the activation scalars of all token tiles, 16 tokens per vector (missing tokens 0) */
-    float *dx;               /* [ntt][nb][16] */
-    int32_t *xs;             /* [ntt][nb][16] 128 * (sum of x over block b) */
-} amx_tok;
-
-static void amx_tokens(const maq2_act_layout *L, const uint8_t *act, int B, amx_tok *tk) {
-    const int ntt = (B + 15) / 16, nb = L->nb;
-    memset(tk->dx, 0, (size_t)ntt * nb * 16 * sizeof(float));
-    memset(tk->xs, 0, (size_t)ntt * nb * 16 * sizeof(int32_t));
-    for (int t = 0; t < B; t++) {
-        const uint8_t *row = act + (size_t)t * L->stride;
-        const float *dx = (const float *)(row + L->dx);
-        const int16_t *xs128 = (const int16_t *)(row + L->xs128);
-        const size_t o = (size_t)(t / 16) * nb * 16 + t % 16;
-        for (int b = 0; b < nb; b++) {
-            tk->dx[o + 16 * b] = dx[b];
-            tk->xs[o + 16 * b] = 128 * (int32_t)xs128[b];
+            memset(dst + AMX_MIN * stream, (uint8_t)(row->m[(16 * wi) >> gs] + 128), 16);
         }
     }
 }
@@ -977,12 +955,14 @@ static inline __attribute__((always_inline)) AMX_FN void amx_scale_add(__m512i D
         }                                                                    \
     } while (0)
 
-/* Token tile t0..t0+nt-1 of the 16-row panel at pa (valid rows nr) from its unpacked streams. */
-static AMX_FN void amx_tile(const maq_weight *w, const maq2_act_layout *L, const uint8_t *tiles, int tt, int nch,
-                            const uint8_t *panel, const maq2_row *rows, int nr, const float *dxs, const int32_t *xss,
-                            int nt, float *Y, int pa, int t0, const int BITS) {
-    const int G = w->G, ng = (w->T + G - 1) >> g_shift(G);
+/* Token tile t0..t0+nt-1 (its operands at `tile`, maq_internal.h) of the 16-row panel at pa (valid rows nr) from
+ * the panel's unpacked streams. */
+static AMX_FN void amx_tile(const maq_weight *w, const maq2_act_layout *L, const uint8_t *tile, const uint8_t *panel,
+                            const maq2_row *rows, int nr, int nt, float *Y, int pa, int t0, const int BITS) {
+    const int G = w->G, ng = (w->T + G - 1) >> g_shift(G), nch = (w->T + 63) >> 6;
     const size_t stream = (size_t)nch * 1024;
+    const float *dxs = (const float *)(tile + stream);         /* [nb][16] */
+    const int32_t *xss = (const int32_t *)(dxs + L->nb * 16);  /* [nb][16] 128 * XS_b */
     __m512 fD[16][4], fM[16][4], fS[16][4];
     for (int r = 0; r < 16; r++)
         for (int l = 0; l < 4; l++) fD[r][l] = fM[r][l] = fS[r][l] = _mm512_setzero_ps();
@@ -1002,7 +982,7 @@ static AMX_FN void amx_tile(const maq_weight *w, const maq2_act_layout *L, const
         if (G == 128) _tile_zero(0);
         for (int c = 2 * b; c < c_end; c++) {
             const uint8_t *A = panel + (size_t)c * 1024;
-            const uint8_t *X = tiles + ((size_t)tt * nch + c) * 1024;
+            const uint8_t *X = tile + (size_t)c * 1024;
             if (G == 32) {                        /* two groups per chunk: two 32-input products */
                 for (int h = 0; h < 2; h++) {
                     _tile_zero(0);
@@ -1060,10 +1040,9 @@ static AMX_FN void amx_tile(const maq_weight *w, const maq2_act_layout *L, const
 
 /* The activation's operand tiles were laid out for these B rows (maq_internal.h: the trailer). */
 static int amx_tiles_ready(const maq2_act_layout *L, const uint8_t *act, int B) {
-    const size_t tb = maq2_act_tiles_bytes(L->T, B);
     uint32_t mark = 0;
-    if (tb) memcpy(&mark, act + (size_t)B * L->stride + tb - 64, 4);
-    return tb && mark == (MAQ_AMX_TILES_MARK ^ (uint32_t)B);
+    if (maq2_act_tiles_bytes(L->T, B)) memcpy(&mark, maq2_act_tiles_mark(act, L->stride, L->T, B), 4);
+    return mark == (MAQ_AMX_TILES_MARK ^ (uint32_t)B);
 }
 
 /* MAQ rows [p0, p1) for B >= MAQ_AMX_MIN_B tokens. Returns 0 if its scratch could not be allocated (the caller
@@ -1071,12 +1050,8 @@ static int amx_tiles_ready(const maq2_act_layout *L, const uint8_t *act, int B) 
 static AMX_FN int amx_rows(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
                            float *Y, const int BITS) {
     const int G = w->G, nch = (w->T + 63) >> 6, ntt = (B + 15) / 16;
-    const size_t panel_bytes = (size_t)(BITS == 2 ? 4 : 2) * nch * 1024, tok_bytes = (size_t)ntt * L->nb * 64;
-    uint8_t *scratch = aligned_alloc(64, panel_bytes + 2 * tok_bytes);
-    if (!scratch) return 0;
-    uint8_t *panel = scratch;
-    amx_tok tk = {(float *)(scratch + panel_bytes), (int32_t *)(scratch + panel_bytes + tok_bytes)};
-    amx_tokens(L, act, B, &tk);
+    uint8_t *panel = aligned_alloc(64, (size_t)(BITS == 2 ? 4 : 2) * nch * 1024);   /* the A streams */
+    if (!panel) return 0;
     uint32_t lut2[256];
     amx_lut2(lut2);
     amx_tilecfg cfg;
@@ -1088,21 +1063,21 @@ static AMX_FN int amx_rows(const maq_weight *w, const maq2_act_layout *L, const 
     cfg.rows[5] = (uint8_t)(kb / 4), cfg.colsb[5] = 64;                 /* tmm5: B [kb/4][16 tokens x 4] */
     _tile_loadconfig(&cfg);
     const uint8_t *tiles = act + (size_t)B * L->stride;
+    const size_t ts = maq2_act_tile_stride(w->T);
     for (int pa = p0; pa < p1; pa += 16) {
-        const int pb = pa + 16 < p1 ? pa + 16 : p1;
+        const int nr = p1 - pa < 16 ? p1 - pa : 16;
         maq2_row rows[16];
-        for (int r = 0; r < pb - pa; r++) row_init_g(w, pa + r, G, BITS, &rows[r]);
-        amx_unpack_panel(w, pa, pb, BITS, lut2, panel);
+        for (int r = 0; r < nr; r++) row_init_g(w, pa + r, G, BITS, &rows[r]);
+        amx_unpack_panel(w, rows, nr, BITS, lut2, panel);
         for (int tt = 0; tt < ntt; tt++) {
             const int nt = B - 16 * tt < 16 ? B - 16 * tt : 16;
-            const float *dxs = tk.dx + (size_t)tt * L->nb * 16;
-            const int32_t *xss = tk.xs + (size_t)tt * L->nb * 16;
-            if (BITS == 2) amx_tile(w, L, tiles, tt, nch, panel, rows, pb - pa, dxs, xss, nt, Y, pa, 16 * tt, 2);
-            else amx_tile(w, L, tiles, tt, nch, panel, rows, pb - pa, dxs, xss, nt, Y, pa, 16 * tt, 3);
+            const uint8_t *tile = tiles + (size_t)tt * ts;
+            if (BITS == 2) amx_tile(w, L, tile, panel, rows, nr, nt, Y, pa, 16 * tt, 2);
+            else amx_tile(w, L, tile, panel, rows, nr, nt, Y, pa, 16 * tt, 3);
         }
     }
     _tile_release();
-    free(scratch);
+    free(panel);
     return 1;
 }
 #endif /* MAQ_X86 && __linux__ */

@@ -37,7 +37,8 @@
 /* MAQ_PATH_VNNI: the AVX2 code with AVX-512 VNNI (vpdpbusd on 256-bit registers) where a kernel has a use for it;
  * kernels without one run their AVX2 code on it (maq_path_x86_base).
  * MAQ_PATH_AMX: the VNNI path plus AMX int8 tiles (TDPBUSD, 16 rows x 16 tokens x 64 inputs per instruction) for
- * batched MAQ3 / MAQ4 products (B >= MAQ_AMX_MIN_B); every other product runs its VNNI code (maq_path_int8_base). */
+ * batched MAQ2 / MAQ3 / MAQ4 products (B >= MAQ_AMX_MIN_B); every other product runs its VNNI code
+ * (maq_path_int8_base). */
 enum maq_path { MAQ_PATH_SCALAR = 0, MAQ_PATH_SSE = 1, MAQ_PATH_AVX2 = 2, MAQ_PATH_NEON = 3, MAQ_PATH_DOTPROD = 4,
                 MAQ_PATH_VNNI = 5, MAQ_PATH_AMX = 6 };
 #define MAQ_N_PATHS 7
@@ -158,24 +159,34 @@ typedef struct {
 } q8_act_layout;
 void q8_act_layout_init(q8_act_layout *L, int T);
 
-/* AMX operand tiles of a MAQ-family activation (x86-64 builds, B >= MAQ_AMX_MIN_B; written by maq_act_prepare only
- * when the active path is "amx"), placed right after the B rows (offset B * stride, 64-byte aligned): for token tile
- * j (tokens 16j..16j+15, missing tokens zero) and 64-input chunk c (inputs >= T zero), 1 KiB
- *   tiles[(j * nch + c) * 1024 + 64 * k4 + 4 * n + i] = xn[token 16j + n][64c + 4*k4 + i]   (k4, n < 16; i < 4)
- * = the B operand of TDPBUSD (4 consecutive inputs of one token per int32 lane); nch = ceil(T/64). Its first 512
- * bytes are the tile of inputs 64c..64c+31, the last 512 of 64c+32..64c+63 (the 32-input tiles of G = 32). A 64-byte
- * trailer follows: uint32 MAQ_AMX_TILES_MARK ^ B when the tiles were laid out for these B rows, else 0 (a product
- * whose activation was prepared on another path runs its VNNI code instead of reading stale tiles). */
+/* AMX operands of a MAQ-family activation (x86-64 builds, B >= MAQ_AMX_MIN_B; written by maq_act_prepare only when
+ * the active path is "amx"), placed right after the B rows (offset B * stride, 64-byte aligned). Per token tile j
+ * (tokens 16j..16j+15, missing tokens zero), maq2_act_tile_stride(T) bytes:
+ *   ops int8  [nch][16 k4][16 n][4 i] = xn[token 16j + n][64c + 4*k4 + i] (inputs >= T zero): per 64-input chunk c,
+ *             1 KiB, the B operand of TDPBUSD (4 consecutive inputs of one token per int32 lane); its first 512
+ *             bytes are the tile of inputs 64c..64c+31, the last 512 of 64c+32..64c+63 (the 32-input tiles of G = 32)
+ *   dx  float [nb][16 n]   the tokens' block scales
+ *   xs  int32 [nb][16 n]   128 * the tokens' block input sums (xs128)
+ * with nch = ceil(T/64), nb = ceil(T/128). A 64-byte trailer follows the last tile: uint32 MAQ_AMX_TILES_MARK ^ B when
+ * the tiles were laid out for these B rows, else 0 (a product whose activation was prepared on another path runs its
+ * VNNI code instead of reading stale tiles). */
 #define MAQ_AMX_MIN_B 16
 #define MAQ_AMX_TILES_MARK 0x414d5854u   /* "TXMA" */
+static inline size_t maq2_act_tile_stride(int T) {
+    return (size_t)((T + 63) / 64) * 1024u + (size_t)((T + 127) / 128) * 128u;
+}
 static inline size_t maq2_act_tiles_bytes(int T, int B) {
 #if defined(MAQ_X86)
-    return B >= MAQ_AMX_MIN_B ? (size_t)((B + 15) / 16) * (size_t)((T + 63) / 64) * 1024u + 64u : 0;
+    return B >= MAQ_AMX_MIN_B ? (size_t)((B + 15) / 16) * maq2_act_tile_stride(T) + 64u : 0;
 #else
     (void)T;
     (void)B;
     return 0;
 #endif
+}
+/* The trailer of the AMX operands of B activation rows of `stride` bytes at act (maq2_act_tiles_bytes(T, B) > 0). */
+static inline uint8_t *maq2_act_tiles_mark(const uint8_t *act, size_t stride, int T, int B) {
+    return (uint8_t *)act + (size_t)B * stride + maq2_act_tiles_bytes(T, B) - 64;
 }
 
 /* Bytes of B activation rows (without the alignment slack maq_act_bytes adds); MAQ family: plus the AMX tiles. */

@@ -270,7 +270,17 @@ typedef float maq_vf16u __attribute__((vector_size(64), aligned(4)));
  * add latency). */
 #define MAQ_ATT_TILE 32
 #define MAQ_ATT_RT 4      /* query heads per pass */
-static inline __attribute__((always_inline)) void scores_tile(const float *restrict q, const int RT, int hd,
+/* fn(RT, ...) with RT in 1..MAQ_ATT_RT as a compile-time constant: each case inlines its own copy of fn. */
+#define MAQ_CONST_RT(RT, fn, ...)                     \
+    do {                                              \
+        switch (RT) {                                 \
+        case 4: fn(4, __VA_ARGS__); break;            \
+        case 3: fn(3, __VA_ARGS__); break;            \
+        case 2: fn(2, __VA_ARGS__); break;            \
+        default: fn(1, __VA_ARGS__); break;           \
+        }                                             \
+    } while (0)
+static inline __attribute__((always_inline)) void scores_tile(const int RT, const float *restrict q, int hd,
                                                             const float *restrict kt, int S, int p0,
                                                             float *restrict att) {
     maq_vf16 acc[MAQ_ATT_RT][2];
@@ -309,12 +319,8 @@ MAQ_CLONES void maq_attn_scores(const float *restrict q, int rep, int hd, const 
         const int RT = rep - r0 < MAQ_ATT_RT ? rep - r0 : MAQ_ATT_RT;
         const float *qr = q + (size_t)r0 * hd;
         float *ar = att + (size_t)r0 * S;
-        for (int p0 = 0; p0 + MAQ_ATT_TILE <= n_pos; p0 += MAQ_ATT_TILE) {   /* RT a constant in each call */
-            if (RT == 4) scores_tile(qr, 4, hd, kt, S, p0, ar);
-            else if (RT == 3) scores_tile(qr, 3, hd, kt, S, p0, ar);
-            else if (RT == 2) scores_tile(qr, 2, hd, kt, S, p0, ar);
-            else scores_tile(qr, 1, hd, kt, S, p0, ar);
-        }
+        for (int p0 = 0; p0 + MAQ_ATT_TILE <= n_pos; p0 += MAQ_ATT_TILE)
+            MAQ_CONST_RT(RT, scores_tile, qr, hd, kt, S, p0, ar);
     }
     const int p0 = n_pos / MAQ_ATT_TILE * MAQ_ATT_TILE;
     if (p0 < n_pos)
@@ -333,7 +339,7 @@ MAQ_CLONES void maq_attn_scores(const float *restrict q, int rep, int hd, const 
 
 /* o[r][c0..c0+32) = sum_p a[r][p] * v[p][c0..c0+32) for RT heads (p in order from 0): every value vector loaded
  * serves all RT heads; 2 x RT independent accumulator chains. */
-static inline __attribute__((always_inline)) void values_tile(const float *restrict a, int att_stride, const int RT,
+static inline __attribute__((always_inline)) void values_tile(const int RT, const float *restrict a, int att_stride,
                                                             const float *restrict vc, int kv_stride, int n_pos,
                                                             int c0, float *restrict o, int out_stride) {
     maq_vf16 acc[MAQ_ATT_RT][2];
@@ -389,12 +395,8 @@ MAQ_CLONES void maq_attn_values(float *restrict att, int att_stride, int rep, co
         const int RT = rep - r0 < MAQ_ATT_RT ? rep - r0 : MAQ_ATT_RT;
         const float *ar = att + (size_t)r0 * att_stride;
         float *orr = out + (size_t)r0 * out_stride;
-        for (int c0 = 0; c0 < hd; c0 += 32) {
-            if (RT == 4) values_tile(ar, att_stride, 4, vc, kv_stride, n_pos, c0, orr, out_stride);
-            else if (RT == 3) values_tile(ar, att_stride, 3, vc, kv_stride, n_pos, c0, orr, out_stride);
-            else if (RT == 2) values_tile(ar, att_stride, 2, vc, kv_stride, n_pos, c0, orr, out_stride);
-            else values_tile(ar, att_stride, 1, vc, kv_stride, n_pos, c0, orr, out_stride);
-        }
+        for (int c0 = 0; c0 < hd; c0 += 32)
+            MAQ_CONST_RT(RT, values_tile, ar, att_stride, vc, kv_stride, n_pos, c0, orr, out_stride);
     }
 }
 
