@@ -19,6 +19,10 @@ void maq2_act_layout_init(maq2_act_layout *L, int T) {
     L->xs32 = off;  off += MAQ_ROUND_UP((size_t)((T + 31) / 32) * sizeof(int16_t), MAQ_ALIGN);
     L->xs64 = off;  off += MAQ_ROUND_UP((size_t)((T + 63) / 64) * sizeof(int16_t), MAQ_ALIGN);
     L->xs128 = off; off += MAQ_ROUND_UP((size_t)L->nb * sizeof(int16_t), MAQ_ALIGN);
+    L->xz = off;
+#if defined(MAQ_X86)
+    off += (size_t)((L->nb + 1) / 2) * 256;
+#endif
     L->stride = off;
 }
 
@@ -245,6 +249,13 @@ static void maq2_act_row(const maq2_act_layout *L, const act_ops *o, const float
         for (; c < 2; c++)                                                            /* rest: zero */
             for (int k = 0; k < 4; k++) memset(xp + 128 * b + 32 * k + 16 * c, 0, 16);
     }
+#if defined(MAQ_X86)
+    int8_t *xz = (int8_t *)(row + L->xz);        /* [ceil(nb/2)][4][2][32] */
+    for (int b = 0; b < L->nb; b++)
+        for (int k = 0; k < 4; k++) memcpy(xz + 256 * (b >> 1) + 64 * k + 32 * (b & 1), xp + 128 * b + 32 * k, 32);
+    if (L->nb & 1)
+        for (int k = 0; k < 4; k++) memset(xz + 256 * (L->nb >> 1) + 64 * k + 32, 0, 32);
+#endif
     int j = 0;
     for (; j + 8 <= T / 4; j += 8) o->sums4(xn + 4 * j, s4 + j);
     for (; j < T / 4; j++) s4[j] = (int16_t)(xn[4 * j] + xn[4 * j + 1] + xn[4 * j + 2] + xn[4 * j + 3]);

@@ -68,6 +68,7 @@ typedef struct {            /* one token's activation row, see maq2_act_layout *
     const float *dx;        /* [nb] */
     const int16_t *s4;      /* [T/4] */
     const int16_t *xsg;     /* [ng] sums of x per 2-bit group (xs32, xs64 or xs128 by G) */
+    const int8_t *xz;       /* x86-64: [ceil(nb/2)][4][2][32] xp regrouped for 512-bit loads */
 } maq2_x;
 
 typedef struct {            /* float lane accumulators: block b -> lane b % 4 */
@@ -108,6 +109,7 @@ static inline void x_init(const maq2_act_layout *L, const uint8_t *row, int G, m
     x->dx = (const float *)(row + L->dx);
     x->s4 = (const int16_t *)(row + L->s4);
     x->xsg = (const int16_t *)(row + (G == 32 ? L->xs32 : G == 64 ? L->xs64 : L->xs128));
+    x->xz = (const int8_t *)(row + L->xz);
 }
 
 static inline void acc_zero(maq2_acc *a) { memset(a, 0, sizeof(*a)); }
@@ -676,6 +678,106 @@ static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET))) void row_v
                                                                                       const int BITS) {
     row_avx2_any(r, x, NT, T, G, out, BITS, 1);
 }
+
+/* ------------------------------------------------------------------ AVX-512: single-token rows (VNNI path, B == 1)
+ * Decode streams every weight once, so its rows are bound by instructions per weight: here one 512-bit register
+ * holds two blocks (16 words, lanes 0-7 block 2h, lanes 8-15 block 2h+1 of the quad), the four code fields of the
+ * pair meet the activation's xz regrouping (field k of both blocks: one 64-byte load), vpdpbusd gives each word's
+ * dot, a masked madd with its group scale zeroes MAQ2 salient words (the bitmap's 16 bits are the mask), and the
+ * quad's two registers fold to [D_0..D_3]: the same exact integers as the AVX2 code, then the same float steps. */
+#define ZMM_FN static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET)))
+
+/* Group (index into the quad's scales) of word lane l of pair h, for G = 32, 64, 128: [g_index][h][l]. */
+static const int32_t PAIR_GROUP[3][2][16] __attribute__((aligned(64))) = {
+    {{0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7}, {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15}},
+    {{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3}, {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7}},
+    {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1}, {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3}}};
+
+/* Words wi..wi+15 (two blocks) as the four code fields, each 128-bit lane one chunk (as block_decode_avx2). */
+ZMM_FN void pair_decode_zmm(const maq2_row *r, int wi, __m512i *V, const int BITS) {
+    const __m512i W = _mm512_loadu_si512((const void *)(r->words + wi));
+    if (BITS == 2) {
+        const __m512i m3 = _mm512_set1_epi8(3);
+        V[0] = _mm512_and_si512(W, m3);
+        V[1] = _mm512_and_si512(_mm512_srli_epi16(W, 2), m3);
+        V[2] = _mm512_and_si512(_mm512_srli_epi16(W, 4), m3);
+        V[3] = _mm512_and_si512(_mm512_srli_epi16(W, 6), m3);
+        return;
+    }
+    const __m512i m33 = _mm512_set1_epi8(0x33), m0f = _mm512_set1_epi8(0x0f);
+    __m512i A, Bv;   /* codes k = 0 | 2 and k = 1 | 3 (low | high nibble) */
+    if (BITS == 4) {
+        const __m512i H = _mm512_loadu_si512((const void *)(r->hi32 + wi));
+        /* bit select (ternary-logic 0xca: a ? b : c) with a = 0x33: A = (W & 0x33) | ((H << 2) & 0xcc),
+         * B = ((W >> 2) & 0x33) | (H & 0xcc) */
+        A = _mm512_ternarylogic_epi32(m33, W, _mm512_slli_epi16(H, 2), 0xca);
+        Bv = _mm512_ternarylogic_epi32(m33, _mm512_srli_epi16(W, 2), H, 0xca);
+    } else {
+        const __m512i h = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(r->hi16 + wi)));
+        const __m512i hn = _mm512_and_si512(_mm512_or_si512(h, _mm512_slli_epi16(h, 4)), m0f);
+        const __m512i ta = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)HI3_A));
+        const __m512i tb = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)HI3_B));
+        A = _mm512_or_si512(_mm512_and_si512(W, m33), _mm512_shuffle_epi8(ta, hn));
+        Bv = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(W, 2), m33), _mm512_shuffle_epi8(tb, hn));
+    }
+    V[0] = _mm512_and_si512(A, m0f);
+    V[1] = _mm512_and_si512(Bv, m0f);
+    V[2] = _mm512_and_si512(_mm512_srli_epi16(A, 4), m0f);
+    V[3] = _mm512_and_si512(_mm512_srli_epi16(Bv, 4), m0f);
+}
+
+/* Per-word sc*dot of a pair (lanes of salient words, bit clear in keep, are 0); xz = field 0 of the pair. */
+ZMM_FN __m512i pair_dot_zmm(const __m512i *V, const int8_t *xz, __m512i sv, __mmask16 keep) {
+    __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), V[0], _mm512_load_si512((const void *)xz));
+    __m512i b = _mm512_dpbusd_epi32(_mm512_setzero_si512(), V[1], _mm512_load_si512((const void *)(xz + 64)));
+    a = _mm512_dpbusd_epi32(a, V[2], _mm512_load_si512((const void *)(xz + 128)));
+    b = _mm512_dpbusd_epi32(b, V[3], _mm512_load_si512((const void *)(xz + 192)));
+    return _mm512_maskz_madd_epi16(keep, _mm512_add_epi32(a, b), sv);
+}
+
+/* [D_0, D_1, D_2, D_3] of a quad from its pairs' word lanes (z0: blocks 0, 1; z1: blocks 2, 3). */
+ZMM_FN __m128i quad_sums_zmm(__m512i z0, __m512i z1) {
+    /* 128-bit lane j of t = block j's words 0-3 + words 4-7 */
+    const __m512i t = _mm512_add_epi32(_mm512_shuffle_i64x2(z0, z1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                       _mm512_shuffle_i64x2(z0, z1, _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512i u = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, (_MM_PERM_ENUM)0x4e));
+    u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0xb1));
+    return _mm512_castsi512_si128(
+        _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12), u));
+}
+
+ZMM_FN void row_zmm_1(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int BITS) {
+    const int nq = T / 512, gi = g_index(G);
+    const __m512i lane_g0 = _mm512_load_si512((const void *)PAIR_GROUP[gi][0]);
+    const __m512i lane_g1 = _mm512_load_si512((const void *)PAIR_GROUP[gi][1]);
+    __m128 f[1][3];
+    f[0][0] = f[0][1] = f[0][2] = _mm_setzero_ps();
+    (void)NT;   /* 1 */
+    for (int q = 0; q < nq; q++) {
+        uint32_t qbits = 0;
+        if (BITS == 2) memcpy(&qbits, r->bm + 4 * q, 4);
+        const __m512i scz = _mm512_cvtepu8_epi32(quad_sc_sse(r, q, G));   /* (sc, 0) int16 pairs per group */
+        __m512i V[4];
+        pair_decode_zmm(r, 32 * q, V, BITS);
+        const __m512i z0 = pair_dot_zmm(V, x->xz + 512 * q, _mm512_permutexvar_epi32(lane_g0, scz),
+                                        (__mmask16)~qbits);
+        pair_decode_zmm(r, 32 * q + 16, V, BITS);
+        const __m512i z1 = pair_dot_zmm(V, x->xz + 512 * q + 256, _mm512_permutexvar_epi32(lane_g1, scz),
+                                        (__mmask16)~(qbits >> 16));
+        __m128i mw, mw2, Sv = _mm_setzero_si128(), Cv = _mm_setzero_si128();
+        quad_m_sse(r, q, G, &mw, &mw2);
+        if (qbits) salient_quad_sse(r, x, 1, q, qbits, G, &Sv, &Cv);
+        quad_float_sse(quad_sums_zmm(z0, z1), _mm_sub_epi32(quad_min_sse(G, mw, mw2, x->xsg, q), Cv), Sv,
+                       x->dx + 4 * q, f[0], BITS);
+    }
+    remainder_sse(r, x, 1, T, G, 4 * nq, f, BITS);
+    out[0] = lanes_out_sse(f[0], r, BITS);
+}
+#define ZMM_ROW_ATTR __attribute__((noinline, target(MAQ_VNNI_TARGET)))
+ROW_VARIANT(row_zmm_b2_1, ZMM_ROW_ATTR, row_zmm_1, 1, 2)
+ROW_VARIANT(row_zmm_b3_1, ZMM_ROW_ATTR, row_zmm_1, 1, 3)
+ROW_VARIANT(row_zmm_b4_1, ZMM_ROW_ATTR, row_zmm_1, 1, 4)
+
 ROW_FAMILY(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
 ROW_FAMILY8(row_vnni, __attribute__((noinline, unused, target(MAQ_VNNI_TARGET))), row_vnni_nt)   /* _b2_1 unused */
 #endif /* MAQ_X86 */
@@ -1118,11 +1220,11 @@ typedef struct {
 /* VNNI: MAQ2 single-token rows run the AVX2-compiled code: 6-10% faster than the VNNI-targeted build of any variant
  * on SmolLM2 shapes and 11008x4096 (bench_kernel.py --ab, both orders); same results. */
 static const row_fn row_vnni_disp[3][MAQ2_NT_MAX] = {
-    {row_avx2_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4, row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7,
+    {row_zmm_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4, row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7,
      row_vnni_b2_8},
-    {row_vnni_b3_1, row_vnni_b3_2, row_vnni_b3_3, row_vnni_b3_4, row_vnni_b3_5, row_vnni_b3_6, row_vnni_b3_7,
+    {row_zmm_b3_1, row_vnni_b3_2, row_vnni_b3_3, row_vnni_b3_4, row_vnni_b3_5, row_vnni_b3_6, row_vnni_b3_7,
      row_vnni_b3_8},
-    {row_vnni_b4_1, row_vnni_b4_2, row_vnni_b4_3, row_vnni_b4_4, row_vnni_b4_5, row_vnni_b4_6, row_vnni_b4_7,
+    {row_zmm_b4_1, row_vnni_b4_2, row_vnni_b4_3, row_vnni_b4_4, row_vnni_b4_5, row_vnni_b4_6, row_vnni_b4_7,
      row_vnni_b4_8}};
 #endif
 

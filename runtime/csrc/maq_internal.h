@@ -143,11 +143,14 @@ static inline void maq_rows_tiled(int B, int p0, int p1, int ntmax, maq_tile_fn 
  *   dx    float [nb]        block scale: x ~= dx[b] * q
  *   s4    int16 [T/4]       sums of 4 consecutive int8 inputs (salient words)
  *   xs32  int16 [ceil(T/32)], xs64 int16 [ceil(T/64)], xs128 int16 [nb]: sums of int8 inputs per group
+ *   xz    int8  [ceil(nb/2)][4][2][32]   (x86-64 builds only; elsewhere empty) xp regrouped for 512-bit registers:
+ *                           xz[256*(b/2) + 64*k + 32*(b%2) + n] = xp[128*b + 32*k + n] (n = 0..31), so field k of
+ *                           two consecutive blocks is one 64-byte load; an odd last block's partner half is zero
  *   nb = ceil(T/128); the last block (and last group) may be ragged.
  */
 typedef struct {
     int T, nb;
-    size_t xp, xn, dx, s4, xs32, xs64, xs128, stride;   /* byte offsets in a row; stride = row bytes */
+    size_t xp, xn, dx, s4, xs32, xs64, xs128, xz, stride;   /* byte offsets in a row; stride = row bytes */
 } maq2_act_layout;
 void maq2_act_layout_init(maq2_act_layout *L, int T);
 
