@@ -218,7 +218,7 @@ typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, flo
     for (int p = pa; p < pb; p++) {                                                                      \
         maq2_row r;                                                                                      \
         float o[NT];                                                                                     \
-        if (pf && p + pf < pb) prefetch_row(w, p + pf, BITS);                                            \
+        if (pf && (size_t)(p + pf) < P) prefetch_row(w, p + pf, BITS);                                            \
         row_init_g(w, p, GC, BITS, &r);                                                                  \
         IMPL(&r, x, NT, T, GC, o, BITS);                                                                 \
         for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                                \

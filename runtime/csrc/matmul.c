@@ -10,6 +10,14 @@
 
 #include "maq_internal.h"
 
+/* Chunks [next, end) of one slot's region (its own cache line: slots claim from their regions concurrently). */
+#define MM_REGIONS 16
+typedef struct {
+    atomic_int next;
+    int end;
+    char pad[64 - sizeof(atomic_int) - sizeof(int)];
+} mm_region;
+
 typedef struct {
     const maq_weight *const *ws;   /* [n] */
     float *const *Ys;              /* [n] each [B][ws[i]->P] */
@@ -19,7 +27,8 @@ typedef struct {
     int path;
     int chunk;                     /* rows per claim */
     int starts[MAQ_MULTI_MAX + 1]; /* chunk index where weight i starts; starts[n] = total chunks */
-    atomic_int next;               /* next unclaimed chunk */
+    int n_reg;                     /* regions: min(threads, MM_REGIONS) */
+    mm_region reg[MM_REGIONS];     /* region r = chunks [r*N/n_reg, (r+1)*N/n_reg) of the N = starts[n] chunks */
 } mm_task;
 
 /* ------------------------------------------------------------------ per-type traits (as ggml's type_traits_cpu) */
@@ -54,13 +63,23 @@ static void rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1,
     TRAITS[w->type].rows(w, act, B, p0, p1, Y, path);
 }
 
+/* The next chunk for slot ith: from its own region first (consecutive rows: one weight stream per thread, the row
+ * prefetch runs on across its chunks), then from the others' (a slot that started late or runs slower is helped). */
+static int claim_chunk(mm_task *t, int ith) {
+    for (int k = 0; k < t->n_reg; k++) {
+        mm_region *r = &t->reg[(ith + k) % t->n_reg];
+        if (atomic_load_explicit(&r->next, memory_order_relaxed) >= r->end) continue;
+        const int c = atomic_fetch_add(&r->next, 1);
+        if (c < r->end) return c;
+    }
+    return -1;
+}
+
 static void mm_run(void *ctx, int ith, int nth) {
     mm_task *t = (mm_task *)ctx;
-    (void)ith;
     (void)nth;
-    for (;;) {
-        const int c = atomic_fetch_add(&t->next, 1);
-        if (c >= t->starts[t->n]) break;
+    int c;
+    while ((c = claim_chunk(t, ith)) >= 0) {
         int i = 0;
         while (c >= t->starts[i + 1]) i++;
         const maq_weight *w = t->ws[i];
@@ -102,7 +121,12 @@ void maq_matmul_act_multi(const maq_weight *const *ws, int n, const void *act, i
     t.chunk = chunk_rows(total, nth, B);
     t.starts[0] = 0;
     for (int i = 0; i < n; i++) t.starts[i + 1] = t.starts[i] + (ws[i]->P + t.chunk - 1) / t.chunk;
-    atomic_init(&t.next, 0);
+    const int N = t.starts[n];
+    t.n_reg = nth < MM_REGIONS ? nth : MM_REGIONS;
+    for (int r = 0; r < t.n_reg; r++) {
+        atomic_init(&t.reg[r].next, (int)((long long)r * N / t.n_reg));
+        t.reg[r].end = (int)((long long)(r + 1) * N / t.n_reg);
+    }
     maq_pool_run(pool, mm_run, &t);
 }
 
