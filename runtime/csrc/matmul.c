@@ -1,7 +1,8 @@
 /* matmul.c -- public product entry points: dispatch by weight type, split output rows across the pool.
  *
- * Rows are handed out in chunks through an atomic counter, so a slot that starts late (its core busy with
- * another process) simply finds less work; every row is computed by the same code whichever thread takes
+ * Rows are handed out in chunks through atomic counters, one per slot's contiguous region of chunks: a slot
+ * streams through its own region, then takes the chunks left in the others', so a slot that starts late (its core
+ * busy with another process) simply finds less work; every row is computed by the same code whichever thread takes
  * it, so results do not depend on the number of threads. Several products sharing one activation (Q/K/V,
  * gate/up) can run as one job: their rows form one range [0, sum P) cut into chunks that never straddle two
  * weights.
