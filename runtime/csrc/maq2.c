@@ -683,8 +683,9 @@ static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET))) void row_v
  * Decode streams every weight once, so its rows are bound by instructions per weight: here one 512-bit register
  * holds two blocks (16 words, lanes 0-7 block 2h, lanes 8-15 block 2h+1 of the quad), the four code fields of the
  * pair meet the activation's xz regrouping (field k of both blocks: one 64-byte load), vpdpbusd gives each word's
- * dot, a masked madd with its group scale zeroes MAQ2 salient words (the bitmap's 16 bits are the mask), and the
- * quad's two registers fold to [D_0..D_3]: the same exact integers as the AVX2 code, then the same float steps. */
+ * dot, a masked add drops MAQ2 salient words (the bitmap's 16 bits are the mask), a madd applies each word's group
+ * scale (G = 128: the block's one scale after the fold, in float, exactly), and the quad's two registers fold to
+ * [D_0..D_3]: the same exact integers as the AVX2 code, then the same float steps. */
 #define ZMM_FN static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET)))
 
 /* Group (index into the quad's scales) of word lane l of pair h, for G = 32, 64, 128: [g_index][h][l]. */
@@ -726,13 +727,13 @@ ZMM_FN void pair_decode_zmm(const maq2_row *r, int wi, __m512i *V, const int BIT
     V[3] = _mm512_and_si512(_mm512_srli_epi16(Bv, 4), m0f);
 }
 
-/* Per-word sc*dot of a pair (lanes of salient words, bit clear in keep, are 0); xz = field 0 of the pair. */
-ZMM_FN __m512i pair_dot_zmm(const __m512i *V, const int8_t *xz, __m512i sv, __mmask16 keep) {
+/* Per-word code dots of a pair (lanes of salient words, bit clear in keep, are 0); xz = field 0 of the pair. */
+ZMM_FN __m512i pair_dots_zmm(const __m512i *V, const int8_t *xz, __mmask16 keep) {
     __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), V[0], _mm512_load_si512((const void *)xz));
     __m512i b = _mm512_dpbusd_epi32(_mm512_setzero_si512(), V[1], _mm512_load_si512((const void *)(xz + 64)));
     a = _mm512_dpbusd_epi32(a, V[2], _mm512_load_si512((const void *)(xz + 128)));
     b = _mm512_dpbusd_epi32(b, V[3], _mm512_load_si512((const void *)(xz + 192)));
-    return _mm512_maskz_madd_epi16(keep, _mm512_add_epi32(a, b), sv);
+    return _mm512_maskz_add_epi32(keep, a, b);
 }
 
 /* [D_0, D_1, D_2, D_3] of a quad from its pairs' word lanes (z0: blocks 0, 1; z1: blocks 2, 3). */
@@ -756,19 +757,31 @@ ZMM_FN void row_zmm_1(const maq2_row *r, const maq2_x *x, const int NT, int T, i
     for (int q = 0; q < nq; q++) {
         uint32_t qbits = 0;
         if (BITS == 2) memcpy(&qbits, r->bm + 4 * q, 4);
-        const __m512i scz = _mm512_cvtepu8_epi32(quad_sc_sse(r, q, G));   /* (sc, 0) int16 pairs per group */
+        const __m128i sc = quad_sc_sse(r, q, G);
         __m512i V[4];
         pair_decode_zmm(r, 32 * q, V, BITS);
-        const __m512i z0 = pair_dot_zmm(V, x->xz + 512 * q, _mm512_permutexvar_epi32(lane_g0, scz),
-                                        (__mmask16)~qbits);
+        __m512i z0 = pair_dots_zmm(V, x->xz + 512 * q, (__mmask16)~qbits);
         pair_decode_zmm(r, 32 * q + 16, V, BITS);
-        const __m512i z1 = pair_dot_zmm(V, x->xz + 512 * q + 256, _mm512_permutexvar_epi32(lane_g1, scz),
-                                        (__mmask16)~(qbits >> 16));
+        __m512i z1 = pair_dots_zmm(V, x->xz + 512 * q + 256, (__mmask16)~(qbits >> 16));
+        __m128 fD;
+        if (G == 128) {
+            /* one group per block: D_b = sc_b * (sum of its word dots), formed in float: both factors are exact
+             * there (sums < 8*16*15*127 < 2^24, sc <= 255), so the product is one rounding of the exact integer,
+             * i.e. (float)D_b as every other path converts it */
+            fD = _mm_mul_ps(_mm_cvtepi32_ps(quad_sums_zmm(z0, z1)), _mm_cvtepi32_ps(_mm_cvtepu8_epi32(sc)));
+        } else {
+            const __m512i scz = _mm512_cvtepu8_epi32(sc);   /* (sc, 0) int16 pairs per group */
+            z0 = _mm512_madd_epi16(z0, _mm512_permutexvar_epi32(lane_g0, scz));
+            z1 = _mm512_madd_epi16(z1, _mm512_permutexvar_epi32(lane_g1, scz));
+            fD = _mm_cvtepi32_ps(quad_sums_zmm(z0, z1));
+        }
         __m128i mw, mw2, Sv = _mm_setzero_si128(), Cv = _mm_setzero_si128();
         quad_m_sse(r, q, G, &mw, &mw2);
         if (qbits) salient_quad_sse(r, x, 1, q, qbits, G, &Sv, &Cv);
-        quad_float_sse(quad_sums_zmm(z0, z1), _mm_sub_epi32(quad_min_sse(G, mw, mw2, x->xsg, q), Cv), Sv,
-                       x->dx + 4 * q, f[0], BITS);
+        const __m128 dxv = _mm_load_ps(x->dx + 4 * q);   /* as quad_float_sse, D already in float */
+        f[0][0] = _mm_add_ps(f[0][0], _mm_mul_ps(dxv, fD));
+        f[0][1] = _mm_add_ps(f[0][1], _mm_mul_ps(dxv, _mm_cvtepi32_ps(_mm_sub_epi32(quad_min_sse(G, mw, mw2, x->xsg, q), Cv))));
+        if (BITS == 2) f[0][2] = _mm_add_ps(f[0][2], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Sv)));
     }
     remainder_sse(r, x, 1, T, G, 4 * nq, f, BITS);
     out[0] = lanes_out_sse(f[0], r, BITS);
