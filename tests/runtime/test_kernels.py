@@ -41,6 +41,9 @@ SIMD_PATHS = [p for p in PATHS if p != "scalar"]
 SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576)]
 BITMAPS = {"none": 0.0, "all": 1.0, "2.5%": 0.025, "50%": 0.5}
 BIG_CASES = [(4096, 4096, 128, "2.5%"), (4096, 4096, 32, "50%")]
+# widths whose last quad (512 inputs) holds 4, 8, 16, 20, 24 or 28 words in whole 64-input chunks, with and without
+# full quads before it (the SIMD paths' remainder blocks after their quad loops)
+PARTIAL_QUAD_T = [64, 320, 640, 768, 896, 960, 1600]
 
 
 # --------------------------------------------------------------------------- references
@@ -154,9 +157,10 @@ def test_maq2_matvec_4096(T, P, G, bitmap, pools):
     check_maq2(t, Wd, w, pools, B=3)
 
 
-@pytest.mark.parametrize("T", [16, 48, 112, 592, 1024 + 128 + 64 + 16, 2048 + 80])
+@pytest.mark.parametrize("T", [16, 48, 112, 592, 1024 + 128 + 64 + 16, 2048 + 80] + PARTIAL_QUAD_T)
 def test_maq2_ragged_shapes(T, pools):
-    """T not a multiple of 64 / 128 / 512: tail words, ragged last block and group, quads + remainders."""
+    """T not a multiple of 64 / 128 / 512: tail words, ragged last block and group, quads + remainders, partial
+    last quads (PARTIAL_QUAD_T)."""
     for G in F.GROUP_SIZES:
         rng = np.random.default_rng(T + G)
         W = rng.standard_normal((37, T)).astype(np.float32)

@@ -34,7 +34,7 @@ import model_dump as D
 from maq.errors import FormatError, MAQError
 from maq.runtime import format as F
 from maq.runtime import kernels as K
-from test_kernels import PATHS, SHAPES, activations, check_maq2, pools, quantize_x_maq2  # noqa: F401 (pools: fixture)
+from test_kernels import PARTIAL_QUAD_T, PATHS, SHAPES, activations, check_maq2, pools, quantize_x_maq2  # noqa: F401 (pools: fixture)
 
 BITS = (3, 4)
 BIG_CASES = [(4096, 4096, 128, 3), (4096, 4096, 32, 4)]
@@ -88,9 +88,10 @@ def test_matvec_4096(T, P, G, bits, pools):
 
 
 @pytest.mark.parametrize("bits", BITS)
-@pytest.mark.parametrize("T", [16, 48, 112, 592, 1024 + 128 + 64 + 16, 2048 + 80])
+@pytest.mark.parametrize("T", [16, 48, 112, 592, 1024 + 128 + 64 + 16, 2048 + 80] + PARTIAL_QUAD_T)
 def test_ragged_shapes(T, bits, pools):
-    """T not a multiple of 64 / 128 / 512: tail words, ragged last block and group, quads + remainders."""
+    """T not a multiple of 64 / 128 / 512: tail words, ragged last block and group, quads + remainders, partial
+    last quads (PARTIAL_QUAD_T)."""
     for G in F.GROUP_SIZES:
         rng = np.random.default_rng(T + G + bits)
         t = F.quantize_rtn(rng.standard_normal((37, T)).astype(np.float32), G=G, bits=bits)
