@@ -218,7 +218,7 @@ typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, flo
     for (int p = pa; p < pb; p++) {                                                                      \
         maq2_row r;                                                                                      \
         float o[NT];                                                                                     \
-        if (pf && (size_t)(p + pf) < P) prefetch_row(w, p + pf, BITS);                                            \
+        if (pf && (size_t)(p + pf) < P) prefetch_row(w, p + pf, BITS); /* past pb: the slot's next chunk */ \
         row_init_g(w, p, GC, BITS, &r);                                                                  \
         IMPL(&r, x, NT, T, GC, o, BITS);                                                                 \
         for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                                \
@@ -780,7 +780,8 @@ ZMM_FN void row_zmm_1(const maq2_row *r, const maq2_x *x, const int NT, int T, i
         if (qbits) salient_quad_sse(r, x, 1, q, qbits, G, &Sv, &Cv);
         const __m128 dxv = _mm_load_ps(x->dx + 4 * q);   /* as quad_float_sse, D already in float */
         f[0][0] = _mm_add_ps(f[0][0], _mm_mul_ps(dxv, fD));
-        f[0][1] = _mm_add_ps(f[0][1], _mm_mul_ps(dxv, _mm_cvtepi32_ps(_mm_sub_epi32(quad_min_sse(G, mw, mw2, x->xsg, q), Cv))));
+        const __m128i Mv = _mm_sub_epi32(quad_min_sse(G, mw, mw2, x->xsg, q), Cv);
+        f[0][1] = _mm_add_ps(f[0][1], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Mv)));
         if (BITS == 2) f[0][2] = _mm_add_ps(f[0][2], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Sv)));
     }
     remainder_sse(r, x, 1, T, G, 4 * nq, f, BITS);
@@ -792,7 +793,8 @@ ROW_VARIANT(row_zmm_b3_1, ZMM_ROW_ATTR, row_zmm_1, 1, 3)
 ROW_VARIANT(row_zmm_b4_1, ZMM_ROW_ATTR, row_zmm_1, 1, 4)
 
 ROW_FAMILY(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
-ROW_FAMILY8(row_vnni, __attribute__((noinline, unused, target(MAQ_VNNI_TARGET))), row_vnni_nt)   /* _b2_1 unused */
+/* the tile-1 members (row_vnni_b*_1) are unused: single tokens run row_zmm_b*_1 */
+ROW_FAMILY8(row_vnni, __attribute__((noinline, unused, target(MAQ_VNNI_TARGET))), row_vnni_nt)
 #endif /* MAQ_X86 */
 
 /* ================================================================== NEON (128-bit) and dotprod, aarch64 */
@@ -1230,8 +1232,7 @@ typedef struct {
 } maq2_path_fns;
 
 #if defined(MAQ_X86)
-/* VNNI: MAQ2 single-token rows run the AVX2-compiled code: 6-10% faster than the VNNI-targeted build of any variant
- * on SmolLM2 shapes and 11008x4096 (bench_kernel.py --ab, both orders); same results. */
+/* VNNI: single-token rows run the 512-bit code (row_zmm_b*_1), batch tiles of 2-8 tokens the 256-bit VNNI code. */
 static const row_fn row_vnni_disp[3][MAQ2_NT_MAX] = {
     {row_zmm_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4, row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7,
      row_vnni_b2_8},

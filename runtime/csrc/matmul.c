@@ -14,7 +14,7 @@
 /* Chunks [next, end) of one slot's region (its own cache line: slots claim from their regions concurrently). */
 #define MM_REGIONS 16
 typedef struct {
-    atomic_int next;
+    _Alignas(64) atomic_int next;
     int end;
     char pad[64 - sizeof(atomic_int) - sizeof(int)];
 } mm_region;
