@@ -9,7 +9,9 @@ float64 array as ``float *``). Errors are ``maq.errors.MAQError`` / ``FormatErro
         y = matmul(w, x, pool)                             # x [T] -> y [P]; X [B, T] -> Y [B, P]
 
 Paths: ``compiled_paths()``, ``supported_paths()``, ``active_path()``, ``set_path(name)`` and the context
-manager ``forced_path(name)`` (tests). ``MAQ_FORCE_PATH`` in the environment picks the path at start-up.
+manager ``forced_path(name)`` (tests). ``MAQ_FORCE_PATH`` in the environment picks the path at start-up;
+``MAQ_NO_GFNI=1`` makes the vnni / amx paths' single-token MAQ rows run their 256-bit code, as on CPUs without
+GFNI (the 512-bit rows use ``vgf2p8affineqb``; same results either way).
 """
 from __future__ import annotations
 

@@ -45,6 +45,7 @@ static const char *const PATH_NAMES[MAQ_N_PATHS] = {"scalar", "sse", "avx2", "ne
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static atomic_int g_path = MAQ_PATH_SCALAR;
 static int g_supported[N_PATHS];
+static int g_gfni;   /* x86-64: GFNI present and not turned off by MAQ_NO_GFNI (see maq_cpu_gfni) */
 static char g_supported_str[64];
 
 static void detect(void) {
@@ -60,6 +61,8 @@ static void detect(void) {
 #if defined(__linux__)
     g_supported[MAQ_PATH_AMX] = g_supported[MAQ_PATH_VNNI] && __builtin_cpu_supports("avx512dq") && amx_usable();
 #endif
+    const char *no_gfni = getenv("MAQ_NO_GFNI");
+    g_gfni = __builtin_cpu_supports("gfni") && !(no_gfni && no_gfni[0] && strcmp(no_gfni, "0"));
 #endif
 #if defined(MAQ_NEON)
     g_supported[MAQ_PATH_NEON] = 1;
@@ -102,6 +105,11 @@ const char *maq_compiled_paths(void) {
 const char *maq_supported_paths(void) {
     ensure_init();
     return g_supported_str;
+}
+
+int maq_cpu_gfni(void) {
+    ensure_init();
+    return g_gfni;
 }
 
 int maq_path_id(void) {

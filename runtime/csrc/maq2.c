@@ -686,7 +686,12 @@ static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET))) void row_v
  * dot, a masked add drops MAQ2 salient words (the bitmap's 16 bits are the mask), a madd applies each word's group
  * scale (G = 128: the block's one scale after the fold, in float, exactly), and the quad's two registers fold to
  * [D_0..D_3]: the same exact integers as the AVX2 code, then the same float steps. */
-#define ZMM_FN static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET)))
+#define MAQ_ZMM_TARGET MAQ_VNNI_TARGET ",gfni"
+#define ZMM_FN static inline __attribute__((always_inline, target(MAQ_ZMM_TARGET)))
+/* vgf2p8affineqb matrices: output bit i of a byte = parity(matrix byte 7-i & input byte). GF_BITS(a, b): output
+ * bits 0, 1 = input bits a, b (a 2-bit field moved down, the rest 0); GF_NIBBLE_HI: output bits 0-3 = input 4-7. */
+#define GF_BITS(a, b) (1ull << (a) << 56 | 1ull << (b) << 48)
+#define GF_NIBBLE_HI (0x10ull << 56 | 0x20ull << 48 | 0x40ull << 40 | 0x80ull << 32)
 
 /* Group (index into the quad's scales) of word lane l of pair h, for G = 32, 64, 128: [g_index][h][l]. */
 static const int32_t PAIR_GROUP[3][2][16] __attribute__((aligned(64))) = {
@@ -697,12 +702,11 @@ static const int32_t PAIR_GROUP[3][2][16] __attribute__((aligned(64))) = {
 /* Words wi..wi+15 (two blocks) as the four code fields, each 128-bit lane one chunk (as block_decode_avx2). */
 ZMM_FN void pair_decode_zmm(const maq2_row *r, int wi, __m512i *V, const int BITS) {
     const __m512i W = _mm512_loadu_si512((const void *)(r->words + wi));
-    if (BITS == 2) {
-        const __m512i m3 = _mm512_set1_epi8(3);
-        V[0] = _mm512_and_si512(W, m3);
-        V[1] = _mm512_and_si512(_mm512_srli_epi16(W, 2), m3);
-        V[2] = _mm512_and_si512(_mm512_srli_epi16(W, 4), m3);
-        V[3] = _mm512_and_si512(_mm512_srli_epi16(W, 6), m3);
+    if (BITS == 2) {   /* field k = bits 2k, 2k+1 of each byte: one GF(2) affine map per field (GFNI) */
+        V[0] = _mm512_and_si512(W, _mm512_set1_epi8(3));
+        V[1] = _mm512_gf2p8affine_epi64_epi8(W, _mm512_set1_epi64((long long)GF_BITS(2, 3)), 0);
+        V[2] = _mm512_gf2p8affine_epi64_epi8(W, _mm512_set1_epi64((long long)GF_BITS(4, 5)), 0);
+        V[3] = _mm512_gf2p8affine_epi64_epi8(W, _mm512_set1_epi64((long long)GF_BITS(6, 7)), 0);
         return;
     }
     const __m512i m33 = _mm512_set1_epi8(0x33), m0f = _mm512_set1_epi8(0x0f);
@@ -723,8 +727,8 @@ ZMM_FN void pair_decode_zmm(const maq2_row *r, int wi, __m512i *V, const int BIT
     }
     V[0] = _mm512_and_si512(A, m0f);
     V[1] = _mm512_and_si512(Bv, m0f);
-    V[2] = _mm512_and_si512(_mm512_srli_epi16(A, 4), m0f);
-    V[3] = _mm512_and_si512(_mm512_srli_epi16(Bv, 4), m0f);
+    V[2] = _mm512_gf2p8affine_epi64_epi8(A, _mm512_set1_epi64((long long)GF_NIBBLE_HI), 0);
+    V[3] = _mm512_gf2p8affine_epi64_epi8(Bv, _mm512_set1_epi64((long long)GF_NIBBLE_HI), 0);
 }
 
 /* Per-word code dots of a pair (lanes of salient words, bit clear in keep, are 0); xz = field 0 of the pair. */
@@ -787,14 +791,14 @@ ZMM_FN void row_zmm_1(const maq2_row *r, const maq2_x *x, const int NT, int T, i
     remainder_sse(r, x, 1, T, G, 4 * nq, f, BITS);
     out[0] = lanes_out_sse(f[0], r, BITS);
 }
-#define ZMM_ROW_ATTR __attribute__((noinline, target(MAQ_VNNI_TARGET)))
+#define ZMM_ROW_ATTR __attribute__((noinline, target(MAQ_ZMM_TARGET)))
 ROW_VARIANT(row_zmm_b2_1, ZMM_ROW_ATTR, row_zmm_1, 1, 2)
 ROW_VARIANT(row_zmm_b3_1, ZMM_ROW_ATTR, row_zmm_1, 1, 3)
 ROW_VARIANT(row_zmm_b4_1, ZMM_ROW_ATTR, row_zmm_1, 1, 4)
 
 ROW_FAMILY(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
-/* the tile-1 members (row_vnni_b*_1) are unused: single tokens run row_zmm_b*_1 */
-ROW_FAMILY8(row_vnni, __attribute__((noinline, unused, target(MAQ_VNNI_TARGET))), row_vnni_nt)
+/* the tile-1 members (row_vnni_b*_1) serve single tokens on CPUs without GFNI (row_vnni_ymm_disp) */
+ROW_FAMILY8(row_vnni, __attribute__((noinline, target(MAQ_VNNI_TARGET))), row_vnni_nt)
 #endif /* MAQ_X86 */
 
 /* ================================================================== NEON (128-bit) and dotprod, aarch64 */
@@ -1232,7 +1236,17 @@ typedef struct {
 } maq2_path_fns;
 
 #if defined(MAQ_X86)
-/* VNNI: single-token rows run the 512-bit code (row_zmm_b*_1), batch tiles of 2-8 tokens the 256-bit VNNI code. */
+/* VNNI: single-token rows run the 512-bit code (row_zmm_b*_1, GFNI), batch tiles of 2-8 tokens the 256-bit VNNI
+ * code; without GFNI (maq_cpu_gfni) single tokens run the 256-bit code too (row_vnni_ymm_disp). (The 256-bit rows
+ * are 3-6 % faster on MAQ3 / MAQ4 1536 x 576 in a kernels.matmul loop, but SmolLM2 decode with them on its 576-wide
+ * rows was 3 % slower: 131.3 vs 135.7 tok/s, 5 alternated runs; so every width runs the 512-bit rows.) */
+static const row_fn row_vnni_ymm_disp[3][MAQ2_NT_MAX] = {
+    {row_vnni_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4, row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7,
+     row_vnni_b2_8},
+    {row_vnni_b3_1, row_vnni_b3_2, row_vnni_b3_3, row_vnni_b3_4, row_vnni_b3_5, row_vnni_b3_6, row_vnni_b3_7,
+     row_vnni_b3_8},
+    {row_vnni_b4_1, row_vnni_b4_2, row_vnni_b4_3, row_vnni_b4_4, row_vnni_b4_5, row_vnni_b4_6, row_vnni_b4_7,
+     row_vnni_b4_8}};
 static const row_fn row_vnni_disp[3][MAQ2_NT_MAX] = {
     {row_zmm_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4, row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7,
      row_vnni_b2_8},
@@ -1266,8 +1280,12 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
         return;
 #endif
     const maq2_path_fns *pf = path > 0 && path < MAQ_N_PATHS ? &MAQ2_FNS[path] : NULL;
-    if (pf && pf->fns)
-        rows_tiled(w, &L, act, B, p0, p1, Y, pf->fns[type_bits(w->type) - 2], pf->ntmax);
+    const row_fn (*fns)[MAQ2_NT_MAX] = pf ? pf->fns : NULL;
+#if defined(MAQ_X86)
+    if (fns == row_vnni_disp && !maq_cpu_gfni()) fns = row_vnni_ymm_disp;
+#endif
+    if (fns)
+        rows_tiled(w, &L, act, B, p0, p1, Y, fns[type_bits(w->type) - 2], pf->ntmax);
     else
         rows_scalar(w, &L, act, B, p0, p1, Y);
 }

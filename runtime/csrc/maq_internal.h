@@ -58,6 +58,9 @@ static inline int maq_path_int8_base(int path) { return path == MAQ_PATH_AMX ? M
 #endif
 #endif
 int maq_path_id(void); /* the active path (enum maq_path) */
+/* x86-64: whether the CPU has GFNI (the vnni path's single-token MAQ rows use vgf2p8affineqb) and the environment
+ * does not say MAQ_NO_GFNI=1 (then those rows run the 256-bit code, as on CPUs without GFNI); 0 elsewhere. */
+int maq_cpu_gfni(void);
 
 /* IEEE half <-> float, exact (bit manipulation, no hardware conversion needed). */
 static inline float maq_h2f(uint16_t h) {

@@ -302,6 +302,37 @@ def test_force_path_env():
     assert out.stdout.strip() == "scalar"
 
 
+NO_GFNI_CHECK = """
+import numpy as np
+from maq.runtime import format as F, kernels as K
+rng = np.random.default_rng(7)
+for bits in (2, 3, 4):
+    for T, G in ((576, 32), (4096, 128), (1536, 64)):
+        W = rng.standard_normal((48, T)).astype(np.float32)
+        sal = rng.random((48, T // 16)) < (0.05 if bits == 2 else 0.0)
+        w = K.Weight.from_maq(F.quantize_rtn(W, sal, G=G, bits=bits))
+        x = rng.standard_normal(T).astype(np.float32)
+        with K.forced_path("scalar"):
+            ref = K.matmul(w, x)
+        with K.forced_path("vnni"):
+            assert np.array_equal(K.matmul(w, x), ref), (bits, T, G)
+print("ok")
+"""
+
+
+@pytest.mark.skipif("vnni" not in PATHS, reason="the vnni path needs AVX-512 VNNI (this CPU has none)")
+def test_single_token_rows_without_gfni():
+    """MAQ_NO_GFNI=1: the vnni path's single-token rows run the 256-bit code (as on AVX-512 VNNI CPUs without GFNI,
+    e.g. Cascade Lake), still equal to the scalar reference."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", NO_GFNI_CHECK], env={**os.environ, "MAQ_NO_GFNI": "1"},
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
 def test_pool_runs_every_slot_once():
     """maq_pool_run calls fn(ctx, ith, nth) exactly once per slot, for many consecutive jobs."""
     from maq.runtime._maq_c import ffi, lib
