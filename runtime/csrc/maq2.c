@@ -500,11 +500,15 @@ SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int 
 }
 
 /* Float lane update of a quad for one token (MAQ3/4: no salient sums). */
-SSE_FN void quad_float_sse(__m128i Dv, __m128i Mv, __m128i Sv, const float *dx4, __m128 *f, const int BITS) {
+/* The same with D_b already in float (fD = (float)D_b, exactly as the conversion would give it). */
+SSE_FN void quad_float_fd_sse(__m128 fD, __m128i Mv, __m128i Sv, const float *dx4, __m128 *f, const int BITS) {
     const __m128 dxv = _mm_load_ps(dx4);
-    f[0] = _mm_add_ps(f[0], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Dv)));
+    f[0] = _mm_add_ps(f[0], _mm_mul_ps(dxv, fD));
     f[1] = _mm_add_ps(f[1], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Mv)));
     if (BITS == 2) f[2] = _mm_add_ps(f[2], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Sv)));
+}
+SSE_FN void quad_float_sse(__m128i Dv, __m128i Mv, __m128i Sv, const float *dx4, __m128 *f, const int BITS) {
+    quad_float_fd_sse(_mm_cvtepi32_ps(Dv), Mv, Sv, dx4, f, BITS);
 }
 
 SSE_FN float lanes_out_sse(const __m128 *f, const maq2_row *r, const int BITS) {
@@ -782,11 +786,7 @@ ZMM_FN void row_zmm_1(const maq2_row *r, const maq2_x *x, const int NT, int T, i
         __m128i mw, mw2, Sv = _mm_setzero_si128(), Cv = _mm_setzero_si128();
         quad_m_sse(r, q, G, &mw, &mw2);
         if (qbits) salient_quad_sse(r, x, 1, q, qbits, G, &Sv, &Cv);
-        const __m128 dxv = _mm_load_ps(x->dx + 4 * q);   /* as quad_float_sse, D already in float */
-        f[0][0] = _mm_add_ps(f[0][0], _mm_mul_ps(dxv, fD));
-        const __m128i Mv = _mm_sub_epi32(quad_min_sse(G, mw, mw2, x->xsg, q), Cv);
-        f[0][1] = _mm_add_ps(f[0][1], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Mv)));
-        if (BITS == 2) f[0][2] = _mm_add_ps(f[0][2], _mm_mul_ps(dxv, _mm_cvtepi32_ps(Sv)));
+        quad_float_fd_sse(fD, _mm_sub_epi32(quad_min_sse(G, mw, mw2, x->xsg, q), Cv), Sv, x->dx + 4 * q, f[0], BITS);
     }
     remainder_sse(r, x, 1, T, G, 4 * nq, f, BITS);
     out[0] = lanes_out_sse(f[0], r, BITS);
@@ -797,7 +797,7 @@ ROW_VARIANT(row_zmm_b3_1, ZMM_ROW_ATTR, row_zmm_1, 1, 3)
 ROW_VARIANT(row_zmm_b4_1, ZMM_ROW_ATTR, row_zmm_1, 1, 4)
 
 ROW_FAMILY(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
-/* the tile-1 members (row_vnni_b*_1) serve single tokens on CPUs without GFNI (row_vnni_ymm_disp) */
+/* the tile-1 members (row_vnni_b*_1) serve single tokens on CPUs without GFNI (row_vnni1_b*) */
 ROW_FAMILY8(row_vnni, __attribute__((noinline, target(MAQ_VNNI_TARGET))), row_vnni_nt)
 #endif /* MAQ_X86 */
 
@@ -1236,23 +1236,23 @@ typedef struct {
 } maq2_path_fns;
 
 #if defined(MAQ_X86)
-/* VNNI: single-token rows run the 512-bit code (row_zmm_b*_1, GFNI), batch tiles of 2-8 tokens the 256-bit VNNI
- * code; without GFNI (maq_cpu_gfni) single tokens run the 256-bit code too (row_vnni_ymm_disp). (The 256-bit rows
- * are 3-6 % faster on MAQ3 / MAQ4 1536 x 576 in a kernels.matmul loop, but SmolLM2 decode with them on its 576-wide
- * rows was 3 % slower: 131.3 vs 135.7 tok/s, 5 alternated runs; so every width runs the 512-bit rows.) */
-static const row_fn row_vnni_ymm_disp[3][MAQ2_NT_MAX] = {
-    {row_vnni_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4, row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7,
-     row_vnni_b2_8},
-    {row_vnni_b3_1, row_vnni_b3_2, row_vnni_b3_3, row_vnni_b3_4, row_vnni_b3_5, row_vnni_b3_6, row_vnni_b3_7,
-     row_vnni_b3_8},
-    {row_vnni_b4_1, row_vnni_b4_2, row_vnni_b4_3, row_vnni_b4_4, row_vnni_b4_5, row_vnni_b4_6, row_vnni_b4_7,
-     row_vnni_b4_8}};
+/* VNNI: single-token rows run the 512-bit code (row_zmm_b*_1) where the CPU has GFNI (maq_cpu_gfni), else the 256-bit
+ * rows (row_vnni_b*_1); batch tiles of 2-8 tokens run the 256-bit VNNI code. (The 256-bit rows are 3-6 % faster on
+ * MAQ3 / MAQ4 1536 x 576 in a kernels.matmul loop, but SmolLM2 decode with them on its 576-wide rows was 3 % slower:
+ * 131.3 vs 135.7 tok/s, 5 alternated runs; so every width runs the 512-bit rows.) */
+#define ROW_VNNI_1(BITS)                                                                                        \
+    static void row_vnni1_b##BITS(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y, int pf) {    \
+        (maq_cpu_gfni() ? row_zmm_b##BITS##_1 : row_vnni_b##BITS##_1)(w, x, pa, pb, Y, pf);                     \
+    }
+ROW_VNNI_1(2)
+ROW_VNNI_1(3)
+ROW_VNNI_1(4)
 static const row_fn row_vnni_disp[3][MAQ2_NT_MAX] = {
-    {row_zmm_b2_1, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4, row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7,
+    {row_vnni1_b2, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4, row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7,
      row_vnni_b2_8},
-    {row_zmm_b3_1, row_vnni_b3_2, row_vnni_b3_3, row_vnni_b3_4, row_vnni_b3_5, row_vnni_b3_6, row_vnni_b3_7,
+    {row_vnni1_b3, row_vnni_b3_2, row_vnni_b3_3, row_vnni_b3_4, row_vnni_b3_5, row_vnni_b3_6, row_vnni_b3_7,
      row_vnni_b3_8},
-    {row_zmm_b4_1, row_vnni_b4_2, row_vnni_b4_3, row_vnni_b4_4, row_vnni_b4_5, row_vnni_b4_6, row_vnni_b4_7,
+    {row_vnni1_b4, row_vnni_b4_2, row_vnni_b4_3, row_vnni_b4_4, row_vnni_b4_5, row_vnni_b4_6, row_vnni_b4_7,
      row_vnni_b4_8}};
 #endif
 
@@ -1280,12 +1280,8 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
         return;
 #endif
     const maq2_path_fns *pf = path > 0 && path < MAQ_N_PATHS ? &MAQ2_FNS[path] : NULL;
-    const row_fn (*fns)[MAQ2_NT_MAX] = pf ? pf->fns : NULL;
-#if defined(MAQ_X86)
-    if (fns == row_vnni_disp && !maq_cpu_gfni()) fns = row_vnni_ymm_disp;
-#endif
-    if (fns)
-        rows_tiled(w, &L, act, B, p0, p1, Y, fns[type_bits(w->type) - 2], pf->ntmax);
+    if (pf && pf->fns)
+        rows_tiled(w, &L, act, B, p0, p1, Y, pf->fns[type_bits(w->type) - 2], pf->ntmax);
     else
         rows_scalar(w, &L, act, B, p0, p1, Y);
 }
