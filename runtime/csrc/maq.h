@@ -91,6 +91,9 @@ void maq_matmul_act(const maq_weight *w, const void *act, int B, float *Y, maq_p
 #define MAQ_MULTI_MAX 4
 void maq_matmul_act_multi(const maq_weight *const *ws, int n, const void *act, int B, float *const *Ys,
                           maq_pool *pool);
+/* Share ith of nth of the product, for a caller that runs its own threads (the llama.cpp extension's ggml threads):
+ * rows [p0, p1) of Y [B][P], cut at multiples of 16 rows; the nth calls together equal maq_matmul_act. */
+void maq_matmul_act_part(const maq_weight *w, const void *act, int B, float *Y, int ith, int nth);
 /* Convenience: maq_act_prepare into scratch (>= maq_act_bytes(w, B) bytes) then maq_matmul_act. */
 void maq_matmul(const maq_weight *w, const float *X, int B, float *Y, void *scratch, maq_pool *pool);
 

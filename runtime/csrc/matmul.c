@@ -135,6 +135,12 @@ void maq_matmul_act(const maq_weight *w, const void *act, int B, float *Y, maq_p
     maq_matmul_act_multi(&w, 1, act, B, &Y, pool);
 }
 
+void maq_matmul_act_part(const maq_weight *w, const void *act, int B, float *Y, int ith, int nth) {
+    const int units = (w->P + 15) / 16;   /* whole 16-row units, as chunk_rows: every share covers full lines of Y */
+    const int p0 = (int)((long long)units * ith / nth) * 16, p1 = (int)((long long)units * (ith + 1) / nth) * 16;
+    if (p0 < w->P) rows(w, maq_act_align(act), B, p0, p1 < w->P ? p1 : w->P, Y, maq_path_id());
+}
+
 void maq_matmul(const maq_weight *w, const float *X, int B, float *Y, void *scratch, maq_pool *pool) {
     maq_act_prepare(w, X, B, scratch);
     maq_matmul_act(w, scratch, B, Y, pool);

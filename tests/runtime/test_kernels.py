@@ -333,6 +333,28 @@ def test_single_token_rows_without_gfni():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
+@pytest.mark.parametrize("nth", [1, 2, 3, 7])
+@pytest.mark.parametrize("B", [1, 5])
+def test_matmul_act_part(nth, B):
+    """maq_matmul_act_part (the shares a caller's own threads compute: the llama.cpp extension) together give the
+    product: every share of every path equal to kernels.matmul, and no row written twice or left out."""
+    from maq.runtime._maq_c import ffi, lib
+
+    t, _, w = maq2_case(576, 77, 32, "2.5%")
+    X = activations(576, B, 11)
+    scratch = np.empty(w.act_bytes(B), np.uint8)
+    for path in PATHS:
+        with K.forced_path(path):
+            ref = K.matmul(w, X)
+            lib.maq_act_prepare(w.c, ffi.cast("const float *", ffi.from_buffer(X)), B,
+                                ffi.cast("void *", ffi.from_buffer(scratch)))
+            Y = np.full((B, w.P), np.nan, np.float32)
+            for ith in range(nth):
+                lib.maq_matmul_act_part(w.c, ffi.cast("const void *", ffi.from_buffer(scratch)), B,
+                                        ffi.cast("float *", ffi.from_buffer(Y)), ith, nth)
+            np.testing.assert_array_equal(Y, ref, err_msg=f"path {path}, {nth} shares")
+
+
 def test_pool_runs_every_slot_once():
     """maq_pool_run calls fn(ctx, ith, nth) exactly once per slot, for many consecutive jobs."""
     from maq.runtime._maq_c import ffi, lib
