@@ -17,8 +17,13 @@ JOBS=${MAQ_JOBS:-$(nproc)}
 command -v cmake >/dev/null || { echo "cmake is required (apt-get install cmake)" >&2; exit 1; }
 mkdir -p "$DEST"
 
-# the patched source: sdist + new files (src/) + hooks.patch; stamped with the extension's hash
-stamp=$( (cd "$HERE" && find src hooks.patch -type f | sort | xargs sha256sum) | sha256sum | cut -c1-16)
+# the MAQ runtime's kernels (runtime/csrc: every file but the model and the benchmark helper), which the CPU_MAQ
+# buffer type (src/ggml/src/ggml-cpu/maq-runtime.cpp) compiles into ggml-cpu as ggml-cpu/maq-runtime/
+CSRC=$(cd "$HERE/../../runtime/csrc" && pwd)
+runtime_files=$(cd "$CSRC" && ls -- *.c *.h | grep -v -x -e model.c -e model.h -e bench.c)
+# the patched source: sdist + new files (src/) + runtime kernels + hooks.patch; stamped with their hash
+stamp=$( { (cd "$HERE" && find src hooks.patch -type f | sort | xargs sha256sum);
+           (cd "$CSRC" && echo "$runtime_files" | xargs sha256sum); } | sha256sum | cut -c1-16)
 if [ "$(cat "$SRC/.maq-stamp" 2>/dev/null)" != "$stamp" ]; then
   tarball=$DEST/llama_cpp_python-$VERSION.tar.gz
   if [ ! -f "$tarball" ]; then
@@ -30,6 +35,8 @@ if [ "$(cat "$SRC/.maq-stamp" 2>/dev/null)" != "$stamp" ]; then
   tar xzf "$tarball" -C "$tmp"
   new=$tmp/llama_cpp_python-$VERSION
   cp -r "$HERE"/src/. "$new/vendor/llama.cpp/"
+  mkdir -p "$new/vendor/llama.cpp/ggml/src/ggml-cpu/maq-runtime"
+  (cd "$CSRC" && echo "$runtime_files" | xargs cp -t "$new/vendor/llama.cpp/ggml/src/ggml-cpu/maq-runtime/")
   (cd "$new/vendor/llama.cpp" && patch -p1 --no-backup-if-mismatch -s < "$HERE/hooks.patch") >&2
   echo "$stamp" > "$new/.maq-stamp"
   if [ -d "$SRC" ]; then   # copy only what changed, so that the build stays incremental

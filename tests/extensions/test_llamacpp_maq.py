@@ -119,10 +119,17 @@ def mixed_gguf(tmp_path_factory, smollm2_tokenizer_dir):
     return write_mixed(f32, root / "tiny.mixed.gguf")
 
 
-def llamacpp_logits(path: Path, ids, threads: int = 1) -> np.ndarray:
-    out = path.with_suffix(f".logits{threads}.f32")
+def llamacpp_logits(path: Path, ids, threads: int = 1, products: str = "vec_dot", f32_kv: bool = False) -> np.ndarray:
+    """llama.cpp's logits at every position; ``products``: "vec_dot" (MAQ weights as ggml blocks in the CPU buffer,
+    maq-cpu.c) or "cpu_maq" (MAQ weights in the CPU_MAQ buffer type, llama.cpp's default choice for them: products
+    by the MAQ runtime's kernels); ``f32_kv``: an F32 KV cache and no flash attention instead of llama.cpp's F16."""
+    out = path.with_suffix(f".logits{threads}.{products}.{int(f32_kv)}.f32")
+    env = {k: v for k, v in os.environ.items() if k != "MAQ_LOGITS_F32_KV"}
+    env["MAQ_LOGITS_EXTRA_BUFTS"] = "1" if products == "cpu_maq" else "0"
+    if f32_kv:
+        env["MAQ_LOGITS_F32_KV"] = "1"
     r = subprocess.run([str(BIN / "maq-logits"), str(path), str(out), str(threads), *map(str, ids)],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, f"maq-logits failed: {r.stderr[-2000:]}"
     return np.fromfile(out, dtype=np.float32).reshape(len(ids), -1)
 
@@ -167,6 +174,33 @@ def test_logits_match_runtime(mixed_gguf):
     assert rel(ll, ours) < 2 * d_act + 1e-4
     assert (ll.argmax(axis=1) == ours.argmax(axis=1)).mean() >= 0.75
     assert rel(llamacpp_logits(mixed_gguf, IDS, threads=2), ll) < 1e-6   # threads split rows, not sums
+
+
+@needs_bin
+def test_logits_cpu_maq_match_runtime(mixed_gguf):
+    """llama.cpp's default for MAQ weights, the CPU_MAQ buffer type: every MAQ product is the MAQ runtime's own (same
+    kernels, same int8-per-128 activation rounding) and Q8_0 products round their input per 32 with an fp16 scale on
+    both sides. With an F32 KV cache (no flash attention) only llama.cpp's float order in norms, attention and
+    softmax differs: < 1e-5 (measured 8e-8). With its default F16 KV cache and flash attention's F16 Q (2^-11
+    relative, below the int8 rounding's 1/254) the bound is the effect of one int8 rounding of every product's
+    input, d_act (as in test_logits_match_runtime; measured 7.9e-3 vs 8.2e-3 on this random model)."""
+    from maq.runtime import gguf_loader as gl
+    from maq.runtime import model as M
+    from maq.runtime.reference import ReferenceModel
+
+    lm = gl.load(mixed_gguf)
+    ours = M.CModel(lm, n_ctx=64, n_threads=1).forward(IDS, 0, M.LOGITS_ALL)
+    d_act = rel(ReferenceModel(lm, n_ctx=64, act_quant=False).forward(IDS, 0),
+                ReferenceModel(lm, n_ctx=64, act_quant=True).forward(IDS, 0))
+    exact = llamacpp_logits(mixed_gguf, IDS, threads=1, products="cpu_maq", f32_kv=True)
+    ll = llamacpp_logits(mixed_gguf, IDS, threads=1, products="cpu_maq")
+    print(f"d_act={d_act:.2e} cpu_maq-vs-ours: f32 kv {rel(exact, ours):.2e}, default {rel(ll, ours):.2e}")
+    assert rel(exact, ours) < 1e-5
+    assert 0 < d_act < 0.05
+    assert rel(ll, ours) < d_act
+    assert (ll.argmax(axis=1) == ours.argmax(axis=1)).mean() >= 0.75
+    for threads in (2, 3):   # threads split output rows, not sums
+        assert rel(llamacpp_logits(mixed_gguf, IDS, threads=threads, products="cpu_maq", f32_kv=True), exact) < 1e-6
 
 
 @needs_bin

@@ -2,7 +2,12 @@
 // Used by tests/extensions/test_llamacpp_maq.py to compare the patched llama.cpp with the MAQ runtime.
 //   maq-logits MODEL OUT.f32 N_THREADS TOKEN [TOKEN ...]
 // OUT.f32: float32 [n_tokens][n_vocab], row-major. Exit status 0 on success.
+#include "ggml-backend.h"
+#include "gguf.h"
 #include "llama.h"
+
+#include <cstring>
+#include <string>
 
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +17,43 @@ static void quiet(enum ggml_log_level level, const char * text, void *) {
     if (level >= GGML_LOG_LEVEL_WARN) {
         fputs(text, stderr);
     }
+}
+
+// The CPU backend's extra buffer type called name, or nullptr.
+static ggml_backend_buffer_type_t find_extra_buft(const char * name) {
+    ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    auto get_extra = (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(
+        ggml_backend_dev_backend_reg(cpu), "ggml_backend_dev_get_extra_bufts");
+    for (ggml_backend_buffer_type_t * b = get_extra ? get_extra(cpu) : nullptr; b && *b; b++) {
+        if (strcmp(ggml_backend_buft_name(*b), name) == 0) {
+            return *b;
+        }
+    }
+    return nullptr;
+}
+
+// "^name$" (dots escaped) for every MAQ tensor of the file (metadata maq.tensor.<name>.type).
+static std::vector<std::string> maq_tensor_patterns(const char * path) {
+    std::vector<std::string> out;
+    gguf_init_params gp = {/* .no_alloc = */ true, /* .ctx = */ nullptr};
+    gguf_context * g = gguf_init_from_file(path, gp);
+    if (!g) {
+        return out;
+    }
+    const std::string pre = "maq.tensor.", suf = ".type";
+    for (int64_t i = 0; i < gguf_get_n_kv(g); i++) {
+        const std::string key = gguf_get_key(g, i);
+        if (key.size() > pre.size() + suf.size() && key.compare(0, pre.size(), pre) == 0 &&
+            key.compare(key.size() - suf.size(), suf.size(), suf) == 0) {
+            std::string p = "^";
+            for (char c : key.substr(pre.size(), key.size() - pre.size() - suf.size())) {
+                p += c == '.' ? std::string("\\.") : std::string(1, c);
+            }
+            out.push_back(p + "$");
+        }
+    }
+    gguf_free(g);
+    return out;
 }
 
 int main(int argc, char ** argv) {
@@ -24,9 +66,27 @@ int main(int argc, char ** argv) {
     }
     llama_backend_init();
     llama_model_params mp = llama_model_default_params();
-    // no extra buffer types (weight repacking): on this project's CI/dev VMs the AMX one crashes in llama.cpp
-    // itself (stock build, stock Q4_0 file, any prompt > 1 token); the MAQ types never use them anyway
+    // no extra buffer types for the other weights (on this project's CI/dev VMs the AMX one crashes in llama.cpp
+    // itself: stock build, stock Q4_0 / Q8_0 weights, any prompt > 1 token; and they would change the Q8_0 products)
     mp.use_extra_bufts = false;
+    // MAQ_LOGITS_EXTRA_BUFTS=1: the MAQ weights in the CPU_MAQ buffer type (what llama.cpp picks by default: products
+    // by the MAQ runtime's kernels); else they stay ggml blocks in the CPU buffer (products by maq-cpu.c's vec_dot)
+    const char * eb = getenv("MAQ_LOGITS_EXTRA_BUFTS");
+    std::vector<std::string> patterns;
+    std::vector<llama_model_tensor_buft_override> overrides;
+    if (eb && atoi(eb) != 0) {
+        ggml_backend_buffer_type_t cpu_maq = find_extra_buft("CPU_MAQ");
+        patterns = maq_tensor_patterns(argv[1]);
+        if (!cpu_maq || patterns.empty()) {
+            fprintf(stderr, "%s: %s\n", argv[0], !cpu_maq ? "no CPU_MAQ buffer type in this build" : "no MAQ tensors");
+            return 1;
+        }
+        for (const std::string & p : patterns) {
+            overrides.push_back({p.c_str(), cpu_maq});
+        }
+        overrides.push_back({nullptr, nullptr});
+        mp.tensor_buft_overrides = overrides.data();
+    }
     llama_model * model = llama_model_load_from_file(argv[1], mp);
     if (!model) {
         fprintf(stderr, "%s: cannot load %s\n", argv[0], argv[1]);

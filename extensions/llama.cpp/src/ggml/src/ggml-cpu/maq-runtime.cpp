@@ -1,0 +1,280 @@
+// maq-runtime.cpp -- the CPU_MAQ buffer type: MAQ2 / MAQ3 / MAQ4 matrix products by the MAQ runtime's kernels.
+//
+// The default path of this extension (maq-cpu.c) multiplies ggml-native 64-input blocks with Q8_1 activations, one
+// row per vec_dot call. This buffer type, an "extra" buffer of the CPU backend like AMX and CPU_REPACK, instead keeps
+// each MAQ weight in the MAQ file's own layout (words, bitmap or hi plane, group codes, row scales: docs/FORMAT.md of
+// the MAQ project) and runs the MAQ runtime's products on it (maq-runtime/*.c = runtime/csrc, the same source the
+// MAQ runtime compiles): its activation preparation (int8 per 128 inputs, the layouts its SIMD rows read), its rows
+// (SSE / AVX2 / AVX-512 VNNI / AMX tiles, NEON), bit for bit the MAQ runtime's products. One source of truth.
+//
+// Loading: llama.cpp's MAQ loader (src/llama-maq.cpp) repacks the file's parts into ggml blocks and hands them to
+// ggml_backend_tensor_set; set_tensor below turns the blocks back into the parts (every bit of the file's words,
+// codes and scales is kept in the blocks), in place in this buffer. The scale group is the largest of 128 / 64 / 32
+// inputs over which every row's group codes are constant: the file's own G, or a larger one giving the same values.
+// `--no-repack` (llama.cpp's use_extra_bufts = false) turns this buffer off: the weights then stay ggml blocks and
+// products go through maq-cpu.c's vec_dot.
+#include "maq-runtime.h"
+
+#include "ggml-backend-impl.h"
+#include "ggml-cpu-impl.h"
+#include "ggml-cpu.h"
+#include "ggml-impl.h"
+#include "ggml-maq.h"
+#include "traits.h"
+
+#include "maq-runtime/maq.h"
+
+#include <cstring>
+
+namespace {
+
+size_t pad64(size_t n) { return (n + 63) & ~size_t(63); }
+
+bool is_maq(enum ggml_type t) { return t == GGML_TYPE_MAQ2 || t == GGML_TYPE_MAQ3 || t == GGML_TYPE_MAQ4; }
+
+int maq_bits(enum ggml_type t) { return t == GGML_TYPE_MAQ2 ? 2 : t == GGML_TYPE_MAQ3 ? 3 : 4; }
+
+// Where each part of a P x T weight lies inside its tensor's allocation (offsets from tensor->data):
+//   [0]        maq_weight (the runtime's descriptor, its pointers into this allocation)
+//   words      uint32 [P][T/16]
+//   second     MAQ2: uint8 bitmap [P][ceil(T/128)]; MAQ3: uint16 hi [P][T/16]; MAQ4: uint32 hi [P][T/16]
+//   scales     uint8 [P][2*ceil(T/G)] (sized for G = 32, the most groups)
+//   rowscale   fp16 [P][3]: d, dmin, dsal
+// every part starts on a 64-byte boundary.
+struct parts_layout {
+    size_t words, second, scales, rowscale, total;
+};
+
+parts_layout layout_of(enum ggml_type type, int64_t T, int64_t P) {
+    const int64_t nw = T / 16;
+    const size_t second = type == GGML_TYPE_MAQ2 ? (size_t) (P * ((T + 127) / 128))
+                        : (size_t) (P * nw) * (type == GGML_TYPE_MAQ3 ? 2 : 4);
+    parts_layout L;
+    L.words    = pad64(sizeof(maq_weight));
+    L.second   = L.words + pad64((size_t) (P * nw) * 4);
+    L.scales   = L.second + pad64(second);
+    L.rowscale = L.scales + pad64((size_t) (P * 2 * ((T + 31) / 32)));
+    L.total    = L.rowscale + pad64((size_t) P * 3 * sizeof(uint16_t));
+    return L;
+}
+
+// The runtime's descriptor of a weight whose parts are not there yet (all the activation sizing needs).
+maq_weight shape_only(const ggml_tensor * w) {
+    maq_weight d;
+    memset(&d, 0, sizeof(d));
+    d.type = w->type == GGML_TYPE_MAQ2 ? MAQ_TYPE_MAQ2 : w->type == GGML_TYPE_MAQ3 ? MAQ_TYPE_MAQ3 : MAQ_TYPE_MAQ4;
+    d.T = (int) w->ne[0];
+    d.P = (int) w->ne[1];
+    return d;
+}
+
+// Group codes (sc, m) of half k (32 inputs) of row p of the blocks.
+const ggml_maq_head * half_head(const uint8_t * blocks, size_t bsize, int64_t nb, int64_t p, int64_t k, int * h) {
+    *h = (int) (k % 2);
+    return (const ggml_maq_head *) (blocks + (size_t) (p * nb + k / 2) * bsize);
+}
+
+// The largest scale group (128, 64, 32 inputs) whose (sc, m) codes are the same for all its halves in every row.
+int scale_group(const uint8_t * blocks, size_t bsize, int64_t nb, int64_t P) {
+    for (int G : {128, 64}) {
+        const int64_t hpg = G / 32;   // halves per group
+        bool same = true;
+        for (int64_t p = 0; p < P && same; p++) {
+            for (int64_t k = 0; k < 2 * nb && same; k++) {
+                int h, h0;
+                const ggml_maq_head * a = half_head(blocks, bsize, nb, p, k, &h);
+                const ggml_maq_head * b = half_head(blocks, bsize, nb, p, k - k % hpg, &h0);
+                same = a->sc[h] == b->sc[h0] && a->m[h] == b->m[h0];
+            }
+        }
+        if (same) {
+            return G;
+        }
+    }
+    return 32;
+}
+
+// ggml blocks (ggml-maq.h, P rows of T/64 blocks) -> the runtime's parts at dst (layout_of), descriptor included.
+void blocks_to_parts(enum ggml_type type, int64_t T, int64_t P, const uint8_t * blocks, uint8_t * dst) {
+    const parts_layout L = layout_of(type, T, P);
+    const int bits = maq_bits(type);
+    const size_t bsize = ggml_type_size(type);
+    const int64_t nb = T / QK_MAQ, nw = T / 16, nbm = (T + 127) / 128;
+    const int G = scale_group(blocks, bsize, nb, P);
+    const int64_t ng = (T + G - 1) / G;
+    memset(dst, 0, L.total);
+    uint32_t * words    = (uint32_t *) (dst + L.words);
+    uint8_t  * second   = dst + L.second;
+    uint8_t  * scales   = dst + L.scales;
+    uint16_t * rowscale = (uint16_t *) (dst + L.rowscale);
+    for (int64_t p = 0; p < P; p++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t * blk = blocks + (size_t) (p * nb + b) * bsize;
+            const ggml_maq_head * hd = (const ggml_maq_head *) blk;
+            const uint8_t * qs = blk + offsetof(ggml_maq_head, qs);
+            const uint8_t * qh = blk + sizeof(ggml_maq_head);   // MAQ3's bit plane
+            rowscale[3 * p + 0] = hd->d;
+            rowscale[3 * p + 1] = hd->dmin;
+            for (int h = 0; h < 2; h++) {
+                const int64_t g = (QK_MAQ * b + 32 * h) / G;
+                scales[p * 2 * ng + g]      = hd->sc[h];
+                scales[p * 2 * ng + ng + g] = (uint8_t) hd->m[h];
+            }
+            for (int i = 0; i < QK_MAQ; i++) {
+                const int64_t t = QK_MAQ * b + i, w = p * nw + t / 16;
+                const int j = (int) (t % 16), q = ggml_maq_code(qs, qh, bits, i);
+                words[w] |= (uint32_t) (q & 3) << (2 * j);
+                if (bits == 3) {
+                    ((uint16_t *) second)[w] |= (uint16_t) (((q >> 2) & 1) << j);
+                } else if (bits == 4) {
+                    ((uint32_t *) second)[w] |= (uint32_t) ((q >> 2) & 3) << (2 * j);
+                }
+            }
+            if (bits == 2) {
+                const block_maq2 * x = (const block_maq2 *) blk;
+                rowscale[3 * p + 2] = x->dsal;
+                for (int k = 0; k < 4; k++) {   // salient word k of the block: its 32 bits from nibble s of 8 bytes
+                    if (!((x->sal >> k) & 1)) {
+                        continue;
+                    }
+                    const int h = k / 2, s = k % 2;
+                    const int64_t w = 4 * b + k;
+                    uint32_t word = 0;
+                    for (int n = 0; n < 8; n++) {
+                        word |= (uint32_t) ((x->qs[8 * h + n] >> (4 * s)) & 15) << (4 * n);
+                    }
+                    words[p * nw + w] = word;
+                    second[p * nbm + w / 8] |= (uint8_t) (1u << (w % 8));
+                }
+            }
+        }
+    }
+    maq_weight * d = (maq_weight *) dst;
+    *d = maq_weight{};
+    d->type     = (int) (bits == 2 ? MAQ_TYPE_MAQ2 : bits == 3 ? MAQ_TYPE_MAQ3 : MAQ_TYPE_MAQ4);
+    d->T        = (int) T;
+    d->P        = (int) P;
+    d->G        = G;
+    d->data     = words;
+    d->bitmap   = bits == 2 ? second : nullptr;
+    d->hi       = bits == 2 ? nullptr : second;
+    d->scales   = scales;
+    d->rowscale = rowscale;
+}
+
+// Bytes of float32 rows needed to gather a non-contiguous src1 (0 when it is contiguous).
+size_t gather_bytes(const ggml_tensor * src1) {
+    return ggml_is_contiguous(src1) ? 0 : pad64((size_t) ggml_nelements(src1) * sizeof(float));
+}
+
+class tensor_traits : public ggml::cpu::tensor_traits {
+    bool work_size(int /*n_threads*/, const ggml_tensor * op, size_t & size) override {
+        const maq_weight w = shape_only(op->src[0]);
+        size = gather_bytes(op->src[1]) + maq_act_bytes(&w, (int) ggml_nrows(op->src[1]));
+        return true;
+    }
+
+    // dst [P, B] = W x for the B = ne11*ne12*ne13 rows of src1: thread 0 prepares the activation (MAQ runtime's
+    // layout), then every thread computes its share of the output rows.
+    bool compute_forward(ggml_compute_params * params, ggml_tensor * op) override {
+        if (op->op != GGML_OP_MUL_MAT) {
+            return false;
+        }
+        const ggml_tensor * src1 = op->src[1];
+        const maq_weight * w = (const maq_weight *) op->src[0]->data;
+        const int B = (int) ggml_nrows(src1);
+        const size_t gb = gather_bytes(src1);
+        float * X = gb ? (float *) params->wdata : (float *) src1->data;
+        void * act = (uint8_t *) params->wdata + gb;
+        if (params->ith == 0) {
+            if (gb) {   // rows of a strided src1 (its ne0 elements are contiguous: supports_op asks for it)
+                int64_t r = 0;
+                for (int64_t i3 = 0; i3 < src1->ne[3]; i3++) {
+                    for (int64_t i2 = 0; i2 < src1->ne[2]; i2++) {
+                        for (int64_t i1 = 0; i1 < src1->ne[1]; i1++, r++) {
+                            memcpy(X + r * w->T, (const char *) src1->data + i1 * src1->nb[1] + i2 * src1->nb[2] +
+                                   i3 * src1->nb[3], (size_t) w->T * sizeof(float));
+                        }
+                    }
+                }
+            }
+            maq_act_prepare(w, X, B, act);
+        }
+        ggml_barrier(params->threadpool);
+        maq_matmul_act_part(w, act, B, (float *) op->data, params->ith, params->nth);
+        return true;
+    }
+};
+
+tensor_traits traits;
+
+class extra_buffer_type : public ggml::cpu::extra_buffer_type {
+    bool supports_op(ggml_backend_dev_t, const ggml_tensor * op) override {
+        const ggml_tensor * src0 = op->src[0];
+        const ggml_tensor * src1 = op->src[1];
+        return op->op == GGML_OP_MUL_MAT && src0->buffer && src0->buffer->buft == ggml_backend_cpu_maq_buffer_type() &&
+               is_maq(src0->type) && ggml_n_dims(src0) == 2 && src1->type == GGML_TYPE_F32 &&
+               src1->nb[0] == sizeof(float) && ggml_is_contiguous(op) &&
+               (!src1->buffer || ggml_backend_buft_is_host(src1->buffer->buft));
+    }
+
+    ggml::cpu::tensor_traits * get_tensor_traits(const ggml_tensor * op) override {
+        if (op->op == GGML_OP_MUL_MAT && op->src[0]->buffer &&
+            op->src[0]->buffer->buft == ggml_backend_cpu_maq_buffer_type()) {
+            return (ggml::cpu::tensor_traits *) op->src[0]->extra;
+        }
+        return nullptr;
+    }
+};
+
+}  // namespace
+
+static enum ggml_status maq_buffer_init_tensor(ggml_backend_buffer_t, ggml_tensor * tensor) {
+    tensor->extra = (void *) &traits;
+    return GGML_STATUS_SUCCESS;
+}
+
+// The loader hands over the whole tensor as ggml blocks (ggml-maq.h); they become the runtime's parts in place.
+static void maq_buffer_set_tensor(ggml_backend_buffer_t, ggml_tensor * tensor, const void * data, size_t offset,
+                                  size_t size) {
+    GGML_ASSERT(is_maq(tensor->type));
+    GGML_ASSERT(offset == 0 && size == ggml_nbytes(tensor));
+    blocks_to_parts(tensor->type, tensor->ne[0], tensor->ne[1], (const uint8_t *) data, (uint8_t *) tensor->data);
+}
+
+static const char * maq_buffer_type_get_name(ggml_backend_buffer_type_t) { return "CPU_MAQ"; }
+
+static ggml_backend_buffer_t maq_buffer_type_alloc_buffer(ggml_backend_buffer_type_t buft, size_t size) {
+    ggml_backend_buffer_t buffer = ggml_backend_buft_alloc_buffer(ggml_backend_cpu_buffer_type(), size);
+    if (buffer == nullptr) {
+        return nullptr;
+    }
+    buffer->buft              = buft;
+    buffer->iface.init_tensor = maq_buffer_init_tensor;
+    buffer->iface.set_tensor  = maq_buffer_set_tensor;
+    buffer->iface.get_tensor  = nullptr;   // the parts are not ggml blocks: nothing reads them back as such
+    buffer->iface.cpy_tensor  = nullptr;
+    return buffer;
+}
+
+static size_t maq_buffer_type_get_alignment(ggml_backend_buffer_type_t) { return 64; }
+
+static size_t maq_buffer_type_get_alloc_size(ggml_backend_buffer_type_t, const ggml_tensor * tensor) {
+    return is_maq(tensor->type) ? layout_of(tensor->type, tensor->ne[0], tensor->ne[1]).total : ggml_nbytes(tensor);
+}
+
+ggml_backend_buffer_type_t ggml_backend_cpu_maq_buffer_type(void) {
+    static ggml_backend_buffer_type buft = {
+        /* .iface    = */ {
+            /* .get_name       = */ maq_buffer_type_get_name,
+            /* .alloc_buffer   = */ maq_buffer_type_alloc_buffer,
+            /* .get_alignment  = */ maq_buffer_type_get_alignment,
+            /* .get_max_size   = */ nullptr,
+            /* .get_alloc_size = */ maq_buffer_type_get_alloc_size,
+            /* .is_host        = */ nullptr,
+        },
+        /* .device  = */ ggml_backend_reg_dev_get(ggml_backend_cpu_reg(), 0),
+        /* .context = */ new extra_buffer_type(),
+    };
+    return &buft;
+}
