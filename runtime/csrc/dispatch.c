@@ -9,7 +9,9 @@
  * state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux >= 5.16; asked once, here).
  * The default is the widest supported path unless MAQ_FORCE_PATH names another (read once, at first use).
  */
+#ifndef _GNU_SOURCE       /* (a build may define it already: llama.cpp's) */
 #define _GNU_SOURCE   /* syscall() */
+#endif
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdatomic.h>

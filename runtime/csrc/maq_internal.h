@@ -192,7 +192,7 @@ static inline size_t maq2_act_tiles_bytes(int T, int B) {
 }
 /* The trailer of the AMX operands of B activation rows of `stride` bytes at act (maq2_act_tiles_bytes(T, B) > 0). */
 static inline uint8_t *maq2_act_tiles_mark(const uint8_t *act, size_t stride, int T, int B) {
-    return (uint8_t *)act + (size_t)B * stride + maq2_act_tiles_bytes(T, B) - 64;
+    return (uint8_t *)(uintptr_t)act + (size_t)B * stride + maq2_act_tiles_bytes(T, B) - 64;
 }
 
 /* Bytes of B activation rows (without the alignment slack maq_act_bytes adds); MAQ family: plus the AMX tiles. */

@@ -167,15 +167,34 @@ size_t gather_bytes(const ggml_tensor * src1) {
     return ggml_is_contiguous(src1) ? 0 : pad64((size_t) ggml_nelements(src1) * sizeof(float));
 }
 
+// The rows of a strided src1 into X [B][T] (each row's T elements are contiguous: supports_op asks for nb0 = 4).
+void gather_rows(const ggml_tensor * src1, int T, float * X) {
+    for (int64_t i3 = 0; i3 < src1->ne[3]; i3++) {
+        for (int64_t i2 = 0; i2 < src1->ne[2]; i2++) {
+            for (int64_t i1 = 0; i1 < src1->ne[1]; i1++, X += T) {
+                memcpy(X, (const char *) src1->data + i1 * src1->nb[1] + i2 * src1->nb[2] + i3 * src1->nb[3],
+                       (size_t) T * sizeof(float));
+            }
+        }
+    }
+}
+
+// Activation scratch of one product: B > 1 shares one prepared activation (thread 0 prepares it, a barrier), a single
+// token gets one copy per thread (each thread prepares its own: T values, cheaper than a barrier).
+size_t act_slot_bytes(const ggml_tensor * op) {
+    const maq_weight w = shape_only(op->src[0]);
+    return pad64(maq_act_bytes(&w, (int) ggml_nrows(op->src[1])));
+}
+
 class tensor_traits : public ggml::cpu::tensor_traits {
-    bool work_size(int /*n_threads*/, const ggml_tensor * op, size_t & size) override {
-        const maq_weight w = shape_only(op->src[0]);
-        size = gather_bytes(op->src[1]) + maq_act_bytes(&w, (int) ggml_nrows(op->src[1]));
+    bool work_size(int n_threads, const ggml_tensor * op, size_t & size) override {
+        const int slots = ggml_nrows(op->src[1]) == 1 ? n_threads : 1;
+        size = gather_bytes(op->src[1]) + (size_t) slots * act_slot_bytes(op);
         return true;
     }
 
-    // dst [P, B] = W x for the B = ne11*ne12*ne13 rows of src1: thread 0 prepares the activation (MAQ runtime's
-    // layout), then every thread computes its share of the output rows.
+    // dst [P, B] = W x for the B = ne11*ne12*ne13 rows of src1 (the MAQ runtime's activation layout and rows), every
+    // thread computing its share of the output rows.
     bool compute_forward(ggml_compute_params * params, ggml_tensor * op) override {
         if (op->op != GGML_OP_MUL_MAT) {
             return false;
@@ -184,23 +203,20 @@ class tensor_traits : public ggml::cpu::tensor_traits {
         const maq_weight * w = (const maq_weight *) op->src[0]->data;
         const int B = (int) ggml_nrows(src1);
         const size_t gb = gather_bytes(src1);
-        float * X = gb ? (float *) params->wdata : (float *) src1->data;
-        void * act = (uint8_t *) params->wdata + gb;
-        if (params->ith == 0) {
-            if (gb) {   // rows of a strided src1 (its ne0 elements are contiguous: supports_op asks for it)
-                int64_t r = 0;
-                for (int64_t i3 = 0; i3 < src1->ne[3]; i3++) {
-                    for (int64_t i2 = 0; i2 < src1->ne[2]; i2++) {
-                        for (int64_t i1 = 0; i1 < src1->ne[1]; i1++, r++) {
-                            memcpy(X + r * w->T, (const char *) src1->data + i1 * src1->nb[1] + i2 * src1->nb[2] +
-                                   i3 * src1->nb[3], (size_t) w->T * sizeof(float));
-                        }
-                    }
+        const float * X = gb ? (const float *) params->wdata : (const float *) src1->data;
+        uint8_t * act = (uint8_t *) params->wdata + gb;
+        if (B == 1 && !gb) {
+            act += (size_t) params->ith * act_slot_bytes(op);
+            maq_act_prepare(w, X, 1, act);
+        } else {
+            if (params->ith == 0) {
+                if (gb) {
+                    gather_rows(src1, w->T, (float *) params->wdata);
                 }
+                maq_act_prepare(w, X, B, act);
             }
-            maq_act_prepare(w, X, B, act);
+            ggml_barrier(params->threadpool);
         }
-        ggml_barrier(params->threadpool);
         maq_matmul_act_part(w, act, B, (float *) op->data, params->ith, params->nth);
         return true;
     }
