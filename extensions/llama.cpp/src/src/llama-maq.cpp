@@ -161,16 +161,18 @@ bool llama_model_loader::maq_load(ggml_tensor * cur) {
         ggml_backend_tensor_set(cur, dst, 0, n_size);
     }
     maq_repack_us += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    // what the tensor takes in its buffer: ggml blocks in a plain one, the file's parts in CPU_MAQ (its set_tensor
+    // turned the blocks back into them)
+    maq_mem_bytes += cur->buffer ? ggml_backend_buft_get_alloc_size(ggml_backend_buffer_get_type(cur->buffer), cur) : n_size;
     if (++maq_n_loaded == maq_tensors.size()) {
-        size_t file_bytes = 0, mem_bytes = 0;
+        size_t file_bytes = 0;
         for (const auto & [name, t] : maq_tensors) {
             for (size_t k = 0; k < t.parts.size(); k++) {
                 file_bytes += maq_part_bytes(t, k);
             }
-            mem_bytes += ggml_row_size(t.bits == 2 ? GGML_TYPE_MAQ2 : t.bits == 3 ? GGML_TYPE_MAQ3 : GGML_TYPE_MAQ4, t.T) * t.P;
         }
         LLAMA_LOG_INFO("%s: MAQ: read and repacked %zu tensors in %.1f ms: %.2f MiB in the file -> %.2f MiB in memory\n",
-            __func__, maq_n_loaded, maq_repack_us / 1000.0, file_bytes / 1048576.0, mem_bytes / 1048576.0);
+            __func__, maq_n_loaded, maq_repack_us / 1000.0, file_bytes / 1048576.0, maq_mem_bytes / 1048576.0);
     }
     return true;
 }
