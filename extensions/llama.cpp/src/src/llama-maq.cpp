@@ -135,7 +135,9 @@ bool llama_model_loader::maq_load(ggml_tensor * cur) {
     }
     const maq_tensor & mt = it->second;
     const auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::vector<uint8_t>> parts(mt.parts.size());
+    // the parts and the staging blocks reuse the loader's buffers from tensor to tensor (no allocation per tensor)
+    std::vector<std::vector<uint8_t>> & parts = maq_parts;
+    parts.resize(mt.parts.size());
     for (size_t k = 0; k < mt.parts.size(); k++) {
         const llama_tensor_weight & w = mt.parts[k];
         parts[k].resize(maq_part_bytes(mt, k));
@@ -152,8 +154,10 @@ bool llama_model_loader::maq_load(ggml_tensor * cur) {
     }
     const size_t n_size = ggml_nbytes(cur);
     const bool host = cur->buffer && ggml_backend_buffer_is_host(cur->buffer);
-    std::vector<uint8_t> staging(host ? 0 : n_size);
-    void * dst = host ? cur->data : staging.data();
+    if (!host && maq_staging.size() < n_size) {
+        maq_staging.resize(n_size);
+    }
+    void * dst = host ? cur->data : maq_staging.data();
     if (ggml_maq_repack(cur->type, mt.T, mt.P, mt.G, parts[0].data(), parts[1].data(), parts[2].data(), rs, dst) != 0) {
         throw std::runtime_error(format("MAQ: tensor '%s': cannot repack", ggml_get_name(cur)));
     }
@@ -165,6 +169,8 @@ bool llama_model_loader::maq_load(ggml_tensor * cur) {
     // turned the blocks back into them)
     maq_mem_bytes += cur->buffer ? ggml_backend_buft_get_alloc_size(ggml_backend_buffer_get_type(cur->buffer), cur) : n_size;
     if (++maq_n_loaded == maq_tensors.size()) {
+        maq_staging = {};
+        maq_parts = {};
         size_t file_bytes = 0;
         for (const auto & [name, t] : maq_tensors) {
             for (size_t k = 0; k < t.parts.size(); k++) {

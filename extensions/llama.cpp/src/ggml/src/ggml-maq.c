@@ -40,20 +40,26 @@ int ggml_maq_repack(enum ggml_type type, int64_t T, int64_t P, int G, const void
                 const int64_t g = (QK_MAQ * b + 32 * h) / G;   // a half never straddles a group (G >= 32)
                 hd->sc[h] = sr[g];
                 hd->m[h]  = (int8_t) sr[ng + g];
-                for (int i = 0; i < 32; i++) {
-                    const int64_t t = QK_MAQ * b + 32 * h + i, w = t / 16;
-                    const int j = (int) (t % 16), n = 8 * h + i % 8, sh = 2 * (i / 8);
-                    const uint32_t lo = (wr[w] >> (2 * j)) & 3;
-                    if (bits == 4) {
-                        const uint32_t hw = ((const uint32_t *) second)[p * nw + w];
-                        qs[16 * h + i % 16] |= (uint8_t) ((lo | (((hw >> (2 * j)) & 3) << 2)) << (4 * (i / 16)));
-                        continue;
+            }
+            for (int k = 0; k < 4; k++) {   // word k of the block = inputs 16s .. 16s+15 of half h
+                const int h = k / 2, s = k % 2;
+                const int64_t w = p * nw + 4 * b + k;
+                const uint32_t lo = wr[4 * b + k];
+                if (bits == 4) {            // code of input 16s + j -> nibble s of qs[16h + j]
+                    const uint32_t hw = ((const uint32_t *) second)[w];
+                    for (int j = 0; j < 16; j++) {
+                        const uint32_t c = ((lo >> (2 * j)) & 3) | ((hw >> (2 * j)) & 3) << 2;
+                        qs[16 * h + j] |= (uint8_t) (c << (4 * s));
                     }
-                    qs[n] |= (uint8_t) (lo << sh);
-                    if (bits == 3) {
-                        const uint16_t hw = ((const uint16_t *) second)[p * nw + w];
-                        qh[4 * h + i / 8] |= (uint8_t) (((hw >> j) & 1) << (i % 8));
-                    }
+                    continue;
+                }
+                for (int n = 0; n < 8; n++) {   // inputs 16s + n, 16s + 8 + n -> bits 4s, 4s+2 of qs[8h + n]
+                    qs[8 * h + n] |= (uint8_t) ((((lo >> (2 * n)) & 3) | ((lo >> (2 * n + 16)) & 3) << 2) << (4 * s));
+                }
+                if (bits == 3) {                // bit 2 of input 16s + j -> bit j%8 of qh[4h + 2s + j/8]
+                    const uint16_t hw = ((const uint16_t *) second)[w];
+                    qh[4 * h + 2 * s]     = (uint8_t) (hw & 0xff);
+                    qh[4 * h + 2 * s + 1] = (uint8_t) (hw >> 8);
                 }
             }
             if (bits == 2) {

@@ -120,15 +120,27 @@ void blocks_to_parts(enum ggml_type type, int64_t T, int64_t P, const uint8_t * 
                 scales[p * 2 * ng + g]      = hd->sc[h];
                 scales[p * 2 * ng + ng + g] = (uint8_t) hd->m[h];
             }
-            for (int i = 0; i < QK_MAQ; i++) {
-                const int64_t t = QK_MAQ * b + i, w = p * nw + t / 16;
-                const int j = (int) (t % 16), q = ggml_maq_code(qs, qh, bits, i);
-                words[w] |= (uint32_t) (q & 3) << (2 * j);
-                if (bits == 3) {
-                    ((uint16_t *) second)[w] |= (uint16_t) (((q >> 2) & 1) << j);
-                } else if (bits == 4) {
-                    ((uint32_t *) second)[w] |= (uint32_t) ((q >> 2) & 3) << (2 * j);
+            for (int k = 0; k < 4; k++) {   // word k of the block: inputs 16k + j = half h, inputs 16s + j
+                const int h = k / 2, s = k % 2;
+                const int64_t w = p * nw + 4 * b + k;
+                uint32_t lo = 0, hi = 0;
+                if (bits == 4) {            // code of input 16s + j of half h: nibble s of qs[16h + j]
+                    for (int j = 0; j < 16; j++) {
+                        const uint32_t c = (uint32_t) (qs[16 * h + j] >> (4 * s)) & 15;
+                        lo |= (c & 3) << (2 * j);
+                        hi |= (c >> 2) << (2 * j);
+                    }
+                    ((uint32_t *) second)[w] = hi;
+                } else {                    // input 16s + j: bits 2(2s + j/8) of qs[8h + j%8]
+                    for (int n = 0; n < 8; n++) {
+                        const uint32_t v = (uint32_t) qs[8 * h + n] >> (4 * s);
+                        lo |= (v & 3) << (2 * n) | ((v >> 2) & 3) << (2 * n + 16);
+                    }
+                    if (bits == 3) {        // bit 2 of input 16s + j: bit j%8 of qh[4h + 2s + j/8]
+                        ((uint16_t *) second)[w] = (uint16_t) (qh[4 * h + 2 * s] | qh[4 * h + 2 * s + 1] << 8);
+                    }
                 }
+                words[w] = lo;
             }
             if (bits == 2) {
                 const block_maq2 * x = (const block_maq2 *) blk;
