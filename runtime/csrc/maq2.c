@@ -499,6 +499,28 @@ SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int 
     }
 }
 
+/* remainder_sse for one token when the remainder is one 4-word chunk without salient words (T % 512 == 64: SmolLM2's
+ * 576-wide rows, where the general loop costs about as much as the quad before it): the same integers D, M (S = 0)
+ * by straight-line code, then the same float steps. Returns 0 (nothing done) for any other remainder. */
+SSE_FN int remainder1_sse(const maq2_row *r, const maq2_x *x, int T, int G, __m128 f[3], const int BITS) {
+    const int b = T >> 7;   /* the last block; its first (only) 4 words end the row */
+    if ((T & 511) != 64 || (BITS == 2 && (r->bm[b] & 15u))) return 0;
+    const int w0 = 8 * b, g0 = (16 * w0) >> g_shift(G);
+    const uint32_t sc4 = G == 32 ? (uint32_t)r->sc[g0] | (uint32_t)r->sc[g0 + 1] << 8 : r->sc[g0];
+    __m128i V[4];
+    chunk_decode_sse(r, w0, 0, BITS == 3 ? hi3_nibbles_sse(r, w0) : _mm_setzero_si128(), V, BITS);
+    const __m128i sv = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)sc4),
+                                        _mm_load_si128((const __m128i *)SC_SHUF[g_index(G)][0][0]));
+    const int32_t D = hsum_epi32_sse(chunk_dot_sse(V, x->xp + 128 * b, sv));
+    int32_t M = (int32_t)r->m[g0] * x->xsg[g0];
+    if (G == 32) M += (int32_t)r->m[g0 + 1] * x->xsg[g0 + 1];
+    const __m128 dxv = _mm_and_ps(_mm_set1_ps(x->dx[b]), _mm_castsi128_ps(_mm_load_si128((const __m128i *)SAL_MASK[1])));
+    f[0] = _mm_add_ps(f[0], _mm_mul_ps(dxv, _mm_set1_ps((float)D)));
+    f[1] = _mm_add_ps(f[1], _mm_mul_ps(dxv, _mm_set1_ps((float)M)));
+    if (BITS == 2) f[2] = _mm_add_ps(f[2], _mm_mul_ps(dxv, _mm_set1_ps(0.0f)));
+    return 1;
+}
+
 /* Float lane update of a quad for one token (MAQ3/4: no salient sums). */
 /* The same with D_b already in float (fD = (float)D_b, exactly as the conversion would give it). */
 SSE_FN void quad_float_fd_sse(__m128 fD, __m128i Mv, __m128i Sv, const float *dx4, __m128 *f, const int BITS) {
@@ -788,7 +810,7 @@ ZMM_FN void row_zmm_1(const maq2_row *r, const maq2_x *x, const int NT, int T, i
         if (qbits) salient_quad_sse(r, x, 1, q, qbits, G, &Sv, &Cv);
         quad_float_fd_sse(fD, _mm_sub_epi32(quad_min_sse(G, mw, mw2, x->xsg, q), Cv), Sv, x->dx + 4 * q, f[0], BITS);
     }
-    remainder_sse(r, x, 1, T, G, 4 * nq, f, BITS);
+    if (!remainder1_sse(r, x, T, G, f[0], BITS)) remainder_sse(r, x, 1, T, G, 4 * nq, f, BITS);
     out[0] = lanes_out_sse(f[0], r, BITS);
 }
 #define ZMM_ROW_ATTR __attribute__((noinline, target(MAQ_ZMM_TARGET)))
