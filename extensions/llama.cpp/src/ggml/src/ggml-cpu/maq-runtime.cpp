@@ -34,6 +34,11 @@ bool is_maq(enum ggml_type t) { return t == GGML_TYPE_MAQ2 || t == GGML_TYPE_MAQ
 
 int maq_bits(enum ggml_type t) { return t == GGML_TYPE_MAQ2 ? 2 : t == GGML_TYPE_MAQ3 ? 3 : 4; }
 
+// The runtime's type id (maq.h enum maq_type) of a MAQ ggml type.
+int runtime_type(enum ggml_type t) {
+    return t == GGML_TYPE_MAQ2 ? MAQ_TYPE_MAQ2 : t == GGML_TYPE_MAQ3 ? MAQ_TYPE_MAQ3 : MAQ_TYPE_MAQ4;
+}
+
 // Where each part of a P x T weight lies inside its tensor's allocation (offsets from tensor->data):
 //   [0]        maq_weight (the runtime's descriptor, its pointers into this allocation)
 //   words      uint32 [P][T/16]
@@ -62,7 +67,7 @@ parts_layout layout_of(enum ggml_type type, int64_t T, int64_t P) {
 maq_weight shape_only(const ggml_tensor * w) {
     maq_weight d;
     memset(&d, 0, sizeof(d));
-    d.type = w->type == GGML_TYPE_MAQ2 ? MAQ_TYPE_MAQ2 : w->type == GGML_TYPE_MAQ3 ? MAQ_TYPE_MAQ3 : MAQ_TYPE_MAQ4;
+    d.type = runtime_type(w->type);
     d.T = (int) w->ne[0];
     d.P = (int) w->ne[1];
     return d;
@@ -163,7 +168,7 @@ void blocks_to_parts(enum ggml_type type, int64_t T, int64_t P, const uint8_t * 
     }
     maq_weight * d = (maq_weight *) dst;
     *d = maq_weight{};
-    d->type     = (int) (bits == 2 ? MAQ_TYPE_MAQ2 : bits == 3 ? MAQ_TYPE_MAQ3 : MAQ_TYPE_MAQ4);
+    d->type     = runtime_type(type);
     d->T        = (int) T;
     d->P        = (int) P;
     d->G        = G;
