@@ -52,7 +52,7 @@ fi
 LL=$SRC/vendor/llama.cpp
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-echo "== building ${TARGETS} ($JOBS jobs; a cold build is ~10 min on 2 idle cores, over 40 on a loaded machine)" >&2
+echo "== building ${TARGETS} ($JOBS jobs; cold, on 2 idle cores: the libraries alone ~2 min, the tools ~10, far more on a loaded machine)" >&2
 cmake -S "$LL" -B "$DEST/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "${launcher[@]}" >&2
 # shellcheck disable=SC2086
