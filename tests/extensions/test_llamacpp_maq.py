@@ -177,6 +177,20 @@ def test_logits_match_runtime(mixed_gguf):
 
 
 @needs_bin
+def test_int8_salient_coding_refused(mixed_gguf, tmp_path):
+    """A tensor whose salient words are int8-coded (--salient-coding int8, FORMAT.md section 9: an overflow area the
+    extension does not read) makes the file refused with one line naming the tensor's salient_coding key."""
+    import gguf_files
+
+    key = "maq.tensor.blk.0.attn_q.weight.salient_coding"
+    bad = gguf_files.rewrite(mixed_gguf, tmp_path / "int8.gguf", metadata={key: "int8"})
+    r = subprocess.run([str(BIN / "maq-logits"), str(bad), str(tmp_path / "x.f32"), "1", "1", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert key in r.stderr and "Traceback" not in r.stderr
+
+
+@needs_bin
 def test_logits_cpu_maq_match_runtime(mixed_gguf):
     """llama.cpp's default for MAQ weights, the CPU_MAQ buffer type: every MAQ product is the MAQ runtime's own (same
     kernels, same int8-per-128 activation rounding) and Q8_0 products round their input per 32 with an fp16 scale on

@@ -60,6 +60,16 @@ void llama_model_loader::maq_prepare() {
             throw std::runtime_error(format("MAQ: tensor '%s': metadata %s missing or not a u32", name.c_str(), gkey.c_str()));
         }
         const int G = (int) gguf_get_val_u32(metadata, gi);
+        // salient words kept as int8 codes in an overflow area (MAQ's --salient-coding int8, docs/FORMAT.md section 9)
+        // are not read by this extension: refuse the file rather than run it with that area ignored
+        const std::string ckey = std::string(MAQ_KEY_PREFIX) + name + ".salient_coding";
+        const int64_t ci = gguf_find_key(metadata, ckey.c_str());
+        if (ci >= 0 && (gguf_get_kv_type(metadata, ci) != GGUF_TYPE_STRING ||
+                        std::string(gguf_get_val_str(metadata, ci)) != "mean4")) {
+            throw std::runtime_error(format("MAQ: tensor '%s': metadata %s is not 'mean4': the llama.cpp MAQ extension "
+                                            "reads mean4 salient words only (a file converted with --salient-coding "
+                                            "int8 runs with MAQ's runtime)", name.c_str(), ckey.c_str()));
+        }
 
         // the parts, in file order, with the GGUF type each must have
         const std::vector<std::pair<std::string, ggml_type>> want = {
