@@ -467,9 +467,19 @@ SSE_FN void salient_quad_sse(const maq2_row *r, const maq2_x *x, const int NT, i
     }
 }
 
-/* Remainder blocks (after the full quads) of one row for NT tokens; per block, chunks in SIMD, then the float
- * update of lane b % 4 done on the vectors: the other lanes add dx*0 = +-0, which leaves them unchanged (a
- * lane is never -0), so this equals the scalar acc_block bit for bit. */
+/* Float lane update of one block b for one token, lane b % 4 of f += dx_b * (D, M, S), done on the vectors: the
+ * other lanes add dx*0 = +-0, which leaves them unchanged (a lane is never -0), so this equals the scalar
+ * acc_block bit for bit. */
+SSE_FN void block_float_sse(float dx, int b, int32_t D, int32_t M, int32_t S, __m128 *f, const int BITS) {
+    const __m128 lane = _mm_castsi128_ps(_mm_load_si128((const __m128i *)SAL_MASK[1u << (b & 3)]));
+    const __m128 dxv = _mm_and_ps(_mm_set1_ps(dx), lane);
+    f[0] = _mm_add_ps(f[0], _mm_mul_ps(dxv, _mm_set1_ps((float)D)));
+    f[1] = _mm_add_ps(f[1], _mm_mul_ps(dxv, _mm_set1_ps((float)M)));
+    if (BITS == 2) f[2] = _mm_add_ps(f[2], _mm_mul_ps(dxv, _mm_set1_ps((float)S)));
+}
+
+/* Remainder blocks (after the full quads) of one row for NT tokens; per block, chunks in SIMD, then
+ * block_float_sse. */
 SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, int b0, __m128 f[][3],
                           const int BITS) {
     const int nw = T >> 4, nb = (T + 127) >> 7, ng = (T + G - 1) >> g_shift(G), gi = g_index(G);
@@ -477,7 +487,6 @@ SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int 
         const int nwb = block_words(nw, b), nc = nwb >> 2;
         const unsigned bits = block_bits(r, nw, b, BITS);
         const __m128i sc4 = _mm_cvtsi32_si128((int)block_sc4(r, b, G, ng));
-        const __m128 lane = _mm_castsi128_ps(_mm_load_si128((const __m128i *)SAL_MASK[1u << (b & 3)]));
         __m128i acc[MAQ2_NT_MAX];
         for (int t = 0; t < NT; t++) acc[t] = _mm_setzero_si128();
         for (int c = 0; c < nc; c++) {
@@ -491,10 +500,7 @@ SSE_FN void remainder_sse(const maq2_row *r, const maq2_x *x, const int NT, int 
         for (int t = 0; t < NT; t++) {
             int32_t D = hsum_epi32_sse(acc[t]), M, S;
             block_ints(r, &x[t], b, nwb, bits, G, ng, &D, &M, &S, BITS);
-            const __m128 dxv = _mm_and_ps(_mm_set1_ps(x[t].dx[b]), lane);
-            f[t][0] = _mm_add_ps(f[t][0], _mm_mul_ps(dxv, _mm_set1_ps((float)D)));
-            f[t][1] = _mm_add_ps(f[t][1], _mm_mul_ps(dxv, _mm_set1_ps((float)M)));
-            if (BITS == 2) f[t][2] = _mm_add_ps(f[t][2], _mm_mul_ps(dxv, _mm_set1_ps((float)S)));
+            block_float_sse(x[t].dx[b], b, D, M, S, f[t], BITS);
         }
     }
 }
@@ -514,10 +520,7 @@ SSE_FN int remainder1_sse(const maq2_row *r, const maq2_x *x, int T, int G, __m1
     const int32_t D = hsum_epi32_sse(chunk_dot_sse(V, x->xp + 128 * b, sv));
     int32_t M = (int32_t)r->m[g0] * x->xsg[g0];
     if (G == 32) M += (int32_t)r->m[g0 + 1] * x->xsg[g0 + 1];
-    const __m128 dxv = _mm_and_ps(_mm_set1_ps(x->dx[b]), _mm_castsi128_ps(_mm_load_si128((const __m128i *)SAL_MASK[1])));
-    f[0] = _mm_add_ps(f[0], _mm_mul_ps(dxv, _mm_set1_ps((float)D)));
-    f[1] = _mm_add_ps(f[1], _mm_mul_ps(dxv, _mm_set1_ps((float)M)));
-    if (BITS == 2) f[2] = _mm_add_ps(f[2], _mm_mul_ps(dxv, _mm_set1_ps(0.0f)));
+    block_float_sse(x->dx[b], b, D, M, 0, f, BITS);
     return 1;
 }
 
