@@ -35,13 +35,19 @@ def codes(x: torch.Tensor, s: torch.Tensor, lo: torch.Tensor, qmax: int = fmt.CO
     """Codes (float 0..qmax; 3 for 2-bit words) of x [..., P, g] for s, lo [..., P]; s == 0 -> code 0."""
     pos = s > 0
     safe = torch.where(pos, s, torch.ones_like(s))
-    q = torch.clamp(torch.round((x - lo[..., None]) / safe[..., None]), 0, qmax)
-    return q * pos[..., None]
+    q = (x - lo[..., None]).div_(safe[..., None]).round_().clamp_(0, qmax)
+    return q.mul_(pos[..., None])
 
 
 def value(q: torch.Tensor, s: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
     """s·q + lo in float32, the same two roundings as ``format.dequantize``."""
-    return s[..., None] * q + lo[..., None]
+    return (s[..., None] * q).add_(lo[..., None])
+
+
+def _werr(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor, lo: torch.Tensor, wk: torch.Tensor) -> torch.Tensor:
+    """Σ_g wk·(x − (s·q + lo))² [..., P] for codes q [..., P, g] (overwritten: in place, one temporary)."""
+    d = q.mul_(s[..., None]).add_(lo[..., None]).sub_(x)     # x̂ − x: its square is (x − x̂)²
+    return d.mul_(d).mul_(wk).sum(-1)
 
 
 def encode_decode(s: torch.Tensor, lo: torch.Tensor, d: torch.Tensor, dmin: torch.Tensor):
@@ -59,8 +65,12 @@ def _eval(x, wk, mn, width, a, b, decode, qmax=fmt.CODE_MAX):
     s = torch.clamp(width * (1.0 - a - b), min=0.0) / qmax
     if decode is not None:
         _, _, s, lo = encode_decode(s, lo, *decode)
-    xh = value(codes(x, s, lo, qmax), s, lo)
-    return (((x - xh) ** 2) * wk).sum(-1), s, lo
+    return _werr(x, codes(x, s, lo, qmax), s, lo, wk), s, lo
+
+
+def _first_min(e: torch.Tensor) -> torch.Tensor:
+    """argmin over dim 0 of e [C, P] (the first candidate among equals), reduced along contiguous rows."""
+    return torch.argmin(e.t().contiguous(), dim=1)
 
 
 def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str = "clip",
@@ -85,7 +95,7 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
     # symmetric shrink
     sym = torch.tensor(SYM_GRID, dtype=x.dtype, device=x.device)[:, None].expand(-1, P)
     e1, s1, lo1 = _eval(x, wk, mn, width, sym, sym, decode, qmax)
-    k = torch.argmin(e1, dim=0)                                    # first minimum: ties keep min/max
+    k = _first_min(e1)                                             # first minimum: ties keep min/max
     ar = torch.arange(P, device=x.device)
     best_e, best_s, best_lo = e1[k, ar], s1[k, ar], lo1[k, ar]
     ca = sym[k, ar]
@@ -95,7 +105,7 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
     b2 = torch.stack([torch.clamp(ca + db, min=0.0) for _, db in offs])
     e2, s2, lo2 = _eval(x, wk, mn, width, a2, b2, decode, qmax)
     e2 = torch.where(a2 + b2 < 0.95, e2, torch.full_like(e2, float("inf")))
-    k2 = torch.argmin(e2, dim=0)
+    k2 = _first_min(e2)
     e2b, s2b, lo2b = e2[k2, ar], s2[k2, ar], lo2[k2, ar]
     better = e2b < best_e
     best_e = torch.where(better, e2b, best_e)
@@ -112,7 +122,7 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
     lo_ls = torch.where(ok, (sqq * sx - sq * sqx) / safe, best_lo)
     if decode is not None:
         _, _, s_ls, lo_ls = encode_decode(s_ls, lo_ls, *decode)
-    e = (((x - value(codes(x, s_ls, lo_ls, qmax), s_ls, lo_ls)) ** 2) * wk).sum(1)
+    e = _werr(x, codes(x, s_ls, lo_ls, qmax), s_ls, lo_ls, wk)
     better = e < best_e
     return torch.where(better, s_ls, best_s), torch.where(better, lo_ls, best_lo)
 
