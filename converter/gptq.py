@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from maq.converter import scales
-from maq.converter.hessian import HessianAccumulator, prepare, weighted_error
+from maq.converter.hessian import HessianAccumulator, PreparedHessian, prepare, weighted_error
 from maq.converter.saliency import select_top_k, select_top_n, word_scores
 from maq.runtime import format as fmt
 
@@ -87,12 +87,14 @@ def single_thread():
         torch.set_num_threads(n)
 
 
-def quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerResult:
-    """W [P, T] float32, H [T, T] = 2XᵀX/n (undamped) -> LayerResult. Deterministic for given inputs."""
+def quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig,
+                 prepared: PreparedHessian | None = None) -> LayerResult:
+    """W [P, T] float32, H [T, T] = 2XᵀX/n (undamped) -> LayerResult. Deterministic for given inputs.
+    ``prepared``: ``hessian.prepare(H, cfg.damp)`` where the caller already has it (weights sharing one input)."""
     if W.device.type == "cpu":
         with single_thread():
-            return _quantize_maq(W, H, cfg)
-    return _quantize_maq(W, H, cfg)
+            return _quantize_maq(W, H, cfg, prepared)
+    return _quantize_maq(W, H, cfg, prepared)
 
 
 @dataclasses.dataclass
@@ -190,21 +192,27 @@ def _mean_code(out: _Pass, cur: _Carry, W0: torch.Tensor, W1: torch.Tensor, j: i
     cur.qsal = dsal * c
 
 
-def _code_column(out: _Pass, cur: _Carry, w: torch.Tensor, col: int, srow: torch.Tensor, qmax: int) -> torch.Tensor:
-    """Every column: the 2-bit (or wider) code of w [P] in the current group; returns its value q [P]."""
+def _code_column(out: _Pass, cur: _Carry, w: torch.Tensor, col: int, srow: torch.Tensor | None,
+                 qmax: int) -> torch.Tensor:
+    """Every column: the 2-bit (or wider) code of w [P] in the current group; returns its value q [P].
+    srow None: the tensor has no salient words (every row takes the code)."""
     q2 = scales.codes(w[:, None], cur.s, cur.lo, qmax)[:, 0]
     v2 = cur.s * q2 + cur.lo
+    if srow is None:
+        out.codes[:, col] = q2.to(torch.uint8)
+        out.Q[:, col] = v2
+        return v2
     q = torch.where(srow, cur.qsal, v2)
     out.codes[:, col] = torch.where(srow, torch.zeros_like(q2), q2).to(torch.uint8)
     out.Q[:, col] = q
     return q
 
 
-def _propagate(W1: torch.Tensor, j: int, q: torch.Tensor, U1: torch.Tensor, srow: torch.Tensor,
+def _propagate(W1: torch.Tensor, j: int, q: torch.Tensor, U1: torch.Tensor, srow: torch.Tensor | None,
                feedback: bool) -> torch.Tensor:
     """GPTQ's update: spread column j's rounding error over the block's later columns; returns the error [P]."""
     e = (W1[:, j] - q) / U1[j, j]
-    if not feedback:
+    if not feedback and srow is not None:
         e = torch.where(srow, torch.zeros_like(e), e)
     W1[:, j:] -= e[:, None] * U1[j, j:][None, :]
     return e
@@ -222,7 +230,8 @@ def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torc
     if int8:
         cur.ws = torch.zeros(P, dtype=torch.float32, device=dev)
         cur.safe_ws = torch.ones(P, dtype=torch.float32, device=dev)
-    choose = cfg.word_choice == "error" and bool(sal_in.any()) and not int8
+    any_salient = bool(sal_in.any())
+    choose = cfg.word_choice == "error" and any_salient and not int8
     if choose:
         sal_in = sal_in.clone()     # candidates in, decisions out (this pass only)
     Wq = Wz.clone()
@@ -239,12 +248,12 @@ def _gptq_pass(W0: torch.Tensor, Wz: torch.Tensor, U: torch.Tensor, sal_in: torc
                 _fit_group(out, cur, W1, j, col, T, keep, wts, d, dmin, cfg)
             if choose and col % W16 == 0:
                 _choose_word(sal_in, cur, W1, j, col, wts, dsal, safe_dsal)
-            srow = sal_in[:, col]
-            if int8:
+            srow = sal_in[:, col] if any_salient else None   # None: no salient word, nothing of theirs to code
+            if srow is not None and int8:
                 if col % W16 == 0:
                     _int8_word_scale(out, cur, W1, j, col, srow)
                 _int8_code(out, cur, W1, j, col, srow)
-            elif col % SPAN == 0:
+            elif srow is not None and col % SPAN == 0:
                 _mean_code(out, cur, W0, W1, j, col, srow, dsal, safe_dsal, cfg.salient_feedback)
             q = _code_column(out, cur, W1[:, j], col, srow, cfg.qmax)
             if cfg.compensate:
@@ -274,23 +283,24 @@ def _row_scales_from(s: torch.Tensor, lo: torch.Tensor, means: torch.Tensor, sal
     return d16, dmin16, dsal16
 
 
-def _quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerResult:
+def _quantize_maq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig, ph: PreparedHessian | None) -> LayerResult:
     if cfg.bits != 2 and (cfg.top_k or cfg.n_salient):
         raise ValueError(f"{fmt.TYPE_OF_BITS[cfg.bits]} has no salient words (top_k={cfg.top_k})")
-    res = _quantize_once(W, H, cfg)
+    if ph is None or ph.H.device != W.device:
+        ph = prepare(H.to(W.device), cfg.damp)
+    res = _quantize_once(W, ph, cfg)
     if cfg.never_worse and cfg.top_k > 0 and cfg.salient_coding != fmt.SALIENT_INT8:
-        plain = _quantize_once(W, H, dataclasses.replace(cfg, top_k=0, refit_rows=False, word_choice="all"))
+        plain = _quantize_once(W, ph, dataclasses.replace(cfg, top_k=0, refit_rows=False, word_choice="all"))
         if plain.err <= res.err:
             return plain
     return res
 
 
-def _quantize_once(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerResult:
+def _quantize_once(W: torch.Tensor, ph: PreparedHessian, cfg: QuantConfig) -> LayerResult:
     W0 = W.float()
     P, T = W0.shape
     fmt.check_shape(T, P, cfg.G, "quantize_maq", cfg.bits)
     dev = W0.device
-    ph = prepare(H.to(dev), cfg.damp)
     U = ph.U
     Wz = W0.clone()
     Wz[:, ph.dead] = 0.0
@@ -349,12 +359,22 @@ def _quantize_once(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig) -> LayerR
 class GPTQ:
     """One layer input: accumulates H from calibration activations, quantizes the weights that read it."""
 
-    def __init__(self, T: int, device: torch.device | str = "cpu"):
-        self.acc = HessianAccumulator(T, device)
+    def __init__(self, T: int, device: torch.device | str = "cpu", pool=None):
+        self.acc = HessianAccumulator(T, device, pool)   # pool: hessian.column_pool's threads, or None
+        self._prepared: dict = {}                         # (damp, transform key) -> (H, PreparedHessian)
 
     def add_batch(self, x: torch.Tensor) -> None:
         """x [..., T] activations entering the layer(s)."""
         self.acc.add(x)
+        self._prepared.clear()
+
+    def prepared(self, damp: float, key=None, transform=None) -> tuple[torch.Tensor, PreparedHessian]:
+        """(H, hessian.prepare(H, damp)) with H = transform(hessian()) (e.g. the rotated H'), computed once per
+        (damp, key) for the weights that read this input (q / k / v, gate / up)."""
+        if (damp, key) not in self._prepared:
+            H = self.hessian() if transform is None else transform(self.hessian())
+            self._prepared[(damp, key)] = (H, prepare(H, damp))
+        return self._prepared[(damp, key)]
 
     @property
     def nsamples(self) -> int:
@@ -365,4 +385,5 @@ class GPTQ:
 
     def quantize(self, W: torch.Tensor, cfg: QuantConfig) -> LayerResult:
         """W [P, T] -> LayerResult (MAQ tensor + dequantized weights + errors)."""
-        return quantize_maq(W, self.hessian(), cfg)
+        H, ph = self.prepared(cfg.damp)
+        return quantize_maq(W, H, cfg, ph)

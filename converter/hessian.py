@@ -8,44 +8,80 @@ differently with 1 and 2 threads, so ``prepare`` runs them on one thread; ``weig
 numpy (a fixed pairwise order) instead of torch's full reduction, whose partial sums follow the thread count.
 The XᵀX products (``addmm``) split over output tiles, not over tokens, on the AMD EPYC machines where this was
 first measured (bit-identical for 1, 2, 4 and 8 threads), but on an Intel Xeon with AMX (2026-12-06) the 1- and
-2-thread sums of T = 64 and 576 inputs differed in the last bit, so on the CPU ``add`` also runs on one thread
-(tests/converter/test_determinism.py checks it).
+2-thread sums of T = 64 and 576 inputs differed in the last bit, so on the CPU ``add`` runs each product on one thread:
+always as ``COLUMN_PARTS`` products of column slices of XᵀX (the same slices whatever the thread count; a slice's
+columns come out as in the whole product, since the token sum of each element is unchanged), one slice per thread
+at once, up to torch's thread count (tests/converter/test_determinism.py checks both).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
 
+COLUMN_PARTS = 2      # XᵀX on the CPU: column slices, each one single-threaded product (see the module docstring)
+
 
 class HessianAccumulator:
-    """Running sum of XᵀX over calibration tokens, in float32 on the accumulator's device."""
+    """Running sum of XᵀX over calibration tokens, in float32 on the accumulator's device.
 
-    def __init__(self, T: int, device: torch.device | str = "cpu"):
+    ``pool``: threads for the CPU product's column slices (``column_pool``; None: one after another, same sums)."""
+
+    def __init__(self, T: int, device: torch.device | str = "cpu", pool: ThreadPoolExecutor | None = None):
         self.T = T
         self.sum = torch.zeros(T, T, dtype=torch.float32, device=device)
         self.n = 0
+        self.pool = pool
 
     def add(self, x: torch.Tensor) -> None:
         """x [..., T]: every row is one token's input vector."""
         x = x.reshape(-1, self.T).to(device=self.sum.device, dtype=torch.float32)
         if self.sum.device.type == "cpu":
-            with one_thread():                  # the CPU BLAS may split the token sum by thread count
-                self.sum.addmm_(x.t(), x)
+            self._add_cpu(x)
         else:
             self.sum.addmm_(x.t(), x)
         self.n += x.shape[0]
+
+    def _add_cpu(self, x: torch.Tensor) -> None:
+        """sum += xᵀx as COLUMN_PARTS column-slice products, each on one thread (the CPU BLAS may split one
+        product's token sum by thread count), on the pool's threads at once where there is a pool."""
+        edges = [self.T * i // COLUMN_PARTS for i in range(COLUMN_PARTS + 1)]
+        slices = [slice(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+        inference = torch.is_inference_mode_enabled()
+
+        def part(sl: slice) -> None:
+            with torch.inference_mode(inference), one_thread():   # both are per thread
+                self.sum[:, sl].addmm_(x.t(), x[:, sl])
+
+        if self.pool is not None:
+            list(self.pool.map(part, slices))
+        else:
+            for sl in slices:
+                part(sl)
 
     def hessian(self) -> torch.Tensor:
         """H = 2·XᵀX/n [T, T] (float32)."""
         if self.n == 0:
             raise RuntimeError("Hessian of a layer that saw no calibration tokens")
         return self.sum * (2.0 / self.n)
+
+
+@contextlib.contextmanager
+def column_pool():
+    """Threads for HessianAccumulator's column slices: min(torch's thread count, COLUMN_PARTS), or None for one.
+    One pool serves a whole conversion (a thread's first BLAS call pays its setup, ~10 ms)."""
+    n = min(torch.get_num_threads(), COLUMN_PARTS)
+    if n < 2:
+        yield None
+        return
+    with ThreadPoolExecutor(n, thread_name_prefix="maq-hessian") as pool:
+        yield pool
 
 
 @contextlib.contextmanager

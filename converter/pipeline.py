@@ -30,7 +30,7 @@ from maq.converter import block as B
 from maq.converter import gguf_export as gx
 from maq.converter import incoherence
 from maq.converter.gptq import GPTQ, LayerResult, QuantConfig, quantize_maq
-from maq.converter.hessian import weighted_error
+from maq.converter.hessian import column_pool, weighted_error
 from maq.converter.options import ConvertOptions
 from maq.converter.source import BLOCK_TENSORS, LINEAR_KINDS, ROPE_FREQS, Source, block_name
 from maq.runtime import format as fmt
@@ -113,10 +113,11 @@ class BlockQuantizer:
     """Runs stages 1-5 above for one block; ``X`` (the calibration activations) is updated in place."""
 
     def __init__(self, src: Source, opts: ConvertOptions, rope: B.Rope, device: torch.device, cdtype: torch.dtype,
-                 act_cache: torch.Tensor | None = None):
+                 act_cache: torch.Tensor | None = None, pool=None):
         self.src, self.opts, self.rope, self.dev, self.cdtype = src, opts, rope, device, cdtype
         self.params = src.params
         self.act_cache = act_cache     # [N, L, n_ff] in cdtype, or None
+        self.pool = pool               # hessian.column_pool's threads for the XᵀX products, or None
 
     def _weights(self, i: int) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(self.src.tensor(block_name(i, k))).to(self.dev) for k in BLOCK_TENSORS}
@@ -125,13 +126,15 @@ class BlockQuantizer:
         """One linear: its stored form (rotated with --incoherence) and Q, the effective weights the next
         stages' forward uses (original basis)."""
         seed = self.opts.rotation_seed
-        H = g.hessian()
         if tp.rotated:
-            w, H = incoherence.rotate_weight(w, seed), incoherence.rotate_hessian(H, seed)
+            w = incoherence.rotate_weight(w, seed)
+            H, ph = g.prepared(self.opts.damp, seed, lambda h: incoherence.rotate_hessian(h, seed))
+        else:
+            H, ph = g.prepared(self.opts.damp)
         if tp.storage == "q8_0":
             res = q8_0_result(w, H)
         else:
-            res = quantize_maq(w, H, quant_config(self.opts, tp))
+            res = quantize_maq(w, H, quant_config(self.opts, tp), ph)
         if tp.rotated:
             res.Q = incoherence.unrotate_weight(res.Q, seed)
         return res
@@ -157,7 +160,7 @@ class BlockQuantizer:
             on_result(kind, res)
 
         # 1. q, k, v
-        g = GPTQ(D, dev)
+        g = GPTQ(D, dev, self.pool)
         for c in chunks:
             g.add_batch(B.rms_norm(X[c], w["attn_norm"], p.rms_eps))
         timer.lap("1 H_qkv")
@@ -165,7 +168,7 @@ class BlockQuantizer:
             done(kind, self._timed_quantize(g, w[kind], timer, plans[kind]))
         del g
         # 2. attention output
-        g = GPTQ(p.n_head * p.head_dim, dev)
+        g = GPTQ(p.n_head * p.head_dim, dev, self.pool)
         for c in chunks:
             h = B.rms_norm(X[c], w["attn_norm"], p.rms_eps)
             a = B.attention(h, qw["attn_q"], qw["attn_k"], qw["attn_v"], p, self.rope)
@@ -176,7 +179,7 @@ class BlockQuantizer:
         done("attn_output", self._timed_quantize(g, w["attn_output"], timer, plans["attn_output"]))
         del g
         # 3. gate, up
-        g = GPTQ(D, dev)
+        g = GPTQ(D, dev, self.pool)
         for c in chunks:
             A[c] = X[c] + B.linear(A[c], qw["attn_output"])
         timer.lap("2 o_proj")
@@ -187,7 +190,7 @@ class BlockQuantizer:
             done(kind, self._timed_quantize(g, w[kind], timer, plans[kind]))
         del g
         # 4. down
-        g = GPTQ(p.n_ff, dev)
+        g = GPTQ(p.n_ff, dev, self.pool)
         for c in chunks:
             act = B.mlp_act(B.rms_norm(A[c], w["ffn_norm"], p.rms_eps), qw["ffn_gate"], qw["ffn_up"])
             if self.act_cache is not None:
@@ -300,8 +303,16 @@ def _calibrated_blocks(src: Source, opts: ConvertOptions, by_block: dict[int, li
     A = torch.empty_like(X)
     act_bytes = N * L * p.n_ff * torch.tensor([], dtype=cdtype).element_size()
     act = torch.empty(N, L, p.n_ff, dtype=cdtype, device=dev) if act_bytes <= ACT_CACHE_BYTES else None
-    bq = BlockQuantizer(src, opts, rope, dev, cdtype, act)
-    for i in range(p.n_layer):
+    with column_pool() as pool:
+        _run_blocks(src, by_block, BlockQuantizer(src, opts, rope, dev, cdtype, act, pool), X, A, write_float,
+                    write_maq, rows, bar)
+    del X, A, act
+
+
+def _run_blocks(src: Source, by_block: dict[int, list], bq: BlockQuantizer, X: torch.Tensor, A: torch.Tensor,
+                write_float: WriteFloat, write_maq: WriteMAQ, rows: list[dict], bar) -> None:
+    N, L, _ = X.shape
+    for i in range(src.params.n_layer):
         t0 = time.time()
         results: dict[str, LayerResult] = {}
         plans = {tp.kind: tp for tp in by_block[i] if tp.kind in LINEAR_KINDS}
@@ -312,7 +323,6 @@ def _calibrated_blocks(src: Source, opts: ConvertOptions, by_block: dict[int, li
         if not all(bool(torch.isfinite(X[c]).all()) for c in _chunks(N, L)):   # chunked: no X-sized temporaries
             raise RuntimeError(f"block {i}: calibration activations became NaN/Inf")
         bar.update(1)
-    del X, A, act, bq
 
 
 def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray | None,
