@@ -94,9 +94,7 @@ def load_calibration(src, opts) -> Calibration:
     if seqlen > src.params.n_ctx:
         log.warning("--seqlen %d capped at the model's context length %d", seqlen, src.params.n_ctx)
         seqlen = src.params.n_ctx
-    tok = src.tokenizer()
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    tokens = np.asarray(ids, dtype=np.int64)
+    tokens = np.asarray(src.encode(text), dtype=np.int64)
     if tokens.size and (tokens.max() >= src.params.n_vocab or tokens.min() < 0):
         raise MAQError(f"{src.path}: tokenizer produced ids outside the vocabulary of {src.params.n_vocab}")
     samples = sample_windows(tokens, opts.nsamples, seqlen, opts.seed, str(path))

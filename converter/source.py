@@ -166,7 +166,7 @@ def check_finite(name: str, a: np.ndarray, path: Path) -> None:
 
 # --------------------------------------------------------------------------- sources
 class Source:
-    """Common interface: ``params``, ``names()``, ``tensor(name)``, ``metadata()``, ``tokenizer()``."""
+    """Common interface: ``params``, ``names()``, ``tensor(name)``, ``metadata()``, ``encode(text)``."""
 
     path: Path
     params: LlamaParams
@@ -197,9 +197,17 @@ class Source:
     def metadata(self):  # -> dict[str, gguf.GGUFValue]
         raise NotImplementedError
 
-    def tokenizer(self):
-        """A transformers tokenizer for the calibration text."""
-        raise NotImplementedError
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a plain text (calibration) as llama.cpp tokenizes it with the model's tokenizer.ggml.*
+        metadata (``metadata()``; the MAQ runtime's tokenizer, so a HF directory and its GGUF give the same ids):
+        no BOS / EOS added, control tokens written in the text not matched."""
+        from maq.runtime.tokenizer import Tokenizer
+
+        def runtime_value(v):                 # numeric arrays as the runtime's GGUF reader gives them
+            return np.asarray(v) if isinstance(v, list) and v and not isinstance(v[0], str) else v
+
+        md = {k: runtime_value(v.value) for k, v in self.metadata().items() if k.startswith("tokenizer.")}
+        return Tokenizer(md, where=str(self.path)).encode(text, add_bos=False, special=False)
 
 
 def open_source(path: str | Path, tokenizer_pre: str | None = None) -> Source:
@@ -329,14 +337,6 @@ class HFSource(Source):
                                f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from exc
         return self._metadata
 
-    def tokenizer(self):
-        from transformers import AutoTokenizer
-
-        try:
-            return AutoTokenizer.from_pretrained(str(self.path))
-        except (OSError, ValueError) as exc:
-            raise MAQError(f"{self.path}: cannot load the tokenizer: {exc}") from exc
-
 
 # --------------------------------------------------------------------------- GGUF file
 def reader_value(field) -> Any:
@@ -458,10 +458,3 @@ class GGUFSource(Source):
         self._metadata = out
         return out
 
-    def tokenizer(self):
-        from transformers import AutoTokenizer
-
-        try:
-            return AutoTokenizer.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
-        except (OSError, ValueError, KeyError) as exc:
-            raise MAQError(f"{self.path}: cannot build a tokenizer from its tokenizer.ggml.* metadata: {exc}") from exc

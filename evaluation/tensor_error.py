@@ -41,7 +41,7 @@ def text_windows(model_path: str | Path, text_path: str | Path, nsamples: int, s
     from maq.converter.source import open_source
 
     src = open_source(model_path)
-    ids = src.tokenizer()(read_text(Path(text_path)), add_special_tokens=False)["input_ids"]
+    ids = src.encode(read_text(Path(text_path)))
     return sample_windows(np.asarray(ids, dtype=np.int64), nsamples, seqlen, seed, str(text_path))
 
 
