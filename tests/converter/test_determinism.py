@@ -75,9 +75,24 @@ def test_hessian_accumulation_is_thread_count_independent(restore_threads, T, n)
     chunks = [torch.randn(n, T, generator=g) for _ in range(2)]
 
     def acc():
-        a = hessian.HessianAccumulator(T)
-        for c in chunks:
-            a.add(c)
-        return a.hessian()
+        with hessian.column_pool() as pool:                 # 2 threads: the slices at once (the pipeline's way)
+            a = hessian.HessianAccumulator(T, pool=pool)
+            for c in chunks:
+                a.add(c)
+            return a.hessian()
 
-    assert torch.equal(_on_threads(1, acc), _on_threads(2, acc))
+    one = _on_threads(1, acc)
+    assert torch.equal(one, _on_threads(2, acc))
+    whole = torch.zeros(T, T)
+    for c in chunks:
+        whole.addmm_(c.t(), c)
+    assert torch.allclose(one, whole * (2.0 / (2 * n)), rtol=1e-5, atol=1e-5 * float(whole.abs().max()) / n)
+
+
+def test_column_pool_threads(restore_threads):
+    torch.set_num_threads(1)
+    with hessian.column_pool() as pool:
+        assert pool is None                                 # one thread: the slices one after another
+    torch.set_num_threads(2)
+    with hessian.column_pool() as pool:
+        assert pool is not None and pool._max_workers == min(2, hessian.COLUMN_PARTS)

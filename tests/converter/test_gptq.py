@@ -89,6 +89,26 @@ def test_dead_inputs_and_accumulator():
     assert np.isfinite(r.err) and r.err < r.err_rtn
 
 
+def test_prepared_hessian_is_shared_and_refreshed():
+    """GPTQ.prepared: one prepare per (damp, key) for the weights reading one input (the same tensors as a fresh
+    prepare inside quantize_maq), recomputed after more calibration tokens arrive."""
+    torch.manual_seed(1)
+    T = 64
+    g = GPTQ(T)
+    g.add_batch(torch.randn(256, T))
+    H, ph = g.prepared(0.01)
+    assert g.prepared(0.01)[1] is ph and g.prepared(0.1)[1] is not ph
+    W = torch.randn(16, T) * 0.05
+    a = quantize_maq(W, H, QuantConfig(top_k=1), ph).tensor
+    b = quantize_maq(W, H, QuantConfig(top_k=1)).tensor
+    for va, vb in zip(a.parts().values(), b.parts().values()):
+        assert va.tobytes() == vb.tobytes()
+    rotated = g.prepared(0.01, "flip", lambda h: h.flip(0).flip(1))[0]
+    assert torch.equal(rotated, H.flip(0).flip(1))
+    g.add_batch(torch.randn(256, T))
+    assert g.prepared(0.01)[1] is not ph and torch.equal(g.prepared(0.01)[0], g.hessian())
+
+
 def test_ragged_last_group():
     """T = 160 with G = 128: one full group and a ragged one of 32 inputs."""
     torch.manual_seed(1)
