@@ -16,6 +16,7 @@ import torch
 
 from maq.runtime import format as fmt
 
+SEARCH_ROWS = 8192     # rows per slice of one search: 10 candidates x 8192 x G floats per temporary
 SYM_GRID = tuple(i * 0.05 for i in range(10))      # 0 .. 0.45
 NEIGHBOUR = (-0.05, 0.0, 0.05)
 
@@ -81,8 +82,15 @@ def search(x: torch.Tensor, keep: torch.Tensor, wts: torch.Tensor, method: str =
 
     decode=(d, dmin): candidates are scored after encoding/decoding with those row scales and the returned
     (s, lo) are the decoded values; None: plain float search (used to size the row scales).
-    Ties keep the earlier candidate (min/max first).
+    Ties keep the earlier candidate (min/max first). Rows are independent: many rows go through in slices of
+    SEARCH_ROWS (the candidates' temporaries stay in cache; the same result per row).
     """
+    if x.shape[0] > SEARCH_ROWS:
+        parts = [search(x[i:i + SEARCH_ROWS], keep[i:i + SEARCH_ROWS],
+                        wts[i:i + SEARCH_ROWS] if wts.dim() == 2 else wts, method,
+                        None if decode is None else tuple(t[i:i + SEARCH_ROWS] for t in decode), qmax)
+                 for i in range(0, x.shape[0], SEARCH_ROWS)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     x = x.float()
     wk = keep.float() * (wts if wts.dim() == 2 else wts[None, :])      # wts [g] or per row [P, g]
     mn, mx = _minmax(x, keep)
