@@ -60,3 +60,19 @@ def test_clip_never_worse_than_minmax(decode):
     em, ec = _err(x, keep, wts, sm, lm), _err(x, keep, wts, sc, lc)
     assert torch.all(ec <= em + 1e-7)
     assert ec.sum() < 0.8 * em.sum()   # 2-bit: clipping the tails pays off on Gaussian data
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_many_rows_go_through_in_slices(decode):
+    """More than SEARCH_ROWS rows: searched slice by slice, each row's result as if searched alone."""
+    n = scales.SEARCH_ROWS + 300
+    x, keep, _ = _data(P=n, g=32, seed=5)
+    wts = 0.5 + torch.rand(n, 32, generator=torch.Generator().manual_seed(6))      # per-row weights are sliced too
+    dec = None
+    if decode:
+        dec = (torch.linspace(0.005, 0.02, n), torch.linspace(0.01, 0.03, n))
+    s, lo = scales.search(x, keep, wts, "clip", dec, qmax=7)
+    for rows in (slice(0, 50), slice(n - 50, n), slice(scales.SEARCH_ROWS - 5, scales.SEARCH_ROWS + 5)):
+        d = None if dec is None else tuple(t[rows] for t in dec)
+        s1, lo1 = scales.search(x[rows], keep[rows], wts[rows], "clip", d, qmax=7)
+        assert torch.equal(s[rows], s1) and torch.equal(lo[rows], lo1)
