@@ -37,6 +37,7 @@ from maq.converter import block as B
 from maq.converter import incoherence
 from maq.converter import gguf_export
 from maq.converter import scales
+from maq.converter.hessian import column_pool, pinned_addmm_
 from maq.converter.source import LINEAR_KINDS, ROPE_FREQS, Source, block_name
 from maq.runtime import format as fmt
 
@@ -116,6 +117,29 @@ class Sensitivity:
     tokens: int
 
 
+class _PinnedHead(torch.autograd.Function):
+    """logits = h Wᵀ (``block.linear``) whose input gradient g W — a sum over the 49k-vocabulary, which the CPU BLAS
+    splits by thread count — is computed by ``hessian.pinned_addmm_``, so the Fisher diagonals of every layer below
+    do not depend on --threads. W takes no gradient."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, W: torch.Tensor, pool) -> torch.Tensor:
+        ctx.save_for_backward(W)
+        ctx.pool = pool
+        return B.linear(h, W)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (W,) = ctx.saved_tensors
+        g2 = g.reshape(-1, g.shape[-1]).to(W.dtype)
+        out = torch.zeros(g2.shape[0], W.shape[1], dtype=W.dtype, device=W.device)
+        if out.device.type == "cpu":
+            pinned_addmm_(out, g2, W, ctx.pool)
+        else:
+            out.addmm_(g2, W)
+        return out.view(*g.shape[:-1], W.shape[1]), None, None
+
+
 def measure(src: Source, samples: np.ndarray, device: torch.device, progress: bool = True) -> dict[str, Sensitivity]:
     """Forward + backward of the float model over at most SENS_WINDOWS x SENS_SEQLEN calibration tokens."""
     from tqdm import tqdm
@@ -153,27 +177,28 @@ def measure(src: Source, samples: np.ndarray, device: torch.device, progress: bo
 
     bar = tqdm(total=N, desc="sensitivity", unit="window", disable=not progress, dynamic_ncols=True)
     t0 = time.time()
-    for s in range(N):
-        ids = torch.from_numpy(win[s:s + 1]).to(device)
-        x = t["token_embd.weight"][ids].float().requires_grad_(True)               # [1, L, D]
-        hd = p.head_dim
-        for i in range(p.n_layer):
-            w = lambda k: t[block_name(i, k)]                                     # noqa: E731
-            h = B.rms_norm(x, w("attn_norm"), p.rms_eps)
-            q = rope.apply(lin(i, "attn_q", h).view(1, L, p.n_head, hd))
-            k = rope.apply(lin(i, "attn_k", h).view(1, L, p.n_head_kv, hd))
-            v = lin(i, "attn_v", h).view(1, L, p.n_head_kv, hd)
-            o = torch.nn.functional.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-                enable_gqa=p.n_head != p.n_head_kv).transpose(1, 2).reshape(1, L, p.n_head * hd)
-            x = x + lin(i, "attn_output", o)
-            h = B.rms_norm(x, w("ffn_norm"), p.rms_eps)
-            act = torch.nn.functional.silu(lin(i, "ffn_gate", h)) * lin(i, "ffn_up", h)
-            x = x + lin(i, "ffn_down", act)
-        logits = B.linear(B.rms_norm(x, t["output_norm.weight"], p.rms_eps), head)[0, :-1]
-        loss = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum")
-        loss.backward()
-        bar.update(1)
+    with column_pool() as pool:   # the head's input gradient: a 49k-long sum, pinned (_PinnedHead)
+        for s in range(N):
+            ids = torch.from_numpy(win[s:s + 1]).to(device)
+            x = t["token_embd.weight"][ids].float().requires_grad_(True)               # [1, L, D]
+            hd = p.head_dim
+            for i in range(p.n_layer):
+                w = lambda k: t[block_name(i, k)]                                     # noqa: E731
+                h = B.rms_norm(x, w("attn_norm"), p.rms_eps)
+                q = rope.apply(lin(i, "attn_q", h).view(1, L, p.n_head, hd))
+                k = rope.apply(lin(i, "attn_k", h).view(1, L, p.n_head_kv, hd))
+                v = lin(i, "attn_v", h).view(1, L, p.n_head_kv, hd)
+                o = torch.nn.functional.scaled_dot_product_attention(
+                    q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                    enable_gqa=p.n_head != p.n_head_kv).transpose(1, 2).reshape(1, L, p.n_head * hd)
+                x = x + lin(i, "attn_output", o)
+                h = B.rms_norm(x, w("ffn_norm"), p.rms_eps)
+                act = torch.nn.functional.silu(lin(i, "ffn_gate", h)) * lin(i, "ffn_up", h)
+                x = x + lin(i, "ffn_down", act)
+            logits = _PinnedHead.apply(B.rms_norm(x, t["output_norm.weight"], p.rms_eps), head, pool)[0, :-1]
+            loss = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum")
+            loss.backward()
+            bar.update(1)
     bar.close()
     n = N * L
     log.info("sensitivity: float model forward + backward on %d x %d calibration tokens in %.1f s", N, L,

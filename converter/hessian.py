@@ -49,21 +49,7 @@ class HessianAccumulator:
         self.n += x.shape[0]
 
     def _add_cpu(self, x: torch.Tensor) -> None:
-        """sum += xᵀx as COLUMN_PARTS column-slice products, each on one thread (the CPU BLAS may split one
-        product's token sum by thread count), on the pool's threads at once where there is a pool."""
-        edges = [self.T * i // COLUMN_PARTS for i in range(COLUMN_PARTS + 1)]
-        slices = [slice(a, b) for a, b in zip(edges, edges[1:]) if b > a]
-        inference = torch.is_inference_mode_enabled()
-
-        def part(sl: slice) -> None:
-            with torch.inference_mode(inference), one_thread():   # both are per thread
-                self.sum[:, sl].addmm_(x.t(), x[:, sl])
-
-        if self.pool is not None:
-            list(self.pool.map(part, slices))
-        else:
-            for sl in slices:
-                part(sl)
+        pinned_addmm_(self.sum, x.t(), x, self.pool)
 
     def hessian(self) -> torch.Tensor:
         """H = 2·XᵀX/n [T, T] (float32)."""
@@ -72,15 +58,44 @@ class HessianAccumulator:
         return self.sum * (2.0 / self.n)
 
 
+def pinned_addmm_(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, pool: ThreadPoolExecutor | None = None
+                  ) -> torch.Tensor:
+    """out [M, N] += a [M, K] @ b [K, N] on the CPU as COLUMN_PARTS column-slice products, each on one thread, at
+    once on pool's threads where there is a pool. The CPU BLAS splits a long inner sum by thread count (XᵀX over
+    tokens; the vocabulary-long sum of an output head's input gradient); these sums do not depend on it."""
+    N = out.shape[1]
+    edges = [N * i // COLUMN_PARTS for i in range(COLUMN_PARTS + 1)]
+    slices = [slice(lo, hi) for lo, hi in zip(edges, edges[1:]) if hi > lo]
+    inference = torch.is_inference_mode_enabled()
+
+    def part(sl: slice) -> None:
+        with torch.inference_mode(inference):                 # per thread (a pool thread: one BLAS thread too)
+            out[:, sl].addmm_(a, b[:, sl])
+
+    with one_thread():                                        # this thread's products and MKL's global count
+        if pool is not None:
+            list(pool.map(part, slices))
+        else:
+            for sl in slices:
+                part(sl)
+    return out
+
+
+def _one_blas_thread() -> None:
+    """column_pool's thread initializer: that thread's own OpenMP thread count is 1 (OpenMP's count is per thread;
+    torch.set_num_threads sets the calling thread's)."""
+    torch.set_num_threads(1)
+
+
 @contextlib.contextmanager
 def column_pool():
-    """Threads for HessianAccumulator's column slices: min(torch's thread count, COLUMN_PARTS), or None for one.
+    """Threads for ``pinned_addmm_``'s column slices: min(torch's thread count, COLUMN_PARTS), or None for one.
     One pool serves a whole conversion (a thread's first BLAS call pays its setup, ~10 ms)."""
     n = min(torch.get_num_threads(), COLUMN_PARTS)
     if n < 2:
         yield None
         return
-    with ThreadPoolExecutor(n, thread_name_prefix="maq-hessian") as pool:
+    with ThreadPoolExecutor(n, thread_name_prefix="maq-pinned", initializer=_one_blas_thread) as pool:
         yield pool
 
 

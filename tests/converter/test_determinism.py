@@ -96,3 +96,30 @@ def test_column_pool_threads(restore_threads):
     torch.set_num_threads(2)
     with hessian.column_pool() as pool:
         assert pool is not None and pool._max_workers == min(2, hessian.COLUMN_PARTS)
+
+
+def test_sensitivity_head_gradient_is_pinned(restore_threads):
+    """The sensitivity pass's output head: its input gradient g W sums over the whole vocabulary, which MKL splits
+    by thread count; allocate._PinnedHead computes it in single-threaded column slices: the same bits on 1 and 2
+    threads, and the gradient autograd gives for block.linear."""
+    from maq.converter import allocate, block
+
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(49152, 64, generator=g) * 0.05
+    h0 = torch.randn(1, 96, 64, generator=g)
+    target = torch.randint(0, 49152, (96,), generator=g)
+
+    def grad(head):
+        def run():
+            h = h0.clone().requires_grad_(True)
+            with hessian.column_pool() as pool:
+                logits = head(h, pool)[0]
+                torch.nn.functional.cross_entropy(logits, target, reduction="sum").backward()
+            return h.grad
+        return run
+
+    pinned = grad(lambda h, pool: allocate._PinnedHead.apply(h, W, pool))
+    a, b = _on_threads(1, pinned), _on_threads(2, pinned)
+    assert torch.equal(a, b)
+    plain = _on_threads(1, grad(lambda h, pool: block.linear(h, W)))
+    assert torch.allclose(a, plain, rtol=1e-4, atol=1e-5 * float(plain.abs().max()))
