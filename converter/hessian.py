@@ -43,13 +43,10 @@ class HessianAccumulator:
         """x [..., T]: every row is one token's input vector."""
         x = x.reshape(-1, self.T).to(device=self.sum.device, dtype=torch.float32)
         if self.sum.device.type == "cpu":
-            self._add_cpu(x)
+            pinned_addmm_(self.sum, x.t(), x, self.pool)
         else:
             self.sum.addmm_(x.t(), x)
         self.n += x.shape[0]
-
-    def _add_cpu(self, x: torch.Tensor) -> None:
-        pinned_addmm_(self.sum, x.t(), x, self.pool)
 
     def hessian(self) -> torch.Tensor:
         """H = 2·XᵀX/n [T, T] (float32)."""

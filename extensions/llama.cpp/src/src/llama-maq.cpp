@@ -18,6 +18,9 @@
 
 static const char * const MAQ_KEY_PREFIX = "maq.tensor.";
 static const char * const MAQ_KEY_TYPE   = ".type";
+static const char * const MAQ_KEY_GROUP  = ".group_size";
+static const char * const MAQ_KEY_CODING = ".salient_coding";   // runtime/format.py key_salient_coding
+static const char * const MAQ_CODING_MEAN4 = "mean4";           // runtime/format.py SALIENT_MEAN4, the only one read
 
 // bytes of part k in the file (the words' meta tensor has become the logical MAQ tensor: its size is recomputed)
 static size_t maq_part_bytes(const llama_model_loader::maq_tensor & mt, size_t k) {
@@ -54,7 +57,7 @@ void llama_model_loader::maq_prepare() {
         if (!bits) {
             throw std::runtime_error(format("MAQ: metadata %s = '%s', expected maq2, maq3 or maq4", key.c_str(), tname.c_str()));
         }
-        const std::string gkey = std::string(MAQ_KEY_PREFIX) + name + ".group_size";
+        const std::string gkey = std::string(MAQ_KEY_PREFIX) + name + MAQ_KEY_GROUP;
         const int64_t gi = gguf_find_key(metadata, gkey.c_str());
         if (gi < 0 || gguf_get_kv_type(metadata, gi) != GGUF_TYPE_UINT32) {
             throw std::runtime_error(format("MAQ: tensor '%s': metadata %s missing or not a u32", name.c_str(), gkey.c_str()));
@@ -62,10 +65,10 @@ void llama_model_loader::maq_prepare() {
         const int G = (int) gguf_get_val_u32(metadata, gi);
         // salient words kept as int8 codes in an overflow area (MAQ's --salient-coding int8, docs/FORMAT.md section 9)
         // are not read by this extension: refuse the file rather than run it with that area ignored
-        const std::string ckey = std::string(MAQ_KEY_PREFIX) + name + ".salient_coding";
+        const std::string ckey = std::string(MAQ_KEY_PREFIX) + name + MAQ_KEY_CODING;
         const int64_t ci = gguf_find_key(metadata, ckey.c_str());
         if (ci >= 0 && (gguf_get_kv_type(metadata, ci) != GGUF_TYPE_STRING ||
-                        std::string(gguf_get_val_str(metadata, ci)) != "mean4")) {
+                        std::string(gguf_get_val_str(metadata, ci)) != MAQ_CODING_MEAN4)) {
             throw std::runtime_error(format("MAQ: tensor '%s': metadata %s is not 'mean4': the llama.cpp MAQ extension "
                                             "reads mean4 salient words only (a file converted with --salient-coding "
                                             "int8 runs with MAQ's runtime)", name.c_str(), ckey.c_str()));
