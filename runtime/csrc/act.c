@@ -344,24 +344,20 @@ void maq_rotate_row(const float *x, const float *signs, int T, int block, float 
     for (int i = 0; i < T; i++) out[i] *= s;
 }
 
-size_t maq_act_rows_bytes(const maq_weight *w, int B) {
-    switch (w->type) {
-    case MAQ_TYPE_MAQ2:
-    case MAQ_TYPE_MAQ3:
-    case MAQ_TYPE_MAQ4: {
-        maq2_act_layout L;
-        maq2_act_layout_init(&L, w->T);
-        return L.stride * (size_t)B + maq2_act_tiles_bytes(w->T, B);
-    }
-    case MAQ_TYPE_Q8_0: {
-        q8_act_layout L;
-        q8_act_layout_init(&L, w->T);
-        return L.stride * (size_t)B;
-    }
-    default:
-        return float_act_stride(w->T) * (size_t)B;
-    }
+/* ================================================================== per-type activation rows (maq_type_traits) */
+size_t maq2_act_rows_bytes(int T, int B) {
+    maq2_act_layout L;
+    maq2_act_layout_init(&L, T);
+    return L.stride * (size_t)B + maq2_act_tiles_bytes(T, B);
 }
+size_t q8_act_rows_bytes(int T, int B) {
+    q8_act_layout L;
+    q8_act_layout_init(&L, T);
+    return L.stride * (size_t)B;
+}
+size_t float_act_rows_bytes(int T, int B) { return float_act_stride(T) * (size_t)B; }
+
+size_t maq_act_rows_bytes(const maq_weight *w, int B) { return maq_traits(w->type)->act_rows_bytes(w->T, B); }
 
 /* Row b of the input as the weight multiplies it: X's row, or R times it in tmp (a rotated weight). */
 static const float *input_row(const maq_weight *w, const float *X, int b, float *tmp) {
@@ -371,40 +367,37 @@ static const float *input_row(const maq_weight *w, const float *X, int b, float 
     return tmp;
 }
 
-void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act) {
-    uint8_t *a = maq_act_align(act);
-    const int T = w->T;
-    float *tmp = (float *)(a + maq_act_rows_bytes(w, B));   /* [T] rotated row (maq_act_bytes reserves it) */
-    const int path = maq_path_id();
+/* MAQ family: the rows, then the AMX operand tiles (path "amx") or a trailer saying there are none. */
+void maq2_act_prepare(const maq_weight *w, const float *X, int B, uint8_t *a, float *tmp, int path) {
     act_ops o;
     act_ops_for(path, &o);
-    switch (w->type) {
-    case MAQ_TYPE_MAQ2:
-    case MAQ_TYPE_MAQ3:
-    case MAQ_TYPE_MAQ4: {
-        maq2_act_layout L;
-        maq2_act_layout_init(&L, T);
-        for (int b = 0; b < B; b++) maq2_act_row(&L, &o, input_row(w, X, b, tmp), a + (size_t)b * L.stride);
-        if (maq2_act_tiles_bytes(T, B)) {   /* the AMX operand tiles, or a trailer saying there are none */
-            uint32_t mark = 0;
-            if (path == MAQ_PATH_AMX) {
-                maq2_act_tiles(&L, a, B);
-                mark = MAQ_AMX_TILES_MARK ^ (uint32_t)B;
-            }
-            memcpy(maq2_act_tiles_mark(a, L.stride, T, B), &mark, 4);
+    maq2_act_layout L;
+    maq2_act_layout_init(&L, w->T);
+    for (int b = 0; b < B; b++) maq2_act_row(&L, &o, input_row(w, X, b, tmp), a + (size_t)b * L.stride);
+    if (maq2_act_tiles_bytes(w->T, B)) {
+        uint32_t mark = 0;
+        if (path == MAQ_PATH_AMX) {
+            maq2_act_tiles(&L, a, B);
+            mark = MAQ_AMX_TILES_MARK ^ (uint32_t)B;
         }
-        break;
+        memcpy(maq2_act_tiles_mark(a, L.stride, w->T, B), &mark, 4);
     }
-    case MAQ_TYPE_Q8_0: {
-        q8_act_layout L;
-        q8_act_layout_init(&L, T);
-        for (int b = 0; b < B; b++) q8_act_row(&L, &o, input_row(w, X, b, tmp), a + (size_t)b * L.stride);
-        break;
-    }
-    default: {
-        size_t st = float_act_stride(T);
-        for (int b = 0; b < B; b++) memcpy(a + (size_t)b * st, input_row(w, X, b, tmp), (size_t)T * sizeof(float));
-        break;
-    }
-    }
+}
+void q8_act_prepare(const maq_weight *w, const float *X, int B, uint8_t *a, float *tmp, int path) {
+    act_ops o;
+    act_ops_for(path, &o);
+    q8_act_layout L;
+    q8_act_layout_init(&L, w->T);
+    for (int b = 0; b < B; b++) q8_act_row(&L, &o, input_row(w, X, b, tmp), a + (size_t)b * L.stride);
+}
+void float_act_prepare(const maq_weight *w, const float *X, int B, uint8_t *a, float *tmp, int path) {
+    (void)path;
+    const size_t st = float_act_stride(w->T);
+    for (int b = 0; b < B; b++) memcpy(a + (size_t)b * st, input_row(w, X, b, tmp), (size_t)w->T * sizeof(float));
+}
+
+void maq_act_prepare(const maq_weight *w, const float *X, int B, void *act) {
+    uint8_t *a = maq_act_align(act);
+    float *tmp = (float *)(a + maq_act_rows_bytes(w, B));   /* [T] rotated row (maq_act_bytes reserves it) */
+    maq_traits(w->type)->act_prepare(w, X, B, a, tmp, maq_path_id());
 }

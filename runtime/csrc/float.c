@@ -145,26 +145,44 @@ static inline __attribute__((always_inline)) void row_neon_nt(const maq_weight *
 }
 #endif /* MAQ_NEON */
 
-/* Rows [pa, pb) for a tile of NT tokens, Y[t*P + p]; the row body is inlined. */
-typedef void (*f_row_fn)(const maq_weight *w, const float *const *x, int pa, int pb, float *Y);
-#define F_VARIANT(NAME, ATTR, IMPL, NT)                                                                    \
-    static ATTR void NAME(const maq_weight *w, const float *const *x, int pa, int pb, float *Y) {          \
-        const size_t P = (size_t)w->P;                                                                     \
-        for (int p = pa; p < pb; p++) {                                                                    \
-            float o[NT];                                                                                   \
-            IMPL(w, p, x, NT, o);                                                                          \
-            for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                              \
-        }                                                                                                  \
+/* ================================================================== the row driver (every SIMD path) */
+/* A path's row body: out[t] = row p . token t (t < NT); always_inline, NT a compile-time constant in row_loop. */
+typedef void (*row_body)(const maq_weight *w, int p, const float *const *x, const int NT, float *out);
+
+/* Rows [pa, pb) for a tile of NT tokens, Y[t*P + p]; the body is inlined. */
+static inline __attribute__((always_inline)) void row_loop(const maq_weight *w, const float *const *x, int pa, int pb,
+                                                           float *Y, const int NT, row_body body) {
+    const size_t P = (size_t)w->P;
+    for (int p = pa; p < pb; p++) {
+        float o[F_NT];
+        body(w, p, x, NT, o);
+        for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];
     }
-#define F_VARIANTS(NAME, ATTR, IMPL)                                                                       \
-    F_VARIANT(NAME##_1, ATTR, IMPL, 1) F_VARIANT(NAME##_2, ATTR, IMPL, 2)                                  \
-    F_VARIANT(NAME##_3, ATTR, IMPL, 3) F_VARIANT(NAME##_4, ATTR, IMPL, 4)
+}
+
+/* The driver each path's rows_* function inlines with its body: a tile of nt tokens (1 <= nt <= F_NT), nt a
+ * compile-time constant in each branch. */
+static inline __attribute__((always_inline)) void rows_drive(const maq_weight *w, const float *const *x, int nt,
+                                                             int pa, int pb, float *Y, row_body body) {
+    if (nt == 1) row_loop(w, x, pa, pb, Y, 1, body);
+    else if (nt == 2) row_loop(w, x, pa, pb, Y, 2, body);
+    else if (nt == 3) row_loop(w, x, pa, pb, Y, 3, body);
+    else row_loop(w, x, pa, pb, Y, 4, body);
+}
+
+typedef void (*rows_fn)(const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y);
 #if defined(MAQ_X86)
-F_VARIANTS(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
-F_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
+static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse(const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y) {
+    rows_drive(w, x, nt, pa, pb, Y, row_sse_nt);
+}
+static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2(const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y) {
+    rows_drive(w, x, nt, pa, pb, Y, row_avx2_nt);
+}
 #endif
 #if defined(MAQ_NEON)
-F_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
+static __attribute__((noinline)) void rows_neon(const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y) {
+    rows_drive(w, x, nt, pa, pb, Y, row_neon_nt);
+}
 #endif
 
 /* Rows [p0, p1) x B tokens in tiles of F_NT tokens (maq_rows_tiled). */
@@ -173,41 +191,41 @@ typedef struct {
     const uint8_t *act;
     size_t stride;          /* activation row bytes */
     float *Y;
-    const f_row_fn *fns;    /* [F_NT] */
+    rows_fn rows;           /* the path's rows */
 } f_tiles;
 
 static void f_tile(void *ctx, int t0, int nt, int pa, int pb) {
     const f_tiles *c = (const f_tiles *)ctx;
     const float *x[F_NT];
     for (int t = 0; t < nt; t++) x[t] = (const float *)(c->act + (size_t)(t0 + t) * c->stride);
-    c->fns[nt - 1](c->w, x, pa, pb, c->Y + (size_t)t0 * c->w->P);
+    c->rows(c->w, x, nt, pa, pb, c->Y + (size_t)t0 * c->w->P);
 }
 
 static void rows_tiled(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y,
-                       const f_row_fn fns[F_NT]) {
-    f_tiles c = {w, act, float_act_stride(w->T), Y, fns};
+                       rows_fn rows) {
+    f_tiles c = {w, act, float_act_stride(w->T), Y, rows};
     maq_rows_tiled(B, p0, p1, F_NT, f_tile, &c);
 }
 
 /* ================================================================== dispatch */
-/* Row functions per SIMD path ([path][nt - 1]; no int8 products here: VNNI runs the AVX2 code, dotprod the NEON
- * code); a path without an entry runs the scalar reference. */
-static const f_row_fn F_FNS[MAQ_N_PATHS][F_NT] = {
+/* Rows per SIMD path (no int8 products here: VNNI runs the AVX2 code, dotprod the NEON code); a path without an
+ * entry runs the scalar reference. */
+static const rows_fn F_PATHS[MAQ_N_PATHS] = {
 #if defined(MAQ_X86)
-    [MAQ_PATH_SSE] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4},
-    [MAQ_PATH_AVX2] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4},
-    [MAQ_PATH_VNNI] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4},
+    [MAQ_PATH_SSE] = rows_sse,
+    [MAQ_PATH_AVX2] = rows_avx2,
+    [MAQ_PATH_VNNI] = rows_avx2,
 #endif
 #if defined(MAQ_NEON)
-    [MAQ_PATH_NEON] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4},
-    [MAQ_PATH_DOTPROD] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4},
+    [MAQ_PATH_NEON] = rows_neon,
+    [MAQ_PATH_DOTPROD] = rows_neon,
 #endif
 };
 
 void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     path = maq_path_int8_base(path);   /* amx: the vnni code (no AMX variant here) */
-    if (path > 0 && path < MAQ_N_PATHS && F_FNS[path][0])
-        rows_tiled(w, act, B, p0, p1, Y, F_FNS[path]);
+    if (path > 0 && path < MAQ_N_PATHS && F_PATHS[path])
+        rows_tiled(w, act, B, p0, p1, Y, F_PATHS[path]);
     else
         rows_scalar(w, act, B, p0, p1, Y);
 }

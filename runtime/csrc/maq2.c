@@ -211,55 +211,58 @@ static void rows_scalar(const maq_weight *w, const maq2_act_layout *L, const uin
 #define MAQ2_NT 4       /* tokens per tile in the batched product: each decoded word is reused NT times */
 #define MAQ2_NT_MAX 8   /* the VNNI path's tile (AVX-512VL gives it 32 vector registers); the others keep 4 */
 
-/* pf: rows ahead to prefetch (0: none, rows_tiled decides; see maq_internal.h). */
-typedef void (*row_fn)(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y, int pf);
+/* The row body of one SIMD path: out[t] = row r . token t's activation, t < NT. Every body is always_inline and
+ * takes NT, G and BITS as parameters; row_loop inlines it with all three compile-time constants. */
+typedef void (*row_body)(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int BITS);
 
-#define ROW_LOOP(IMPL, NT, GC, BITS)                                                                     \
-    for (int p = pa; p < pb; p++) {                                                                      \
-        maq2_row r;                                                                                      \
-        float o[NT];                                                                                     \
-        if (pf && (size_t)(p + pf) < P) prefetch_row(w, p + pf, BITS); /* past pb: the slot's next chunk */ \
-        row_init_g(w, p, GC, BITS, &r);                                                                  \
-        IMPL(&r, x, NT, T, GC, o, BITS);                                                                 \
-        for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                                \
+/* Rows [pa, pb) for a tile of NT tokens: Y[t*P + p]; pf: rows ahead to prefetch (0: none, rows_tiled decides; see
+ * maq_internal.h). Inlined with NT, G, BITS and body constant, so everything that depends only on them -- shifts,
+ * shuffle patterns, loop bounds, the salient-word code -- is folded or hoisted out of the row loop. */
+static inline __attribute__((always_inline)) void row_loop(const maq_weight *w, const maq2_x *x, int pa, int pb,
+                                                           float *Y, int pf, const int NT, const int G,
+                                                           const int BITS, row_body body) {
+    const int T = w->T;
+    const size_t P = (size_t)w->P;
+    for (int p = pa; p < pb; p++) {
+        maq2_row r;
+        float o[MAQ2_NT_MAX];
+        if (pf && (size_t)(p + pf) < P) prefetch_row(w, p + pf, BITS);   /* past pb: the slot's next chunk */
+        row_init_g(w, p, G, BITS, &r);
+        body(&r, x, NT, T, G, o, BITS);
+        for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];
     }
-/* Rows [pa, pb) for a tile of NT tokens: Y[t*P + p]. The per-row body is inlined with BITS and G compile-time
- * constants (one loop per group size), so everything that depends only on (BITS, G, NT) -- shifts, shuffle
- * patterns, loop bounds, the salient-word code -- is folded or hoisted out of the row loop. */
-#define ROW_VARIANT(NAME, ATTR, IMPL, NT, BITS)                                                          \
-    static ATTR void NAME(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y, int pf) {      \
-        const int T = w->T;                                                                              \
-        const size_t P = (size_t)w->P;                                                                   \
-        if (w->G == 32) {                                                                                \
-            ROW_LOOP(IMPL, NT, 32, BITS)                                                                 \
-        } else if (w->G == 64) {                                                                         \
-            ROW_LOOP(IMPL, NT, 64, BITS)                                                                 \
-        } else {                                                                                         \
-            ROW_LOOP(IMPL, NT, 128, BITS)                                                                \
-        }                                                                                                \
-    }
-#define ROW_VARIANTS(NAME, ATTR, IMPL, BITS)                                                             \
-    ROW_VARIANT(NAME##_1, ATTR, IMPL, 1, BITS) ROW_VARIANT(NAME##_2, ATTR, IMPL, 2, BITS)                \
-    ROW_VARIANT(NAME##_3, ATTR, IMPL, 3, BITS) ROW_VARIANT(NAME##_4, ATTR, IMPL, 4, BITS)
-#define ROW_VARIANTS8(NAME, ATTR, IMPL, BITS)                                                            \
-    ROW_VARIANTS(NAME, ATTR, IMPL, BITS)                                                                 \
-    ROW_VARIANT(NAME##_5, ATTR, IMPL, 5, BITS) ROW_VARIANT(NAME##_6, ATTR, IMPL, 6, BITS)                \
-    ROW_VARIANT(NAME##_7, ATTR, IMPL, 7, BITS) ROW_VARIANT(NAME##_8, ATTR, IMPL, 8, BITS)
-/* NAME##_fns[BITS - 2][NT - 1]: the row functions of one path for MAQ2, MAQ3 and MAQ4. */
-#define ROW_FAMILY(NAME, ATTR, IMPL)                                                                     \
-    ROW_VARIANTS(NAME##_b2, ATTR, IMPL, 2)                                                               \
-    ROW_VARIANTS(NAME##_b3, ATTR, IMPL, 3)                                                               \
-    ROW_VARIANTS(NAME##_b4, ATTR, IMPL, 4)                                                               \
-    static const row_fn NAME##_fns[3][MAQ2_NT_MAX] = {                                                   \
-        {NAME##_b2_1, NAME##_b2_2, NAME##_b2_3, NAME##_b2_4},                                            \
-        {NAME##_b3_1, NAME##_b3_2, NAME##_b3_3, NAME##_b3_4},                                            \
-        {NAME##_b4_1, NAME##_b4_2, NAME##_b4_3, NAME##_b4_4}};
-/* The row functions with token tiles up to MAQ2_NT_MAX (the dispatch table names them: row_vnni_disp). */
-#define ROW_FAMILY8(NAME, ATTR, IMPL)                                                                    \
-    ROW_VARIANTS8(NAME##_b2, ATTR, IMPL, 2)                                                              \
-    ROW_VARIANTS8(NAME##_b3, ATTR, IMPL, 3)                                                              \
-    ROW_VARIANTS8(NAME##_b4, ATTR, IMPL, 4)
+}
 
+/* row_loop for the weight's group size, each G a compile-time constant in its own branch. */
+static inline __attribute__((always_inline)) void row_loop_g(const maq_weight *w, const maq2_x *x, int pa, int pb,
+                                                             float *Y, int pf, const int NT, const int BITS,
+                                                             row_body body) {
+    if (w->G == 32) row_loop(w, x, pa, pb, Y, pf, NT, 32, BITS, body);
+    else if (w->G == 64) row_loop(w, x, pa, pb, Y, pf, NT, 64, BITS, body);
+    else row_loop(w, x, pa, pb, Y, pf, NT, 128, BITS, body);
+}
+
+/* The one driver of every SIMD path: rows [pa, pb) of a BITS-wide type for a tile of nt tokens, 1 <= nt <= NTMAX
+ * (1, MAQ2_NT or MAQ2_NT_MAX), with nt a compile-time constant in each branch. A branch past NTMAX is never taken
+ * (`nt == NTMAX || ...` ends the chain there), so the compiler drops the rest and the 128-bit bodies keep their
+ * MAQ2_NT-token registers. Each path inlines it once per code width (rows_<path>_b2 / _b3 / _b4 below), which keeps
+ * functions small enough for the compiler: one function per path for all three widths compiled maq2.c in 69 s
+ * instead of 45 s and ran token tiles 5-15 % slower (docs/BENCHMARKS.md, seventh session). */
+static inline __attribute__((always_inline)) void rows_drive(const maq_weight *w, const maq2_x *x, int nt, int pa,
+                                                             int pb, float *Y, int pf, const int NTMAX,
+                                                             const int BITS, row_body body) {
+    if (nt == 1 || NTMAX == 1) row_loop_g(w, x, pa, pb, Y, pf, 1, BITS, body);
+    else if (nt == 2) row_loop_g(w, x, pa, pb, Y, pf, 2, BITS, body);
+    else if (nt == 3) row_loop_g(w, x, pa, pb, Y, pf, 3, BITS, body);
+    else if (nt == 4 || NTMAX == MAQ2_NT) row_loop_g(w, x, pa, pb, Y, pf, 4, BITS, body);
+    else if (nt == 5) row_loop_g(w, x, pa, pb, Y, pf, 5, BITS, body);
+    else if (nt == 6) row_loop_g(w, x, pa, pb, Y, pf, 6, BITS, body);
+    else if (nt == 7) row_loop_g(w, x, pa, pb, Y, pf, 7, BITS, body);
+    else row_loop_g(w, x, pa, pb, Y, pf, 8, BITS, body);
+}
+
+/* A path's rows for one code width: rows_drive with its body, compiled for its instruction set. */
+typedef void (*rows_fn)(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf);
 
 /* pshufb / tbl patterns turning a quad's group scales (byte g = sc of its g-th group) into one int16 per
  * lane: for block j and chunk c, lanes 2i, 2i+1 (bytes 4i..4i+3) carry the scale of word i. 0x80 -> 0.
@@ -697,7 +700,15 @@ AVX2_FN void row_avx2_any(const maq2_row *r, const maq2_x *x, const int NT, int 
     for (int t = 0; t < NT; t++) out[t] = lanes_out_sse(f[t], r, BITS);
 }
 
-ROW_FAMILY(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
+static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 2, row_sse_nt);
+}
+static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 3, row_sse_nt);
+}
+static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 4, row_sse_nt);
+}
 AVX2_FN void row_avx2_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int BITS) {
     row_avx2_any(r, x, NT, T, G, out, BITS, 0);
 }
@@ -816,14 +827,36 @@ ZMM_FN void row_zmm_1(const maq2_row *r, const maq2_x *x, const int NT, int T, i
     if (!remainder1_sse(r, x, T, G, f[0], BITS)) remainder_sse(r, x, 1, T, G, 4 * nq, f, BITS);
     out[0] = lanes_out_sse(f[0], r, BITS);
 }
-#define ZMM_ROW_ATTR __attribute__((noinline, target(MAQ_ZMM_TARGET)))
-ROW_VARIANT(row_zmm_b2_1, ZMM_ROW_ATTR, row_zmm_1, 1, 2)
-ROW_VARIANT(row_zmm_b3_1, ZMM_ROW_ATTR, row_zmm_1, 1, 3)
-ROW_VARIANT(row_zmm_b4_1, ZMM_ROW_ATTR, row_zmm_1, 1, 4)
+/* Single tokens only (nt == 1): the VNNI path's rows1_gfni, run where the CPU has GFNI. */
+static __attribute__((noinline, target(MAQ_ZMM_TARGET))) void rows_zmm_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, 1, 2, row_zmm_1);
+}
+static __attribute__((noinline, target(MAQ_ZMM_TARGET))) void rows_zmm_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, 1, 3, row_zmm_1);
+}
+static __attribute__((noinline, target(MAQ_ZMM_TARGET))) void rows_zmm_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, 1, 4, row_zmm_1);
+}
 
-ROW_FAMILY(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
-/* the tile-1 members (row_vnni_b*_1) serve single tokens on CPUs without GFNI (row_vnni1_b*) */
-ROW_FAMILY8(row_vnni, __attribute__((noinline, target(MAQ_VNNI_TARGET))), row_vnni_nt)
+static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 2, row_avx2_nt);
+}
+static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 3, row_avx2_nt);
+}
+static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 4, row_avx2_nt);
+}
+/* Token tiles up to MAQ2_NT_MAX; single tokens too on CPUs without GFNI. */
+static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT_MAX, 2, row_vnni_nt);
+}
+static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT_MAX, 3, row_vnni_nt);
+}
+static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT_MAX, 4, row_vnni_nt);
+}
 #endif /* MAQ_X86 */
 
 /* ================================================================== NEON (128-bit) and dotprod, aarch64 */
@@ -1009,8 +1042,24 @@ static inline __attribute__((always_inline)) MAQ_DOTPROD_ATTR void row_dot_nt(co
                                                                             const int BITS) {
     row_neon_any(r, x, NT, T, G, out, 1, BITS);
 }
-ROW_FAMILY(row_neon, __attribute__((noinline)), row_neon_nt)
-ROW_FAMILY(row_dot, __attribute__((noinline)) MAQ_DOTPROD_ATTR, row_dot_nt)
+static __attribute__((noinline)) void rows_neon_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 2, row_neon_nt);
+}
+static __attribute__((noinline)) void rows_neon_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 3, row_neon_nt);
+}
+static __attribute__((noinline)) void rows_neon_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 4, row_neon_nt);
+}
+static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 2, row_dot_nt);
+}
+static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 3, row_dot_nt);
+}
+static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 4, row_dot_nt);
+}
 #endif /* MAQ_NEON */
 
 /* ================================================================== AMX (x86-64, batched MAQ products) */
@@ -1234,7 +1283,8 @@ typedef struct {
     const maq2_act_layout *L;
     const uint8_t *act;
     float *Y;
-    const row_fn *fns;      /* [ntmax]: fns[nt - 1] computes a tile of nt tokens */
+    rows_fn rows;           /* tiles of 1..ntmax tokens */
+    rows_fn rows1;          /* single tokens */
     int pf;                 /* rows ahead to prefetch */
 } maq2_tiles;
 
@@ -1242,56 +1292,39 @@ static void maq2_tile(void *ctx, int t0, int nt, int pa, int pb) {
     const maq2_tiles *c = (const maq2_tiles *)ctx;
     maq2_x x[MAQ2_NT_MAX];
     for (int t = 0; t < nt; t++) x_init(c->L, c->act + (size_t)(t0 + t) * c->L->stride, c->w->G, &x[t]);
-    c->fns[nt - 1](c->w, x, pa, pb, c->Y + (size_t)t0 * c->w->P, c->pf);
+    (nt == 1 ? c->rows1 : c->rows)(c->w, x, nt, pa, pb, c->Y + (size_t)t0 * c->w->P, c->pf);
 }
 
 static void rows_tiled(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1,
-                       float *Y, const row_fn fns[MAQ2_NT_MAX], int ntmax) {
+                       float *Y, rows_fn rows, rows_fn rows1, int ntmax) {
     /* prefetch only when each row is visited once (B <= ntmax): revisited 16-row tiles are already in cache */
     const size_t rb = (size_t)(w->T >> 4) * (w->type == MAQ_TYPE_MAQ4 ? 8 : w->type == MAQ_TYPE_MAQ3 ? 6 : 4);
-    maq2_tiles c = {w, L, act, Y, fns, B <= ntmax ? maq_pf_rows(rb, MAQ_PF_BYTES_MAQ) : 0};
+    maq2_tiles c = {w, L, act, Y, rows, rows1, B <= ntmax ? maq_pf_rows(rb, MAQ_PF_BYTES_MAQ) : 0};
     maq_rows_tiled(B, p0, p1, ntmax, maq2_tile, &c);
 }
 
 /* ================================================================== dispatch */
-/* Row functions of one SIMD path: fns[BITS - 2][nt - 1] for token tiles up to ntmax. */
 typedef struct {
-    const row_fn (*fns)[MAQ2_NT_MAX];
+    rows_fn rows[3];        /* [BITS - 2]: the path's rows, token tiles of 1..ntmax */
     int ntmax;
-} maq2_path_fns;
-
-#if defined(MAQ_X86)
-/* VNNI: single-token rows run the 512-bit code (row_zmm_b*_1) where the CPU has GFNI (maq_cpu_gfni), else the 256-bit
- * rows (row_vnni_b*_1); batch tiles of 2-8 tokens run the 256-bit VNNI code. (The 256-bit rows are 3-6 % faster on
- * MAQ3 / MAQ4 1536 x 576 in a kernels.matmul loop, but SmolLM2 decode with them on its 576-wide rows was 3 % slower:
- * 131.3 vs 135.7 tok/s, 5 alternated runs; so every width runs the 512-bit rows.) */
-#define ROW_VNNI_1(BITS)                                                                                        \
-    static void row_vnni1_b##BITS(const maq_weight *w, const maq2_x *x, int pa, int pb, float *Y, int pf) {    \
-        (maq_cpu_gfni() ? row_zmm_b##BITS##_1 : row_vnni_b##BITS##_1)(w, x, pa, pb, Y, pf);                     \
-    }
-ROW_VNNI_1(2)
-ROW_VNNI_1(3)
-ROW_VNNI_1(4)
-static const row_fn row_vnni_disp[3][MAQ2_NT_MAX] = {
-    {row_vnni1_b2, row_vnni_b2_2, row_vnni_b2_3, row_vnni_b2_4, row_vnni_b2_5, row_vnni_b2_6, row_vnni_b2_7,
-     row_vnni_b2_8},
-    {row_vnni1_b3, row_vnni_b3_2, row_vnni_b3_3, row_vnni_b3_4, row_vnni_b3_5, row_vnni_b3_6, row_vnni_b3_7,
-     row_vnni_b3_8},
-    {row_vnni1_b4, row_vnni_b4_2, row_vnni_b4_3, row_vnni_b4_4, row_vnni_b4_5, row_vnni_b4_6, row_vnni_b4_7,
-     row_vnni_b4_8}};
-#endif
+    /* [BITS - 2]: single tokens where the CPU has GFNI (the 512-bit rows), else NULL (rows). (The VNNI path's 256-bit
+     * rows are 3-6 % faster on MAQ3 / MAQ4 1536 x 576 in a kernels.matmul loop, but SmolLM2 decode with them on its
+     * 576-wide rows was 3 % slower: 131.3 vs 135.7 tok/s, 5 alternated runs; so every width runs the 512-bit rows.) */
+    rows_fn rows1_gfni[3];
+} maq2_path;
 
 /* Per SIMD path; a path without an entry runs the scalar reference. */
-static const maq2_path_fns MAQ2_FNS[MAQ_N_PATHS] = {
+static const maq2_path MAQ2_PATHS[MAQ_N_PATHS] = {
 #if defined(MAQ_X86)
-    [MAQ_PATH_SSE] = {row_sse_fns, MAQ2_NT},
-    [MAQ_PATH_AVX2] = {row_avx2_fns, MAQ2_NT},
-    [MAQ_PATH_VNNI] = {row_vnni_disp, MAQ2_NT_MAX},
-    [MAQ_PATH_AMX] = {row_vnni_disp, MAQ2_NT_MAX},   /* small batches and int8-salient MAQ2; else amx_rows */
+    [MAQ_PATH_SSE] = {{rows_sse_b2, rows_sse_b3, rows_sse_b4}, MAQ2_NT, {NULL}},
+    [MAQ_PATH_AVX2] = {{rows_avx2_b2, rows_avx2_b3, rows_avx2_b4}, MAQ2_NT, {NULL}},
+    [MAQ_PATH_VNNI] = {{rows_vnni_b2, rows_vnni_b3, rows_vnni_b4}, MAQ2_NT_MAX, {rows_zmm_b2, rows_zmm_b3, rows_zmm_b4}},
+    /* AMX: small batches and int8-salient MAQ2 (else amx_rows) */
+    [MAQ_PATH_AMX] = {{rows_vnni_b2, rows_vnni_b3, rows_vnni_b4}, MAQ2_NT_MAX, {rows_zmm_b2, rows_zmm_b3, rows_zmm_b4}},
 #endif
 #if defined(MAQ_NEON)
-    [MAQ_PATH_NEON] = {row_neon_fns, MAQ2_NT},
-    [MAQ_PATH_DOTPROD] = {row_dot_fns, MAQ2_NT},
+    [MAQ_PATH_NEON] = {{rows_neon_b2, rows_neon_b3, rows_neon_b4}, MAQ2_NT, {NULL}},
+    [MAQ_PATH_DOTPROD] = {{rows_dot_b2, rows_dot_b3, rows_dot_b4}, MAQ2_NT, {NULL}},
 #endif
 };
 
@@ -1304,11 +1337,14 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
         amx_rows(w, &L, act, B, p0, p1, Y, type_bits(w->type)))
         return;
 #endif
-    const maq2_path_fns *pf = path > 0 && path < MAQ_N_PATHS ? &MAQ2_FNS[path] : NULL;
-    if (pf && pf->fns)
-        rows_tiled(w, &L, act, B, p0, p1, Y, pf->fns[type_bits(w->type) - 2], pf->ntmax);
-    else
+    const maq2_path *pp = path > 0 && path < MAQ_N_PATHS ? &MAQ2_PATHS[path] : NULL;
+    const int bi = type_bits(w->type) - 2;
+    if (pp && pp->rows[bi]) {
+        const rows_fn rows1 = pp->rows1_gfni[bi] && maq_cpu_gfni() ? pp->rows1_gfni[bi] : pp->rows[bi];
+        rows_tiled(w, &L, act, B, p0, p1, Y, pp->rows[bi], rows1, pp->ntmax);
+    } else {
         rows_scalar(w, &L, act, B, p0, p1, Y);
+    }
 }
 
 /* Row p dequantized exactly as format.dequantize does it (float32: d*sc*q + dmin*m, dsal*c). */

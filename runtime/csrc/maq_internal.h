@@ -205,9 +205,28 @@ static inline uint8_t *maq_act_align(const void *p) {
 /* F32 / F16 activation: float [T] per row, stride rounded up to 64 bytes. */
 size_t float_act_stride(int T);
 
-/* ------------------------------------------------------------------ kernels: rows [p0, p1) for all B tokens */
-/* act: B rows of `stride` bytes; Y [B][P] (row-major, token-major). */
-/* maq2_rows / maq2_get_row serve MAQ_TYPE_MAQ2, MAQ3 and MAQ4 (by w->type). */
+/* ------------------------------------------------------------------ per-type traits (as ggml's type_traits_cpu) */
+/* What a weight type needs from the kernels: its activation (bytes, preparation) and its products. The table is
+ * matmul.c's, indexed by maq_weight.type (maq.h); the loader only hands C the types it lists. */
+typedef struct {
+    size_t (*act_rows_bytes)(int T, int B);   /* bytes of B activation rows (MAQ family: plus the AMX tiles) */
+    /* B rows of X [B][T] into the activation at a (aligned); tmp [T]: scratch for a rotated input row */
+    void (*act_prepare)(const maq_weight *w, const float *X, int B, uint8_t *a, float *tmp, int path);
+    /* rows [p0, p1) of Y [B][P] (row-major, token-major) from B activation rows of `stride` bytes */
+    void (*rows)(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
+    void (*get_row)(const maq_weight *w, int p, float *out);   /* row p dequantized */
+} maq_type_traits;
+const maq_type_traits *maq_traits(int type);
+
+/* act.c, per activation layout (maq2_*: MAQ2, MAQ3 and MAQ4) */
+size_t maq2_act_rows_bytes(int T, int B);
+size_t q8_act_rows_bytes(int T, int B);
+size_t float_act_rows_bytes(int T, int B);
+void maq2_act_prepare(const maq_weight *w, const float *X, int B, uint8_t *a, float *tmp, int path);
+void q8_act_prepare(const maq_weight *w, const float *X, int B, uint8_t *a, float *tmp, int path);
+void float_act_prepare(const maq_weight *w, const float *X, int B, uint8_t *a, float *tmp, int path);
+
+/* kernels: maq2_rows / maq2_get_row serve MAQ_TYPE_MAQ2, MAQ3 and MAQ4 (by w->type) */
 void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
 void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
 void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);

@@ -32,14 +32,7 @@ typedef struct {
     mm_region reg[MM_REGIONS];     /* region r = chunks [r*N/n_reg, (r+1)*N/n_reg) of the N = starts[n] chunks */
 } mm_task;
 
-/* ------------------------------------------------------------------ per-type traits (as ggml's type_traits_cpu) */
-typedef void (*rows_fn)(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
-typedef void (*get_row_fn)(const maq_weight *w, int p, float *out);
-typedef struct {
-    rows_fn rows;           /* rows [p0, p1) of Y [B][P] from a prepared activation */
-    get_row_fn get_row;     /* row p dequantized */
-} type_traits;
-
+/* ------------------------------------------------------------------ per-type traits (maq_internal.h) */
 /* The MAQ family: maq2_rows, then the int8 salient words where the tensor has them (maq_s8.c). */
 static void maq_family_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     maq2_rows(w, act, B, p0, p1, Y, path);
@@ -50,15 +43,16 @@ static void maq_family_get_row(const maq_weight *w, int p, float *out) {
     if (w->salw) maq_s8_get_row(w, p, out);
 }
 
-/* Indexed by maq_weight.type (maq.h); the loader only hands C the types listed here. */
-static const type_traits TRAITS[MAQ_TYPE_MAQ4 + 1] = {
-    [MAQ_TYPE_F32] = {float_rows, float_get_row},
-    [MAQ_TYPE_F16] = {float_rows, float_get_row},
-    [MAQ_TYPE_Q8_0] = {q8_0_rows, q8_0_get_row},
-    [MAQ_TYPE_MAQ2] = {maq_family_rows, maq_family_get_row},
-    [MAQ_TYPE_MAQ3] = {maq_family_rows, maq_family_get_row},
-    [MAQ_TYPE_MAQ4] = {maq_family_rows, maq_family_get_row},
+static const maq_type_traits TRAITS[MAQ_TYPE_MAQ4 + 1] = {
+    [MAQ_TYPE_F32] = {float_act_rows_bytes, float_act_prepare, float_rows, float_get_row},
+    [MAQ_TYPE_F16] = {float_act_rows_bytes, float_act_prepare, float_rows, float_get_row},
+    [MAQ_TYPE_Q8_0] = {q8_act_rows_bytes, q8_act_prepare, q8_0_rows, q8_0_get_row},
+    [MAQ_TYPE_MAQ2] = {maq2_act_rows_bytes, maq2_act_prepare, maq_family_rows, maq_family_get_row},
+    [MAQ_TYPE_MAQ3] = {maq2_act_rows_bytes, maq2_act_prepare, maq_family_rows, maq_family_get_row},
+    [MAQ_TYPE_MAQ4] = {maq2_act_rows_bytes, maq2_act_prepare, maq_family_rows, maq_family_get_row},
 };
+
+const maq_type_traits *maq_traits(int type) { return &TRAITS[type]; }
 
 static void rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     TRAITS[w->type].rows(w, act, B, p0, p1, Y, path);

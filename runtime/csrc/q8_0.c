@@ -238,34 +238,56 @@ static inline __attribute__((always_inline)) MAQ_DOTPROD_ATTR void row_dot_nt(co
 }
 #endif /* MAQ_NEON */
 
-/* Rows [pa, pb) for a tile of NT tokens, Y[t*P + p]; the row body is inlined (constants hoisted). */
-/* pf: rows ahead to prefetch (0: none; rows_tiled decides, see maq_internal.h). */
-typedef void (*q8_row_fn)(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int pa, int pb,
-                          float *Y, int pf);
-#define Q8_VARIANT(NAME, ATTR, IMPL, NT)                                                                   \
-    static ATTR void NAME(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int pa, int pb, \
-                          float *Y, int pf) {                                                              \
-        const int nb = w->T / 32;                                                                          \
-        const size_t P = (size_t)w->P, row_bytes = (size_t)nb * Q8_BLOCK_BYTES;                            \
-        for (int p = pa; p < pb; p++) {                                                                    \
-            float o[NT];                                                                                   \
-            if (pf && p + pf < pb)                                                                         \
-                maq_prefetch((const uint8_t *)w->data + (size_t)(p + pf) * row_bytes, row_bytes);          \
-            IMPL((const uint8_t *)w->data + (size_t)p * row_bytes, xq, dx, NT, nb, o);                     \
-            for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];                                              \
-        }                                                                                                  \
+/* ================================================================== the row driver (every SIMD path) */
+/* A path's row body: out[t] = row wrow . token t (t < NT); always_inline, NT a compile-time constant in row_loop. */
+typedef void (*row_body)(const uint8_t *wrow, const int8_t *const *xq, const float *const *dx, const int NT, int nb,
+                         float *out);
+
+/* Rows [pa, pb) for a tile of NT tokens, Y[t*P + p]; the body is inlined (constants hoisted). pf: rows ahead to
+ * prefetch (0: none; rows_tiled decides, see maq_internal.h). */
+static inline __attribute__((always_inline)) void row_loop(const maq_weight *w, const int8_t *const *xq,
+                                                           const float *const *dx, int pa, int pb, float *Y, int pf,
+                                                           const int NT, row_body body) {
+    const int nb = w->T / 32;
+    const size_t P = (size_t)w->P, row_bytes = (size_t)nb * Q8_BLOCK_BYTES;
+    for (int p = pa; p < pb; p++) {
+        float o[Q8_NT];
+        if (pf && p + pf < pb) maq_prefetch((const uint8_t *)w->data + (size_t)(p + pf) * row_bytes, row_bytes);
+        body((const uint8_t *)w->data + (size_t)p * row_bytes, xq, dx, NT, nb, o);
+        for (int t = 0; t < NT; t++) Y[t * P + p] = o[t];
     }
-#define Q8_VARIANTS(NAME, ATTR, IMPL)                                                                      \
-    Q8_VARIANT(NAME##_1, ATTR, IMPL, 1) Q8_VARIANT(NAME##_2, ATTR, IMPL, 2)                                \
-    Q8_VARIANT(NAME##_3, ATTR, IMPL, 3) Q8_VARIANT(NAME##_4, ATTR, IMPL, 4)
+}
+
+/* The driver each path's rows_* function inlines with its body: a tile of nt tokens (1 <= nt <= Q8_NT), nt a
+ * compile-time constant in each branch. */
+static inline __attribute__((always_inline)) void rows_drive(const maq_weight *w, const int8_t *const *xq,
+                                                             const float *const *dx, int nt, int pa, int pb, float *Y,
+                                                             int pf, row_body body) {
+    if (nt == 1) row_loop(w, xq, dx, pa, pb, Y, pf, 1, body);
+    else if (nt == 2) row_loop(w, xq, dx, pa, pb, Y, pf, 2, body);
+    else if (nt == 3) row_loop(w, xq, dx, pa, pb, Y, pf, 3, body);
+    else row_loop(w, xq, dx, pa, pb, Y, pf, 4, body);
+}
+
+typedef void (*rows_fn)(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf);
 #if defined(MAQ_X86)
-Q8_VARIANTS(row_sse, __attribute__((noinline, target("ssse3,sse4.1"))), row_sse_nt)
-Q8_VARIANTS(row_avx2, __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))), row_avx2_nt)
-Q8_VARIANTS(row_vnni, __attribute__((noinline, target(MAQ_VNNI_TARGET))), row_vnni_nt)
+static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, xq, dx, nt, pa, pb, Y, pf, row_sse_nt);
+}
+static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, xq, dx, nt, pa, pb, Y, pf, row_avx2_nt);
+}
+static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, xq, dx, nt, pa, pb, Y, pf, row_vnni_nt);
+}
 #endif
 #if defined(MAQ_NEON)
-Q8_VARIANTS(row_neon, __attribute__((noinline)), row_neon_nt)
-Q8_VARIANTS(row_dot, __attribute__((noinline)) MAQ_DOTPROD_ATTR, row_dot_nt)
+static __attribute__((noinline)) void rows_neon(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, xq, dx, nt, pa, pb, Y, pf, row_neon_nt);
+}
+static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
+    rows_drive(w, xq, dx, nt, pa, pb, Y, pf, row_dot_nt);
+}
 #endif
 
 /* Rows [p0, p1) x B tokens in tiles of Q8_NT tokens (maq_rows_tiled). */
@@ -274,7 +296,7 @@ typedef struct {
     const q8_act_layout *L;
     const uint8_t *act;
     float *Y;
-    const q8_row_fn *fns;   /* [Q8_NT] */
+    rows_fn rows;           /* the path's rows */
     int pf;                 /* rows ahead to prefetch */
 } q8_tiles;
 
@@ -287,28 +309,28 @@ static void q8_tile(void *ctx, int t0, int nt, int pa, int pb) {
         xq[t] = (const int8_t *)(a + c->L->qs);
         dx[t] = (const float *)(a + c->L->dx);
     }
-    c->fns[nt - 1](c->w, xq, dx, pa, pb, c->Y + (size_t)t0 * c->w->P, c->pf);
+    c->rows(c->w, xq, dx, nt, pa, pb, c->Y + (size_t)t0 * c->w->P, c->pf);
 }
 
 static void rows_tiled(const maq_weight *w, const q8_act_layout *L, const uint8_t *act, int B, int p0, int p1,
-                       float *Y, const q8_row_fn fns[Q8_NT]) {
+                       float *Y, rows_fn rows) {
     /* prefetch only when each row is visited once (B <= Q8_NT): revisited 16-row tiles are already in cache */
     const size_t rb = (size_t)L->nb * Q8_BLOCK_BYTES;
-    q8_tiles c = {w, L, act, Y, fns, B <= Q8_NT ? maq_pf_rows(rb, MAQ_PF_BYTES_Q8) : 0};
+    q8_tiles c = {w, L, act, Y, rows, B <= Q8_NT ? maq_pf_rows(rb, MAQ_PF_BYTES_Q8) : 0};
     maq_rows_tiled(B, p0, p1, Q8_NT, q8_tile, &c);
 }
 
 /* ================================================================== dispatch */
-/* Row functions per SIMD path ([path][nt - 1]); a path without an entry runs the scalar reference. */
-static const q8_row_fn Q8_FNS[MAQ_N_PATHS][Q8_NT] = {
+/* Rows per SIMD path; a path without an entry runs the scalar reference. */
+static const rows_fn Q8_PATHS[MAQ_N_PATHS] = {
 #if defined(MAQ_X86)
-    [MAQ_PATH_SSE] = {row_sse_1, row_sse_2, row_sse_3, row_sse_4},
-    [MAQ_PATH_AVX2] = {row_avx2_1, row_avx2_2, row_avx2_3, row_avx2_4},
-    [MAQ_PATH_VNNI] = {row_vnni_1, row_vnni_2, row_vnni_3, row_vnni_4},
+    [MAQ_PATH_SSE] = rows_sse,
+    [MAQ_PATH_AVX2] = rows_avx2,
+    [MAQ_PATH_VNNI] = rows_vnni,
 #endif
 #if defined(MAQ_NEON)
-    [MAQ_PATH_NEON] = {row_neon_1, row_neon_2, row_neon_3, row_neon_4},
-    [MAQ_PATH_DOTPROD] = {row_dot_1, row_dot_2, row_dot_3, row_dot_4},
+    [MAQ_PATH_NEON] = rows_neon,
+    [MAQ_PATH_DOTPROD] = rows_dot,
 #endif
 };
 
@@ -316,8 +338,8 @@ void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
     q8_act_layout L;
     q8_act_layout_init(&L, w->T);
     path = maq_path_int8_base(path);   /* amx: the vnni code (no AMX variant here) */
-    if (path > 0 && path < MAQ_N_PATHS && Q8_FNS[path][0])
-        rows_tiled(w, &L, act, B, p0, p1, Y, Q8_FNS[path]);
+    if (path > 0 && path < MAQ_N_PATHS && Q8_PATHS[path])
+        rows_tiled(w, &L, act, B, p0, p1, Y, Q8_PATHS[path]);
     else
         rows_scalar(w, &L, act, B, p0, p1, Y);
 }
