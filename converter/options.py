@@ -9,7 +9,8 @@ from maq.runtime import format as fmt
 
 METHODS = ("maq", "gptq", "rtn", "f32", "f16")
 FLOAT_METHODS = ("f32", "f16")
-EMBED_TYPES = ("auto", "q8_0", "f16", "f32")
+EMBED_TYPES = ("auto", "q8_0", "f16", "f32", "maq4")
+EMBED_MAQ_GROUP = 32     # --embed-type maq4: scale group of the embedding / output head
 SCALE_SEARCHES = ("clip", "minmax")
 CALIB_DTYPES = ("float32", "bfloat16")
 WORD_CHOICES = ("all", "error")
@@ -119,6 +120,9 @@ class ConvertOptions:
             raise MAQError(f"--method {self.method!r}: expected one of {METHODS}")
         if self.embed_type not in EMBED_TYPES:
             raise MAQError(f"--embed-type {self.embed_type!r}: expected one of {EMBED_TYPES}")
+        if self.embed_type in fmt.BITS_OF_TYPE and self.is_float:
+            raise MAQError(f"--embed-type {self.embed_type} with --method {self.method}: a float file keeps its "
+                           "embedding in float (use --embed-type f32 / f16 / q8_0)")
         if self.scale_search not in SCALE_SEARCHES:
             raise MAQError(f"--scale-search {self.scale_search!r}: expected one of {SCALE_SEARCHES}")
         if self.calib_dtype not in CALIB_DTYPES:

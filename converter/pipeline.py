@@ -230,6 +230,25 @@ WriteFloat = Callable[[str, np.ndarray], None]
 WriteMAQ = Callable[[str, fmt.MAQTensor], None]
 
 
+def quantize_embedding(W: np.ndarray, bits: int, G: int) -> fmt.MAQTensor:
+    """W [V, D] float32 (token_embd / output) -> MAQ tensor: every group rounded to nearest after the clip search
+    (``QuantConfig(compensate=False)`` with H = I: no calibration, every input weighted alike)."""
+    cfg = QuantConfig(G=G, bits=bits, compensate=False)
+    Wt = torch.from_numpy(np.ascontiguousarray(W, dtype=np.float32))
+    return quantize_maq(Wt, torch.eye(W.shape[1]), cfg).tensor
+
+
+def _write_outside(src: Source, tp, write_float: WriteFloat, write_maq: WriteMAQ) -> None:
+    """A tensor outside the blocks (token_embd, output_norm, output) as planned: float, Q8_0 or (--embed-type maq4)
+    MAQ codes."""
+    if tp.is_maq:
+        t0 = time.time()
+        write_maq(tp.name, quantize_embedding(src.tensor(tp.name), tp.bits, tp.group))
+        log.info("%s: %s/g%d in %.1f s", tp.name, tp.storage, tp.group, time.time() - t0)
+    else:
+        write_float(tp.name, src.tensor(tp.name))
+
+
 def _split_plan(plan) -> tuple[list, dict[int, list], list]:
     """Split the tensor plan into (tensors before the blocks, {block index: its tensors}, tensors after)."""
     by_block: dict[int, list] = {}
@@ -337,7 +356,7 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
     rows: list[dict] = []
     head, by_block, tail = _split_plan(plan)
     for tp in head:
-        write_float(tp.name, src.tensor(tp.name))
+        _write_outside(src, tp, write_float, write_maq)
     log.debug("wrote %s; %s", ", ".join(tp.name for tp in head), _rss_mib())
 
     dev = torch.device(opts.device)
@@ -353,7 +372,7 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
             _calibrated_blocks(src, opts, by_block, samples, dev, write_float, write_maq, rows, bar)
     bar.close()
     for tp in tail:
-        write_float(tp.name, src.tensor(tp.name))
+        _write_outside(src, tp, write_float, write_maq)
     from maq.converter.summary import kind_rows
 
     return kind_rows(rows), rows

@@ -5,7 +5,7 @@ Storage per tensor:
   (methods f32 / f16); with ``--target-bpw`` each one's type and group size is chosen by ``allocate.py``
   (MAQ2/3/4 with G = 128/64/32, or Q8_0) after calibration;
 - token_embd / output: ``--embed-type`` (auto: F32 for f32, F16 for f16, else Q8_0; Q8_0 needs a width that is a
-  multiple of 32, else F16);
+  multiple of 32, MAQ4 one of 16, else F16; MAQ4: group EMBED_MAQ_GROUP, no calibration);
 - norms and rope_freqs: F32.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from maq import __version__
 from maq.converter import gguf_export as gx
-from maq.converter.options import DEFAULT_SALIENT_FRAC, ConvertOptions
+from maq.converter.options import DEFAULT_SALIENT_FRAC, EMBED_MAQ_GROUP, ConvertOptions
 from maq.converter.source import LINEAR_KINDS, Source, open_source
 from maq.errors import MAQError
 from maq.runtime import format as fmt
@@ -53,7 +53,8 @@ class TensorPlan:
 
     @property
     def is_linear(self) -> bool:
-        return self.is_maq or (self.name.startswith("blk.") and self.kind in LINEAR_KINDS)
+        """A linear weight of the blocks (what --target-bpw budgets; not the embedding / output head)."""
+        return self.name.startswith("blk.") and (self.is_maq or self.kind in LINEAR_KINDS)
 
     @property
     def choice(self) -> str:
@@ -92,6 +93,10 @@ def embed_storage(opts: ConvertOptions, width: int) -> str:
     if kind == "q8_0" and width % 32:
         log.warning("embedding width %d is not a multiple of 32: storing token_embd/output as F16", width)
         kind = "f16"
+    if kind in fmt.BITS_OF_TYPE and width % fmt.WORD_WEIGHTS:
+        log.warning("embedding width %d is not a multiple of %d: storing token_embd/output as F16", width,
+                    fmt.WORD_WEIGHTS)
+        kind = "f16"
     return kind
 
 
@@ -103,6 +108,7 @@ def make_plan(src: Source, opts: ConvertOptions) -> list[TensorPlan]:
         tp = TensorPlan(name, shape, "f32")
         if name in ("token_embd.weight", "output.weight"):
             tp.storage = embed_storage(opts, shape[-1])
+            tp.group = EMBED_MAQ_GROUP
         elif len(shape) == 2 and name.startswith("blk."):
             if opts.is_float:
                 tp.storage = opts.method

@@ -129,3 +129,10 @@ def test_dry_run_writes_nothing(tiny_hf, tmp_path, caplog):
         assert main(["convert", str(tiny_hf), "--out", str(out), "--dry-run"]) == 0
     assert not out.exists()
     assert "bits/weight" in caplog.text and "salient" in caplog.text
+
+
+def test_maq_embedding_needs_a_quantizing_method(tiny_hf, tmp_path, capsys):
+    out = tmp_path / "f16.gguf"
+    assert main(["convert", str(tiny_hf), "--out", str(out), "--method", "f16", "--embed-type", "maq4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--embed-type maq4" in err[0] and "--method f16" in err[0] and not out.exists()

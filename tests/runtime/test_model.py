@@ -143,3 +143,31 @@ def test_long_context_crosses_attention_blocks(tiny_gqa):
     assert rel(got, ref[:700]) < 1e-4
     rows = [cm.step(t, 700 + i).copy() for i, t in enumerate(ids[700:])]
     assert rel(np.stack(rows), ref[700:]) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["gqa", "untied"])
+def test_maq4_embedding_and_head(name, request, tmp_path_factory):
+    """--embed-type maq4: token_embd (and an untied output head) stored as MAQ4 codes. The C forward looks rows up
+    and multiplies the head through the MAQ kernels: it equals the numpy forward over the same dequantized values
+    within the activation rounding (derived as in test_maq_matches_numpy_reference), and the embedding is a 4-bit
+    rounding of the source: 16 levels over a group of 32 Gaussian weights (range about 4 sigma) leave an RMS error
+    near 4 sigma / 15 / sqrt(12) = 0.077 sigma; < 0.1 allows the scale encoding, > 0.01 says it is not a copy."""
+    from maq.cli import main
+
+    model, hf_path = request.getfixturevalue(f"tiny_{name}")
+    out = tmp_path_factory.mktemp("embed_maq4") / f"{name}.gguf"
+    assert main(["convert", str(hf_path.parent / f"hf_{name}"), "--out", str(out), "--method", "rtn", "--bits", "4",
+                 "--embed-type", "maq4", "--no-progress"]) == 0
+    lm = gl.load(out)
+    heads = [lm.tok_embd] + ([] if lm.config.tied_output else [lm.output])
+    assert {w.kind for w in heads} == {gl.KIND_MAQ4} and lm.config.tied_output == (name == "gqa")
+    src = model.get_input_embeddings().weight.detach().float().numpy()
+    err = float(np.sqrt(((lm.tok_embd.dequantize() - src) ** 2).mean() / (src ** 2).mean()))
+    assert 0.01 < err < 0.1
+    exact = ReferenceModel(lm, n_ctx=32).forward(IDS, 0)
+    rounded = ReferenceModel(lm, n_ctx=32, act_quant=True).forward(IDS, 0)
+    got = M.CModel(lm, n_ctx=32, n_threads=2).forward(IDS, 0, M.LOGITS_ALL)
+    rounding = rel(rounded, exact)
+    assert 0 < rounding < 0.05
+    assert rel(got, rounded) < rounding / 4
+    assert rel(got, exact) <= 2 * rounding + 1e-4
