@@ -70,8 +70,9 @@ def rel(a, b) -> float:
     return float(np.abs(np.asarray(a) - b).max() / np.abs(b).max())
 
 
-def write_mixed(src: Path, out: Path, seed: int = 0) -> Path:
-    """Copy the F32 tiny GGUF ``src`` with its linears stored as ``PLAN`` says and token_embd as Q8_0."""
+def write_mixed(src: Path, out: Path, seed: int = 0, embed: str = "q8_0") -> Path:
+    """Copy the F32 tiny GGUF ``src`` with its linears stored as ``PLAN`` says and token_embd (the tied output head)
+    as ``embed``: "q8_0" or "maq4" (G 32, what ``convert --embed-type maq4`` writes)."""
     import gguf
     import gguf_files as gf_
     from gguf.constants import GGMLQuantizationType as Q
@@ -96,6 +97,8 @@ def write_mixed(src: Path, out: Path, seed: int = 0) -> Path:
             bits = fmt.BITS_OF_TYPE[kind]
             sal = rng.random((P, T // 16)) < 0.05 if bits == 2 else None
             gf_.add_maq(w, name, fmt.quantize_rtn(arr, salient=sal, G=G, bits=bits))
+        elif name == "token_embd.weight" and embed == "maq4":
+            gf_.add_maq(w, name, fmt.quantize_rtn(arr, G=32, bits=4))
         elif name == "token_embd.weight":
             gf_.add_q8_0(w, name, arr)
         else:
@@ -215,6 +218,23 @@ def test_logits_cpu_maq_match_runtime(mixed_gguf):
     assert (ll.argmax(axis=1) == ours.argmax(axis=1)).mean() >= 0.75
     for threads in (2, 3):   # threads split output rows, not sums
         assert rel(llamacpp_logits(mixed_gguf, IDS, threads=threads, products="cpu_maq", f32_kv=True), exact) < 1e-6
+
+
+@needs_bin
+def test_maq4_embedding_cpu_maq_match_runtime(mixed_gguf, tmp_path):
+    """A MAQ4 token_embd (--embed-type maq4): llama.cpp looks its rows up through the MAQ type's to_float and runs
+    the tied output head as a MAQ product; with an F32 KV cache its logits equal ours as in
+    test_logits_cpu_maq_match_runtime (< 1e-5: only llama.cpp's float order in norms / attention / softmax)."""
+    from maq.runtime import gguf_loader as gl
+    from maq.runtime import model as M
+
+    path = write_mixed(mixed_gguf.with_name("tiny.f32.gguf"), tmp_path / "tiny.embed_maq4.gguf", embed="maq4")
+    lm = gl.load(path)
+    assert lm.tok_embd.kind == gl.KIND_MAQ4 and lm.config.tied_output
+    ours = M.CModel(lm, n_ctx=64, n_threads=1).forward(IDS, 0, M.LOGITS_ALL)
+    exact = llamacpp_logits(path, IDS, threads=1, products="cpu_maq", f32_kv=True)
+    print(f"maq4 embedding, cpu_maq-vs-ours (f32 kv): {rel(exact, ours):.2e}")
+    assert rel(exact, ours) < 1e-5
 
 
 @needs_bin

@@ -203,8 +203,28 @@ size_t act_slot_bytes(const ggml_tensor * op) {
     return pad64(maq_act_bytes(&w, (int) ggml_nrows(op->src[1])));
 }
 
+// dst rows = the rows of the MAQ matrix src0 [T, P] that the I32 ids src1 [ne10, ne11, ne12] name (a MAQ token_embd,
+// --embed-type maq4, whose tied output head is a product of the same tensor), dequantized by the runtime's get_row
+// (format.dequantize's values); threads take every nth id.
+void get_rows(const ggml_compute_params * params, ggml_tensor * op) {
+    const ggml_tensor * ids = op->src[1];
+    const maq_weight * w = (const maq_weight *) op->src[0]->data;
+    const int64_t n = ggml_nelements(ids);
+    for (int64_t i = params->ith; i < n; i += params->nth) {
+        const int64_t i10 = i % ids->ne[0], i11 = i / ids->ne[0] % ids->ne[1], i12 = i / (ids->ne[0] * ids->ne[1]);
+        const int32_t p = *(const int32_t *) ((const char *) ids->data + i10 * ids->nb[0] + i11 * ids->nb[1] +
+                                              i12 * ids->nb[2]);
+        GGML_ASSERT(p >= 0 && p < w->P);
+        maq_get_row(w, p, (float *) ((char *) op->data + i10 * op->nb[1] + i11 * op->nb[2] + i12 * op->nb[3]));
+    }
+}
+
 class tensor_traits : public ggml::cpu::tensor_traits {
     bool work_size(int n_threads, const ggml_tensor * op, size_t & size) override {
+        if (op->op == GGML_OP_GET_ROWS) {
+            size = 0;
+            return true;
+        }
         const int slots = ggml_nrows(op->src[1]) == 1 ? n_threads : 1;
         size = gather_bytes(op->src[1]) + (size_t) slots * act_slot_bytes(op);
         return true;
@@ -213,6 +233,10 @@ class tensor_traits : public ggml::cpu::tensor_traits {
     // dst [P, B] = W x for the B = ne11*ne12*ne13 rows of src1 (the MAQ runtime's activation layout and rows), every
     // thread computing its share of the output rows.
     bool compute_forward(ggml_compute_params * params, ggml_tensor * op) override {
+        if (op->op == GGML_OP_GET_ROWS) {
+            get_rows(params, op);
+            return true;
+        }
         if (op->op != GGML_OP_MUL_MAT) {
             return false;
         }
@@ -245,14 +269,18 @@ class extra_buffer_type : public ggml::cpu::extra_buffer_type {
     bool supports_op(ggml_backend_dev_t, const ggml_tensor * op) override {
         const ggml_tensor * src0 = op->src[0];
         const ggml_tensor * src1 = op->src[1];
-        return op->op == GGML_OP_MUL_MAT && src0->buffer && src0->buffer->buft == ggml_backend_cpu_maq_buffer_type() &&
-               is_maq(src0->type) && ggml_n_dims(src0) == 2 && src1->type == GGML_TYPE_F32 &&
-               src1->nb[0] == sizeof(float) && ggml_is_contiguous(op) &&
-               (!src1->buffer || ggml_backend_buft_is_host(src1->buffer->buft));
+        const bool here = src0 && src0->buffer && src0->buffer->buft == ggml_backend_cpu_maq_buffer_type() &&
+                          is_maq(src0->type) && ggml_n_dims(src0) == 2 &&
+                          (!src1->buffer || ggml_backend_buft_is_host(src1->buffer->buft));
+        if (op->op == GGML_OP_GET_ROWS) {
+            return here && src1->type == GGML_TYPE_I32 && op->type == GGML_TYPE_F32 && op->nb[0] == sizeof(float);
+        }
+        return op->op == GGML_OP_MUL_MAT && here && src1->type == GGML_TYPE_F32 && src1->nb[0] == sizeof(float) &&
+               ggml_is_contiguous(op);
     }
 
     ggml::cpu::tensor_traits * get_tensor_traits(const ggml_tensor * op) override {
-        if (op->op == GGML_OP_MUL_MAT && op->src[0]->buffer &&
+        if ((op->op == GGML_OP_MUL_MAT || op->op == GGML_OP_GET_ROWS) && op->src[0]->buffer &&
             op->src[0]->buffer->buft == ggml_backend_cpu_maq_buffer_type()) {
             return (ggml::cpu::tensor_traits *) op->src[0]->extra;
         }
