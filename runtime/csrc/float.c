@@ -170,17 +170,21 @@ static inline __attribute__((always_inline)) void rows_drive(const maq_weight *w
     else row_loop(w, x, pa, pb, Y, 4, body);
 }
 
-typedef void (*rows_fn)(const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y);
+typedef void (*rows_fn)(
+    const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y);
 #if defined(MAQ_X86)
-static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse(const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y) {
+static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse(
+    const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y) {
     rows_drive(w, x, nt, pa, pb, Y, row_sse_nt);
 }
-static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2(const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y) {
+static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2(
+    const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y) {
     rows_drive(w, x, nt, pa, pb, Y, row_avx2_nt);
 }
 #endif
 #if defined(MAQ_NEON)
-static __attribute__((noinline)) void rows_neon(const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y) {
+static __attribute__((noinline)) void rows_neon(
+    const maq_weight *w, const float *const *x, int nt, int pa, int pb, float *Y) {
     rows_drive(w, x, nt, pa, pb, Y, row_neon_nt);
 }
 #endif

@@ -700,13 +700,16 @@ AVX2_FN void row_avx2_any(const maq2_row *r, const maq2_x *x, const int NT, int 
     for (int t = 0; t < NT; t++) out[t] = lanes_out_sse(f[t], r, BITS);
 }
 
-static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse_b2(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 2, row_sse_nt);
 }
-static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse_b3(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 3, row_sse_nt);
 }
-static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse_b4(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 4, row_sse_nt);
 }
 AVX2_FN void row_avx2_nt(const maq2_row *r, const maq2_x *x, const int NT, int T, int G, float *out, const int BITS) {
@@ -828,33 +831,42 @@ ZMM_FN void row_zmm_1(const maq2_row *r, const maq2_x *x, const int NT, int T, i
     out[0] = lanes_out_sse(f[0], r, BITS);
 }
 /* Single tokens only (nt == 1): the VNNI path's rows1_gfni, run where the CPU has GFNI. */
-static __attribute__((noinline, target(MAQ_ZMM_TARGET))) void rows_zmm_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target(MAQ_ZMM_TARGET))) void rows_zmm_b2(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, 1, 2, row_zmm_1);
 }
-static __attribute__((noinline, target(MAQ_ZMM_TARGET))) void rows_zmm_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target(MAQ_ZMM_TARGET))) void rows_zmm_b3(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, 1, 3, row_zmm_1);
 }
-static __attribute__((noinline, target(MAQ_ZMM_TARGET))) void rows_zmm_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target(MAQ_ZMM_TARGET))) void rows_zmm_b4(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, 1, 4, row_zmm_1);
 }
 
-static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2_b2(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 2, row_avx2_nt);
 }
-static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2_b3(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 3, row_avx2_nt);
 }
-static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2_b4(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 4, row_avx2_nt);
 }
 /* Token tiles up to MAQ2_NT_MAX; single tokens too on CPUs without GFNI. */
-static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b2(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT_MAX, 2, row_vnni_nt);
 }
-static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b3(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT_MAX, 3, row_vnni_nt);
 }
-static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b4(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT_MAX, 4, row_vnni_nt);
 }
 #endif /* MAQ_X86 */
@@ -1042,22 +1054,28 @@ static inline __attribute__((always_inline)) MAQ_DOTPROD_ATTR void row_dot_nt(co
                                                                             const int BITS) {
     row_neon_any(r, x, NT, T, G, out, 1, BITS);
 }
-static __attribute__((noinline)) void rows_neon_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline)) void rows_neon_b2(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 2, row_neon_nt);
 }
-static __attribute__((noinline)) void rows_neon_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline)) void rows_neon_b3(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 3, row_neon_nt);
 }
-static __attribute__((noinline)) void rows_neon_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline)) void rows_neon_b4(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 4, row_neon_nt);
 }
-static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot_b2(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot_b2(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 2, row_dot_nt);
 }
-static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot_b3(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot_b3(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 3, row_dot_nt);
 }
-static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot_b4(const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot_b4(
+    const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT, 4, row_dot_nt);
 }
 #endif /* MAQ_NEON */
@@ -1318,9 +1336,11 @@ static const maq2_path MAQ2_PATHS[MAQ_N_PATHS] = {
 #if defined(MAQ_X86)
     [MAQ_PATH_SSE] = {{rows_sse_b2, rows_sse_b3, rows_sse_b4}, MAQ2_NT, {NULL}},
     [MAQ_PATH_AVX2] = {{rows_avx2_b2, rows_avx2_b3, rows_avx2_b4}, MAQ2_NT, {NULL}},
-    [MAQ_PATH_VNNI] = {{rows_vnni_b2, rows_vnni_b3, rows_vnni_b4}, MAQ2_NT_MAX, {rows_zmm_b2, rows_zmm_b3, rows_zmm_b4}},
+    [MAQ_PATH_VNNI] = {{rows_vnni_b2, rows_vnni_b3, rows_vnni_b4}, MAQ2_NT_MAX,
+                       {rows_zmm_b2, rows_zmm_b3, rows_zmm_b4}},
     /* AMX: small batches and int8-salient MAQ2 (else amx_rows) */
-    [MAQ_PATH_AMX] = {{rows_vnni_b2, rows_vnni_b3, rows_vnni_b4}, MAQ2_NT_MAX, {rows_zmm_b2, rows_zmm_b3, rows_zmm_b4}},
+    [MAQ_PATH_AMX] = {{rows_vnni_b2, rows_vnni_b3, rows_vnni_b4}, MAQ2_NT_MAX,
+                      {rows_zmm_b2, rows_zmm_b3, rows_zmm_b4}},
 #endif
 #if defined(MAQ_NEON)
     [MAQ_PATH_NEON] = {{rows_neon_b2, rows_neon_b3, rows_neon_b4}, MAQ2_NT, {NULL}},

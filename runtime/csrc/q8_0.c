@@ -269,23 +269,29 @@ static inline __attribute__((always_inline)) void rows_drive(const maq_weight *w
     else row_loop(w, xq, dx, pa, pb, Y, pf, 4, body);
 }
 
-typedef void (*rows_fn)(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf);
+typedef void (*rows_fn)(
+    const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf);
 #if defined(MAQ_X86)
-static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target("ssse3,sse4.1"))) void rows_sse(
+    const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, xq, dx, nt, pa, pb, Y, pf, row_sse_nt);
 }
-static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target("avx2,f16c,ssse3,sse4.1"))) void rows_avx2(
+    const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, xq, dx, nt, pa, pb, Y, pf, row_avx2_nt);
 }
-static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni(
+    const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, xq, dx, nt, pa, pb, Y, pf, row_vnni_nt);
 }
 #endif
 #if defined(MAQ_NEON)
-static __attribute__((noinline)) void rows_neon(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline)) void rows_neon(
+    const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, xq, dx, nt, pa, pb, Y, pf, row_neon_nt);
 }
-static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot(const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
+static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot(
+    const maq_weight *w, const int8_t *const *xq, const float *const *dx, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, xq, dx, nt, pa, pb, Y, pf, row_dot_nt);
 }
 #endif

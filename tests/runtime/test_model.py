@@ -65,6 +65,19 @@ def test_chunked_prefill_and_threads_agree(tiny_maq, max_batch, threads):
     np.testing.assert_array_equal(got, base)  # same products, same order: bit-identical
 
 
+def assert_matches_reference(lm) -> np.ndarray:
+    """The C logits (2 threads) of IDS against the numpy forward of the same weights, within the tolerance derived in
+    test_maq_matches_numpy_reference; returns them."""
+    exact = ReferenceModel(lm, n_ctx=32).forward(IDS, 0)
+    rounded = ReferenceModel(lm, n_ctx=32, act_quant=True).forward(IDS, 0)
+    got = M.CModel(lm, n_ctx=32, n_threads=2).forward(IDS, 0, M.LOGITS_ALL)
+    rounding = rel(rounded, exact)
+    assert 0 < rounding < 0.05
+    assert rel(got, rounded) < rounding / 4
+    assert rel(got, exact) <= 2 * rounding + 1e-4
+    return got
+
+
 def test_maq_matches_numpy_reference(tiny_maq):
     """C (MAQ2 + Q8_0 kernels) vs a numpy forward over format.dequantize'd weights.
 
@@ -77,14 +90,7 @@ def test_maq_matches_numpy_reference(tiny_maq):
     lm = gl.load(tiny_maq)
     assert {w.kind for L in lm.layers for w in (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down)} == {gl.KIND_MAQ2}
     assert lm.tok_embd.kind == gl.KIND_Q8_0
-    exact = ReferenceModel(lm, n_ctx=32).forward(IDS, 0)
-    rounded = ReferenceModel(lm, n_ctx=32, act_quant=True).forward(IDS, 0)
-    cm = M.CModel(lm, n_ctx=32, n_threads=2)
-    got = cm.forward(IDS, 0, M.LOGITS_ALL)
-    rounding = rel(rounded, exact)
-    assert 0 < rounding < 0.05
-    assert rel(got, rounded) < rounding / 4
-    assert rel(got, exact) <= 2 * rounding + 1e-4
+    got = assert_matches_reference(lm)
     # decode through the cache gives the prefill's logits
     cm2 = M.CModel(lm, n_ctx=32, n_threads=1)
     rows = [cm2.forward(t, i).copy() for i, t in enumerate(IDS)]
@@ -164,10 +170,4 @@ def test_maq4_embedding_and_head(name, request, tmp_path_factory):
     src = model.get_input_embeddings().weight.detach().float().numpy()
     err = float(np.sqrt(((lm.tok_embd.dequantize() - src) ** 2).mean() / (src ** 2).mean()))
     assert 0.01 < err < 0.1
-    exact = ReferenceModel(lm, n_ctx=32).forward(IDS, 0)
-    rounded = ReferenceModel(lm, n_ctx=32, act_quant=True).forward(IDS, 0)
-    got = M.CModel(lm, n_ctx=32, n_threads=2).forward(IDS, 0, M.LOGITS_ALL)
-    rounding = rel(rounded, exact)
-    assert 0 < rounding < 0.05
-    assert rel(got, rounded) < rounding / 4
-    assert rel(got, exact) <= 2 * rounding + 1e-4
+    assert_matches_reference(lm)
