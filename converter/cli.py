@@ -70,8 +70,9 @@ def register(subparsers) -> None:
     q.add_argument("--embed-type", choices=EMBED_TYPES, default="auto",
                    help="token_embd/output storage (auto: f32/f16 for those methods, else q8_0); maq4: 4-bit "
                         "codes in groups of 32 (about 4.6 bits/weight instead of q8_0's 8.5: a smaller file and "
-                        "faster decode, the output head being the largest single product; costs some perplexity, "
-                        "see docs/RESULTS.md)")
+                        "faster decode, the output head being the largest single product), GPTQ against the head's "
+                        "input on the calibration text (rounded to nearest with --method rtn); costs some "
+                        "perplexity, see docs/RESULTS.md")
     c = p.add_argument_group("calibration")
     c.add_argument("--calib", type=Path, default=None,
                    help="calibration text (plain text, or .jsonl with a 'text' field); default: the shipped "

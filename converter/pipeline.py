@@ -30,7 +30,7 @@ from maq.converter import block as B
 from maq.converter import gguf_export as gx
 from maq.converter import incoherence
 from maq.converter.gptq import GPTQ, LayerResult, QuantConfig, quantize_maq
-from maq.converter.hessian import column_pool, weighted_error
+from maq.converter.hessian import HessianAccumulator, column_pool, weighted_error
 from maq.converter.options import ConvertOptions
 from maq.converter.source import BLOCK_TENSORS, LINEAR_KINDS, ROPE_FREQS, Source, block_name
 from maq.runtime import format as fmt
@@ -230,23 +230,36 @@ WriteFloat = Callable[[str, np.ndarray], None]
 WriteMAQ = Callable[[str, fmt.MAQTensor], None]
 
 
-def quantize_embedding(W: np.ndarray, bits: int, G: int) -> fmt.MAQTensor:
-    """W [V, D] float32 (token_embd / output) -> MAQ tensor: every group rounded to nearest after the clip search
-    (``QuantConfig(compensate=False)`` with H = I: no calibration, every input weighted alike)."""
-    cfg = QuantConfig(G=G, bits=bits, compensate=False)
+def quantize_embedding(W: np.ndarray, bits: int, G: int, H: torch.Tensor | None = None) -> fmt.MAQTensor:
+    """W [V, D] float32 (token_embd / output) -> MAQ tensor. H [D, D]: the output head's input Hessian (2·XᵀX/n of
+    the final norm's outputs on the calibration text): GPTQ against it; None: every group rounded to nearest after the
+    clip search (``QuantConfig(compensate=False)`` with H = I, every input weighted alike)."""
+    cfg = QuantConfig(G=G, bits=bits, compensate=H is not None)
     Wt = torch.from_numpy(np.ascontiguousarray(W, dtype=np.float32))
-    return quantize_maq(Wt, torch.eye(W.shape[1]), cfg).tensor
+    return quantize_maq(Wt, torch.eye(W.shape[1]) if H is None else H.cpu(), cfg).tensor
 
 
-def _write_outside(src: Source, tp, write_float: WriteFloat, write_maq: WriteMAQ) -> None:
+def _write_outside(src: Source, tp, write_float: WriteFloat, write_maq: WriteMAQ,
+                   H_head: torch.Tensor | None = None) -> None:
     """A tensor outside the blocks (token_embd, output_norm, output) as planned: float, Q8_0 or (--embed-type maq4)
-    MAQ codes."""
+    MAQ codes, GPTQ against ``H_head`` when the calibration gave it (the MAQ head comes after the blocks: make_plan)."""
     if tp.is_maq:
         t0 = time.time()
-        write_maq(tp.name, quantize_embedding(src.tensor(tp.name), tp.bits, tp.group))
-        log.info("%s: %s/g%d in %.1f s", tp.name, tp.storage, tp.group, time.time() - t0)
+        write_maq(tp.name, quantize_embedding(src.tensor(tp.name), tp.bits, tp.group, H_head))
+        log.info("%s: %s/g%d (%s) in %.1f s", tp.name, tp.storage, tp.group,
+                 "rtn" if H_head is None else "GPTQ on the head's input", time.time() - t0)
     else:
         write_float(tp.name, src.tensor(tp.name))
+
+
+def _head_hessian(src: Source, X: torch.Tensor, pool) -> torch.Tensor:
+    """H [D, D] = 2·hᵀh/n of the output head's input h = output_norm(X) over the calibration tokens X [N, L, D]."""
+    N, L, D = X.shape
+    acc = HessianAccumulator(D, X.device, pool)
+    w = torch.from_numpy(src.tensor("output_norm.weight")).to(X.device)
+    for c in _chunks(N, L):
+        acc.add(B.rms_norm(X[c], w, src.params.rms_eps))
+    return acc.hessian()
 
 
 def _split_plan(plan) -> tuple[list, dict[int, list], list]:
@@ -309,8 +322,9 @@ def _write_block(src: Source, tensors: list, results: dict[str, LayerResult], wr
 
 def _calibrated_blocks(src: Source, opts: ConvertOptions, by_block: dict[int, list], samples: np.ndarray,
                        dev: torch.device, write_float: WriteFloat, write_maq: WriteMAQ, rows: list[dict],
-                       bar) -> None:
-    """Quantize the blocks in order on calibration activations X [N, L, D] that each block carries forward."""
+                       bar, head_hessian: bool = False) -> torch.Tensor | None:
+    """Quantize the blocks in order on calibration activations X [N, L, D] that each block carries forward.
+    Returns the output head's input Hessian (``_head_hessian``) when ``head_hessian``, else None."""
     p = src.params
     cdtype = torch.bfloat16 if opts.calib_dtype == "bfloat16" else torch.float32
     N, L = samples.shape
@@ -325,7 +339,9 @@ def _calibrated_blocks(src: Source, opts: ConvertOptions, by_block: dict[int, li
     with column_pool() as pool:
         _run_blocks(src, by_block, BlockQuantizer(src, opts, rope, dev, cdtype, act, pool), X, A, write_float,
                     write_maq, rows, bar)
+        H_head = _head_hessian(src, X, pool) if head_hessian else None
     del X, A, act
+    return H_head
 
 
 def _run_blocks(src: Source, by_block: dict[int, list], bq: BlockQuantizer, X: torch.Tensor, A: torch.Tensor,
@@ -357,10 +373,12 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
     head, by_block, tail = _split_plan(plan)
     for tp in head:
         _write_outside(src, tp, write_float, write_maq)
-    log.debug("wrote %s; %s", ", ".join(tp.name for tp in head), _rss_mib())
+    if head:
+        log.debug("wrote %s; %s", ", ".join(tp.name for tp in head), _rss_mib())
 
     dev = torch.device(opts.device)
     bar = tqdm(total=p.n_layer, desc="blocks", unit="block", disable=not opts.progress, dynamic_ncols=True)
+    H_head = None
     with torch.inference_mode():
         if opts.method == "rtn":
             workers = opts.threads or os.cpu_count() or 1
@@ -369,10 +387,11 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
                     _rtn_block(src, by_block[i], write_float, write_maq, rows, pool, workers, opts.rotation_seed)
                     bar.update(1)
         else:
-            _calibrated_blocks(src, opts, by_block, samples, dev, write_float, write_maq, rows, bar)
+            H_head = _calibrated_blocks(src, opts, by_block, samples, dev, write_float, write_maq, rows, bar,
+                                        head_hessian=any(tp.is_maq for tp in tail))
     bar.close()
     for tp in tail:
-        _write_outside(src, tp, write_float, write_maq)
+        _write_outside(src, tp, write_float, write_maq, H_head)
     from maq.converter.summary import kind_rows
 
     return kind_rows(rows), rows

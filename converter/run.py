@@ -5,7 +5,8 @@ Storage per tensor:
   (methods f32 / f16); with ``--target-bpw`` each one's type and group size is chosen by ``allocate.py``
   (MAQ2/3/4 with G = 128/64/32, or Q8_0) after calibration;
 - token_embd / output: ``--embed-type`` (auto: F32 for f32, F16 for f16, else Q8_0; Q8_0 needs a width that is a
-  multiple of 32, MAQ4 one of 16, else F16; MAQ4: group EMBED_MAQ_GROUP, no calibration);
+  multiple of 32, MAQ4 one of 16, else F16; MAQ4: group EMBED_MAQ_GROUP, written after the blocks, GPTQ against
+  the head's input Hessian from the calibration activations, rounded to nearest without calibration);
 - norms and rope_freqs: F32.
 """
 from __future__ import annotations
@@ -125,7 +126,10 @@ def make_plan(src: Source, opts: ConvertOptions) -> list[TensorPlan]:
                 tp.n_salient8 = n_salient8(opts, P, T)
                 tp.rotated = opts.rotation_seed is not None and fmt.is_rotated_tensor(name)
         plan.append(tp)
-    return plan
+    # a MAQ token_embd / output goes last: quantized after the blocks, with the head's input Hessian from the
+    # calibration activations (pipeline._head_hessian); GGUF readers find tensors by name, not position
+    return [tp for tp in plan if not (tp.is_maq and not tp.name.startswith("blk."))] + \
+        [tp for tp in plan if tp.is_maq and not tp.name.startswith("blk.")]
 
 
 def n_salient8(opts: ConvertOptions, P: int, T: int) -> int:

@@ -151,9 +151,11 @@ def test_long_context_crosses_attention_blocks(tiny_gqa):
     assert rel(np.stack(rows), ref[700:]) < 1e-4
 
 
-@pytest.mark.parametrize("name", ["gqa", "untied"])
-def test_maq4_embedding_and_head(name, request, tmp_path_factory):
-    """--embed-type maq4: token_embd (and an untied output head) stored as MAQ4 codes. The C forward looks rows up
+@pytest.mark.parametrize("name,method", [("gqa", "rtn"), ("untied", "rtn"), ("gqa", "gptq"), ("untied", "gptq")])
+def test_maq4_embedding_and_head(name, method, request, tmp_path_factory, caplog):
+    """--embed-type maq4: token_embd (and an untied output head) stored as MAQ4 codes (method rtn: rounded to
+    nearest; gptq: GPTQ against the head's input Hessian from the calibration, the tensor written after the blocks).
+    The C forward looks rows up
     and multiplies the head through the MAQ kernels: it equals the numpy forward over the same dequantized values
     within the activation rounding (derived as in test_maq_matches_numpy_reference), and the embedding is a 4-bit
     rounding of the source: 16 levels over a group of 32 Gaussian weights (range about 4 sigma) leave an RMS error
@@ -161,9 +163,12 @@ def test_maq4_embedding_and_head(name, request, tmp_path_factory):
     from maq.cli import main
 
     model, hf_path = request.getfixturevalue(f"tiny_{name}")
-    out = tmp_path_factory.mktemp("embed_maq4") / f"{name}.gguf"
-    assert main(["convert", str(hf_path.parent / f"hf_{name}"), "--out", str(out), "--method", "rtn", "--bits", "4",
-                 "--embed-type", "maq4", "--no-progress"]) == 0
+    out = tmp_path_factory.mktemp("embed_maq4") / f"{name}.{method}.gguf"
+    cal = ["--nsamples", "4", "--seqlen", "64"] if method == "gptq" else []
+    caplog.set_level("INFO", logger="maq.converter.pipeline")
+    assert main(["convert", str(hf_path.parent / f"hf_{name}"), "--out", str(out), "--method", method, "--bits", "4",
+                 "--embed-type", "maq4", "--no-progress", *cal]) == 0
+    assert ("GPTQ on the head's input" in caplog.text) == (method == "gptq")
     lm = gl.load(out)
     heads = [lm.tok_embd] + ([] if lm.config.tied_output else [lm.output])
     assert {w.kind for w in heads} == {gl.KIND_MAQ4} and lm.config.tied_output == (name == "gqa")
