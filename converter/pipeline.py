@@ -388,10 +388,11 @@ def quantize_model(src: Source, opts: ConvertOptions, plan, samples: np.ndarray 
                     bar.update(1)
         else:
             H_head = _calibrated_blocks(src, opts, by_block, samples, dev, write_float, write_maq, rows, bar,
-                                        head_hessian=any(tp.is_maq for tp in tail))
+                                        head_hessian=any(tp.is_maq for tp in tail))   # the MAQ head is in tail
     bar.close()
+    head_name = "token_embd.weight" if p.tied else "output.weight"   # an untied token_embd is only looked up
     for tp in tail:
-        _write_outside(src, tp, write_float, write_maq, H_head)
+        _write_outside(src, tp, write_float, write_maq, H_head if tp.name == head_name else None)
     from maq.converter.summary import kind_rows
 
     return kind_rows(rows), rows
