@@ -128,8 +128,7 @@ def make_plan(src: Source, opts: ConvertOptions) -> list[TensorPlan]:
         plan.append(tp)
     # a MAQ token_embd / output goes last: quantized after the blocks, with the head's input Hessian from the
     # calibration activations (pipeline._head_hessian); GGUF readers find tensors by name, not position
-    return [tp for tp in plan if not (tp.is_maq and not tp.name.startswith("blk."))] + \
-        [tp for tp in plan if tp.is_maq and not tp.name.startswith("blk.")]
+    return sorted(plan, key=lambda tp: tp.is_maq and not tp.name.startswith("blk."))   # stable: order kept otherwise
 
 
 def n_salient8(opts: ConvertOptions, P: int, T: int) -> int:
