@@ -869,6 +869,164 @@ static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b4(
     const maq_weight *w, const maq2_x *x, int nt, int pa, int pb, float *Y, int pf) {
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT_MAX, 4, row_vnni_nt);
 }
+
+/* ------------------------------------------------------------------ VNNI panels: prompt processing (B >= 8)
+ * The row bodies above decode every word again for each token tile and reduce each row's lanes per tile. Here a
+ * 16-row panel is unpacked once into code bytes laid out as the u8 operand of vpdpbusd, one row per int32 lane:
+ *   codes uint8 [T/4][16 rows][4]   codes[64k + 4r + i] = code of input 4k + i of panel row r (rows past the
+ *                                   weight's last: 0)
+ * and every token tile of up to MAQ2_PANEL_NT tokens runs over it: per 4 inputs one 64-byte load of the panel and,
+ * per token, one vpdpbusd with the token's 4 natural-order int8 inputs (xn) broadcast -- each weight byte loaded
+ * serves NT tokens and each activation load 16 rows, and no lane is reduced. Per group g the code dots C (exact
+ * int32) give D_b += sc[g] * C and M_b += m[g] * XS_g (the layout's int8 group sums); per block the float steps
+ * of acc_block and acc_final with lanes = rows: bit-identical to the scalar reference. A panel holding any MAQ2
+ * salient word (mean4 or int8 coding) runs the path's row function instead. */
+#define MAQ2_PANEL_NT 8
+/* Whether B tokens of a T-input product run panels. Unpacking a panel costs about as much as 20 tokens of its
+ * products; the row functions are fast where T is a multiple of 512 (whole quads) and slow otherwise (their
+ * 64-input remainders run 128-bit code): measured crossover B ~ 8 for T = 576, ~ 32 for T = 1536 / 4096 (1 thread,
+ * MAQ2 / MAQ4, docs/BENCHMARKS.md "Prompt panels"). */
+static inline int panel_pays(int T, int B) { return B >= (T % 512 ? 8 : 32); }
+#define PANEL_FN static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET)))
+
+typedef struct {
+    uint8_t *codes;        /* [T/4][16][4] */
+    int32_t *sc, *m;       /* [ng][16]: the rows' group scales and minima */
+    float d[16], dmin[16], dsal[16];
+} maq2_panel;
+
+#define PANEL_UNPACK_FN static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET ",bmi2")))
+/* The panel of rows [pa, pa + nr), nr <= 16. Returns 0 (panel unusable) if a row holds a MAQ2 salient word.
+ * A word's 16 codes by bit deposits (BMI2; every AVX-512 CPU has it): nibble j of c = lo field j (+ 4 x its hi
+ * bits), then the bytes of inputs 0-7 and 8-15 from its two 32-bit halves. */
+PANEL_UNPACK_FN int panel_unpack(const maq_weight *w, int pa, int nr, const int BITS, maq2_panel *pn) {
+    const int T = w->T, nw = T >> 4, G = w->G, ng = (T + G - 1) >> g_shift(G);
+    uint32_t *c32 = (uint32_t *)pn->codes;   /* [T/4][16] */
+    if (nr < 16) {
+        memset(pn->codes, 0, (size_t)16 * T);
+        memset(pn->sc, 0, (size_t)64 * ng);
+        memset(pn->m, 0, (size_t)64 * ng);
+    }
+    for (int r = 0; r < 16; r++) pn->d[r] = pn->dmin[r] = pn->dsal[r] = 0.0f;
+    for (int r = 0; r < nr; r++) {
+        maq2_row row;
+        row_init_g(w, pa + r, G, BITS, &row);
+        if (BITS == 2)
+            for (int b = 0; b < (nw + 7) >> 3; b++)
+                if (block_bits(&row, nw, b, 2)) return 0;
+        uint32_t *dst = c32 + r;
+        for (int wi = 0; wi < nw; wi++, dst += 64) {
+            unsigned long long c = _pdep_u64(row.words[wi], 0x3333333333333333ull);
+            if (BITS == 4) c |= _pdep_u64(row.hi32[wi], 0xccccccccccccccccull);
+            if (BITS == 3) c |= _pdep_u64(row.hi16[wi], 0x4444444444444444ull);
+            const unsigned long long b0 = _pdep_u64(c & 0xffffffffu, 0x0f0f0f0f0f0f0f0full);
+            const unsigned long long b1 = _pdep_u64(c >> 32, 0x0f0f0f0f0f0f0f0full);
+            dst[0] = (uint32_t)b0;
+            dst[16] = (uint32_t)(b0 >> 32);
+            dst[32] = (uint32_t)b1;
+            dst[48] = (uint32_t)(b1 >> 32);
+        }
+        for (int g = 0; g < ng; g++) {
+            pn->sc[16 * g + r] = row.sc[g];
+            pn->m[16 * g + r] = row.m[g];
+        }
+        pn->d[r] = row.d;
+        pn->dmin[r] = row.dmin;
+        pn->dsal[r] = row.dsal;
+    }
+    return 1;
+}
+
+/* Y[n * P + pa + r] (r < nr) for the NT tokens whose activation rows start at act (`stride` apart). */
+PANEL_FN void panel_tile(const maq2_panel *pn, const maq2_act_layout *L, const uint8_t *act, const int NT, int T,
+                         int G, const int BITS, float *Y, size_t P, int pa, int nr) {
+    const int gs = g_shift(G);
+    const size_t xs_off = G == 32 ? L->xs32 : G == 64 ? L->xs64 : L->xs128;
+    const int8_t *xn[MAQ2_PANEL_NT];
+    const float *dx[MAQ2_PANEL_NT];
+    const int16_t *xs[MAQ2_PANEL_NT];
+    for (int n = 0; n < NT; n++) {
+        const uint8_t *row = act + (size_t)n * L->stride;
+        xn[n] = (const int8_t *)(row + L->xn);
+        dx[n] = (const float *)(row + L->dx);
+        xs[n] = (const int16_t *)(row + xs_off);
+    }
+    __m512 fD[MAQ2_PANEL_NT][4], fM[MAQ2_PANEL_NT][4], fS[MAQ2_PANEL_NT][4];   /* lane b % 4, one row per element */
+    for (int n = 0; n < NT; n++)
+        for (int l = 0; l < 4; l++) fD[n][l] = fM[n][l] = fS[n][l] = _mm512_setzero_ps();
+    for (int b = 0; b < L->nb; b++) {
+        __m512i D[MAQ2_PANEL_NT], M[MAQ2_PANEL_NT];
+        for (int n = 0; n < NT; n++) D[n] = M[n] = _mm512_setzero_si512();
+        const int i1 = 128 * b + 128 < T ? 128 * b + 128 : T;
+        for (int g = (128 * b) >> gs; (g << gs) < i1; g++) {
+            const int k1 = (((g + 1) << gs) < T ? (g + 1) << gs : T) >> 2;
+            __m512i C[MAQ2_PANEL_NT];
+            for (int n = 0; n < NT; n++) C[n] = _mm512_setzero_si512();
+            for (int k = (g << gs) >> 2; k < k1; k++) {
+                const __m512i a = _mm512_load_si512((const void *)(pn->codes + (size_t)64 * k));
+                for (int n = 0; n < NT; n++) {
+                    int32_t x4;
+                    memcpy(&x4, xn[n] + 4 * k, 4);
+                    C[n] = _mm512_dpbusd_epi32(C[n], a, _mm512_set1_epi32(x4));
+                }
+            }
+            const __m512i sc = _mm512_load_si512((const void *)(pn->sc + 16 * g));
+            const __m512i m = _mm512_load_si512((const void *)(pn->m + 16 * g));
+            for (int n = 0; n < NT; n++) {
+                D[n] = _mm512_add_epi32(D[n], _mm512_mullo_epi32(C[n], sc));
+                M[n] = _mm512_add_epi32(M[n], _mm512_mullo_epi32(m, _mm512_set1_epi32(xs[n][g])));
+            }
+        }
+        const int l = b & 3;
+        for (int n = 0; n < NT; n++) {
+            const __m512 d = _mm512_set1_ps(dx[n][b]);
+            fD[n][l] = _mm512_add_ps(fD[n][l], _mm512_mul_ps(d, _mm512_cvtepi32_ps(D[n])));
+            fM[n][l] = _mm512_add_ps(fM[n][l], _mm512_mul_ps(d, _mm512_cvtepi32_ps(M[n])));
+            if (BITS == 2) fS[n][l] = _mm512_add_ps(fS[n][l], _mm512_mul_ps(d, _mm512_setzero_ps()));   /* S_b = 0 */
+        }
+    }
+    const __m512 vd = _mm512_loadu_ps(pn->d), vdmin = _mm512_loadu_ps(pn->dmin), vdsal = _mm512_loadu_ps(pn->dsal);
+    const __mmask16 keep = (__mmask16)((1u << nr) - 1u);
+    for (int n = 0; n < NT; n++) {
+        const __m512 Dv = _mm512_add_ps(_mm512_add_ps(fD[n][0], fD[n][1]), _mm512_add_ps(fD[n][2], fD[n][3]));
+        const __m512 Mv = _mm512_add_ps(_mm512_add_ps(fM[n][0], fM[n][1]), _mm512_add_ps(fM[n][2], fM[n][3]));
+        __m512 y = _mm512_add_ps(_mm512_mul_ps(vd, Dv), _mm512_mul_ps(vdmin, Mv));
+        if (BITS == 2) {
+            const __m512 Sv = _mm512_add_ps(_mm512_add_ps(fS[n][0], fS[n][1]), _mm512_add_ps(fS[n][2], fS[n][3]));
+            y = _mm512_add_ps(y, _mm512_mul_ps(vdsal, Sv));
+        }
+        _mm512_mask_storeu_ps(Y + (size_t)n * P + pa, keep, y);
+    }
+}
+
+/* Every token tile of B tokens over one panel (tiles of MAQ2_PANEL_NT, the last one nt < MAQ2_PANEL_NT), with the
+ * tile size a compile-time constant in each branch. */
+PANEL_FN void panel_tokens(const maq2_panel *pn, const maq_weight *w, const maq2_act_layout *L, const uint8_t *act,
+                           int B, const int BITS, float *Y, int pa, int nr) {
+    const size_t P = (size_t)w->P;
+    for (int t0 = 0; t0 < B; t0 += MAQ2_PANEL_NT) {
+        const int nt = B - t0 < MAQ2_PANEL_NT ? B - t0 : MAQ2_PANEL_NT;
+        const uint8_t *a = act + (size_t)t0 * L->stride;
+        float *y = Y + (size_t)t0 * P;
+        switch (nt) {
+#define PANEL_CASE(N) \
+    case N: panel_tile(pn, L, a, N, w->T, w->G, BITS, y, P, pa, nr); break;
+            PANEL_CASE(1) PANEL_CASE(2) PANEL_CASE(3) PANEL_CASE(4) PANEL_CASE(5) PANEL_CASE(6) PANEL_CASE(7)
+            default: panel_tile(pn, L, a, MAQ2_PANEL_NT, w->T, w->G, BITS, y, P, pa, nr); break;
+#undef PANEL_CASE
+        }
+    }
+}
+static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void panel_tokens_b2(
+    const maq2_panel *pn, const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, float *Y, int pa,
+    int nr) {
+    panel_tokens(pn, w, L, act, B, 2, Y, pa, nr);
+}
+static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void panel_tokens_b34(
+    const maq2_panel *pn, const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, float *Y, int pa,
+    int nr) {
+    panel_tokens(pn, w, L, act, B, 3, Y, pa, nr);   /* MAQ3 and MAQ4: the same float steps (no S) */
+}
 #endif /* MAQ_X86 */
 
 /* ================================================================== NEON (128-bit) and dotprod, aarch64 */
@@ -1321,6 +1479,35 @@ static void rows_tiled(const maq_weight *w, const maq2_act_layout *L, const uint
     maq_rows_tiled(B, p0, p1, ntmax, maq2_tile, &c);
 }
 
+#if defined(MAQ_X86)
+/* MAQ rows [p0, p1) for B tokens (panel_pays) on the VNNI path, a 16-row panel at a time; a panel with
+ * salient words runs `rows` (the path's row functions, tiles of up to ntmax tokens). Returns 0 if its scratch could
+ * not be allocated (the caller then runs the row functions). */
+static __attribute__((target(MAQ_VNNI_TARGET ",bmi2"))) int panel_rows(const maq_weight *w,
+                                                                         const maq2_act_layout *L,
+                                                                         const uint8_t *act, int B, int p0, int p1,
+                                                                         float *Y, rows_fn rows, int ntmax) {
+    const int T = w->T, ng = (T + w->G - 1) >> g_shift(w->G), bits = type_bits(w->type);
+    uint8_t *buf = aligned_alloc(64, (size_t)16 * T + (size_t)128 * ng);   /* codes, then sc and m */
+    if (!buf) return 0;
+    maq2_panel pn;
+    pn.codes = buf;
+    pn.sc = (int32_t *)(buf + (size_t)16 * T);
+    pn.m = pn.sc + (size_t)16 * ng;
+    for (int pa = p0; pa < p1; pa += 16) {
+        const int nr = p1 - pa < 16 ? p1 - pa : 16;
+        const int ok = bits == 2   ? panel_unpack(w, pa, nr, 2, &pn)
+                       : bits == 3 ? panel_unpack(w, pa, nr, 3, &pn)
+                                   : panel_unpack(w, pa, nr, 4, &pn);
+        if (!ok) rows_tiled(w, L, act, B, pa, pa + nr, Y, rows, rows, ntmax);
+        else if (bits == 2) panel_tokens_b2(&pn, w, L, act, B, Y, pa, nr);
+        else panel_tokens_b34(&pn, w, L, act, B, Y, pa, nr);
+    }
+    free(buf);
+    return 1;
+}
+#endif
+
 /* ================================================================== dispatch */
 typedef struct {
     rows_fn rows[3];        /* [BITS - 2]: the path's rows, token tiles of 1..ntmax */
@@ -1359,6 +1546,11 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
 #endif
     const maq2_path *pp = path > 0 && path < MAQ_N_PATHS ? &MAQ2_PATHS[path] : NULL;
     const int bi = type_bits(w->type) - 2;
+#if defined(MAQ_X86)
+    if ((path == MAQ_PATH_VNNI || path == MAQ_PATH_AMX) && panel_pays(w->T, B) &&
+        panel_rows(w, &L, act, B, p0, p1, Y, pp->rows[bi], pp->ntmax))
+        return;
+#endif
     if (pp && pp->rows[bi]) {
         const rows_fn rows1 = pp->rows1_gfni[bi] && maq_cpu_gfni() ? pp->rows1_gfni[bi] : pp->rows[bi];
         rows_tiled(w, &L, act, B, p0, p1, Y, pp->rows[bi], rows1, pp->ntmax);
