@@ -879,8 +879,10 @@ static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b4(
  * per token, one vpdpbusd with the token's 4 natural-order int8 inputs (xn) broadcast -- each weight byte loaded
  * serves NT tokens and each activation load 16 rows, and no lane is reduced. Per group g the code dots C (exact
  * int32) give D_b += sc[g] * C and M_b += m[g] * XS_g (the layout's int8 group sums); per block the float steps
- * of acc_block and acc_final with lanes = rows: bit-identical to the scalar reference. A panel holding any MAQ2
- * salient word (mean4 or int8 coding) runs the path's row function instead. */
+ * of acc_block and acc_final with lanes = rows: bit-identical to the scalar reference. MAQ2 salient words (mean4
+ * or int8 coding: the bitmap's words) have code 0 in the panel and are listed per block; a tile takes them out of
+ * M_b (m[g] * their input sum, which XS_g holds) and forms S_b from them (their 4 means x the 4-input sums s4),
+ * per row and token in integers. */
 #define MAQ2_PANEL_NT 8
 /* Whether B tokens of a T-input product run panels. Unpacking a panel costs about as much as 20 tokens of its
  * products; the row functions are fast where T is a multiple of 512 (whole quads) and slow otherwise (their
@@ -889,18 +891,28 @@ static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b4(
 static inline int panel_pays(int T, int B) { return B >= (T % 512 ? 8 : 32); }
 #define PANEL_FN static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET)))
 
+typedef struct {             /* a MAQ2 salient word of the panel */
+    uint32_t word;           /* its slot: 4 int8 means (or the int8 coding's fp16 scale, read the same way) */
+    uint16_t wi;             /* word index in the row */
+    uint8_t r;               /* panel row */
+} maq2_panel_sal;
+
 typedef struct {
-    uint8_t *codes;        /* [T/4][16][4] */
-    int32_t *sc, *m;       /* [ng][16]: the rows' group scales and minima */
+    uint8_t *codes;          /* [T/4][16][4] */
+    int32_t *sc, *m;         /* [ng][16]: the rows' group scales and minima */
     float d[16], dmin[16], dsal[16];
+    maq2_panel_sal *sal;     /* [16 * T/16] salient words, block by block (row, then word order within a block) */
+    maq2_panel_sal *tmp;     /* [16 * T/16] scratch of the block sort */
+    int *sal_start;          /* [nb + 1]: block b's words are sal[sal_start[b] .. sal_start[b + 1]) */
 } maq2_panel;
 
 #define PANEL_UNPACK_FN static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET ",bmi2")))
-/* The panel of rows [pa, pa + nr), nr <= 16. Returns 0 (panel unusable) if a row holds a MAQ2 salient word.
- * A word's 16 codes by bit deposits (BMI2; every AVX-512 CPU has it): nibble j of c = lo field j (+ 4 x its hi
- * bits), then the bytes of inputs 0-7 and 8-15 from its two 32-bit halves. */
-PANEL_UNPACK_FN int panel_unpack(const maq_weight *w, int pa, int nr, const int BITS, maq2_panel *pn) {
-    const int T = w->T, nw = T >> 4, G = w->G, ng = (T + G - 1) >> g_shift(G);
+/* The panel of rows [pa, pa + nr), nr <= 16. A word's 16 codes by bit deposits (BMI2; every AVX-512 CPU has it):
+ * nibble j of c = lo field j (+ 4 x its hi bits), then the bytes of inputs 0-7 and 8-15 from its two 32-bit halves;
+ * MAQ2 salient words: codes 0 and an entry in pn->sal. */
+PANEL_UNPACK_FN void panel_unpack(const maq_weight *w, int pa, int nr, const int BITS, maq2_panel *pn) {
+    const int T = w->T, nw = T >> 4, G = w->G, ng = (T + G - 1) >> g_shift(G), nb = (T + 127) >> 7;
+    int nsal = 0;
     uint32_t *c32 = (uint32_t *)pn->codes;   /* [T/4][16] */
     if (nr < 16) {
         memset(pn->codes, 0, (size_t)16 * T);
@@ -911,11 +923,13 @@ PANEL_UNPACK_FN int panel_unpack(const maq_weight *w, int pa, int nr, const int 
     for (int r = 0; r < nr; r++) {
         maq2_row row;
         row_init_g(w, pa + r, G, BITS, &row);
-        if (BITS == 2)
-            for (int b = 0; b < (nw + 7) >> 3; b++)
-                if (block_bits(&row, nw, b, 2)) return 0;
         uint32_t *dst = c32 + r;
         for (int wi = 0; wi < nw; wi++, dst += 64) {
+            if (BITS == 2 && (block_bits(&row, nw, wi >> 3, 2) >> (wi & 7) & 1u)) {
+                pn->tmp[nsal++] = (maq2_panel_sal){row.words[wi], (uint16_t)wi, (uint8_t)r};
+                dst[0] = dst[16] = dst[32] = dst[48] = 0;
+                continue;
+            }
             unsigned long long c = _pdep_u64(row.words[wi], 0x3333333333333333ull);
             if (BITS == 4) c |= _pdep_u64(row.hi32[wi], 0xccccccccccccccccull);
             if (BITS == 3) c |= _pdep_u64(row.hi16[wi], 0x4444444444444444ull);
@@ -934,7 +948,34 @@ PANEL_UNPACK_FN int panel_unpack(const maq_weight *w, int pa, int nr, const int 
         pn->dmin[r] = row.dmin;
         pn->dsal[r] = row.dsal;
     }
-    return 1;
+    /* the salient words by block (a counting sort keeps row-then-word order inside a block) */
+    for (int b = 0; b <= nb; b++) pn->sal_start[b] = 0;
+    for (int i = 0; i < nsal; i++) pn->sal_start[(pn->tmp[i].wi >> 3) + 1]++;
+    for (int b = 0; b < nb; b++) pn->sal_start[b + 1] += pn->sal_start[b];
+    for (int i = 0; i < nsal; i++) pn->sal[pn->sal_start[pn->tmp[i].wi >> 3]++] = pn->tmp[i];
+    for (int b = nb; b > 0; b--) pn->sal_start[b] = pn->sal_start[b - 1];
+    pn->sal_start[0] = 0;
+}
+
+/* Block b's salient words for NT tokens: M[n] -= m[g] * (their input sum), S[n] += sal_dot (per row lane). */
+PANEL_FN void panel_salient(const maq2_panel *pn, int b, const int NT, int G, const int16_t *const *s4, __m512i *M,
+                            __m512i *S) {
+    _Alignas(64) int32_t cM[MAQ2_PANEL_NT][16], cS[MAQ2_PANEL_NT][16];
+    memset(cM, 0, sizeof cM);
+    memset(cS, 0, sizeof cS);
+    for (int i = pn->sal_start[b]; i < pn->sal_start[b + 1]; i++) {
+        const maq2_panel_sal e = pn->sal[i];
+        const int32_t mg = pn->m[16 * ((16 * e.wi) >> g_shift(G)) + e.r];
+        for (int n = 0; n < NT; n++) {
+            const int16_t *q = s4[n] + 4 * e.wi;
+            cS[n][e.r] += sal_dot(e.word, q);
+            cM[n][e.r] += mg * (q[0] + q[1] + q[2] + q[3]);
+        }
+    }
+    for (int n = 0; n < NT; n++) {
+        M[n] = _mm512_sub_epi32(M[n], _mm512_load_si512((const void *)cM[n]));
+        S[n] = _mm512_load_si512((const void *)cS[n]);
+    }
 }
 
 /* Y[n * P + pa + r] (r < nr) for the NT tokens whose activation rows start at act (`stride` apart). */
@@ -944,12 +985,13 @@ PANEL_FN void panel_tile(const maq2_panel *pn, const maq2_act_layout *L, const u
     const size_t xs_off = G == 32 ? L->xs32 : G == 64 ? L->xs64 : L->xs128;
     const int8_t *xn[MAQ2_PANEL_NT];
     const float *dx[MAQ2_PANEL_NT];
-    const int16_t *xs[MAQ2_PANEL_NT];
+    const int16_t *xs[MAQ2_PANEL_NT], *s4[MAQ2_PANEL_NT];
     for (int n = 0; n < NT; n++) {
         const uint8_t *row = act + (size_t)n * L->stride;
         xn[n] = (const int8_t *)(row + L->xn);
         dx[n] = (const float *)(row + L->dx);
         xs[n] = (const int16_t *)(row + xs_off);
+        s4[n] = (const int16_t *)(row + L->s4);
     }
     __m512 fD[MAQ2_PANEL_NT][4], fM[MAQ2_PANEL_NT][4], fS[MAQ2_PANEL_NT][4];   /* lane b % 4, one row per element */
     for (int n = 0; n < NT; n++)
@@ -977,12 +1019,16 @@ PANEL_FN void panel_tile(const maq2_panel *pn, const maq2_act_layout *L, const u
                 M[n] = _mm512_add_epi32(M[n], _mm512_mullo_epi32(m, _mm512_set1_epi32(xs[n][g])));
             }
         }
+        __m512i S[MAQ2_PANEL_NT];
+        for (int n = 0; n < NT; n++) S[n] = _mm512_setzero_si512();
+        if (BITS == 2 && pn->sal_start[b + 1] > pn->sal_start[b])
+            panel_salient(pn, b, NT, G, s4, M, S);
         const int l = b & 3;
         for (int n = 0; n < NT; n++) {
             const __m512 d = _mm512_set1_ps(dx[n][b]);
             fD[n][l] = _mm512_add_ps(fD[n][l], _mm512_mul_ps(d, _mm512_cvtepi32_ps(D[n])));
             fM[n][l] = _mm512_add_ps(fM[n][l], _mm512_mul_ps(d, _mm512_cvtepi32_ps(M[n])));
-            if (BITS == 2) fS[n][l] = _mm512_add_ps(fS[n][l], _mm512_mul_ps(d, _mm512_setzero_ps()));   /* S_b = 0 */
+            if (BITS == 2) fS[n][l] = _mm512_add_ps(fS[n][l], _mm512_mul_ps(d, _mm512_cvtepi32_ps(S[n])));
         }
     }
     const __m512 vd = _mm512_loadu_ps(pn->d), vdmin = _mm512_loadu_ps(pn->dmin), vdsal = _mm512_loadu_ps(pn->dsal);
@@ -1480,28 +1526,34 @@ static void rows_tiled(const maq_weight *w, const maq2_act_layout *L, const uint
 }
 
 #if defined(MAQ_X86)
-/* MAQ rows [p0, p1) for B tokens (panel_pays) on the VNNI path, a 16-row panel at a time; a panel with
- * salient words runs `rows` (the path's row functions, tiles of up to ntmax tokens). Returns 0 if its scratch could
- * not be allocated (the caller then runs the row functions). */
+/* MAQ rows [p0, p1) for B tokens (panel_pays) on the VNNI path, a 16-row panel at a time. Returns 0 if its scratch
+ * could not be allocated (the caller then runs the row functions). */
 static __attribute__((target(MAQ_VNNI_TARGET ",bmi2"))) int panel_rows(const maq_weight *w,
                                                                          const maq2_act_layout *L,
                                                                          const uint8_t *act, int B, int p0, int p1,
-                                                                         float *Y, rows_fn rows, int ntmax) {
-    const int T = w->T, ng = (T + w->G - 1) >> g_shift(w->G), bits = type_bits(w->type);
-    uint8_t *buf = aligned_alloc(64, (size_t)16 * T + (size_t)128 * ng);   /* codes, then sc and m */
+                                                                         float *Y) {
+    const int T = w->T, ng = (T + w->G - 1) >> g_shift(w->G), nb = (T + 127) >> 7, bits = type_bits(w->type);
+    const size_t n_sal = bits == 2 ? (size_t)T : 0;   /* 16 rows x T/16 words */
+    const size_t codes = (size_t)16 * T, scales = (size_t)128 * ng, sal = n_sal * sizeof(maq2_panel_sal);
+    uint8_t *buf = aligned_alloc(64, (codes + scales + 2 * sal + (size_t)4 * (nb + 1) + 63) / 64 * 64);
     if (!buf) return 0;
     maq2_panel pn;
     pn.codes = buf;
-    pn.sc = (int32_t *)(buf + (size_t)16 * T);
+    pn.sc = (int32_t *)(buf + codes);
     pn.m = pn.sc + (size_t)16 * ng;
+    pn.sal = (maq2_panel_sal *)(buf + codes + scales);
+    pn.tmp = pn.sal + n_sal;
+    pn.sal_start = (int *)(buf + codes + scales + 2 * sal);
     for (int pa = p0; pa < p1; pa += 16) {
         const int nr = p1 - pa < 16 ? p1 - pa : 16;
-        const int ok = bits == 2   ? panel_unpack(w, pa, nr, 2, &pn)
-                       : bits == 3 ? panel_unpack(w, pa, nr, 3, &pn)
-                                   : panel_unpack(w, pa, nr, 4, &pn);
-        if (!ok) rows_tiled(w, L, act, B, pa, pa + nr, Y, rows, rows, ntmax);
-        else if (bits == 2) panel_tokens_b2(&pn, w, L, act, B, Y, pa, nr);
-        else panel_tokens_b34(&pn, w, L, act, B, Y, pa, nr);
+        if (bits == 2) {
+            panel_unpack(w, pa, nr, 2, &pn);
+            panel_tokens_b2(&pn, w, L, act, B, Y, pa, nr);
+        } else {
+            if (bits == 3) panel_unpack(w, pa, nr, 3, &pn);
+            else panel_unpack(w, pa, nr, 4, &pn);
+            panel_tokens_b34(&pn, w, L, act, B, Y, pa, nr);
+        }
     }
     free(buf);
     return 1;
@@ -1548,7 +1600,7 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
     const int bi = type_bits(w->type) - 2;
 #if defined(MAQ_X86)
     if ((path == MAQ_PATH_VNNI || path == MAQ_PATH_AMX) && panel_pays(w->T, B) &&
-        panel_rows(w, &L, act, B, p0, p1, Y, pp->rows[bi], pp->ntmax))
+        panel_rows(w, &L, act, B, p0, p1, Y))
         return;
 #endif
     if (pp && pp->rows[bi]) {

@@ -384,18 +384,22 @@ def test_token_tiles(bits, B, pools):
 def test_prompt_panels(T, bits, G, B, pools):
     """Batches on the VNNI path run 16-row panels (maq2.c "VNNI panels": from 8 tokens where T % 512 != 0, from 32
     otherwise): a ragged last panel (P = 53), a ragged last block and group (T = 592), every token tile 1..8 at a
-    batch's end; MAQ2 with salient words in one panel only (rows 16-31: that panel runs the row functions, the others
-    panels). Every path and thread count bit-identical to the scalar path."""
+    batch's end; MAQ2 salient words (taken out of the codes and added per block) in one panel only (rows 16-31), a
+    row of salient words only (40), a salient last word (50). Every path and thread count bit-identical to the
+    scalar path."""
     P = 53
     rng = np.random.default_rng([T, G, B, bits])
     W = (rng.standard_normal((P, T)) * 0.02).astype(np.float32)
     if bits == 2:
         sal = np.zeros((P, T // 16), bool)
         sal[16:32] = rng.random((16, T // 16)) < 0.2
+        sal[40] = True
+        sal[50, -1] = True
         t = F.quantize_rtn(W, sal, G=G, bits=2)
+        check_maq2(t, F.dequantize(t).astype(np.float64), K.Weight.from_maq(t), pools, B=B, seed=B)   # MAQ2 bound
     else:
         t = F.quantize_rtn(W, G=G, bits=bits)
-    check(t, F.dequantize(t).astype(np.float64), K.Weight.from_maq(t), pools, B=B, seed=B)
+        check(t, F.dequantize(t).astype(np.float64), K.Weight.from_maq(t), pools, B=B, seed=B)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])

@@ -94,6 +94,9 @@ KERNEL_CASES = [
     ("maq4", 112, 7, 128, 5),
     ("maq4", 1536, 13, 32, 1),
     ("maq4", 4096 + 208, 6, 32, 3),
+    ("maq2", 592, 21, 64, 9),          # prompt panels (maq2.c, VNNI CPUs): ragged last panel and block, salient
+    ("maq4", 1040, 17, 32, 10),        # words, a last tile of 2 tokens; T % 512 == 0 from 32 tokens:
+    ("maq3", 1024, 19, 128, 33),
     ("q8_0", 32, 1, 0, 1),
     ("q8_0", 96, 7, 0, 3),
     ("q8_0", 576, 33, 0, 2),
