@@ -870,7 +870,7 @@ static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void rows_vnni_b4(
     rows_drive(w, x, nt, pa, pb, Y, pf, MAQ2_NT_MAX, 4, row_vnni_nt);
 }
 
-/* ------------------------------------------------------------------ VNNI panels: prompt processing (B >= 8)
+/* ------------------------------------------------------------------ VNNI panels: prompt processing (panel_pays)
  * The row bodies above decode every word again for each token tile and reduce each row's lanes per tile. Here a
  * 16-row panel is unpacked once into code bytes laid out as the u8 operand of vpdpbusd, one row per int32 lane:
  *   codes uint8 [T/4][16 rows][4]   codes[64k + 4r + i] = code of input 4k + i of panel row r (rows past the
@@ -893,8 +893,8 @@ static inline int panel_pays(int T, int B) { return B >= (T % 512 ? 8 : 32); }
 
 typedef struct {             /* a MAQ2 salient word of the panel */
     uint32_t word;           /* its slot: 4 int8 means (or the int8 coding's fp16 scale, read the same way) */
-    uint16_t wi;             /* word index in the row */
-    uint8_t r;               /* panel row */
+    uint32_t wi;             /* word index in the row */
+    uint32_t r;              /* panel row */
 } maq2_panel_sal;
 
 typedef struct {
@@ -926,7 +926,7 @@ PANEL_UNPACK_FN void panel_unpack(const maq_weight *w, int pa, int nr, const int
         uint32_t *dst = c32 + r;
         for (int wi = 0; wi < nw; wi++, dst += 64) {
             if (BITS == 2 && (block_bits(&row, nw, wi >> 3, 2) >> (wi & 7) & 1u)) {
-                pn->tmp[nsal++] = (maq2_panel_sal){row.words[wi], (uint16_t)wi, (uint8_t)r};
+                pn->tmp[nsal++] = (maq2_panel_sal){row.words[wi], (uint32_t)wi, (uint32_t)r};
                 dst[0] = dst[16] = dst[32] = dst[48] = 0;
                 continue;
             }
