@@ -7,6 +7,7 @@
  *   acc[ib % 4] += (d_w(ib) * dx(ib)) * (float)s_ib;   y = (acc[0] + acc[1]) + (acc[2] + acc[3])
  * (four lanes, so a 128-bit path handles 4 blocks per step), so every path is bit-identical to scalar.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "maq_internal.h"
@@ -296,6 +297,124 @@ static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot(
 }
 #endif
 
+#if defined(MAQ_X86)
+/* ================================================================== VNNI panels (x86-64): products of many tokens
+ * As maq2.c's panels: 16 rows are unpacked once into the u8 operand of vpdpbusd, [T/4][16 rows][4] holding w + 128
+ * (each weight as an unsigned byte), with the rows' block scales d_w as float [nb][16]; tiles of up to Q8_PANEL_NT
+ * tokens run over the panel: per 4 inputs one 64-byte load and one vpdpbusd per token with the token's 4 int8
+ * inputs broadcast (lanes = rows). Per block ib, s_ib = C - 128 * (the token's 32-input sum) is the reference's exact
+ * integer, then its float steps: lane ib % 4 += (d_w * dx) * (float)s_ib, y = (l0 + l1) + (l2 + l3). */
+#define Q8_PANEL_NT 8
+#define Q8_PANEL_MIN_B 8   /* tokens from which a product runs panels (docs/BENCHMARKS.md "Prompt panels") */
+#define Q8_PANEL_FN static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET)))
+
+/* Rows [pa, pa + nr), nr <= 16: codes [T/4][16][4] (w + 128; rows past nr 0), dw [nb][16] (rows past nr 0). */
+static void q8_panel_unpack(const maq_weight *w, int pa, int nr, uint8_t *codes, float *dw) {
+    const int nb = w->T / 32;
+    const size_t row_bytes = (size_t)nb * Q8_BLOCK_BYTES;
+    uint32_t *c32 = (uint32_t *)codes;
+    if (nr < 16) {
+        memset(codes, 0, (size_t)16 * w->T);
+        memset(dw, 0, (size_t)64 * nb);
+    }
+    for (int r = 0; r < nr; r++) {
+        const uint8_t *wrow = (const uint8_t *)w->data + (size_t)(pa + r) * row_bytes;
+        for (int ib = 0; ib < nb; ib++) {
+            const uint8_t *blk = wrow + (size_t)ib * Q8_BLOCK_BYTES;
+            dw[16 * ib + r] = block_d(blk);
+            for (int j = 0; j < 8; j++) {
+                uint32_t v;
+                memcpy(&v, blk + 2 + 4 * j, 4);
+                c32[(size_t)(8 * ib + j) * 16 + r] = v ^ 0x80808080u;
+            }
+        }
+    }
+}
+
+/* Y[n * P + pa + r] (r < nr) for NT tokens: xq / dx their activation rows, xsum [NT][nb] their block input sums. */
+Q8_PANEL_FN void q8_panel_tile(const uint8_t *codes, const float *dw, const int8_t *const *xq, const float *const *dx,
+                               const int32_t *xsum, const int NT, int nb, float *Y, size_t P, int pa, int nr) {
+    __m512 f[Q8_PANEL_NT][4];
+    for (int n = 0; n < NT; n++) f[n][0] = f[n][1] = f[n][2] = f[n][3] = _mm512_setzero_ps();
+    for (int ib = 0; ib < nb; ib++) {
+        __m512i C[Q8_PANEL_NT];
+        for (int n = 0; n < NT; n++) C[n] = _mm512_setzero_si512();
+        for (int k = 8 * ib; k < 8 * ib + 8; k++) {
+            const __m512i a = _mm512_load_si512((const void *)(codes + (size_t)64 * k));
+            for (int n = 0; n < NT; n++) {
+                int32_t x4;
+                memcpy(&x4, xq[n] + 4 * k, 4);
+                C[n] = _mm512_dpbusd_epi32(C[n], a, _mm512_set1_epi32(x4));
+            }
+        }
+        const __m512 d = _mm512_load_ps(dw + 16 * ib);
+        const int l = ib & 3;
+        for (int n = 0; n < NT; n++) {
+            const __m512i sv = _mm512_sub_epi32(C[n], _mm512_set1_epi32(128 * xsum[n * nb + ib]));
+            f[n][l] = _mm512_add_ps(f[n][l], _mm512_mul_ps(_mm512_mul_ps(d, _mm512_set1_ps(dx[n][ib])),
+                                                           _mm512_cvtepi32_ps(sv)));
+        }
+    }
+    const __mmask16 keep = (__mmask16)((1u << nr) - 1u);
+    for (int n = 0; n < NT; n++)
+        _mm512_mask_storeu_ps(Y + (size_t)n * P + pa, keep,
+                              _mm512_add_ps(_mm512_add_ps(f[n][0], f[n][1]), _mm512_add_ps(f[n][2], f[n][3])));
+}
+
+/* Every token tile of B tokens over one panel, the tile size a compile-time constant in each branch. */
+static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void q8_panel_tokens(
+    const uint8_t *codes, const float *dw, const q8_act_layout *L, const uint8_t *act, const int32_t *xsum, int B,
+    float *Y, size_t P, int pa, int nr) {
+    for (int t0 = 0; t0 < B; t0 += Q8_PANEL_NT) {
+        const int nt = B - t0 < Q8_PANEL_NT ? B - t0 : Q8_PANEL_NT;
+        const int8_t *xq[Q8_PANEL_NT];
+        const float *dx[Q8_PANEL_NT];
+        for (int n = 0; n < nt; n++) {
+            const uint8_t *a = act + (size_t)(t0 + n) * L->stride;
+            xq[n] = (const int8_t *)(a + L->qs);
+            dx[n] = (const float *)(a + L->dx);
+        }
+        const int32_t *xs = xsum + (size_t)t0 * L->nb;
+        float *y = Y + (size_t)t0 * P;
+        switch (nt) {
+#define Q8_PANEL_CASE(N) \
+    case N: q8_panel_tile(codes, dw, xq, dx, xs, N, L->nb, y, P, pa, nr); break;
+            Q8_PANEL_CASE(1) Q8_PANEL_CASE(2) Q8_PANEL_CASE(3) Q8_PANEL_CASE(4) Q8_PANEL_CASE(5)
+            Q8_PANEL_CASE(6) Q8_PANEL_CASE(7)
+            default: q8_panel_tile(codes, dw, xq, dx, xs, Q8_PANEL_NT, L->nb, y, P, pa, nr); break;
+#undef Q8_PANEL_CASE
+        }
+    }
+}
+
+/* Rows [p0, p1) for B >= Q8_PANEL_MIN_B tokens, a 16-row panel at a time. Returns 0 if its scratch could not be
+ * allocated (the caller then runs the row functions). */
+static int q8_panel_rows(const maq_weight *w, const q8_act_layout *L, const uint8_t *act, int B, int p0, int p1,
+                         float *Y) {
+    const int nb = L->nb;
+    const size_t codes = (size_t)16 * w->T, dws = (size_t)64 * nb, sums = (size_t)4 * B * nb;
+    uint8_t *buf = aligned_alloc(64, (codes + dws + sums + 63) / 64 * 64);
+    if (!buf) return 0;
+    float *dw = (float *)(buf + codes);
+    int32_t *xsum = (int32_t *)(buf + codes + dws);   /* [B][nb] */
+    for (int t = 0; t < B; t++) {
+        const int8_t *xq = (const int8_t *)(act + (size_t)t * L->stride + L->qs);
+        for (int ib = 0; ib < nb; ib++) {
+            int32_t s = 0;
+            for (int i = 0; i < 32; i++) s += xq[32 * ib + i];
+            xsum[(size_t)t * nb + ib] = s;
+        }
+    }
+    for (int pa = p0; pa < p1; pa += 16) {
+        const int nr = p1 - pa < 16 ? p1 - pa : 16;
+        q8_panel_unpack(w, pa, nr, buf, dw);
+        q8_panel_tokens(buf, dw, L, act, xsum, B, Y, (size_t)w->P, pa, nr);
+    }
+    free(buf);
+    return 1;
+}
+#endif
+
 /* Rows [p0, p1) x B tokens in tiles of Q8_NT tokens (maq_rows_tiled). */
 typedef struct {
     const maq_weight *w;
@@ -344,6 +463,9 @@ void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
     q8_act_layout L;
     q8_act_layout_init(&L, w->T);
     path = maq_path_int8_base(path);   /* amx: the vnni code (no AMX variant here) */
+#if defined(MAQ_X86)
+    if (path == MAQ_PATH_VNNI && B >= Q8_PANEL_MIN_B && q8_panel_rows(w, &L, act, B, p0, p1, Y)) return;
+#endif
     if (path > 0 && path < MAQ_N_PATHS && Q8_PATHS[path])
         rows_tiled(w, &L, act, B, p0, p1, Y, Q8_PATHS[path]);
     else

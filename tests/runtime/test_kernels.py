@@ -221,7 +221,7 @@ def q8_xhat(x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("T,P,adv", [(576, 576, False), (576, 1536, False), (1536, 576, False), (4096, 256, False),
-                                     (576 + 32, 64, True)])
+                                     (576 + 32, 64, True), (608, 53, False)])
 def test_q8_0(T, P, adv, pools):
     rng = np.random.default_rng(T + P)
     q, Wd = q8_weight(P, T, rng, adv)
@@ -244,11 +244,17 @@ def test_q8_0(T, P, adv, pools):
     act = np.abs(Wd) @ (dj * (0.5 + 2.0 ** -15) + 127 * np.abs(dj - d16))
     assert np.all(np.abs(y - Wd @ x.astype(np.float64)) <= act + tol_tight)
     np.testing.assert_array_equal(Y[0], y)
+    # 11 tokens: the VNNI path's Q8_0 panels (q8_0.c, from 8 tokens), every other path its token tiles
+    X11 = np.concatenate([X, activations(T, 6, T + 1)]) if not adv else np.concatenate([X, -X, X[:1]])
+    with K.forced_path("scalar"):
+        Y11 = K.matmul(w, X11)
+    np.testing.assert_array_equal(Y11[:5], Y)
     for path in PATHS:
         with K.forced_path(path):
             np.testing.assert_array_equal(K.matmul(w, x), y, err_msg=path)
             for n in (1, 2, 3):
                 np.testing.assert_array_equal(K.matmul(w, X, pools[n]), Y, err_msg=f"{path} threads {n}")
+                np.testing.assert_array_equal(K.matmul(w, X11, pools[n]), Y11, err_msg=f"{path} threads {n}, B 11")
 
 
 # --------------------------------------------------------------------------- F16 / F32

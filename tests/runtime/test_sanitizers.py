@@ -100,6 +100,7 @@ KERNEL_CASES = [
     ("q8_0", 32, 1, 0, 1),
     ("q8_0", 96, 7, 0, 3),
     ("q8_0", 576, 33, 0, 2),
+    ("q8_0", 96, 21, 0, 9),            # Q8_0 panels (VNNI CPUs): a ragged last panel, a last tile of one token
     ("f16", 1, 1, 0, 1),
     ("f16", 7, 3, 0, 2),
     ("f16", 203, 17, 0, 3),
