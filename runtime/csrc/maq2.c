@@ -906,6 +906,69 @@ typedef struct {
     int *sal_start;          /* [nb + 1]: block b's words are sal[sal_start[b] .. sal_start[b + 1]) */
 } maq2_panel;
 
+#define PANEL_ZMM_FN static inline __attribute__((always_inline, target(MAQ_ZMM_TARGET)))
+/* r[j] <- column j of the 16 x 16 int32 matrix whose rows are r[0..15]. */
+PANEL_ZMM_FN void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {   /* u[4i + c], 128-bit lane L: rows 4i..4i+3 of column 4L + c */
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int c = 0; c < 4; c++) {
+            t[8 * i + c] = _mm512_shuffle_i32x4(u[8 * i + c], u[8 * i + 4 + c], 0x88);
+            t[8 * i + 4 + c] = _mm512_shuffle_i32x4(u[8 * i + c], u[8 * i + 4 + c], 0xdd);
+        }
+    for (int c = 0; c < 8; c++) {
+        r[c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0x88);
+        r[c + 8] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0xdd);
+    }
+}
+
+/* Whole pairs of blocks (16 words, 256 inputs) of the nr rows of a MAQ3 / MAQ4 panel with GFNI: the single-token
+ * rows' pair decode gives, in byte 4w + t of V[k], the code of input 4t + k of word w; a 4 x 4 byte transpose per
+ * dword (unpacks of V[0..3]) and a 128-bit lane transpose make a row's 64 dwords (inputs 4k..4k+3, k = 0..63) in
+ * order, staged [16 rows][64]; 16 x 16 dword transposes turn them into the panel's [k][16 rows]. */
+static __attribute__((noinline, target(MAQ_ZMM_TARGET))) void panel_pairs_zmm(const maq_weight *w, int pa, int nr,
+                                                                           const int BITS, uint32_t *c32) {
+    const int npair = w->T >> 8;
+    _Alignas(64) uint32_t stage[16][64];
+    memset(stage, 0, sizeof stage);   /* rows past nr stay 0 */
+    for (int h = 0; h < npair; h++) {
+        for (int r = 0; r < nr; r++) {
+            maq2_row row;
+            row_init_g(w, pa + r, w->G, BITS, &row);
+            __m512i V[4];
+            if (BITS == 3) pair_decode_zmm(&row, 16 * h, V, 3);
+            else pair_decode_zmm(&row, 16 * h, V, 4);
+            const __m512i a = _mm512_unpacklo_epi8(V[0], V[1]), b = _mm512_unpacklo_epi8(V[2], V[3]);
+            const __m512i c = _mm512_unpackhi_epi8(V[0], V[1]), d = _mm512_unpackhi_epi8(V[2], V[3]);
+            /* o_j, 128-bit lane L: word 4L + j, t = 0..3 */
+            const __m512i o0 = _mm512_unpacklo_epi16(a, b), o1 = _mm512_unpackhi_epi16(a, b);
+            const __m512i o2 = _mm512_unpacklo_epi16(c, d), o3 = _mm512_unpackhi_epi16(c, d);
+            const __m512i e0 = _mm512_shuffle_i64x2(o0, o1, 0x44), e1 = _mm512_shuffle_i64x2(o2, o3, 0x44);
+            const __m512i e2 = _mm512_shuffle_i64x2(o0, o1, 0xee), e3 = _mm512_shuffle_i64x2(o2, o3, 0xee);
+            _mm512_store_si512((void *)&stage[r][0], _mm512_shuffle_i64x2(e0, e1, 0x88));    /* words 0-3 */
+            _mm512_store_si512((void *)&stage[r][16], _mm512_shuffle_i64x2(e0, e1, 0xdd));   /* words 4-7 */
+            _mm512_store_si512((void *)&stage[r][32], _mm512_shuffle_i64x2(e2, e3, 0x88));   /* words 8-11 */
+            _mm512_store_si512((void *)&stage[r][48], _mm512_shuffle_i64x2(e2, e3, 0xdd));   /* words 12-15 */
+        }
+        for (int q = 0; q < 4; q++) {
+            __m512i m[16];
+            for (int r = 0; r < 16; r++) m[r] = _mm512_load_si512((const void *)&stage[r][16 * q]);
+            transpose16(m);
+            for (int j = 0; j < 16; j++)
+                _mm512_store_si512((void *)(c32 + (size_t)16 * (64 * h + 16 * q + j)), m[j]);
+        }
+    }
+}
+
 #define PANEL_UNPACK_FN static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET ",bmi2")))
 /* The panel of rows [pa, pa + nr), nr <= 16. A word's 16 codes by bit deposits (BMI2; every AVX-512 CPU has it):
  * nibble j of c = lo field j (+ 4 x its hi bits), then the bytes of inputs 0-7 and 8-15 from its two 32-bit halves;
@@ -920,11 +983,13 @@ PANEL_UNPACK_FN void panel_unpack(const maq_weight *w, int pa, int nr, const int
         memset(pn->m, 0, (size_t)64 * ng);
     }
     for (int r = 0; r < 16; r++) pn->d[r] = pn->dmin[r] = pn->dsal[r] = 0.0f;
+    const int w0 = BITS != 2 && maq_cpu_gfni() ? 16 * (nw >> 4) : 0;   /* words done by panel_pairs_zmm */
+    if (w0) panel_pairs_zmm(w, pa, nr, BITS, c32);
     for (int r = 0; r < nr; r++) {
         maq2_row row;
         row_init_g(w, pa + r, G, BITS, &row);
-        uint32_t *dst = c32 + r;
-        for (int wi = 0; wi < nw; wi++, dst += 64) {
+        uint32_t *dst = c32 + r + (size_t)64 * w0;
+        for (int wi = w0; wi < nw; wi++, dst += 64) {
             if (BITS == 2 && (block_bits(&row, nw, wi >> 3, 2) >> (wi & 7) & 1u)) {
                 pn->tmp[nsal++] = (maq2_panel_sal){row.words[wi], (uint32_t)wi, (uint32_t)r};
                 dst[0] = dst[16] = dst[32] = dst[48] = 0;

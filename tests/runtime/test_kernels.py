@@ -318,18 +318,20 @@ for bits in (2, 3, 4):
         sal = rng.random((48, T // 16)) < (0.05 if bits == 2 else 0.0)
         w = K.Weight.from_maq(F.quantize_rtn(W, sal, G=G, bits=bits))
         x = rng.standard_normal(T).astype(np.float32)
+        X = rng.standard_normal((40, T)).astype(np.float32)   # a batch: the prompt panels' BMI2-only unpacking
         with K.forced_path("scalar"):
-            ref = K.matmul(w, x)
+            ref, REF = K.matmul(w, x), K.matmul(w, X)
         with K.forced_path("vnni"):
             assert np.array_equal(K.matmul(w, x), ref), (bits, T, G)
+            assert np.array_equal(K.matmul(w, X), REF), (bits, T, G, "batch")
 print("ok")
 """
 
 
 @pytest.mark.skipif("vnni" not in PATHS, reason="the vnni path needs AVX-512 VNNI (this CPU has none)")
 def test_single_token_rows_without_gfni():
-    """MAQ_NO_GFNI=1: the vnni path's single-token rows run the 256-bit code (as on AVX-512 VNNI CPUs without GFNI,
-    e.g. Cascade Lake), still equal to the scalar reference."""
+    """MAQ_NO_GFNI=1: the vnni path's single-token rows run the 256-bit code and the prompt panels unpack every word
+    by bit deposits (as on AVX-512 VNNI CPUs without GFNI, e.g. Cascade Lake), still equal to the scalar reference."""
     import os
     import subprocess
     import sys
