@@ -32,6 +32,7 @@ void q8_act_layout_init(q8_act_layout *L, int T) {
     L->nb = T / 32;
     L->qs = off; off += MAQ_ROUND_UP((size_t)T, MAQ_ALIGN);
     L->dx = off; off += MAQ_ROUND_UP((size_t)L->nb * sizeof(float), MAQ_ALIGN);
+    L->xs = off; off += MAQ_ROUND_UP((size_t)L->nb * sizeof(int32_t), MAQ_ALIGN);
     L->stride = off;
 }
 
@@ -273,9 +274,13 @@ static void maq2_act_row(const maq2_act_layout *L, const act_ops *o, const float
 static void q8_act_row(const q8_act_layout *L, const act_ops *o, const float *x, uint8_t *row) {
     int8_t *qs = (int8_t *)(row + L->qs);   /* [T] */
     float *dx = (float *)(row + L->dx);     /* [T/32] fp16-rounded scales */
+    int32_t *xs = (int32_t *)(row + L->xs); /* [T/32] block sums of qs */
     for (int b = 0; b < L->nb; b++) {
         float d = o->quant(x + 32 * b, 32, qs + 32 * b);
         dx[b] = maq_h2f(maq_f2h(d));        /* ggml stores the activation scale as fp16 */
+        int32_t s = 0;
+        for (int i = 0; i < 32; i++) s += qs[32 * b + i];
+        xs[b] = s;
     }
 }
 

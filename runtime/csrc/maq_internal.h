@@ -158,10 +158,11 @@ typedef struct {
 void maq2_act_layout_init(maq2_act_layout *L, int T);
 
 /* Q8_0 activation, one token row (T % 32 == 0): the ggml block_q8_0 quantization of x, split for alignment:
- *   qs int8 [T]; dx float [T/32] (the fp16-rounded block scale, as float). */
+ *   qs int8 [T]; dx float [T/32] (the fp16-rounded block scale, as float); xs int32 [T/32] (each block's sum of
+ *   qs: the VNNI panels' correction for their unsigned weight bytes, q8_0.c). */
 typedef struct {
     int T, nb;
-    size_t qs, dx, stride;
+    size_t qs, dx, xs, stride;
 } q8_act_layout;
 void q8_act_layout_init(q8_act_layout *L, int T);
 

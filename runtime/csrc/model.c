@@ -25,7 +25,7 @@ typedef struct {
     float *att;     /* [n_threads][n_heads/n_kv_heads][ks] attention weights, one block per pool slot */
     float *att_max; /* [n_threads][n_heads/n_kv_heads] running score maxima */
     float *kb;          /* [B][n_kv_heads*hd] new keys (roped) before they go to the transposed cache */
-    float *key_cache;   /* [L][n_kv_heads][hd][ks] roped keys, transposed (positions contiguous; ks = kstride) */
+    float *key_cache;   /* [L][n_kv_heads][hd][ks] roped keys, transposed (positions contiguous) */
     float *value_cache; /* [L][seq_len][n_kv_heads*hd] */
     float *rope_cos;    /* [seq_len][rope_dim/2] */
     float *rope_sin;    /* [seq_len][rope_dim/2] */
@@ -274,8 +274,8 @@ typedef float maq_vf16u __attribute__((vector_size(64), aligned(4)));
 #define VF16(p) (*(maq_vf16u *)(p))
 
 /* att[r][p] = scale * q[r] . k[p], p < n_pos, for the rep query heads of one KV head, from the transposed key
- * cache kt [hd][S] of that head (S: the row stride of kt and att); mx[r] = max_p att[r][p]. Each score is summed over i = 0..hd-1 in order
- * (q[0]*k[0] first) whatever the vector width. Full tiles of 32 positions run up to 4 heads at once: every key vector
+ * cache kt [hd][S] of that head (S: the row stride of kt and att); mx[r] = max_p att[r][p]. Each score is summed
+ * over i = 0..hd-1 in order (q[0]*k[0] first) whatever the vector width. Full tiles of 32 positions run up to 4 heads at once: every key vector
  * loaded serves all of them, and their 2 x RT accumulators are independent chains (one head alone waits on the
  * add latency). */
 #define MAQ_ATT_TILE 32
@@ -474,7 +474,7 @@ static void forward_chunk(maq_model *m, const int32_t *tokens, int B, int pos, f
         tm += now_s() - t1;
         rope(s->q, B, QD, c->n_heads, hd, R, pos, s->rope_cos, s->rope_sin);
         rope(s->kb, B, KVD, c->n_kv_heads, hd, R, pos, s->rope_cos, s->rope_sin);
-        {   /* keys -> transposed cache [L][n_kv][hd][S] */
+        {   /* keys -> transposed cache [L][n_kv][hd][ks] */
             float *kt = s->key_cache + (size_t)l * KVD * s->ks;
             for (int b = 0; b < B; b++)
                 for (int j = 0; j < KVD; j++) kt[(size_t)j * s->ks + pos + b] = s->kb[(size_t)b * KVD + j];

@@ -302,8 +302,8 @@ static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot(
  * As maq2.c's panels: 16 rows are unpacked once into the u8 operand of vpdpbusd, [T/4][16 rows][4] holding w + 128
  * (each weight as an unsigned byte), with the rows' block scales d_w as float [nb][16]; tiles of up to Q8_PANEL_NT
  * tokens run over the panel: per 4 inputs one 64-byte load and one vpdpbusd per token with the token's 4 int8
- * inputs broadcast (lanes = rows). Per block ib, s_ib = C - 128 * (the token's 32-input sum) is the reference's exact
- * integer, then its float steps: lane ib % 4 += (d_w * dx) * (float)s_ib, y = (l0 + l1) + (l2 + l3). */
+ * inputs broadcast (lanes = rows). Per block ib, s_ib = C - 128 * (the token's 32-input sum, the activation's xs) is
+ * the reference's exact integer, then its float steps: lane ib % 4 += (d_w * dx) * (float)s_ib, y = (l0 + l1) + (l2 + l3). */
 #define Q8_PANEL_NT 8
 #define Q8_PANEL_MIN_B 8   /* tokens from which a product runs panels (docs/BENCHMARKS.md "Prompt panels") */
 #define Q8_PANEL_FN static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET)))
@@ -331,9 +331,9 @@ static void q8_panel_unpack(const maq_weight *w, int pa, int nr, uint8_t *codes,
     }
 }
 
-/* Y[n * P + pa + r] (r < nr) for NT tokens: xq / dx their activation rows, xsum [NT][nb] their block input sums. */
+/* Y[n * P + pa + r] (r < nr) for NT tokens: xq / dx / xs their activation rows' parts (q8_act_layout). */
 Q8_PANEL_FN void q8_panel_tile(const uint8_t *codes, const float *dw, const int8_t *const *xq, const float *const *dx,
-                               const int32_t *xsum, const int NT, int nb, float *Y, size_t P, int pa, int nr) {
+                               const int32_t *const *xs, const int NT, int nb, float *Y, size_t P, int pa, int nr) {
     __m512 f[Q8_PANEL_NT][4];
     for (int n = 0; n < NT; n++) f[n][0] = f[n][1] = f[n][2] = f[n][3] = _mm512_setzero_ps();
     for (int ib = 0; ib < nb; ib++) {
@@ -350,7 +350,7 @@ Q8_PANEL_FN void q8_panel_tile(const uint8_t *codes, const float *dw, const int8
         const __m512 d = _mm512_load_ps(dw + 16 * ib);
         const int l = ib & 3;
         for (int n = 0; n < NT; n++) {
-            const __m512i sv = _mm512_sub_epi32(C[n], _mm512_set1_epi32(128 * xsum[n * nb + ib]));
+            const __m512i sv = _mm512_sub_epi32(C[n], _mm512_set1_epi32(128 * xs[n][ib]));
             f[n][l] = _mm512_add_ps(f[n][l], _mm512_mul_ps(_mm512_mul_ps(d, _mm512_set1_ps(dx[n][ib])),
                                                            _mm512_cvtepi32_ps(sv)));
         }
@@ -363,18 +363,19 @@ Q8_PANEL_FN void q8_panel_tile(const uint8_t *codes, const float *dw, const int8
 
 /* Every token tile of B tokens over one panel, the tile size a compile-time constant in each branch. */
 static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void q8_panel_tokens(
-    const uint8_t *codes, const float *dw, const q8_act_layout *L, const uint8_t *act, const int32_t *xsum, int B,
-    float *Y, size_t P, int pa, int nr) {
+    const uint8_t *codes, const float *dw, const q8_act_layout *L, const uint8_t *act, int B, float *Y, size_t P,
+    int pa, int nr) {
     for (int t0 = 0; t0 < B; t0 += Q8_PANEL_NT) {
         const int nt = B - t0 < Q8_PANEL_NT ? B - t0 : Q8_PANEL_NT;
         const int8_t *xq[Q8_PANEL_NT];
         const float *dx[Q8_PANEL_NT];
+        const int32_t *xs[Q8_PANEL_NT];
         for (int n = 0; n < nt; n++) {
             const uint8_t *a = act + (size_t)(t0 + n) * L->stride;
             xq[n] = (const int8_t *)(a + L->qs);
             dx[n] = (const float *)(a + L->dx);
+            xs[n] = (const int32_t *)(a + L->xs);
         }
-        const int32_t *xs = xsum + (size_t)t0 * L->nb;
         float *y = Y + (size_t)t0 * P;
         switch (nt) {
 #define Q8_PANEL_CASE(N) \
@@ -392,23 +393,14 @@ static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void q8_panel_tokens(
 static int q8_panel_rows(const maq_weight *w, const q8_act_layout *L, const uint8_t *act, int B, int p0, int p1,
                          float *Y) {
     const int nb = L->nb;
-    const size_t codes = (size_t)16 * w->T, dws = (size_t)64 * nb, sums = (size_t)4 * B * nb;
-    uint8_t *buf = aligned_alloc(64, (codes + dws + sums + 63) / 64 * 64);
+    const size_t codes = (size_t)16 * w->T;
+    uint8_t *buf = aligned_alloc(64, codes + (size_t)64 * nb);   /* codes, then the block scales */
     if (!buf) return 0;
     float *dw = (float *)(buf + codes);
-    int32_t *xsum = (int32_t *)(buf + codes + dws);   /* [B][nb] */
-    for (int t = 0; t < B; t++) {
-        const int8_t *xq = (const int8_t *)(act + (size_t)t * L->stride + L->qs);
-        for (int ib = 0; ib < nb; ib++) {
-            int32_t s = 0;
-            for (int i = 0; i < 32; i++) s += xq[32 * ib + i];
-            xsum[(size_t)t * nb + ib] = s;
-        }
-    }
     for (int pa = p0; pa < p1; pa += 16) {
         const int nr = p1 - pa < 16 ? p1 - pa : 16;
         q8_panel_unpack(w, pa, nr, buf, dw);
-        q8_panel_tokens(buf, dw, L, act, xsum, B, Y, (size_t)w->P, pa, nr);
+        q8_panel_tokens(buf, dw, L, act, B, Y, (size_t)w->P, pa, nr);
     }
     free(buf);
     return 1;

@@ -155,11 +155,11 @@ def test_long_context_crosses_attention_blocks(tiny_gqa):
 def test_maq4_embedding_and_head(name, method, request, tmp_path_factory, caplog):
     """--embed-type maq4: token_embd (and an untied output head) stored as MAQ4 codes (method rtn: rounded to
     nearest; gptq: GPTQ against the head's input Hessian from the calibration, the tensor written after the blocks).
-    The C forward looks rows up
-    and multiplies the head through the MAQ kernels: it equals the numpy forward over the same dequantized values
-    within the activation rounding (derived as in test_maq_matches_numpy_reference), and the embedding is a 4-bit
-    rounding of the source: 16 levels over a group of 32 Gaussian weights (range about 4 sigma) leave an RMS error
-    near 4 sigma / 15 / sqrt(12) = 0.077 sigma; < 0.1 allows the scale encoding, > 0.01 says it is not a copy."""
+    The C forward looks rows up and multiplies the head through the MAQ kernels: it equals the numpy forward over the
+    same dequantized values within the activation rounding (derived as in test_maq_matches_numpy_reference), and the
+    embedding is a 4-bit rounding of the source: 16 levels over a group of 32 Gaussian weights (range about 4 sigma)
+    leave an RMS error near 4 sigma / 15 / sqrt(12) = 0.077 sigma; < 0.1 allows the scale encoding, > 0.01 says it
+    is not a copy."""
     from maq.cli import main
 
     model, hf_path = request.getfixturevalue(f"tiny_{name}")
