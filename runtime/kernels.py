@@ -217,6 +217,7 @@ class Weight:
         # private: use the classmethods, which validate
         self.type, self.T, self.P, self.G, self.name = wtype, T, P, G, name
         self._arrays = [a for a in (data, bitmap, scales, rowscale, hi, salw, saloff) if a is not None]
+        self._bulk = [a for a in (data, hi) if a is not None]     # what repack_r16 may release
         buf = {id(a): ffi.from_buffer(a, require_writable=False) for a in self._arrays}
         self._bufs = list(buf.values())
         c = ffi.new("maq_weight *")
@@ -352,6 +353,11 @@ class Weight:
         self.rotation_seed = int(seed)
         return self
 
+    def repack_r16(self, release: bool = False) -> int:
+        """Repack this MAQ3 / MAQ4 weight into 16-row panels (see ``repack_r16``); returns the bytes, 0 if it does
+        not qualify or is repacked already."""
+        return repack_r16([self], release=release)
+
     # -- queries
     @property
     def type_name(self) -> str:
@@ -387,6 +393,36 @@ class Weight:
     def __repr__(self) -> str:
         g = f", G={self.G}" if self.type in MAQ_TYPES else ""
         return f"Weight({self.type_name}, P={self.P}, T={self.T}{g})"
+
+
+def repack_r16(weights: list, release: bool = False) -> int:
+    """Repack every MAQ3 / MAQ4 weight of ``weights`` that qualifies into 16-row interleaved panels
+    (runtime/csrc/maq2_r16.c), which the VNNI path then reads instead of the file's parts: single-token rows stop
+    paying a per-row fixed cost, and one sequential stream replaces words + hi + scales. All panels go into one
+    64-byte aligned arena in list order (give the order the products run in: each product's software prefetch then
+    runs on into the next weight's panels). Returns the arena's bytes (0: nothing qualified, or this CPU lacks
+    AVX-512 VNNI + GFNI, or every weight is repacked already; the weights then stay as they are). ``release``: hand the file's words and hi planes back
+    to the OS afterwards (``madvise(MADV_PAGEOUT)``: their contents stay valid and are read in again if another path
+    touches them), so the arena replaces them in memory instead of adding to it. Results do not change (bit-identical
+    products)."""
+    todo = [(w, int(lib.maq_r16_bytes(w.c))) for w in weights if getattr(w, "_r16", None) is None]
+    todo = [(w, n) for w, n in todo if n > 0]
+    total = sum(n for _, n in todo)
+    if not total:
+        return 0
+    raw = np.zeros(total + 64, np.uint8)
+    off = (-raw.ctypes.data) % 64
+    for w, n in todo:                        # every n is a multiple of 64: each weight's panels stay aligned
+        buf = raw[off:off + n]
+        p = ffi.from_buffer(buf)
+        lib.maq_r16_pack(w.c, ffi.cast("void *", p))
+        w._r16 = (raw, p)
+        w.c.r16 = ffi.cast("const uint8_t *", p)
+        off += n
+        if release:
+            for a in w._bulk:                # words, hi: the bulk of the file's bytes
+                lib.maq_pages_release(ffi.cast("void *", ffi.from_buffer(a, require_writable=False)), a.nbytes)
+    return total
 
 
 # --------------------------------------------------------------------------- products

@@ -92,11 +92,27 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
+def repack_default() -> bool:
+    """Whether a CModel repacks MAQ3 / MAQ4 weights into 16-row panels (kernels.repack_r16) when not told: yes,
+    unless the environment variable MAQ_REPACK is 0."""
+    v = os.environ.get("MAQ_REPACK", "1").strip()
+    if v not in ("0", "1"):
+        raise MAQError(f"MAQ_REPACK = {v!r}: expected 0 (read the file's layout) or 1 (repack MAQ3 / MAQ4 weights "
+                       "into 16-row panels where the CPU has AVX-512 VNNI + GFNI; the default)")
+    return v == "1"
+
+
 class CModel:
-    """``forward(tokens, pos, mode)`` -> logits, over a KV cache of ``n_ctx`` positions, in C."""
+    """``forward(tokens, pos, mode)`` -> logits, over a KV cache of ``n_ctx`` positions, in C.
+
+    ``repack`` (default: ``repack_default()``, i.e. on unless MAQ_REPACK=0): MAQ3 / MAQ4 linears are repacked at load
+    into 16-row panels (``kernels.repack_r16``; bit-identical results) where the CPU has AVX-512 VNNI + GFNI.
+    ``repacked_bytes`` says how much: that much more memory when the file was read into memory (the loader's
+    default for files up to half of the available memory), about none when it is mapped (``use_mmap=True``: the
+    file's pages of those weights are handed back)."""
 
     def __init__(self, lm: LoadedModel, n_ctx: int | None = None, n_threads: int | None = None,
-                 max_batch: int = DEFAULT_MAX_BATCH, _c_api=None):
+                 max_batch: int = DEFAULT_MAX_BATCH, repack: bool | None = None, _c_api=None):
         self.ffi, self.lib = _c_api or _c()
         self.lm = lm
         cfg = self.cfg = lm.config
@@ -120,19 +136,25 @@ class CModel:
         c.rope_inv_freq = self._ptr("float *", self._inv_freq)
 
         layers = ffi.new("maq_layer_weights[]", cfg.n_layers)
+        weights = ffi.new("maq_model_weights *")
+        fills = []    # (struct, field, kernels.Weight) in the order the forward runs the products
         for i, L in enumerate(lm.layers):
             lw = layers[i]
             lw.attn_norm = self._ptr("float *", self._f32(L.attn_norm, cfg.dim))
             lw.ffn_norm = self._ptr("float *", self._f32(L.ffn_norm, cfg.dim))
             for field, w in (("wq", L.wq), ("wk", L.wk), ("wv", L.wv), ("wo", L.wo), ("w_gate", L.w_gate),
                              ("w_up", L.w_up), ("w_down", L.w_down)):
-                self._fill(lw, field, w)
+                fills.append((lw, field, w.kernel_weight()))
+        fills += [(weights, "tok_embd", lm.tok_embd.kernel_weight()), (weights, "output", lm.output.kernel_weight())]
+        self.repack = repack_default() if repack is None else bool(repack)
+        from maq.runtime import kernels as K
+        self.repacked_bytes = K.repack_r16([kw for _, _, kw in fills], release=True) if self.repack else 0
+        for parent, field, kw in fills:
+            self._keep.append(kw)
+            setattr(parent, field, kw.c[0])
         self._keep.append(layers)
-        weights = ffi.new("maq_model_weights *")
-        self._fill(weights, "tok_embd", lm.tok_embd)
         weights.layers = layers
         weights.output_norm = self._ptr("float *", self._f32(lm.output_norm, cfg.dim))
-        self._fill(weights, "output", lm.output)
         self._cfg_c, self._weights_c = c, weights
 
         ptr = self.lib.maq_model_create(c, weights, self.max_batch, self.n_threads)
@@ -172,13 +194,6 @@ class CModel:
         if a.dtype != np.float32 or a.shape != (n,):
             raise MAQError(f"internal: vector {a.dtype}{a.shape}, expected float32 [{n}]")
         return a
-
-    def _fill(self, parent, field: str, w: Weight) -> None:
-        """Set descriptor ``parent.field`` (a maq_weight) from a validated Weight through ``Weight.kernel_weight``
-        (kernels.Weight: the one Weight -> C descriptor route); the kernels.Weight is kept alive with the model."""
-        kw = w.kernel_weight()
-        self._keep.append(kw)
-        setattr(parent, field, kw.c[0])
 
     # -- running
     def forward(self, tokens, pos: int, mode: int = LOGITS_LAST, out: np.ndarray | None = None) -> np.ndarray | None:

@@ -114,6 +114,11 @@ int maq_cpu_gfni(void) {
     return g_gfni;
 }
 
+int maq_cpu_vnni(void) {
+    ensure_init();
+    return g_supported[MAQ_PATH_VNNI];
+}
+
 int maq_path_id(void) {
     ensure_init();
     return atomic_load_explicit(&g_path, memory_order_relaxed);

@@ -1664,6 +1664,8 @@ void maq2_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
     const maq2_path *pp = path > 0 && path < MAQ_N_PATHS ? &MAQ2_PATHS[path] : NULL;
     const int bi = type_bits(w->type) - 2;
 #if defined(MAQ_X86)
+    if ((path == MAQ_PATH_VNNI || path == MAQ_PATH_AMX) && w->r16 && maq2_r16_rows(w, &L, act, B, p0, p1, Y))
+        return;
     if ((path == MAQ_PATH_VNNI || path == MAQ_PATH_AMX) && panel_pays(w->T, B) &&
         panel_rows(w, &L, act, B, p0, p1, Y))
         return;

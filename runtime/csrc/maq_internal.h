@@ -61,6 +61,8 @@ int maq_path_id(void); /* the active path (enum maq_path) */
 /* x86-64: whether the CPU has GFNI (the vnni path's single-token MAQ rows use vgf2p8affineqb) and the environment
  * does not say MAQ_NO_GFNI=1 (then those rows run the 256-bit code, as on CPUs without GFNI); 0 elsewhere. */
 int maq_cpu_gfni(void);
+/* x86-64: the CPU has the VNNI path's instructions (AVX-512 F/BW/VL/VNNI), whatever path is active. */
+int maq_cpu_vnni(void);
 
 /* IEEE half <-> float, exact (bit manipulation, no hardware conversion needed). */
 static inline float maq_h2f(uint16_t h) {
@@ -233,6 +235,9 @@ void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
 void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
 
 void maq2_get_row(const maq_weight *w, int p, float *out);
+/* maq2_r16.c: rows [p0, p1) (p0 a multiple of 16) of a weight with w->r16 for B tokens; 0 where not compiled (the
+ * caller then runs maq2.c's code). */
+int maq2_r16_rows(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1, float *Y);
 /* maq_s8.c: MAQ2 int8 salient words (w->salw != NULL): added to / written over what maq2_rows / maq2_get_row gave. */
 void maq_s8_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
 void maq_s8_get_row(const maq_weight *w, int p, float *out);

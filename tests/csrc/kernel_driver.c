@@ -11,6 +11,8 @@
  *     float X[B][T]
  * OUT: float Y[B][P]; float rows[n_rows][T]
  * stdout: "path=<active> compiled=<list>". Exit 0 ok, 2 path unavailable, 1 any other error.
+ * Environment MAQ_DRIVER_R16=1: repack the weight into 16-row panels first (maq_r16_pack), where it and this CPU
+ * qualify (stdout then also says "r16=<bytes>").
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -54,6 +56,18 @@ int main(int argc, char **argv) {
     }
     maq_weight w = driver_weight(type, T, P, G, data, bitmap, scales, rowscale);
     w.hi = hi;
+    const char *want_r16 = getenv("MAQ_DRIVER_R16");
+    const size_t r16_bytes = want_r16 && !strcmp(want_r16, "1") ? maq_r16_bytes(&w) : 0;
+    if (r16_bytes) {
+        void *r16 = aligned_alloc(64, r16_bytes);
+        if (!r16) {
+            fprintf(stderr, "out of memory\n");
+            return 1;
+        }
+        maq_r16_pack(&w, r16);
+        w.r16 = (const uint8_t *)r16;
+        printf("r16=%zu\n", r16_bytes);
+    }
 
     float *Y = (float *)malloc((size_t)B * P * sizeof(float));
     float *rows = (float *)malloc((size_t)(n_rows > 0 ? n_rows : 1) * T * sizeof(float));

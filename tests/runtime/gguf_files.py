@@ -98,9 +98,9 @@ def _copy_metadata(writer, gf: gl.GGUFFile, skip=()) -> None:
 
 
 def requantize_maq(src: Path, out: Path, salient_frac: float = 0.05, G: int = 64, seed: int = 0,
-                   embed: str = "q8_0") -> Path:
-    """Copy a float GGUF, storing every linear as MAQ2 (RTN codes, ``salient_frac`` random salient words) and
-    token_embd as Q8_0 (``embed='q8_0'``) or unchanged."""
+                   embed: str = "q8_0", bits: int = 2) -> Path:
+    """Copy a float GGUF, storing every linear as MAQ2 (RTN codes, ``salient_frac`` random salient words) or, with
+    ``bits`` 3 / 4, as MAQ3 / MAQ4 (RTN codes), and token_embd as Q8_0 (``embed='q8_0'``) or unchanged."""
     import gguf
     from gguf.constants import GGMLQuantizationType as Q
 
@@ -115,7 +115,8 @@ def requantize_maq(src: Path, out: Path, salient_frac: float = 0.05, G: int = 64
         if kind in LINEARS:
             P, T = arr.shape
             sal = rng.random((P, T // 16)) < salient_frac
-            add_maq(w, name, fmt.quantize_rtn(arr, salient=sal, G=G))
+            add_maq(w, name, fmt.quantize_rtn(arr, salient=sal, G=G) if bits == 2 else
+                    fmt.quantize_rtn(arr, G=G, bits=bits))
         elif name == "token_embd.weight" and embed == "q8_0":
             add_q8_0(w, name, arr)
         else:

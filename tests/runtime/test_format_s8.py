@@ -25,7 +25,7 @@ from test_kernels import PATHS, quantize_x_maq2
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "runtime" / "csrc"
 DRIVER = ROOT / "tests" / "csrc" / "s8_driver.c"
-KERNEL_SOURCES = ["act.c", "dispatch.c", "pool.c", "maq2.c", "maq_s8.c", "q8_0.c", "float.c", "matmul.c", "bench.c"]
+from test_neon import KERNEL_SOURCES  # noqa: E402 (the kernel sources, listed once)
 CFLAGS = ["-O2", "-std=c11", "-pthread", "-ffp-contract=off", "-Wall", f"-I{CSRC}"]
 
 

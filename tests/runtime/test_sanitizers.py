@@ -61,9 +61,9 @@ def _env(leaks: bool = True) -> dict:
     return env
 
 
-def run_clean(cmd: list[str], leaks: bool = True) -> str:
+def run_clean(cmd: list[str], leaks: bool = True, env: dict | None = None) -> str:
     """Run a sanitized driver; fail on a non-zero exit or any sanitizer line. Returns stdout."""
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env(leaks))
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**_env(leaks), **(env or {})})
     reports = [line for line in res.stderr.splitlines() if any(m in line for m in REPORT_MARKS)]
     assert res.returncode == 0 and not reports, (f"{' '.join(cmd)} -> exit {res.returncode}\n"
                                                  f"{res.stderr[-6000:]}")
@@ -97,6 +97,9 @@ KERNEL_CASES = [
     ("maq2", 592, 21, 64, 9),          # prompt panels (maq2.c, VNNI CPUs): ragged last panel and block, salient
     ("maq4", 1040, 17, 32, 10),        # words, a last tile of 2 tokens; T % 512 == 0 from 32 tokens:
     ("maq3", 1024, 19, 128, 33),
+    ("maq4", 576, 37, 32, 1),          # and with the 16-row repack (maq2_r16.c, VNNI + GFNI CPUs; R16_CASES):
+    ("maq3", 96, 19, 64, 3),           # single tokens, a ragged last panel, token tiles, unpacked panels
+    ("maq4", 640, 21, 128, 11),
     ("q8_0", 32, 1, 0, 1),
     ("q8_0", 96, 7, 0, 3),
     ("q8_0", 576, 33, 0, 2),
@@ -108,6 +111,9 @@ KERNEL_CASES = [
     ("f32", 33, 5, 0, 4),
     ("f32", 203, 17, 0, 2),
 ]
+
+
+R16_CASES = {("maq4", 576, 37, 32, 1), ("maq3", 96, 19, 64, 3), ("maq4", 640, 21, 128, 11)}
 
 
 def _maq2_parts(T: int, P: int, G: int, rng):
@@ -163,8 +169,11 @@ def test_kernels_sanitized(drivers, tmp_path, kind, T, P, G, B):
         for path in _paths():
             # kernel_driver.c leaves its buffers to the OS at exit: leaks are checked with model_driver.c
             # (maq_model_create/free, the pool), which frees everything
-            msg = run_clean([str(drivers["kernel"]), path, str(inp), str(out)], leaks=False)
+            r16 = (kind, T, P, G, B) in R16_CASES and path in ("vnni", "amx")
+            msg = run_clean([str(drivers["kernel"]), path, str(inp), str(out)], leaks=False,
+                            env={"MAQ_DRIVER_R16": "1"} if r16 else None)
             assert f"path={path}" in msg
+            assert ("r16=" in msg) == (r16 and K.lib.maq_r16_bytes(w.c) > 0)
             raw = np.fromfile(out, dtype="<f4")
             np.testing.assert_array_equal(raw[:B * P].reshape(B, P), expect, err_msg=f"{path}, {n_threads} threads")
             np.testing.assert_array_equal(raw[B * P:].reshape(n_rows, T), expect_rows)
