@@ -353,10 +353,10 @@ class Weight:
         self.rotation_seed = int(seed)
         return self
 
-    def repack_r16(self, release: bool = False) -> int:
-        """Repack this MAQ3 / MAQ4 weight into 16-row panels (see ``repack_r16``); returns the bytes, 0 if it does
+    def repack_r16(self) -> int:
+        """Repack this MAQ2 / MAQ3 / MAQ4 weight into 16-row panels (see ``repack_r16``); returns the bytes, 0 if it does
         not qualify or is repacked already."""
-        return repack_r16([self], release=release)
+        return repack_r16([self])
 
     # -- queries
     @property
@@ -395,16 +395,15 @@ class Weight:
         return f"Weight({self.type_name}, P={self.P}, T={self.T}{g})"
 
 
-def repack_r16(weights: list, release: bool = False) -> int:
-    """Repack every MAQ3 / MAQ4 weight of ``weights`` that qualifies into 16-row interleaved panels
+def repack_r16(weights: list) -> int:
+    """Repack every MAQ2 (without salient words) / MAQ3 / MAQ4 weight of ``weights`` that qualifies into 16-row
+    interleaved panels
     (runtime/csrc/maq2_r16.c), which the VNNI path then reads instead of the file's parts: single-token rows stop
     paying a per-row fixed cost, and one sequential stream replaces words + hi + scales. All panels go into one
     64-byte aligned arena in list order (give the order the products run in: each product's software prefetch then
     runs on into the next weight's panels). Returns the arena's bytes (0: nothing qualified, or this CPU lacks
-    AVX-512 VNNI + GFNI, or every weight is repacked already; the weights then stay as they are). ``release``: hand the file's words and hi planes back
-    to the OS afterwards (``madvise(MADV_PAGEOUT)``: their contents stay valid and are read in again if another path
-    touches them), so the arena replaces them in memory instead of adding to it. Results do not change (bit-identical
-    products)."""
+    AVX-512 VNNI + GFNI, or every weight is repacked already; the weights then stay as they are). Results do not
+    change (bit-identical products). The file's parts stay where they are (``release_file_pages`` hands them back)."""
     todo = [(w, int(lib.maq_r16_bytes(w.c))) for w in weights if getattr(w, "_r16", None) is None]
     todo = [(w, n) for w, n in todo if n > 0]
     total = sum(n for _, n in todo)
@@ -413,16 +412,31 @@ def repack_r16(weights: list, release: bool = False) -> int:
     raw = np.zeros(total + 64, np.uint8)
     off = (-raw.ctypes.data) % 64
     for w, n in todo:                        # every n is a multiple of 64: each weight's panels stay aligned
-        buf = raw[off:off + n]
-        p = ffi.from_buffer(buf)
+        p = ffi.from_buffer(raw[off:off + n])
         lib.maq_r16_pack(w.c, ffi.cast("void *", p))
         w._r16 = (raw, p)
         w.c.r16 = ffi.cast("const uint8_t *", p)
         off += n
-        if release:
-            for a in w._bulk:                # words, hi: the bulk of the file's bytes
-                lib.maq_pages_release(ffi.cast("void *", ffi.from_buffer(a, require_writable=False)), a.nbytes)
     return total
+
+
+def release_file_pages(weight: "Weight", base: np.ndarray, path: str) -> int:
+    """After ``repack_r16``: hand the pages of a repacked weight's words and hi plane back to the OS, where those
+    parts are bytes of the file at ``path`` held in ``base`` (the loader's whole-file buffer: its byte i is the
+    file's byte i), either mapped (np.memmap) or read into anonymous memory (then remapped from the file first,
+    if it still holds the same bytes: maq_pages_from_file). The parts stay readable (from the file) for the paths
+    that read them. Returns the bytes handed back (0 where nothing applied)."""
+    if getattr(weight, "_r16", None) is None:
+        return 0
+    lo, done = base.ctypes.data, 0
+    for a in weight._bulk:                   # words, hi: the bulk of the file's bytes
+        addr = a.ctypes.data
+        if not (lo <= addr and addr + a.nbytes <= lo + base.nbytes):
+            continue                         # not the file's bytes (a copy made at load)
+        rc = lib.maq_pages_from_file(ffi.cast("void *", ffi.from_buffer(a, require_writable=False)), a.nbytes,
+                                     str(path).encode(), addr - lo, 0 if isinstance(base, np.memmap) else 1)
+        done += a.nbytes if rc == 0 else 0
+    return done
 
 
 # --------------------------------------------------------------------------- products

@@ -93,11 +93,11 @@ def _size(n: int) -> str:
 
 
 def repack_default() -> bool:
-    """Whether a CModel repacks MAQ3 / MAQ4 weights into 16-row panels (kernels.repack_r16) when not told: yes,
+    """Whether a CModel repacks MAQ2 / MAQ3 / MAQ4 weights into 16-row panels (kernels.repack_r16) when not told: yes,
     unless the environment variable MAQ_REPACK is 0."""
     v = os.environ.get("MAQ_REPACK", "1").strip()
     if v not in ("0", "1"):
-        raise MAQError(f"MAQ_REPACK = {v!r}: expected 0 (read the file's layout) or 1 (repack MAQ3 / MAQ4 weights "
+        raise MAQError(f"MAQ_REPACK = {v!r}: expected 0 (read the file's layout) or 1 (repack MAQ weights "
                        "into 16-row panels where the CPU has AVX-512 VNNI + GFNI; the default)")
     return v == "1"
 
@@ -105,11 +105,11 @@ def repack_default() -> bool:
 class CModel:
     """``forward(tokens, pos, mode)`` -> logits, over a KV cache of ``n_ctx`` positions, in C.
 
-    ``repack`` (default: ``repack_default()``, i.e. on unless MAQ_REPACK=0): MAQ3 / MAQ4 linears are repacked at load
+    ``repack`` (default: ``repack_default()``, i.e. on unless MAQ_REPACK=0): MAQ3 / MAQ4 linears, and MAQ2 ones
+    without salient words, are repacked at load
     into 16-row panels (``kernels.repack_r16``; bit-identical results) where the CPU has AVX-512 VNNI + GFNI.
-    ``repacked_bytes`` says how much: that much more memory when the file was read into memory (the loader's
-    default for files up to half of the available memory), about none when it is mapped (``use_mmap=True``: the
-    file's pages of those weights are handed back)."""
+    ``repacked_bytes`` says how much; the file's pages of those weights' codes are handed back to the OS
+    (``released_bytes``; ``kernels.release_file_pages``), so memory stays about the file's size."""
 
     def __init__(self, lm: LoadedModel, n_ctx: int | None = None, n_threads: int | None = None,
                  max_batch: int = DEFAULT_MAX_BATCH, repack: bool | None = None, _c_api=None):
@@ -148,7 +148,10 @@ class CModel:
         fills += [(weights, "tok_embd", lm.tok_embd.kernel_weight()), (weights, "output", lm.output.kernel_weight())]
         self.repack = repack_default() if repack is None else bool(repack)
         from maq.runtime import kernels as K
-        self.repacked_bytes = K.repack_r16([kw for _, _, kw in fills], release=True) if self.repack else 0
+        self.repacked_bytes = K.repack_r16([kw for _, _, kw in fills]) if self.repack else 0
+        # the file's copies of the repacked words and hi planes leave memory (read again from the file if touched)
+        self.released_bytes = sum(K.release_file_pages(kw, lm.gguf.mm, lm.gguf.path) for _, _, kw in fills) \
+            if self.repacked_bytes else 0
         for parent, field, kw in fills:
             self._keep.append(kw)
             setattr(parent, field, kw.c[0])

@@ -62,18 +62,22 @@ typedef struct {
     const float *in_signs;      /* input rotation (format.py / docs/FORMAT.md section 10), any type: [T] +-1 signs,
                                  * or NULL (none). The weight holds W' = W R^T; maq_act_prepare multiplies R x */
     int in_block;               /* Walsh-Hadamard block length of the rotation (a power of two dividing T) */
-    const uint8_t *r16;         /* MAQ3 / MAQ4: the rows repacked into 16-row panels (maq_r16_pack), 64-byte aligned,
+    const uint8_t *r16;         /* MAQ2/3/4: the rows repacked into 16-row panels (maq_r16_pack), 64-byte aligned,
                                  * read instead of the parts above on the VNNI path; or NULL */
 } maq_weight;
 
-/* Load-time repack of a MAQ3 / MAQ4 weight into 16-row interleaved panels (runtime/csrc/maq2_r16.c): bytes needed,
+/* Load-time repack of a MAQ2 (no salient words) / MAQ3 / MAQ4 weight into 16-row interleaved panels (runtime/csrc/maq2_r16.c): bytes needed,
  * or 0 where the weight or this CPU does not qualify (the products then read the file's layout); and the packing
  * into dst (64-byte aligned, maq_r16_bytes(w) bytes). Set w->r16 = dst afterwards. */
 size_t maq_r16_bytes(const maq_weight *w);
 void maq_r16_pack(const maq_weight *w, void *dst);
-/* Hand the whole pages inside [p, p + n) back to the OS (Linux: madvise MADV_PAGEOUT; elsewhere nothing): their
- * contents stay valid (file pages are read in again, anonymous ones swapped) if touched again. */
-void maq_pages_release(const void *p, size_t n);
+/* Hand the whole pages inside [p, p + n) back to the OS, where they hold bytes [offset, offset + n) of the file at
+ * path: remap 0, they are a read-only mapping of that file already; remap 1, they are a private anonymous copy, first
+ * replaced by a private mapping of the file at the same addresses (only if the file still holds the same bytes).
+ * Then madvise(MADV_DONTNEED): the memory leaves the process, the contents stay readable (read from the file again
+ * on the next touch). 0 on success; -1 (nothing changed, or on a failed remap nothing but the check) if the file
+ * cannot be opened or mapped, differs, the page offsets do not agree, or not on Linux. */
+int maq_pages_from_file(const void *p, size_t n, const char *path, uint64_t offset, int remap);
 
 /* Dequantize row p of w into out[T] (float). Used for embedding lookups and tests. */
 void maq_get_row(const maq_weight *w, int p, float *out);

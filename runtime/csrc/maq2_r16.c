@@ -1,4 +1,4 @@
-/* maq2_r16.c -- MAQ3 / MAQ4 weights repacked at load time into 16-row interleaved panels ("R16"), and their products
+/* maq2_r16.c -- MAQ2 / MAQ3 / MAQ4 weights repacked at load time into 16-row interleaved panels ("R16"), and their products
  * on the VNNI path (AVX-512 VNNI + GFNI).
  *
  * Why: a single-token product of the file's layout runs one row at a time (maq2.c's 512-bit rows): per row a 32-bit
@@ -10,24 +10,29 @@
  *
  * Layout (maq_r16_bytes / maq_r16_pack): panel i holds rows 16i..16i+15 (rows past P all zero), panel_bytes(w) apart:
  *   codes  MAQ4: uint8 [T/8][16 rows][4]    byte 64k + 4r + j = code(8k + j) | code(8k + 4 + j) << 4
+ *          MAQ2: uint8 [T/16][16 rows][4]   byte 64k + 4r + j: bits 2f..2f+1 = code(16k + 4f + j), f = 0..3
  *          MAQ3: uint8 [T/32][3][16 rows][4], step k of 32 inputs = three 64-byte parts:
  *                part s (s = 0, 1), byte 4r + j: bits 2f..2f+1 = low 2 bits of code(32k + 16s + 4f + j), f = 0..3
  *                part 2,            byte 4r + j: bit 4s + f   = bit 2 of code(32k + 16s + 4f + j)
  *   sc     uint8 [ng][16]   group scales
  *   m      int8  [ng][16]   group minima
  *   d      float [16], dmin float [16]   row scales (the file's halves, converted)
- * then zero padding to a multiple of 64 bytes. MAQ4 codes cost 4 bits per weight, MAQ3 3 bits, as in the file.
- * Eligible: MAQ3 / MAQ4 (no salient words), T % 32 == 0, on a CPU with AVX-512 VNNI and GFNI; maq_r16_bytes is 0
+ *   dsal   float [16]                    MAQ2 only (its final step adds dsal * S, S = 0 here, as the reference)
+ * then zero padding to a multiple of 64 bytes. Codes cost the file's bits per weight (4, 3, 2).
+ * Eligible: MAQ3 / MAQ4, and MAQ2 tensors without salient words (no bitmap bit set, no int8 coding: RTN files,
+ * tensors the allocation gave none), T % 32 == 0, on a CPU with AVX-512 VNNI and GFNI; maq_r16_bytes is 0
  * otherwise. The products are bit-identical to the scalar reference: per group the exact integer code dots C give
  * D_b += sc * C and M_b += m * XS_g, per block the float steps of maq2.c's acc_block / acc_final with lanes = rows.
  */
-#ifndef _GNU_SOURCE       /* madvise's MADV_PAGEOUT (a build may define it already: llama.cpp's) */
+#ifndef _GNU_SOURCE       /* mmap / madvise flags (a build may define it already: llama.cpp's) */
 #define _GNU_SOURCE
 #endif
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #endif
 
@@ -40,14 +45,22 @@
 static int r16_ng(const maq_weight *w) { return (w->T + w->G - 1) / w->G; }
 
 /* Bytes of one panel's codes, and of the whole panel (see the layout above). */
-static size_t r16_codes_bytes(const maq_weight *w) { return (size_t)(w->type == MAQ_TYPE_MAQ4 ? 8 : 6) * w->T; }
-static size_t r16_panel_bytes(const maq_weight *w) {
-    return (r16_codes_bytes(w) + (size_t)32 * r16_ng(w) + 128 + 63) / 64 * 64;
+static int r16_bits(const maq_weight *w) { return w->type == MAQ_TYPE_MAQ4 ? 4 : w->type == MAQ_TYPE_MAQ3 ? 3 : 2; }
+static size_t r16_codes_bytes(const maq_weight *w) { return (size_t)2 * r16_bits(w) * w->T; }
+static size_t r16_tail_bytes(const maq_weight *w) { return (size_t)32 * r16_ng(w) + (r16_bits(w) == 2 ? 192 : 128); }
+static size_t r16_panel_bytes(const maq_weight *w) { return (r16_codes_bytes(w) + r16_tail_bytes(w) + 63) / 64 * 64; }
+
+static int no_salient_words(const maq_weight *w) {
+    if (!w->bitmap || w->salw) return 0;   /* (a descriptor without its parts: not known to qualify) */
+    const size_t n = (size_t)w->P * (size_t)((w->T + 127) / 128);
+    for (size_t i = 0; i < n; i++)
+        if (w->bitmap[i]) return 0;
+    return 1;
 }
 
 static int r16_eligible(const maq_weight *w) {
-    return (w->type == MAQ_TYPE_MAQ3 || w->type == MAQ_TYPE_MAQ4) && w->T % 32 == 0 && maq_cpu_vnni() &&
-           maq_cpu_gfni();
+    if (w->type != MAQ_TYPE_MAQ2 && w->type != MAQ_TYPE_MAQ3 && w->type != MAQ_TYPE_MAQ4) return 0;
+    return w->T % 32 == 0 && maq_cpu_vnni() && maq_cpu_gfni() && (w->type != MAQ_TYPE_MAQ2 || no_salient_words(w));
 }
 
 size_t maq_r16_bytes(const maq_weight *w) {
@@ -59,6 +72,7 @@ static unsigned r16_code(const maq_weight *w, int p, int i) {
     const size_t wi = (size_t)p * (w->T >> 4) + (size_t)(i >> 4);
     const int j = i & 15;
     const unsigned lo = ((const uint32_t *)w->data)[wi] >> (2 * j) & 3u;
+    if (w->type == MAQ_TYPE_MAQ2) return lo;
     if (w->type == MAQ_TYPE_MAQ4) return lo | (((const uint32_t *)w->hi)[wi] >> (2 * j) & 3u) << 2;
     return lo | (((const uint16_t *)w->hi)[wi] >> j & 1u) << 2;
 }
@@ -69,6 +83,15 @@ static void r16_pack_codes(const maq_weight *w, int p, int r, uint8_t *codes) {
         for (int k = 0; k < T / 8; k++)
             for (int j = 0; j < 4; j++)
                 codes[64 * k + 4 * r + j] = (uint8_t)(r16_code(w, p, 8 * k + j) | r16_code(w, p, 8 * k + 4 + j) << 4);
+        return;
+    }
+    if (w->type == MAQ_TYPE_MAQ2) {
+        for (int k = 0; k < T / 16; k++)
+            for (int j = 0; j < 4; j++) {
+                unsigned v = 0;
+                for (int f = 0; f < 4; f++) v |= r16_code(w, p, 16 * k + 4 * f + j) << (2 * f);
+                codes[64 * k + 4 * r + j] = (uint8_t)v;
+            }
         return;
     }
     for (int k = 0; k < T / 32; k++) {
@@ -97,7 +120,7 @@ void maq_r16_pack(const maq_weight *w, void *dst) {
         uint8_t *panel = (uint8_t *)dst + (size_t)i * pb;
         uint8_t *sc = panel + cb;
         int8_t *m = (int8_t *)(sc + (size_t)16 * ng);
-        float *d = (float *)(sc + (size_t)32 * ng), *dmin = d + 16;
+        float *d = (float *)(sc + (size_t)32 * ng), *dmin = d + 16, *dsal = d + 32;
         for (int r = 0; r < 16 && 16 * i + r < w->P; r++) {
             const int p = 16 * i + r;
             r16_pack_codes(w, p, r, panel);
@@ -108,17 +131,35 @@ void maq_r16_pack(const maq_weight *w, void *dst) {
             }
             d[r] = maq_h2f(w->rowscale[3 * (size_t)p]);
             dmin[r] = maq_h2f(w->rowscale[3 * (size_t)p + 1]);
+            if (w->type == MAQ_TYPE_MAQ2) dsal[r] = maq_h2f(w->rowscale[3 * (size_t)p + 2]);
         }
     }
 }
 
-void maq_pages_release(const void *p, size_t n) {
-#if defined(__linux__) && defined(MADV_PAGEOUT)
+int maq_pages_from_file(const void *p, size_t n, const char *path, uint64_t offset, int remap) {
+#if defined(__linux__)
     const uintptr_t ps = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + ps - 1) / ps * ps;
     const uintptr_t b = ((uintptr_t)p + n) / ps * ps;
-    if (b > a) (void)madvise((void *)a, b - a, MADV_PAGEOUT);
+    if (b <= a) return 0;
+    const uint64_t off = offset + (a - (uintptr_t)p);
+    if (off % ps) return -1;   /* the buffer's pages do not line up with the file's */
+    if (remap) {
+        const int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return -1;
+        struct stat st;
+        void *tmp = MAP_FAILED;
+        if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= off + (b - a))
+            tmp = mmap(NULL, b - a, PROT_READ, MAP_PRIVATE, fd, (off_t)off);
+        int ok = tmp != MAP_FAILED && memcmp(tmp, (const void *)a, b - a) == 0;   /* the file still holds them */
+        if (ok) ok = mmap((void *)a, b - a, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, (off_t)off) != MAP_FAILED;
+        if (tmp != MAP_FAILED) munmap(tmp, b - a);
+        close(fd);
+        if (!ok) return -1;
+    }
+    return madvise((void *)a, b - a, MADV_DONTNEED) == 0 ? 0 : -1;
 #else
-    (void)p, (void)n;
+    (void)p, (void)n, (void)path, (void)offset, (void)remap;
+    return -1;
 #endif
 }
 
@@ -130,6 +171,8 @@ void maq_pages_release(const void *p, size_t n) {
 /* vgf2p8affineqb matrix moving input bit n of each byte to output bit 2 (output bit i = parity(matrix byte 7-i &
  * input byte)), the rest 0: a MAQ3 hi bit into place beside its 2 low bits. */
 #define GF_BIT_TO_2(n) ((1ull << (n)) << 40)
+/* ... and moving bits 2f, 2f + 1 to output bits 0, 1: a MAQ2 code field down to a byte of its own. */
+#define GF_FIELD(f) ((1ull << (2 * (f))) << 56 | (1ull << (2 * (f) + 1)) << 48)
 
 /* Software prefetch of a single-token product's panel stream, R16_PF_BYTES ahead, into L2 (hint T1): SmolLM2
  * MAQ 4.0 decode, 1 thread, ms/token (2026-12-08, load ~0.6): none 4.7 (the hardware prefetchers alone), 8 KiB
@@ -155,6 +198,18 @@ R16_FN void step_b4(const uint8_t *codes, int k, const int NT, const int8_t *con
         C[n][0] = _mm512_dpbusd_epi32(C[n][0], lo, _mm512_set1_epi32(load_x4(xn[n] + 8 * k)));
         C[n][NT >= 4 ? 0 : 1] = _mm512_dpbusd_epi32(C[n][NT >= 4 ? 0 : 1], hi,
                                                     _mm512_set1_epi32(load_x4(xn[n] + 8 * k + 4)));
+    }
+}
+
+/* C[n] += code dots of one MAQ2 step k (inputs 16k..16k+15): field f of each byte, one GF(2) affine map each. */
+R16_FN void step_b2(const uint8_t *codes, int k, const int NT, const int8_t *const *xn, __m512i C[][2]) {
+    const __m512i v = _mm512_load_si512((const void *)(codes + (size_t)64 * k));
+    for (int f = 0; f < 4; f++) {
+        const __m512i c = f ? _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64((long long)GF_FIELD(f)), 0)
+                            : _mm512_and_si512(v, _mm512_set1_epi8(3));
+        for (int n = 0; n < NT; n++)
+            C[n][NT >= 4 ? 0 : f & 1] = _mm512_dpbusd_epi32(C[n][NT >= 4 ? 0 : f & 1], c,
+                                                            _mm512_set1_epi32(load_x4(xn[n] + 16 * k + 4 * f)));
     }
 }
 
@@ -185,6 +240,15 @@ R16_FN void step_u8(const uint8_t *codes, int k, const int NT, const int8_t *con
  * panel serves several token tiles, each tile then skips the nibble / bit-field extraction. */
 R16_FN void r16_unpack(const uint8_t *panel, int T, const int BITS, uint8_t *out) {
     const __m512i m0f = _mm512_set1_epi8(0x0f), m03 = _mm512_set1_epi8(3);
+    if (BITS == 2) {
+        for (int k = 0; k < T / 16; k++) {
+            const __m512i v = _mm512_load_si512((const void *)(panel + (size_t)64 * k));
+            for (int f = 0; f < 4; f++)
+                _mm512_store_si512((void *)(out + (size_t)64 * (4 * k + f)),
+                                   _mm512_and_si512(_mm512_srli_epi16(v, 2 * f), m03));
+        }
+        return;
+    }
     if (BITS == 4) {
         for (int k = 0; k < T / 8; k++) {
             const __m512i v = _mm512_load_si512((const void *)(panel + (size_t)64 * k));
@@ -211,8 +275,11 @@ R16_FN void r16_unpack(const uint8_t *panel, int T, const int BITS, uint8_t *out
 /* Y[n * P + pa + r] (r < nr) for the NT tokens whose activation rows start at act: one panel, every block. MODE:
  * 4 or 3, the panel's packed MAQ4 / MAQ3 codes; 8, its codes unpacked to bytes in u8 (r16_unpack). */
 R16_FN void r16_tile(const uint8_t *panel, const uint8_t *u8, const maq_weight *w, const maq2_act_layout *L,
-                     const uint8_t *act, const int NT, const int MODE, float *Y, int pa, int nr, size_t pf) {
-    const int T = w->T, G = w->G, ng = r16_ng(w), kstep = MODE == 4 ? 8 : MODE == 3 ? 32 : 4;
+                     const uint8_t *act, const int NT, const int BITS, const int UNPACKED, float *Y, int pa, int nr,
+                     size_t pf) {
+    const int MODE = UNPACKED ? 8 : BITS;
+    const int T = w->T, G = w->G, ng = r16_ng(w), kstep = MODE == 4 ? 8 : MODE == 3 ? 32 : MODE == 2 ? 16 : 4;
+    const size_t step_bytes = MODE == 3 ? 192 : 64;   /* packed codes per step */
     const uint8_t *sc = panel + r16_codes_bytes(w);
     const int8_t *m = (const int8_t *)(sc + (size_t)16 * ng);
     const float *d = (const float *)(sc + (size_t)32 * ng);
@@ -226,7 +293,7 @@ R16_FN void r16_tile(const uint8_t *panel, const uint8_t *u8, const maq_weight *
         dx[n] = (const float *)(row + L->dx);
         xs[n] = (const int16_t *)(row + xs_off);
     }
-    if (pf) r16_prefetch(sc + pf, (size_t)32 * ng + 128);   /* this panel's scales, pf bytes ahead */
+    if (pf) r16_prefetch(sc + pf, r16_tail_bytes(w));   /* this panel's scales, pf bytes ahead */
     __m512 fD[R16_NT][4], fM[R16_NT][4];   /* lane b % 4 of acc_block, one row per element */
     for (int n = 0; n < NT; n++)
         for (int l = 0; l < 4; l++) fD[n][l] = fM[n][l] = _mm512_setzero_ps();
@@ -239,9 +306,10 @@ R16_FN void r16_tile(const uint8_t *panel, const uint8_t *u8, const maq_weight *
             __m512i C[R16_NT][2];
             for (int n = 0; n < NT; n++) C[n][0] = C[n][1] = _mm512_setzero_si512();
             for (int k = g * G / kstep; k < k1; k++) {
-                if (pf) r16_prefetch(panel + pf + (size_t)(MODE == 4 ? 64 : 192) * k, MODE == 4 ? 64 : 192);
+                if (pf) r16_prefetch(panel + pf + step_bytes * k, step_bytes);
                 if (MODE == 4) step_b4(panel, k, NT, xn, C);
                 else if (MODE == 3) step_b3(panel, k, NT, xn, C);
+                else if (MODE == 2) step_b2(panel, k, NT, xn, C);
                 else step_u8(u8, k, NT, xn, C);
             }
             const __m512i scg = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)(sc + 16 * g)));
@@ -260,27 +328,31 @@ R16_FN void r16_tile(const uint8_t *panel, const uint8_t *u8, const maq_weight *
         }
     }
     const __m512 vd = _mm512_loadu_ps(d), vdmin = _mm512_loadu_ps(d + 16);
+    /* MAQ2: the reference's final + dsal * S, with S = +0 (no salient words) */
+    const __m512 sal0 = BITS == 2 ? _mm512_mul_ps(_mm512_loadu_ps(d + 32), _mm512_setzero_ps()) : _mm512_setzero_ps();
     const __mmask16 keep = (__mmask16)((1u << nr) - 1u);
     for (int n = 0; n < NT; n++) {
         const __m512 Dv = _mm512_add_ps(_mm512_add_ps(fD[n][0], fD[n][1]), _mm512_add_ps(fD[n][2], fD[n][3]));
         const __m512 Mv = _mm512_add_ps(_mm512_add_ps(fM[n][0], fM[n][1]), _mm512_add_ps(fM[n][2], fM[n][3]));
-        _mm512_mask_storeu_ps(Y + (size_t)n * w->P + pa, keep,
-                              _mm512_add_ps(_mm512_mul_ps(vd, Dv), _mm512_mul_ps(vdmin, Mv)));
+        __m512 y = _mm512_add_ps(_mm512_mul_ps(vd, Dv), _mm512_mul_ps(vdmin, Mv));
+        if (BITS == 2) y = _mm512_add_ps(y, sal0);
+        _mm512_mask_storeu_ps(Y + (size_t)n * w->P + pa, keep, y);
     }
 }
 
 /* Every token tile of B tokens over one panel (the tile size a compile-time constant in each branch). */
 R16_FN void r16_tokens(const uint8_t *panel, const uint8_t *u8, const maq_weight *w, const maq2_act_layout *L,
-                       const uint8_t *act, int B, const int MODE, float *Y, int pa, int nr, size_t pf) {
+                       const uint8_t *act, int B, const int BITS, const int UNPACKED, float *Y, int pa, int nr,
+                       size_t pf) {
     for (int t0 = 0; t0 < B; t0 += R16_NT) {
         const int nt = B - t0 < R16_NT ? B - t0 : R16_NT;
         const uint8_t *a = act + (size_t)t0 * L->stride;
         float *y = Y + (size_t)t0 * w->P;
         switch (nt) {
 #define R16_CASE(N) \
-    case N: r16_tile(panel, u8, w, L, a, N, MODE, y, pa, nr, pf); break;
+    case N: r16_tile(panel, u8, w, L, a, N, BITS, UNPACKED, y, pa, nr, pf); break;
             R16_CASE(1) R16_CASE(2) R16_CASE(3) R16_CASE(4) R16_CASE(5) R16_CASE(6) R16_CASE(7)
-            default: r16_tile(panel, u8, w, L, a, R16_NT, MODE, y, pa, nr, pf); break;
+            default: r16_tile(panel, u8, w, L, a, R16_NT, BITS, UNPACKED, y, pa, nr, pf); break;
 #undef R16_CASE
         }
     }
@@ -299,12 +371,17 @@ R16_FN void r16_rows_bits(const maq_weight *w, const maq2_act_layout *L, const u
         const int nr = p1 - pa < 16 ? p1 - pa : 16;
         if (u8) {
             r16_unpack(panel, w->T, BITS, u8);
-            r16_tokens(panel, u8, w, L, act, B, 8, Y, pa, nr, 0);
+            r16_tokens(panel, u8, w, L, act, B, BITS, 1, Y, pa, nr, 0);
         } else {
-            r16_tokens(panel, NULL, w, L, act, B, BITS, Y, pa, nr, pf);
+            r16_tokens(panel, NULL, w, L, act, B, BITS, 0, Y, pa, nr, pf);
         }
     }
     free(u8);
+}
+static __attribute__((noinline, target(R16_TARGET))) void r16_rows_b2(const maq_weight *w, const maq2_act_layout *L,
+                                                                      const uint8_t *act, int B, int p0, int p1,
+                                                                      float *Y) {
+    r16_rows_bits(w, L, act, B, p0, p1, Y, 2);
 }
 static __attribute__((noinline, target(R16_TARGET))) void r16_rows_b3(const maq_weight *w, const maq2_act_layout *L,
                                                                       const uint8_t *act, int B, int p0, int p1,
@@ -319,7 +396,8 @@ static __attribute__((noinline, target(R16_TARGET))) void r16_rows_b4(const maq_
 
 int maq2_r16_rows(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1, float *Y) {
     if (w->type == MAQ_TYPE_MAQ4) r16_rows_b4(w, L, act, B, p0, p1, Y);
-    else r16_rows_b3(w, L, act, B, p0, p1, Y);
+    else if (w->type == MAQ_TYPE_MAQ3) r16_rows_b3(w, L, act, B, p0, p1, Y);
+    else r16_rows_b2(w, L, act, B, p0, p1, Y);
     return 1;
 }
 #else

@@ -1,4 +1,4 @@
-"""MAQ3 / MAQ4 weights repacked into 16-row panels at load time (runtime/csrc/maq2_r16.c, kernels.repack_r16): the
+"""MAQ2 (without salient words) / MAQ3 / MAQ4 weights repacked into 16-row panels at load time (runtime/csrc/maq2_r16.c, kernels.repack_r16): the
 panel bytes against a numpy re-implementation of the documented layout, products bit-identical to the scalar path
 (every path, 1-3 threads, single tokens, token tiles and the unpacked-panel batches), the file's pages released and
 read again, and a model whose logits do not change with the repack.
@@ -27,8 +27,10 @@ IDS = [504, 3575, 282, 4649, 314, 7, 9, 100, 2000, 17, 0, 1, 2, 3333, 12, 99, 12
 
 
 def _tensor(P: int, T: int, G: int, bits: int, seed: int = 0) -> F.MAQTensor:
+    """RTN codes of a random Gaussian weight (MAQ2: no salient words)."""
     rng = np.random.default_rng([P, T, G, bits, seed])
-    return F.quantize_rtn((rng.standard_normal((P, T)) * 0.02).astype(np.float32), G=G, bits=bits)
+    W = (rng.standard_normal((P, T)) * 0.02).astype(np.float32)
+    return F.quantize_rtn(W, np.zeros((P, T // 16), bool), G=G) if bits == 2 else F.quantize_rtn(W, G=G, bits=bits)
 
 
 def _eligible() -> bool:
@@ -48,13 +50,18 @@ def panels_numpy(t: F.MAQTensor) -> np.ndarray:
     sc = np.zeros((npan * 16, ng), np.uint8)
     m = np.zeros((npan * 16, ng), np.int8)
     sc[:P], m[:P] = u.sc, u.m
-    d = np.zeros(npan * 16, np.float32)
-    dmin = np.zeros(npan * 16, np.float32)
+    d, dmin, dsal = (np.zeros(npan * 16, np.float32) for _ in range(3))
     d[:P], dmin[:P] = u.d, u.dmin
+    if t.bits == 2:
+        dsal[:P] = np.asarray(t.rowscale, np.float32)[:, 2]
     out = []
     for i in range(npan):
         c = codes[16 * i:16 * i + 16]                              # [16 rows][T]
-        if t.bits == 4:
+        if t.bits == 2:
+            c16 = c.reshape(16, T // 16, 4, 4)                     # [r][k][f][j]: input 16k + 4f + j
+            body = np.bitwise_or.reduce(c16 << (2 * np.arange(4)[None, None, :, None]), axis=2, dtype=np.uint8)
+            body = body.transpose(1, 0, 2).reshape(-1)
+        elif t.bits == 4:
             c8 = c.reshape(16, T // 8, 2, 4)                       # [r][k][half][j]: input 8k + 4 half + j
             body = (c8[:, :, 0] | c8[:, :, 1] << 4).transpose(1, 0, 2).reshape(-1)
         else:
@@ -68,14 +75,14 @@ def panels_numpy(t: F.MAQTensor) -> np.ndarray:
             body = np.concatenate([lo.reshape(T // 32, -1), hi.reshape(T // 32, -1)], axis=1).reshape(-1)
         rows = slice(16 * i, 16 * i + 16)
         tail = [sc[rows].T.reshape(-1), m[rows].T.reshape(-1).view(np.uint8), d[rows].view(np.uint8),
-                dmin[rows].view(np.uint8)]
+                dmin[rows].view(np.uint8)] + ([dsal[rows].view(np.uint8)] if t.bits == 2 else [])
         panel = np.concatenate([body] + tail)
         out.append(np.concatenate([panel, np.zeros(-len(panel) % 64, np.uint8)]))
     return np.concatenate(out)
 
 
 @needs_r16
-@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("bits", [2, 3, 4])
 @pytest.mark.parametrize("P,T,G", [(53, 576, 32), (16, 96, 128), (37, 640, 64), (20, 1536, 128)])
 def test_panel_bytes(P, T, G, bits):
     t = _tensor(P, T, G, bits)
@@ -92,7 +99,7 @@ def test_panel_bytes(P, T, G, bits):
 @needs_r16
 @pytest.mark.parametrize("B", [1, 2, 5, 8, 9, 20, 40])
 @pytest.mark.parametrize("G", F.GROUP_SIZES)
-@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("bits", [2, 3, 4])
 @pytest.mark.parametrize("T", [96, 576, 640])
 def test_products_bit_identical(T, bits, G, B, pools):
     """Ragged last panel (P = 53), ragged last block and group (T = 96, 576, 640), every token tile 1..8 (B 9, 20,
@@ -114,43 +121,65 @@ def test_ineligible_widths_stay(T, bits, pools):
 
 
 def test_other_types_stay():
-    """MAQ2 (salient words), Q8_0 and F32 weights are never repacked."""
+    """MAQ2 with salient words (one is enough; mean4 or int8 coding), Q8_0, F16 and F32 weights are never
+    repacked."""
     rng = np.random.default_rng(5)
     W = (rng.standard_normal((32, 64)) * 0.02).astype(np.float32)
-    ws = [K.Weight.from_maq(F.quantize_rtn(W, rng.random((32, 4)) < 0.2, G=32)), K.Weight.f32(W)]
+    one = np.zeros((32, 4), bool)
+    one[31, 3] = True
+    ws = [K.Weight.from_maq(F.quantize_rtn(W, one, G=32)), K.Weight.f32(W), K.Weight.f16(W.astype(np.float16)),
+          K.Weight.from_maq(F.quantize_rtn(W, one, G=32, salient_coding="int8"))]
     assert K.repack_r16(ws) == 0
     assert all(w.c.r16 == K.ffi.NULL for w in ws)
 
 
 @needs_r16
-def test_release_keeps_file_pages_readable(tmp_path, pools):
-    """With release=True the file's words and hi planes are handed back to the OS (MADV_PAGEOUT); a path that reads
-    them (avx2, scalar) still gets the same results: the pages come back from the file."""
+@pytest.mark.parametrize("mapped", [True, False], ids=["memmap", "read-into-memory"])
+def test_release_keeps_file_pages_readable(tmp_path, pools, mapped):
+    """release_file_pages hands a repacked weight's words and hi plane back to the OS, whether the file is mapped
+    (np.memmap) or was read into anonymous memory (remapped from the file first); every path, including those that
+    read the file's parts (avx2, scalar), still gets the same results, and the parts still read as the file's bytes.
+    A file that no longer holds those bytes is not remapped (nothing released, nothing changed)."""
     t = _tensor(256, 1536, 64, 4)
     path = tmp_path / "parts.bin"
-    with open(path, "wb") as f:
-        for a in (t.words, t.hi):
-            f.write(np.ascontiguousarray(a).tobytes())
-            f.write(b"\0" * (-a.nbytes % 4096))
-    with open(path, "rb") as f:
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    wbytes = -(-t.words.nbytes // 4096) * 4096
-    words = np.frombuffer(mm, t.words.dtype, t.words.size, 0).reshape(t.words.shape)
-    hi = np.frombuffer(mm, t.hi.dtype, t.hi.size, wbytes).reshape(t.hi.shape)
-    mapped = F.MAQTensor(words, None, t.scales, t.rowscale, T=t.T, G=t.G, bits=4, hi=hi)
-    w, ref = K.Weight.from_maq(mapped), K.Weight.from_maq(t)
+    blob = bytearray()
+    offsets = []
+    for a in (t.words, t.hi):
+        offsets.append(len(blob))
+        blob += np.ascontiguousarray(a).tobytes() + b"\0" * (-a.nbytes % 4096)
+    path.write_bytes(bytes(blob))
+    if mapped:
+        base = np.memmap(path, dtype=np.uint8, mode="r")
+    else:
+        base = np.frombuffer(mmap.mmap(-1, len(blob)), np.uint8)      # page aligned, as the loader's buffer
+        base[:] = np.frombuffer(bytes(blob), np.uint8)
+
+    def parts(b):
+        words = b[offsets[0]:offsets[0] + t.words.nbytes].view(t.words.dtype).reshape(t.words.shape)
+        hi = b[offsets[1]:offsets[1] + t.hi.nbytes].view(t.hi.dtype).reshape(t.hi.shape)
+        return F.MAQTensor(words, None, t.scales, t.rowscale, T=t.T, G=t.G, bits=4, hi=hi)
+
+    w, ref = K.Weight.from_maq(parts(base)), K.Weight.from_maq(t)
+    assert K.release_file_pages(w, base, str(path)) == 0             # not repacked: nothing to hand back
+    assert K.repack_r16([w]) > 0
+    if not mapped:                                                    # a changed file is not remapped
+        path.write_bytes(bytes(len(blob)))
+        assert K.release_file_pages(w, base, str(path)) == 0
+        path.write_bytes(bytes(blob))
+    assert K.release_file_pages(w, base, str(path)) >= t.words.nbytes - 4096
     X = np.random.default_rng(0).standard_normal((3, t.T)).astype(np.float32)
-    assert K.repack_r16([w], release=True) > 0
     for p in K.supported_paths():
         with K.forced_path(p):
             np.testing.assert_array_equal(K.matmul(w, X, pools[2]), K.matmul(ref, X, pools[2]), err_msg=p)
+    np.testing.assert_array_equal(np.asarray(parts(base).words), t.words)
+    np.testing.assert_array_equal(np.asarray(parts(base).hi), t.hi)
 
 
-@pytest.fixture(scope="module", params=[3, 4])
+@pytest.fixture(scope="module", params=[2, 3, 4])
 def tiny_maqhi(request, tiny_gqa, tmp_path_factory):
-    """tiny_gqa's linears as MAQ3 or MAQ4 (RTN, G = 32), token_embd Q8_0."""
+    """tiny_gqa's linears as MAQ2 (no salient words), MAQ3 or MAQ4 (RTN, G = 32), token_embd Q8_0."""
     out = tmp_path_factory.mktemp("r16") / f"gqa.maq{request.param}.gguf"
-    return gguf_files.requantize_maq(tiny_gqa[1], out, bits=request.param, G=32)
+    return gguf_files.requantize_maq(tiny_gqa[1], out, bits=request.param, G=32, salient_frac=0.0)
 
 
 @needs_r16
