@@ -1,5 +1,5 @@
-/* maq2_r16.c -- MAQ2 / MAQ3 / MAQ4 weights repacked at load time into 16-row interleaved panels ("R16"), and their products
- * on the VNNI path (AVX-512 VNNI + GFNI).
+/* maq2_r16.c -- MAQ2 / MAQ3 / MAQ4 weights repacked at load time into 16-row interleaved panels ("R16"), and their
+ * products on the VNNI path (AVX-512 VNNI + GFNI).
  *
  * Why: a single-token product of the file's layout runs one row at a time (maq2.c's 512-bit rows): per row a 32-bit
  * word per 16 inputs, then per-row lane sums and float steps, about 9.5 ns of fixed cost on each of SmolLM2's
@@ -67,30 +67,37 @@ size_t maq_r16_bytes(const maq_weight *w) {
     return r16_eligible(w) ? (size_t)((w->P + 15) / 16) * r16_panel_bytes(w) : 0;
 }
 
-/* Code of input i of row p (the file's words and hi plane: docs/FORMAT.md). */
-static unsigned r16_code(const maq_weight *w, int p, int i) {
-    const size_t wi = (size_t)p * (w->T >> 4) + (size_t)(i >> 4);
-    const int j = i & 15;
-    const unsigned lo = ((const uint32_t *)w->data)[wi] >> (2 * j) & 3u;
-    if (w->type == MAQ_TYPE_MAQ2) return lo;
-    if (w->type == MAQ_TYPE_MAQ4) return lo | (((const uint32_t *)w->hi)[wi] >> (2 * j) & 3u) << 2;
-    return lo | (((const uint16_t *)w->hi)[wi] >> j & 1u) << 2;
+/* c[i] = code of input i0 + i of row p, i < n (n, i0 multiples of 16; the file's words and hi plane:
+ * docs/FORMAT.md). */
+static void row_codes(const maq_weight *w, int p, int i0, int n, uint8_t *c) {
+    const int nw = w->T >> 4;
+    const uint32_t *words = (const uint32_t *)w->data + (size_t)p * nw;
+    c -= i0;
+    for (int wi = i0 >> 4; wi < (i0 + n) >> 4; wi++) {
+        const uint32_t lo = words[wi];
+        const uint32_t hi = w->type == MAQ_TYPE_MAQ4 ? ((const uint32_t *)w->hi)[(size_t)p * nw + wi]
+                          : w->type == MAQ_TYPE_MAQ3 ? ((const uint16_t *)w->hi)[(size_t)p * nw + wi] : 0;
+        for (int j = 0; j < 16; j++) {
+            const unsigned h = w->type == MAQ_TYPE_MAQ4 ? hi >> (2 * j) & 3u : hi >> j & 1u;
+            c[16 * wi + j] = (uint8_t)((lo >> (2 * j) & 3u) | h << 2);
+        }
+    }
 }
 
-static void r16_pack_codes(const maq_weight *w, int p, int r, uint8_t *codes) {
-    const int T = w->T;
+/* Row r of a panel's codes of n inputs (a multiple of 32) from the row's code bytes c[n]; codes: the panel's codes
+ * from the first of those inputs. */
+static void r16_pack_codes(const maq_weight *w, const uint8_t *c, int n, int r, uint8_t *codes) {
+    const int T = n;
     if (w->type == MAQ_TYPE_MAQ4) {
         for (int k = 0; k < T / 8; k++)
-            for (int j = 0; j < 4; j++)
-                codes[64 * k + 4 * r + j] = (uint8_t)(r16_code(w, p, 8 * k + j) | r16_code(w, p, 8 * k + 4 + j) << 4);
+            for (int j = 0; j < 4; j++) codes[64 * k + 4 * r + j] = (uint8_t)(c[8 * k + j] | c[8 * k + 4 + j] << 4);
         return;
     }
     if (w->type == MAQ_TYPE_MAQ2) {
         for (int k = 0; k < T / 16; k++)
             for (int j = 0; j < 4; j++) {
-                unsigned v = 0;
-                for (int f = 0; f < 4; f++) v |= r16_code(w, p, 16 * k + 4 * f + j) << (2 * f);
-                codes[64 * k + 4 * r + j] = (uint8_t)v;
+                const uint8_t *q = c + 16 * k + j;
+                codes[64 * k + 4 * r + j] = (uint8_t)(q[0] | q[4] << 2 | q[8] << 4 | q[12] << 6);
             }
         return;
     }
@@ -101,9 +108,9 @@ static void r16_pack_codes(const maq_weight *w, int p, int r, uint8_t *codes) {
             for (int s = 0; s < 2; s++) {
                 unsigned lo = 0;
                 for (int f = 0; f < 4; f++) {
-                    const unsigned c = r16_code(w, p, 32 * k + 16 * s + 4 * f + j);
-                    lo |= (c & 3u) << (2 * f);
-                    hi |= (c >> 2) << (4 * s + f);
+                    const unsigned q = c[32 * k + 16 * s + 4 * f + j];
+                    lo |= (q & 3u) << (2 * f);
+                    hi |= (q >> 2) << (4 * s + f);
                 }
                 step[64 * s + 4 * r + j] = (uint8_t)lo;
             }
@@ -112,9 +119,11 @@ static void r16_pack_codes(const maq_weight *w, int p, int r, uint8_t *codes) {
     }
 }
 
+#define R16_PACK_CHUNK 512   /* inputs decoded at a time: a multiple of every step (8, 16, 32 inputs) */
 void maq_r16_pack(const maq_weight *w, void *dst) {
     const int ng = r16_ng(w), np = (w->P + 15) / 16;
     const size_t pb = r16_panel_bytes(w), cb = r16_codes_bytes(w);
+    uint8_t c[R16_PACK_CHUNK];   /* codes of a row's inputs i0..i0+n */
     memset(dst, 0, (size_t)np * pb);
     for (int i = 0; i < np; i++) {
         uint8_t *panel = (uint8_t *)dst + (size_t)i * pb;
@@ -123,7 +132,11 @@ void maq_r16_pack(const maq_weight *w, void *dst) {
         float *d = (float *)(sc + (size_t)32 * ng), *dmin = d + 16, *dsal = d + 32;
         for (int r = 0; r < 16 && 16 * i + r < w->P; r++) {
             const int p = 16 * i + r;
-            r16_pack_codes(w, p, r, panel);
+            for (int i0 = 0; i0 < w->T; i0 += R16_PACK_CHUNK) {
+                const int n = w->T - i0 < R16_PACK_CHUNK ? w->T - i0 : R16_PACK_CHUNK;
+                row_codes(w, p, i0, n, c);
+                r16_pack_codes(w, c, n, r, panel + (size_t)2 * r16_bits(w) * i0);   /* 2 x bits bytes per input */
+            }
             const uint8_t *rs = w->scales + (size_t)p * 2 * ng;
             for (int g = 0; g < ng; g++) {
                 sc[16 * g + r] = rs[g];

@@ -45,9 +45,11 @@ int runtime_type(enum ggml_type t) {
 //   second     MAQ2: uint8 bitmap [P][ceil(T/128)]; MAQ3: uint16 hi [P][T/16]; MAQ4: uint32 hi [P][T/16]
 //   scales     uint8 [P][2*ceil(T/G)] (sized for G = 32, the most groups)
 //   rowscale   fp16 [P][3]: d, dmin, dsal
+//   r16        MAQ3 / MAQ4 where the CPU has AVX-512 VNNI + GFNI: the runtime's 16-row panels (maq_r16_pack, sized for
+//              G = 32, the most groups), which its products read instead of the parts above; else empty
 // every part starts on a 64-byte boundary.
 struct parts_layout {
-    size_t words, second, scales, rowscale, total;
+    size_t words, second, scales, rowscale, r16, total;
 };
 
 parts_layout layout_of(enum ggml_type type, int64_t T, int64_t P) {
@@ -59,7 +61,13 @@ parts_layout layout_of(enum ggml_type type, int64_t T, int64_t P) {
     L.second   = L.words + pad64((size_t) (P * nw) * 4);
     L.scales   = L.second + pad64(second);
     L.rowscale = L.scales + pad64((size_t) (P * 2 * ((T + 31) / 32)));
-    L.total    = L.rowscale + pad64((size_t) P * 3 * sizeof(uint16_t));
+    L.r16      = L.rowscale + pad64((size_t) P * 3 * sizeof(uint16_t));
+    maq_weight most = maq_weight{};   // the panels' bytes at G = 32 (MAQ2: 0, a descriptor without its bitmap)
+    most.type = runtime_type(type);
+    most.T    = (int) T;
+    most.P    = (int) P;
+    most.G    = 32;
+    L.total   = L.r16 + maq_r16_bytes(&most);
     return L;
 }
 
@@ -177,6 +185,11 @@ void blocks_to_parts(enum ggml_type type, int64_t T, int64_t P, const uint8_t * 
     d->hi       = bits == 2 ? nullptr : second;
     d->scales   = scales;
     d->rowscale = rowscale;
+    const size_t r16 = maq_r16_bytes(d);
+    if (r16 > 0 && r16 <= L.total - L.r16) {   // sized at G = 32: always fits
+        maq_r16_pack(d, dst + L.r16);
+        d->r16 = dst + L.r16;
+    }
 }
 
 // Bytes of float32 rows needed to gather a non-contiguous src1 (0 when it is contiguous).
