@@ -354,7 +354,7 @@ class Weight:
         return self
 
     def repack_r16(self) -> int:
-        """Repack this MAQ2 / MAQ3 / MAQ4 weight into 16-row panels (see ``repack_r16``); returns the bytes, 0 if it does
+        """Repack this MAQ2 / MAQ3 / MAQ4 / Q8_0 weight into 16-row panels (see ``repack_r16``); returns the bytes, 0 if it does
         not qualify or is repacked already."""
         return repack_r16([self])
 
@@ -396,13 +396,13 @@ class Weight:
 
 
 def repack_r16(weights: list) -> int:
-    """Repack every MAQ2 (without salient words) / MAQ3 / MAQ4 weight of ``weights`` that qualifies into 16-row
-    interleaved panels
-    (runtime/csrc/maq2_r16.c), which the VNNI path then reads instead of the file's parts: single-token rows stop
+    """Repack every MAQ2 (without salient words) / MAQ3 / MAQ4 / Q8_0 weight of ``weights`` that qualifies into 16-row
+    interleaved panels (runtime/csrc/maq2_r16.c, q8_0.c), which the VNNI path then reads instead of the file's
+    parts: single-token rows stop
     paying a per-row fixed cost, and one sequential stream replaces words + hi + scales. All panels go into one
     64-byte aligned arena in list order (give the order the products run in: each product's software prefetch then
     runs on into the next weight's panels). Returns the arena's bytes (0: nothing qualified, or this CPU lacks
-    AVX-512 VNNI + GFNI, or every weight is repacked already; the weights then stay as they are). Results do not
+    AVX-512 VNNI (+ GFNI for the MAQ types), or every weight is repacked already; the weights then stay as they are). Results do not
     change (bit-identical products). The file's parts stay where they are (``release_file_pages`` hands them back)."""
     todo = [(w, int(lib.maq_r16_bytes(w.c))) for w in weights if getattr(w, "_r16", None) is None]
     todo = [(w, n) for w, n in todo if n > 0]

@@ -105,9 +105,10 @@ def repack_default() -> bool:
 class CModel:
     """``forward(tokens, pos, mode)`` -> logits, over a KV cache of ``n_ctx`` positions, in C.
 
-    ``repack`` (default: ``repack_default()``, i.e. on unless MAQ_REPACK=0): MAQ3 / MAQ4 linears, and MAQ2 ones
-    without salient words, are repacked at load
-    into 16-row panels (``kernels.repack_r16``; bit-identical results) where the CPU has AVX-512 VNNI + GFNI.
+    ``repack`` (default: ``repack_default()``, i.e. on unless MAQ_REPACK=0): MAQ3 / MAQ4 and Q8_0 linears (the
+    output head included), and MAQ2 ones without salient words, are repacked at load
+    into 16-row panels (``kernels.repack_r16``; bit-identical results) where the CPU has AVX-512 VNNI (+ GFNI for
+    the MAQ types).
     ``repacked_bytes`` says how much; the file's pages of those weights' codes are handed back to the OS
     (``released_bytes``; ``kernels.release_file_pages``), so memory stays about the file's size."""
 
@@ -145,10 +146,12 @@ class CModel:
             for field, w in (("wq", L.wq), ("wk", L.wk), ("wv", L.wv), ("wo", L.wo), ("w_gate", L.w_gate),
                              ("w_up", L.w_up), ("w_down", L.w_down)):
                 fills.append((lw, field, w.kernel_weight()))
-        fills += [(weights, "tok_embd", lm.tok_embd.kernel_weight()), (weights, "output", lm.output.kernel_weight())]
+        fills.append((weights, "output", lm.output.kernel_weight()))
+        products = [kw for _, _, kw in fills]          # (token_embd only serves row lookups: not repacked)
+        fills.append((weights, "tok_embd", lm.tok_embd.kernel_weight()))
         self.repack = repack_default() if repack is None else bool(repack)
         from maq.runtime import kernels as K
-        self.repacked_bytes = K.repack_r16([kw for _, _, kw in fills]) if self.repack else 0
+        self.repacked_bytes = K.repack_r16(products) if self.repack else 0
         # the file's copies of the repacked words and hi planes leave memory (read again from the file if touched)
         self.released_bytes = sum(K.release_file_pages(kw, lm.gguf.mm, lm.gguf.path) for _, _, kw in fills) \
             if self.repacked_bytes else 0

@@ -62,11 +62,12 @@ typedef struct {
     const float *in_signs;      /* input rotation (format.py / docs/FORMAT.md section 10), any type: [T] +-1 signs,
                                  * or NULL (none). The weight holds W' = W R^T; maq_act_prepare multiplies R x */
     int in_block;               /* Walsh-Hadamard block length of the rotation (a power of two dividing T) */
-    const uint8_t *r16;         /* MAQ2/3/4: the rows repacked into 16-row panels (maq_r16_pack), 64-byte aligned,
+    const uint8_t *r16;         /* MAQ2/3/4, Q8_0: the rows repacked into 16-row panels (maq_r16_pack), 64-byte aligned,
                                  * read instead of the parts above on the VNNI path; or NULL */
 } maq_weight;
 
-/* Load-time repack of a MAQ2 (no salient words) / MAQ3 / MAQ4 weight into 16-row interleaved panels (runtime/csrc/maq2_r16.c): bytes needed,
+/* Load-time repack of a MAQ2 (no salient words) / MAQ3 / MAQ4 or Q8_0 weight into 16-row interleaved panels
+ * (runtime/csrc/maq2_r16.c, q8_0.c): bytes needed,
  * or 0 where the weight or this CPU does not qualify (the products then read the file's layout); and the packing
  * into dst (64-byte aligned, maq_r16_bytes(w) bytes). Set w->r16 = dst afterwards. */
 size_t maq_r16_bytes(const maq_weight *w);

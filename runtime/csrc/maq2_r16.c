@@ -8,7 +8,7 @@
  * the per-group / per-block steps run once per 16 rows with nothing reduced across lanes (the layout of maq2.c's
  * prompt panels, kept packed so that it costs the file's bits and is read as one sequential stream).
  *
- * Layout (maq_r16_bytes / maq_r16_pack): panel i holds rows 16i..16i+15 (rows past P all zero), panel_bytes(w) apart:
+ * Layout (maq_r16_bytes / maq_r16_pack, the MAQ family's traits): panel i holds rows 16i..16i+15 (rows past P all zero), panel_bytes(w) apart:
  *   codes  MAQ4: uint8 [T/8][16 rows][4]    byte 64k + 4r + j = code(8k + j) | code(8k + 4 + j) << 4
  *          MAQ2: uint8 [T/16][16 rows][4]   byte 64k + 4r + j: bits 2f..2f+1 = code(16k + 4f + j), f = 0..3
  *          MAQ3: uint8 [T/32][3][16 rows][4], step k of 32 inputs = three 64-byte parts:
@@ -63,7 +63,7 @@ static int r16_eligible(const maq_weight *w) {
     return w->T % 32 == 0 && maq_cpu_vnni() && maq_cpu_gfni() && (w->type != MAQ_TYPE_MAQ2 || no_salient_words(w));
 }
 
-size_t maq_r16_bytes(const maq_weight *w) {
+size_t maq2_r16_bytes(const maq_weight *w) {
     return r16_eligible(w) ? (size_t)((w->P + 15) / 16) * r16_panel_bytes(w) : 0;
 }
 
@@ -120,7 +120,7 @@ static void r16_pack_codes(const maq_weight *w, const uint8_t *c, int n, int r, 
 }
 
 #define R16_PACK_CHUNK 512   /* inputs decoded at a time: a multiple of every step (8, 16, 32 inputs) */
-void maq_r16_pack(const maq_weight *w, void *dst) {
+void maq2_r16_pack(const maq_weight *w, void *dst) {
     const int ng = r16_ng(w), np = (w->P + 15) / 16;
     const size_t pb = r16_panel_bytes(w), cb = r16_codes_bytes(w);
     uint8_t c[R16_PACK_CHUNK];   /* codes of a row's inputs i0..i0+n */

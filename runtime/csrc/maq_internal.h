@@ -218,6 +218,9 @@ typedef struct {
     /* rows [p0, p1) of Y [B][P] (row-major, token-major) from B activation rows of `stride` bytes */
     void (*rows)(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
     void (*get_row)(const maq_weight *w, int p, float *out);   /* row p dequantized */
+    /* load-time 16-row panels (maq_r16_bytes / maq_r16_pack); NULL where the type has none */
+    size_t (*r16_bytes)(const maq_weight *w);
+    void (*r16_pack)(const maq_weight *w, void *dst);
 } maq_type_traits;
 const maq_type_traits *maq_traits(int type);
 
@@ -235,8 +238,13 @@ void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
 void float_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);
 
 void maq2_get_row(const maq_weight *w, int p, float *out);
-/* maq2_r16.c: rows [p0, p1) (p0 a multiple of 16) of a weight with w->r16 for B tokens; 0 where not compiled (the
- * caller then runs maq2.c's code). */
+/* maq2_r16.c: the MAQ family's panels (its traits' r16_bytes / r16_pack), and rows [p0, p1) (p0 a multiple of 16) of
+ * a weight with w->r16 for B tokens; 0 where not compiled (the caller then runs maq2.c's code). */
+size_t maq2_r16_bytes(const maq_weight *w);
+void maq2_r16_pack(const maq_weight *w, void *dst);
+/* q8_0.c: Q8_0's panels */
+size_t q8_r16_bytes(const maq_weight *w);
+void q8_r16_pack(const maq_weight *w, void *dst);
 int maq2_r16_rows(const maq_weight *w, const maq2_act_layout *L, const uint8_t *act, int B, int p0, int p1, float *Y);
 /* maq_s8.c: MAQ2 int8 salient words (w->salw != NULL): added to / written over what maq2_rows / maq2_get_row gave. */
 void maq_s8_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path);

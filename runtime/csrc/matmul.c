@@ -44,15 +44,21 @@ static void maq_family_get_row(const maq_weight *w, int p, float *out) {
 }
 
 static const maq_type_traits TRAITS[MAQ_TYPE_MAQ4 + 1] = {
-    [MAQ_TYPE_F32] = {float_act_rows_bytes, float_act_prepare, float_rows, float_get_row},
-    [MAQ_TYPE_F16] = {float_act_rows_bytes, float_act_prepare, float_rows, float_get_row},
-    [MAQ_TYPE_Q8_0] = {q8_act_rows_bytes, q8_act_prepare, q8_0_rows, q8_0_get_row},
-    [MAQ_TYPE_MAQ2] = {maq2_act_rows_bytes, maq2_act_prepare, maq_family_rows, maq_family_get_row},
-    [MAQ_TYPE_MAQ3] = {maq2_act_rows_bytes, maq2_act_prepare, maq_family_rows, maq_family_get_row},
-    [MAQ_TYPE_MAQ4] = {maq2_act_rows_bytes, maq2_act_prepare, maq_family_rows, maq_family_get_row},
+    [MAQ_TYPE_F32] = {float_act_rows_bytes, float_act_prepare, float_rows, float_get_row, NULL, NULL},
+    [MAQ_TYPE_F16] = {float_act_rows_bytes, float_act_prepare, float_rows, float_get_row, NULL, NULL},
+    [MAQ_TYPE_Q8_0] = {q8_act_rows_bytes, q8_act_prepare, q8_0_rows, q8_0_get_row, q8_r16_bytes, q8_r16_pack},
+    [MAQ_TYPE_MAQ2] = {maq2_act_rows_bytes, maq2_act_prepare, maq_family_rows, maq_family_get_row, maq2_r16_bytes,
+                       maq2_r16_pack},
+    [MAQ_TYPE_MAQ3] = {maq2_act_rows_bytes, maq2_act_prepare, maq_family_rows, maq_family_get_row, maq2_r16_bytes,
+                       maq2_r16_pack},
+    [MAQ_TYPE_MAQ4] = {maq2_act_rows_bytes, maq2_act_prepare, maq_family_rows, maq_family_get_row, maq2_r16_bytes,
+                       maq2_r16_pack},
 };
 
 const maq_type_traits *maq_traits(int type) { return &TRAITS[type]; }
+
+size_t maq_r16_bytes(const maq_weight *w) { return TRAITS[w->type].r16_bytes ? TRAITS[w->type].r16_bytes(w) : 0; }
+void maq_r16_pack(const maq_weight *w, void *dst) { TRAITS[w->type].r16_pack(w, dst); }
 
 static void rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, float *Y, int path) {
     TRAITS[w->type].rows(w, act, B, p0, p1, Y, path);

@@ -331,14 +331,21 @@ static void q8_panel_unpack(const maq_weight *w, int pa, int nr, uint8_t *codes,
     }
 }
 
-/* Y[n * P + pa + r] (r < nr) for NT tokens: xq / dx / xs their activation rows' parts (q8_act_layout). */
-Q8_PANEL_FN void q8_panel_tile(const uint8_t *codes, const float *dw, const int8_t *const *xq, const float *const *dx,
-                               const int32_t *const *xs, const int NT, int nb, float *Y, size_t P, int pa, int nr) {
+/* Y[n * P + pa + r] (r < nr) for NT tokens: xq / dx / xs their activation rows' parts (q8_act_layout). The block
+ * scales: dw float [nb][16], or (dw NULL) dh fp16 [nb][16] (a load-time panel, below). pf: bytes ahead to prefetch
+ * (0: none). */
+Q8_PANEL_FN void q8_panel_tile(const uint8_t *codes, const float *dw, const uint16_t *dh, const int8_t *const *xq,
+                               const float *const *dx, const int32_t *const *xs, const int NT, int nb, float *Y,
+                               size_t P, int pa, int nr, size_t pf) {
     __m512 f[Q8_PANEL_NT][4];
     for (int n = 0; n < NT; n++) f[n][0] = f[n][1] = f[n][2] = f[n][3] = _mm512_setzero_ps();
     for (int ib = 0; ib < nb; ib++) {
         __m512i C[Q8_PANEL_NT];
         for (int n = 0; n < NT; n++) C[n] = _mm512_setzero_si512();
+        if (pf) {   /* the block's 512 code bytes and 32 scale bytes, pf bytes ahead, into L2 */
+            for (int o = 0; o < 512; o += 64) __builtin_prefetch(codes + (size_t)512 * ib + pf + o, 0, 2);
+            __builtin_prefetch((const uint8_t *)(dh + 16 * ib) + pf, 0, 2);
+        }
         for (int k = 8 * ib; k < 8 * ib + 8; k++) {
             const __m512i a = _mm512_load_si512((const void *)(codes + (size_t)64 * k));
             for (int n = 0; n < NT; n++) {
@@ -347,7 +354,8 @@ Q8_PANEL_FN void q8_panel_tile(const uint8_t *codes, const float *dw, const int8
                 C[n] = _mm512_dpbusd_epi32(C[n], a, _mm512_set1_epi32(x4));
             }
         }
-        const __m512 d = _mm512_load_ps(dw + 16 * ib);
+        const __m512 d = dw ? _mm512_load_ps(dw + 16 * ib)
+                            : _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(dh + 16 * ib)));
         const int l = ib & 3;
         for (int n = 0; n < NT; n++) {
             const __m512i sv = _mm512_sub_epi32(C[n], _mm512_set1_epi32(128 * xs[n][ib]));
@@ -363,8 +371,8 @@ Q8_PANEL_FN void q8_panel_tile(const uint8_t *codes, const float *dw, const int8
 
 /* Every token tile of B tokens over one panel, the tile size a compile-time constant in each branch. */
 static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void q8_panel_tokens(
-    const uint8_t *codes, const float *dw, const q8_act_layout *L, const uint8_t *act, int B, float *Y, size_t P,
-    int pa, int nr) {
+    const uint8_t *codes, const float *dw, const uint16_t *dh, const q8_act_layout *L, const uint8_t *act, int B,
+    float *Y, size_t P, int pa, int nr, size_t pf) {
     for (int t0 = 0; t0 < B; t0 += Q8_PANEL_NT) {
         const int nt = B - t0 < Q8_PANEL_NT ? B - t0 : Q8_PANEL_NT;
         const int8_t *xq[Q8_PANEL_NT];
@@ -379,10 +387,10 @@ static __attribute__((noinline, target(MAQ_VNNI_TARGET))) void q8_panel_tokens(
         float *y = Y + (size_t)t0 * P;
         switch (nt) {
 #define Q8_PANEL_CASE(N) \
-    case N: q8_panel_tile(codes, dw, xq, dx, xs, N, L->nb, y, P, pa, nr); break;
+    case N: q8_panel_tile(codes, dw, dh, xq, dx, xs, N, L->nb, y, P, pa, nr, pf); break;
             Q8_PANEL_CASE(1) Q8_PANEL_CASE(2) Q8_PANEL_CASE(3) Q8_PANEL_CASE(4) Q8_PANEL_CASE(5)
             Q8_PANEL_CASE(6) Q8_PANEL_CASE(7)
-            default: q8_panel_tile(codes, dw, xq, dx, xs, Q8_PANEL_NT, L->nb, y, P, pa, nr); break;
+            default: q8_panel_tile(codes, dw, dh, xq, dx, xs, Q8_PANEL_NT, L->nb, y, P, pa, nr, pf); break;
 #undef Q8_PANEL_CASE
         }
     }
@@ -400,12 +408,63 @@ static int q8_panel_rows(const maq_weight *w, const q8_act_layout *L, const uint
     for (int pa = p0; pa < p1; pa += 16) {
         const int nr = p1 - pa < 16 ? p1 - pa : 16;
         q8_panel_unpack(w, pa, nr, buf, dw);
-        q8_panel_tokens(buf, dw, L, act, B, Y, (size_t)w->P, pa, nr);
+        q8_panel_tokens(buf, dw, NULL, L, act, B, Y, (size_t)w->P, pa, nr, 0);
     }
     free(buf);
     return 1;
 }
+
+/* Load-time panels (maq_r16_bytes / maq_r16_pack through the type's traits; w->r16): the panel of rows
+ * 16i..16i+15, 17 T bytes (the file's bytes: 34 per 32 weights) rounded up to 64, panel_bytes apart:
+ *   codes uint8 [T/4][16 rows][4]   w + 128 (as q8_panel_unpack; rows past P 0)
+ *   dh    fp16  [T/32][16 rows]     block scales (the file's halves; rows past P 0)
+ * Single tokens read it as one stream with a software prefetch (Q8_R16_PF_BYTES ahead, into L2); several tokens run
+ * token tiles over it as over an unpacked panel. Same integers and float steps: bit-identical. */
+#define Q8_R16_PF_BYTES 16384
+static size_t q8_r16_panel_bytes(const maq_weight *w) { return ((size_t)17 * w->T + 63) / 64 * 64; }
+static int q8_r16_rows(const maq_weight *w, const q8_act_layout *L, const uint8_t *act, int B, int p0, int p1,
+                       float *Y) {
+    const size_t pb = q8_r16_panel_bytes(w);
+    for (int pa = p0; pa < p1; pa += 16) {
+        const uint8_t *panel = w->r16 + (size_t)(pa / 16) * pb;
+        const int nr = p1 - pa < 16 ? p1 - pa : 16;
+        q8_panel_tokens(panel, NULL, (const uint16_t *)(panel + (size_t)16 * w->T), L, act, B, Y, (size_t)w->P, pa,
+                        nr, B <= Q8_PANEL_NT ? Q8_R16_PF_BYTES : 0);
+    }
+    return 1;
+}
 #endif
+
+size_t q8_r16_bytes(const maq_weight *w) {
+#if defined(MAQ_X86)
+    return maq_cpu_vnni() ? (size_t)((w->P + 15) / 16) * q8_r16_panel_bytes(w) : 0;
+#else
+    (void)w;
+    return 0;
+#endif
+}
+
+void q8_r16_pack(const maq_weight *w, void *dst) {
+#if defined(MAQ_X86)
+    const int nb = w->T / 32, np = (w->P + 15) / 16;
+    const size_t row_bytes = (size_t)nb * Q8_BLOCK_BYTES, pb = q8_r16_panel_bytes(w);
+    memset(dst, 0, (size_t)np * pb);
+    for (int p = 0; p < w->P; p++) {
+        uint8_t *panel = (uint8_t *)dst + (size_t)(p / 16) * pb;
+        uint16_t *dh = (uint16_t *)(panel + (size_t)16 * w->T);
+        const int r = p % 16;
+        const uint8_t *wrow = (const uint8_t *)w->data + (size_t)p * row_bytes;
+        for (int ib = 0; ib < nb; ib++) {
+            const uint8_t *blk = wrow + (size_t)ib * Q8_BLOCK_BYTES;
+            memcpy(&dh[16 * ib + r], blk, 2);
+            for (int j = 0; j < 8; j++)
+                for (int i = 0; i < 4; i++) panel[(size_t)64 * (8 * ib + j) + 4 * r + i] = blk[2 + 4 * j + i] ^ 0x80u;
+        }
+    }
+#else
+    (void)w, (void)dst;
+#endif
+}
 
 /* Rows [p0, p1) x B tokens in tiles of Q8_NT tokens (maq_rows_tiled). */
 typedef struct {
@@ -456,6 +515,7 @@ void q8_0_rows(const maq_weight *w, const uint8_t *act, int B, int p0, int p1, f
     q8_act_layout_init(&L, w->T);
     path = maq_path_int8_base(path);   /* amx: the vnni code (no AMX variant here) */
 #if defined(MAQ_X86)
+    if (path == MAQ_PATH_VNNI && w->r16 && q8_r16_rows(w, &L, act, B, p0, p1, Y)) return;
     if (path == MAQ_PATH_VNNI && B >= Q8_PANEL_MIN_B && q8_panel_rows(w, &L, act, B, p0, p1, Y)) return;
 #endif
     if (path > 0 && path < MAQ_N_PATHS && Q8_PATHS[path])

@@ -222,10 +222,16 @@ def q8_xhat(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("T,P,adv", [(576, 576, False), (576, 1536, False), (1536, 576, False), (4096, 256, False),
                                      (576 + 32, 64, True), (608, 53, False)])
-def test_q8_0(T, P, adv, pools):
+@pytest.mark.parametrize("repack", [False, True], ids=["file", "r16"])
+def test_q8_0(T, P, adv, repack, pools):
+    """Every path, thread count and batch (single tokens, token tiles, panels) bit-identical to the scalar path, which
+    is within the derived tolerance of the float64 reference; ``r16``: the weight repacked into load-time 16-row
+    panels first (q8_0.c; the VNNI path reads those, the others the file's rows)."""
     rng = np.random.default_rng(T + P)
     q, Wd = q8_weight(P, T, rng, adv)
     w = K.Weight.q8_0(q, T, P)
+    if repack and w.repack_r16() == 0:
+        pytest.skip("this CPU lacks AVX-512 VNNI: no 16-row repack")
     np.testing.assert_array_equal(w.dequantize(), Wd.astype(np.float32))          # get_row
     X = activations(T, 5, T)
     if adv:

@@ -97,6 +97,32 @@ def test_panel_bytes(P, T, G, bits):
 
 
 @needs_r16
+@pytest.mark.parametrize("P,T", [(53, 576), (16, 32), (37, 1536), (21, 608)])
+def test_q8_0_panel_bytes(P, T):
+    """Q8_0 panels (q8_0.c): per 16 rows the weights + 128 as [T/4][16][4] bytes, then the fp16 block scales
+    [T/32][16]; products are checked in test_kernels.py::test_q8_0[r16]."""
+    import gguf
+    from gguf.quants import quantize
+
+    q = quantize((np.random.default_rng(P).standard_normal((P, T)) * 0.05).astype(np.float32),
+                 gguf.GGMLQuantizationType.Q8_0).reshape(P, T // 32, 34)
+    npan = -(-P // 16)
+    qs = np.zeros((npan * 16, T // 32, 32), np.uint8)
+    dh = np.zeros((npan * 16, T // 32, 2), np.uint8)
+    qs[:P], dh[:P] = q[:, :, 2:] ^ 0x80, q[:, :, :2]
+    want = []
+    for i in range(npan):
+        rows = slice(16 * i, 16 * i + 16)
+        want += [qs[rows].reshape(16, T // 4, 4).transpose(1, 0, 2).reshape(-1), dh[rows].transpose(1, 0, 2).reshape(-1),
+                 np.zeros(-17 * T % 64, np.uint8)]
+    want = np.concatenate(want)
+    w = K.Weight.q8_0(q.reshape(P, -1), T, P)
+    n = w.repack_r16()
+    assert n == want.nbytes
+    np.testing.assert_array_equal(np.frombuffer(K.ffi.buffer(w.c.r16, n), np.uint8), want)
+
+
+@needs_r16
 @pytest.mark.parametrize("B", [1, 2, 5, 8, 9, 20, 40])
 @pytest.mark.parametrize("G", F.GROUP_SIZES)
 @pytest.mark.parametrize("bits", [2, 3, 4])

@@ -104,6 +104,7 @@ KERNEL_CASES = [
     ("q8_0", 96, 7, 0, 3),
     ("q8_0", 576, 33, 0, 2),
     ("q8_0", 96, 21, 0, 9),            # Q8_0 panels (VNNI CPUs): a ragged last panel, a last tile of one token
+    ("q8_0", 608, 21, 0, 1),           # and load-time Q8_0 panels (R16_CASES: 17 T bytes padded to 64)
     ("f16", 1, 1, 0, 1),
     ("f16", 7, 3, 0, 2),
     ("f16", 203, 17, 0, 3),
@@ -113,7 +114,8 @@ KERNEL_CASES = [
 ]
 
 
-R16_CASES = {("maq4", 576, 37, 32, 1), ("maq3", 96, 19, 64, 3), ("maq4", 640, 21, 128, 11)}
+R16_CASES = {("maq4", 576, 37, 32, 1), ("maq3", 96, 19, 64, 3), ("maq4", 640, 21, 128, 11), ("q8_0", 608, 21, 0, 1),
+             ("q8_0", 96, 21, 0, 9)}
 
 
 def _maq2_parts(T: int, P: int, G: int, rng):
