@@ -575,6 +575,7 @@ class Weight:
     source_type: str = ""
     copied: bool = False
     rotation_seed: int | None = None   # stored rotated along its inputs (FORMAT.md section 10): holds W' = W Rᵀ
+    _kernel: K.Weight | None = dataclasses.field(default=None, repr=False, compare=False)   # kernel_weight's
 
     @property
     def G(self) -> int:
@@ -603,7 +604,13 @@ class Weight:
 
     def kernel_weight(self) -> K.Weight:
         """The C descriptor of this weight (``kernels.Weight``: validated, zero-copy; keep it while C reads it).
-        The one route from a loaded weight to a ``maq_weight`` (the model structs copy ``.c[0]``)."""
+        The one route from a loaded weight to a ``maq_weight`` (the model structs copy ``.c[0]``). Made once and
+        kept: engines built on one loaded model share it (and its load-time panels, ``kernels.repack_r16``)."""
+        if self._kernel is None:
+            self._kernel = self._make_kernel_weight()
+        return self._kernel
+
+    def _make_kernel_weight(self) -> K.Weight:
         if self.kind in MAQ_KINDS:
             kw = K.Weight.from_maq(self.maq, name=self.name)
         elif self.kind == KIND_F32:

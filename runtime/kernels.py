@@ -360,6 +360,11 @@ class Weight:
 
     # -- queries
     @property
+    def r16_bytes(self) -> int:
+        """Bytes of this weight's load-time panels (0: none)."""
+        return int(lib.maq_r16_bytes(self.c)) if getattr(self, "_r16", None) is not None else 0
+
+    @property
     def type_name(self) -> str:
         return MAQ_TYPE_NAMES[self.type]
 

@@ -98,7 +98,7 @@ def repack_default() -> bool:
     v = os.environ.get("MAQ_REPACK", "1").strip()
     if v not in ("0", "1"):
         raise MAQError(f"MAQ_REPACK = {v!r}: expected 0 (read the file's layout) or 1 (repack MAQ weights "
-                       "into 16-row panels where the CPU has AVX-512 VNNI + GFNI; the default)")
+                       "and Q8_0 weights into 16-row panels where the CPU has AVX-512 VNNI; the default)")
     return v == "1"
 
 
@@ -151,13 +151,18 @@ class CModel:
         fills.append((weights, "tok_embd", lm.tok_embd.kernel_weight()))
         self.repack = repack_default() if repack is None else bool(repack)
         from maq.runtime import kernels as K
-        self.repacked_bytes = K.repack_r16(products) if self.repack else 0
-        # the file's copies of the repacked words and hi planes leave memory (read again from the file if touched)
-        self.released_bytes = sum(K.release_file_pages(kw, lm.gguf.mm, lm.gguf.path) for _, _, kw in fills) \
-            if self.repacked_bytes else 0
+        # (the kernel weights belong to the loaded model: a second engine on it shares their panels)
+        released = 0
+        if self.repack and K.repack_r16(products):
+            # the file's copies of the repacked codes leave memory (read again from the file if touched)
+            released = sum(K.release_file_pages(kw, lm.gguf.mm, lm.gguf.path) for kw in products)
+        self.repacked_bytes = sum(kw.r16_bytes for kw in products) if self.repack else 0
+        self.released_bytes = released
         for parent, field, kw in fills:
             self._keep.append(kw)
             setattr(parent, field, kw.c[0])
+            if not self.repack:                      # this engine reads the file's layout
+                getattr(parent, field).r16 = ffi.NULL
         self._keep.append(layers)
         weights.layers = layers
         weights.output_norm = self._ptr("float *", self._f32(lm.output_norm, cfg.dim))
