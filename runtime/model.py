@@ -93,7 +93,7 @@ def _size(n: int) -> str:
 
 
 def repack_default() -> bool:
-    """Whether a CModel repacks MAQ2 / MAQ3 / MAQ4 weights into 16-row panels (kernels.repack_r16) when not told: yes,
+    """Whether a CModel repacks MAQ and Q8_0 weights into 16-row panels (kernels.repack_r16) when not told: yes,
     unless the environment variable MAQ_REPACK is 0."""
     v = os.environ.get("MAQ_REPACK", "1").strip()
     if v not in ("0", "1"):
@@ -147,17 +147,9 @@ class CModel:
                              ("w_up", L.w_up), ("w_down", L.w_down)):
                 fills.append((lw, field, w.kernel_weight()))
         fills.append((weights, "output", lm.output.kernel_weight()))
-        products = [kw for _, _, kw in fills]          # (token_embd only serves row lookups: not repacked)
-        fills.append((weights, "tok_embd", lm.tok_embd.kernel_weight()))
         self.repack = repack_default() if repack is None else bool(repack)
-        from maq.runtime import kernels as K
-        # (the kernel weights belong to the loaded model: a second engine on it shares their panels)
-        released = 0
-        if self.repack and K.repack_r16(products):
-            # the file's copies of the repacked codes leave memory (read again from the file if touched)
-            released = sum(K.release_file_pages(kw, lm.gguf.mm, lm.gguf.path) for kw in products)
-        self.repacked_bytes = sum(kw.r16_bytes for kw in products) if self.repack else 0
-        self.released_bytes = released
+        self._repack([kw for _, _, kw in fills])       # (token_embd only serves row lookups)
+        fills.append((weights, "tok_embd", lm.tok_embd.kernel_weight()))
         for parent, field, kw in fills:
             self._keep.append(kw)
             setattr(parent, field, kw.c[0])
@@ -205,6 +197,18 @@ class CModel:
         if a.dtype != np.float32 or a.shape != (n,):
             raise MAQError(f"internal: vector {a.dtype}{a.shape}, expected float32 [{n}]")
         return a
+
+    def _repack(self, products: list) -> None:
+        """Load-time panels for the products' weights (``repack``; kernels.repack_r16), the file's copies of their
+        codes handed back (kernels.release_file_pages). The kernel weights belong to the loaded model, so a second
+        engine on it shares their panels. Sets ``repacked_bytes`` (panels this engine reads) and ``released_bytes``."""
+        from maq.runtime import kernels as K
+
+        gguf = self.lm.gguf
+        self.released_bytes = 0
+        if self.repack and K.repack_r16(products):
+            self.released_bytes = sum(K.release_file_pages(kw, gguf.mm, gguf.path) for kw in products)
+        self.repacked_bytes = sum(kw.r16_bytes for kw in products) if self.repack else 0
 
     # -- running
     def forward(self, tokens, pos: int, mode: int = LOGITS_LAST, out: np.ndarray | None = None) -> np.ndarray | None:
