@@ -362,7 +362,8 @@ class Weight:
     @property
     def r16_bytes(self) -> int:
         """Bytes of this weight's load-time panels (0: none)."""
-        return int(lib.maq_r16_bytes(self.c)) if getattr(self, "_r16", None) is not None else 0
+        r16 = getattr(self, "_r16", None)
+        return r16[2] if r16 is not None else 0
 
     @property
     def type_name(self) -> str:
@@ -419,7 +420,7 @@ def repack_r16(weights: list) -> int:
     for w, n in todo:                        # every n is a multiple of 64: each weight's panels stay aligned
         p = ffi.from_buffer(raw[off:off + n])
         lib.maq_r16_pack(w.c, ffi.cast("void *", p))
-        w._r16 = (raw, p)
+        w._r16 = (raw, p, n)                 # the arena, this weight's panels, their bytes
         w.c.r16 = ffi.cast("const uint8_t *", p)
         off += n
     return total

@@ -731,9 +731,7 @@ static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET))) void row_v
  * [D_0..D_3]: the same exact integers as the AVX2 code, then the same float steps. */
 #define MAQ_ZMM_TARGET MAQ_VNNI_TARGET ",gfni"
 #define ZMM_FN static inline __attribute__((always_inline, target(MAQ_ZMM_TARGET)))
-/* vgf2p8affineqb matrices: output bit i of a byte = parity(matrix byte 7-i & input byte). GF_BITS(a, b): output
- * bits 0, 1 = input bits a, b (a 2-bit field moved down, the rest 0); GF_NIBBLE_HI: output bits 0-3 = input 4-7. */
-#define GF_BITS(a, b) (1ull << (a) << 56 | 1ull << (b) << 48)
+/* vgf2p8affineqb matrices (GF_BITS: maq_internal.h): GF_NIBBLE_HI: output bits 0-3 = input 4-7. */
 #define GF_NIBBLE_HI (0x10ull << 56 | 0x20ull << 48 | 0x40ull << 40 | 0x80ull << 32)
 
 /* Group (index into the quad's scales) of word lane l of pair h, for G = 32, 64, 128: [g_index][h][l]. */

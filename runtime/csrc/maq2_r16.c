@@ -181,21 +181,6 @@ int maq_pages_from_file(const void *p, size_t n, const char *path, uint64_t offs
 #define R16_FN static inline __attribute__((always_inline, target(R16_TARGET)))
 #define R16_NT 8   /* tokens per tile: each 64-byte load of codes serves up to 8 tokens */
 
-/* vgf2p8affineqb matrix moving input bit n of each byte to output bit 2 (output bit i = parity(matrix byte 7-i &
- * input byte)), the rest 0: a MAQ3 hi bit into place beside its 2 low bits. */
-#define GF_BIT_TO_2(n) ((1ull << (n)) << 40)
-/* ... and moving bits 2f, 2f + 1 to output bits 0, 1: a MAQ2 code field down to a byte of its own. */
-#define GF_FIELD(f) ((1ull << (2 * (f))) << 56 | (1ull << (2 * (f) + 1)) << 48)
-
-/* Software prefetch of a single-token product's panel stream, R16_PF_BYTES ahead, into L2 (hint T1): SmolLM2
- * MAQ 4.0 decode, 1 thread, ms/token (2026-12-08, load ~0.6): none 4.7 (the hardware prefetchers alone), 8 KiB
- * 4.57, 16 KiB 4.28, 32 KiB 4.32; 16 KiB into L1 (hint T0) 6.03 -- it evicts the activations; 16 KiB hint T2 4.33.
- * A 11008 x 4096 MAQ4 product (1 thread, streamed from DRAM) runs at 50-59 Gweights/s with it (~30 GB/s, the
- * measured read bandwidth). A hint only: no effect on results. */
-#define R16_PF_BYTES 16384
-static inline void r16_prefetch(const void *p, size_t n) {
-    for (size_t o = 0; o < n; o += 64) __builtin_prefetch((const char *)p + o, 0, 2);
-}
 
 static int32_t load_x4(const int8_t *x) {
     int32_t v;
@@ -203,43 +188,40 @@ static int32_t load_x4(const int8_t *x) {
     return v;
 }
 
-/* C[n] += code dots of one MAQ4 step k (inputs 8k..8k+7) with token n's int8 inputs xn[n]. */
-R16_FN void step_b4(const uint8_t *codes, int k, const int NT, const int8_t *const *xn, __m512i C[][2]) {
-    const __m512i v = _mm512_load_si512((const void *)(codes + (size_t)64 * k)), m0f = _mm512_set1_epi8(0x0f);
-    const __m512i lo = _mm512_and_si512(v, m0f), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m0f);
-    for (int n = 0; n < NT; n++) {
-        C[n][0] = _mm512_dpbusd_epi32(C[n][0], lo, _mm512_set1_epi32(load_x4(xn[n] + 8 * k)));
-        C[n][NT >= 4 ? 0 : 1] = _mm512_dpbusd_epi32(C[n][NT >= 4 ? 0 : 1], hi,
-                                                    _mm512_set1_epi32(load_x4(xn[n] + 8 * k + 4)));
+/* Packed codes come in steps: MAQ4 8 inputs in 64 bytes, MAQ2 16 in 64, MAQ3 32 in 192 (the layout above). */
+#define R16_STEP_INPUTS(BITS) ((BITS) == 4 ? 8 : (BITS) == 2 ? 16 : 32)
+#define R16_STEP_BYTES(BITS) ((BITS) == 3 ? 192 : 64)
+
+/* The code bytes of inputs 4j..4j+3 of a packed step st, one row per int32 lane (vpdpbusd's u8 operand): MAQ4
+ * nibble j; MAQ2 field j (one GF(2) affine map); MAQ3 field j % 4 of part j / 4 with its hi bit (bit j of part 2). */
+R16_FN __m512i step_codes(const uint8_t *st, const int BITS, const int j) {
+    if (BITS == 4) {
+        const __m512i v = _mm512_load_si512((const void *)st);
+        return _mm512_and_si512(j ? _mm512_srli_epi16(v, 4) : v, _mm512_set1_epi8(0x0f));
     }
+    if (BITS == 2) {
+        const __m512i v = _mm512_load_si512((const void *)st);
+        return j ? _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64((long long)GF_BITS(2 * j, 2 * j + 1)), 0)
+                 : _mm512_and_si512(v, _mm512_set1_epi8(3));
+    }
+    const int f = j & 3;
+    const __m512i lo = _mm512_load_si512((const void *)(st + 64 * (j >> 2)));
+    const __m512i h = _mm512_load_si512((const void *)(st + 128));
+    const __m512i hb = _mm512_gf2p8affine_epi64_epi8(h, _mm512_set1_epi64((long long)GF_BIT_TO_2(j)), 0);
+    /* (3 & (lo >> 2f)) | hb: ternary logic 0xea = (A & B) | C */
+    return _mm512_ternarylogic_epi32(_mm512_set1_epi8(3), f ? _mm512_srli_epi16(lo, 2 * f) : lo, hb, 0xea);
 }
 
-/* C[n] += code dots of one MAQ2 step k (inputs 16k..16k+15): field f of each byte, one GF(2) affine map each. */
-R16_FN void step_b2(const uint8_t *codes, int k, const int NT, const int8_t *const *xn, __m512i C[][2]) {
-    const __m512i v = _mm512_load_si512((const void *)(codes + (size_t)64 * k));
-    for (int f = 0; f < 4; f++) {
-        const __m512i c = f ? _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64((long long)GF_FIELD(f)), 0)
-                            : _mm512_and_si512(v, _mm512_set1_epi8(3));
+/* C[n] += code dots of packed step k with token n's int8 inputs xn[n] (two accumulator chains below 4 tokens). */
+R16_FN void step_packed(const uint8_t *codes, int k, const int NT, const int BITS, const int8_t *const *xn,
+                        __m512i C[][2]) {
+    const uint8_t *st = codes + (size_t)R16_STEP_BYTES(BITS) * k;
+    const size_t i0 = (size_t)R16_STEP_INPUTS(BITS) * k;   /* the step's first input */
+    for (int j = 0; j < R16_STEP_INPUTS(BITS) / 4; j++) {
+        const __m512i c = step_codes(st, BITS, j);
         for (int n = 0; n < NT; n++)
-            C[n][NT >= 4 ? 0 : f & 1] = _mm512_dpbusd_epi32(C[n][NT >= 4 ? 0 : f & 1], c,
-                                                            _mm512_set1_epi32(load_x4(xn[n] + 16 * k + 4 * f)));
-    }
-}
-
-/* C[n] += code dots of one MAQ3 step k (inputs 32k..32k+31). */
-R16_FN void step_b3(const uint8_t *codes, int k, const int NT, const int8_t *const *xn, __m512i C[][2]) {
-    const uint8_t *st = codes + (size_t)192 * k;
-    const __m512i h = _mm512_load_si512((const void *)(st + 128)), m03 = _mm512_set1_epi8(3);
-    for (int s = 0; s < 2; s++) {
-        const __m512i lo = _mm512_load_si512((const void *)(st + 64 * s));
-        for (int f = 0; f < 4; f++) {
-            const __m512i hb = _mm512_gf2p8affine_epi64_epi8(h, _mm512_set1_epi64((long long)GF_BIT_TO_2(4 * s + f)), 0);
-            /* (m03 & (lo >> 2f)) | hb: ternary logic 0xea = (A & B) | C */
-            const __m512i c = _mm512_ternarylogic_epi32(m03, f ? _mm512_srli_epi16(lo, 2 * f) : lo, hb, 0xea);
-            for (int n = 0; n < NT; n++)
-                C[n][NT >= 4 ? 0 : f & 1] = _mm512_dpbusd_epi32(C[n][NT >= 4 ? 0 : f & 1], c,
-                                                  _mm512_set1_epi32(load_x4(xn[n] + 32 * k + 16 * s + 4 * f)));
-        }
+            C[n][NT >= 4 ? 0 : j & 1] = _mm512_dpbusd_epi32(C[n][NT >= 4 ? 0 : j & 1], c,
+                                                            _mm512_set1_epi32(load_x4(xn[n] + i0 + 4 * j)));
     }
 }
 
@@ -252,47 +234,20 @@ R16_FN void step_u8(const uint8_t *codes, int k, const int NT, const int8_t *con
 /* A panel's codes as bytes, [T/4][16 rows][4] (the u8 operand of vpdpbusd, maq2.c's prompt panel layout): when a
  * panel serves several token tiles, each tile then skips the nibble / bit-field extraction. */
 R16_FN void r16_unpack(const uint8_t *panel, int T, const int BITS, uint8_t *out) {
-    const __m512i m0f = _mm512_set1_epi8(0x0f), m03 = _mm512_set1_epi8(3);
-    if (BITS == 2) {
-        for (int k = 0; k < T / 16; k++) {
-            const __m512i v = _mm512_load_si512((const void *)(panel + (size_t)64 * k));
-            for (int f = 0; f < 4; f++)
-                _mm512_store_si512((void *)(out + (size_t)64 * (4 * k + f)),
-                                   _mm512_and_si512(_mm512_srli_epi16(v, 2 * f), m03));
-        }
-        return;
-    }
-    if (BITS == 4) {
-        for (int k = 0; k < T / 8; k++) {
-            const __m512i v = _mm512_load_si512((const void *)(panel + (size_t)64 * k));
-            _mm512_store_si512((void *)(out + (size_t)128 * k), _mm512_and_si512(v, m0f));
-            _mm512_store_si512((void *)(out + (size_t)128 * k + 64), _mm512_and_si512(_mm512_srli_epi16(v, 4), m0f));
-        }
-        return;
-    }
-    for (int k = 0; k < T / 32; k++) {
-        const uint8_t *st = panel + (size_t)192 * k;
-        const __m512i h = _mm512_load_si512((const void *)(st + 128));
-        for (int s = 0; s < 2; s++) {
-            const __m512i lo = _mm512_load_si512((const void *)(st + 64 * s));
-            for (int f = 0; f < 4; f++) {
-                const __m512i hb =
-                    _mm512_gf2p8affine_epi64_epi8(h, _mm512_set1_epi64((long long)GF_BIT_TO_2(4 * s + f)), 0);
-                _mm512_store_si512((void *)(out + (size_t)64 * (8 * k + 4 * s + f)),
-                                   _mm512_ternarylogic_epi32(m03, _mm512_srli_epi16(lo, 2 * f), hb, 0xea));
-            }
-        }
-    }
+    const int J = R16_STEP_INPUTS(BITS) / 4;   /* 4-input groups per step */
+    for (int k = 0; k < T / R16_STEP_INPUTS(BITS); k++)
+#pragma GCC unroll 8
+        for (int j = 0; j < J; j++)
+            _mm512_store_si512((void *)(out + (size_t)64 * (J * k + j)),
+                               step_codes(panel + (size_t)R16_STEP_BYTES(BITS) * k, BITS, j));
 }
 
-/* Y[n * P + pa + r] (r < nr) for the NT tokens whose activation rows start at act: one panel, every block. MODE:
- * 4 or 3, the panel's packed MAQ4 / MAQ3 codes; 8, its codes unpacked to bytes in u8 (r16_unpack). */
+/* Y[n * P + pa + r] (r < nr) for the NT tokens whose activation rows start at act: one panel, every block, from its
+ * packed codes or (UNPACKED) from u8, its codes unpacked to bytes (r16_unpack). */
 R16_FN void r16_tile(const uint8_t *panel, const uint8_t *u8, const maq_weight *w, const maq2_act_layout *L,
                      const uint8_t *act, const int NT, const int BITS, const int UNPACKED, float *Y, int pa, int nr,
                      size_t pf) {
-    const int MODE = UNPACKED ? 8 : BITS;
-    const int T = w->T, G = w->G, ng = r16_ng(w), kstep = MODE == 4 ? 8 : MODE == 3 ? 32 : MODE == 2 ? 16 : 4;
-    const size_t step_bytes = MODE == 3 ? 192 : 64;   /* packed codes per step */
+    const int T = w->T, G = w->G, ng = r16_ng(w), kstep = UNPACKED ? 4 : R16_STEP_INPUTS(BITS);
     const uint8_t *sc = panel + r16_codes_bytes(w);
     const int8_t *m = (const int8_t *)(sc + (size_t)16 * ng);
     const float *d = (const float *)(sc + (size_t)32 * ng);
@@ -306,7 +261,7 @@ R16_FN void r16_tile(const uint8_t *panel, const uint8_t *u8, const maq_weight *
         dx[n] = (const float *)(row + L->dx);
         xs[n] = (const int16_t *)(row + xs_off);
     }
-    if (pf) r16_prefetch(sc + pf, r16_tail_bytes(w));   /* this panel's scales, pf bytes ahead */
+    if (pf) maq_prefetch_l2(sc + pf, r16_tail_bytes(w));   /* this panel's scales, pf bytes ahead */
     __m512 fD[R16_NT][4], fM[R16_NT][4];   /* lane b % 4 of acc_block, one row per element */
     for (int n = 0; n < NT; n++)
         for (int l = 0; l < 4; l++) fD[n][l] = fM[n][l] = _mm512_setzero_ps();
@@ -319,16 +274,14 @@ R16_FN void r16_tile(const uint8_t *panel, const uint8_t *u8, const maq_weight *
             __m512i C[R16_NT][2];
             for (int n = 0; n < NT; n++) C[n][0] = C[n][1] = _mm512_setzero_si512();
             for (int k = g * G / kstep; k < k1; k++) {
-                if (pf) r16_prefetch(panel + pf + step_bytes * k, step_bytes);
-                if (MODE == 4) step_b4(panel, k, NT, xn, C);
-                else if (MODE == 3) step_b3(panel, k, NT, xn, C);
-                else if (MODE == 2) step_b2(panel, k, NT, xn, C);
-                else step_u8(u8, k, NT, xn, C);
+                if (pf) maq_prefetch_l2(panel + pf + (size_t)R16_STEP_BYTES(BITS) * k, R16_STEP_BYTES(BITS));
+                if (UNPACKED) step_u8(u8, k, NT, xn, C);
+                else step_packed(panel, k, NT, BITS, xn, C);
             }
             const __m512i scg = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)(sc + 16 * g)));
             const __m512i mg = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(m + 16 * g)));
             for (int n = 0; n < NT; n++) {
-                const __m512i Cn = NT >= 4 || MODE == 8 ? C[n][0] : _mm512_add_epi32(C[n][0], C[n][1]);
+                const __m512i Cn = NT >= 4 || UNPACKED ? C[n][0] : _mm512_add_epi32(C[n][0], C[n][1]);
                 D[n] = _mm512_add_epi32(D[n], _mm512_mullo_epi32(Cn, scg));
                 M[n] = _mm512_add_epi32(M[n], _mm512_mullo_epi32(mg, _mm512_set1_epi32(xs[n][g])));
             }
@@ -378,7 +331,7 @@ R16_FN void r16_rows_bits(const maq_weight *w, const maq2_act_layout *L, const u
                           float *Y, const int BITS) {
     const size_t pb = r16_panel_bytes(w);
     uint8_t *u8 = B > R16_NT ? aligned_alloc(64, (size_t)16 * w->T) : NULL;
-    const size_t pf = B <= R16_NT ? R16_PF_BYTES : 0;
+    const size_t pf = B <= R16_NT ? MAQ_PF_BYTES_PANEL : 0;
     for (int pa = p0; pa < p1; pa += 16) {
         const uint8_t *panel = w->r16 + (size_t)(pa / 16) * pb;
         const int nr = p1 - pa < 16 ? p1 - pa : 16;

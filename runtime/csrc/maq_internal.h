@@ -124,6 +124,21 @@ static inline int maq_pf_rows(size_t rb, size_t ahead) { return rb >= ahead ? 1 
 static inline void maq_prefetch(const void *p, size_t n) {
     for (size_t o = 0; o < n; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
 }
+/* Load-time 16-row panels (maq2_r16.c, q8_0.c) are one sequential stream per product: a single-token product asks
+ * for the bytes MAQ_PF_BYTES_PANEL ahead of what it reads, into L2 (hint T1). SmolLM2 MAQ 4.0 decode, 1 thread,
+ * ms/token (2026-12-08, load ~0.6): none 4.7 (the hardware prefetchers alone), 8 KiB 4.57, 16 KiB 4.28, 32 KiB
+ * 4.32; 16 KiB into L1 (T0) 6.03 -- it evicts the activations; 16 KiB T2 4.33. A streamed 11008 x 4096 MAQ4
+ * product (1 thread) runs at 50-59 Gweights/s with it (~30 GB/s). */
+#define MAQ_PF_BYTES_PANEL 16384
+
+/* x86-64 GFNI: vgf2p8affineqb matrices, output bit i of a byte = parity(matrix byte 7-i & input byte).
+ * GF_BITS(a, b): output bits 0, 1 = input bits a, b, the rest 0 (a 2-bit field moved down to a byte of its own);
+ * GF_BIT_TO_2(n): output bit 2 = input bit n, the rest 0 (a MAQ3 hi bit beside its 2 low bits). */
+#define GF_BITS(a, b) (1ull << (a) << 56 | 1ull << (b) << 48)
+#define GF_BIT_TO_2(n) (1ull << (n) << 40)
+static inline void maq_prefetch_l2(const void *p, size_t n) {
+    for (size_t o = 0; o < n; o += 64) __builtin_prefetch((const char *)p + o, 0, 2);
+}
 
 /* ------------------------------------------------------------------ row x token tiling (maq2.c, q8_0.c, float.c) */
 /* Rows [p0, p1) x B tokens: tiles of 16 rows (their weights stay in L1/L2) x ntmax tokens, or all rows at once when

@@ -308,20 +308,23 @@ static __attribute__((noinline)) MAQ_DOTPROD_ATTR void rows_dot(
 #define Q8_PANEL_MIN_B 8   /* tokens from which a product runs panels (docs/BENCHMARKS.md "Prompt panels") */
 #define Q8_PANEL_FN static inline __attribute__((always_inline, target(MAQ_VNNI_TARGET)))
 
-/* Rows [pa, pa + nr), nr <= 16: codes [T/4][16][4] (w + 128; rows past nr 0), dw [nb][16] (rows past nr 0). */
-static void q8_panel_unpack(const maq_weight *w, int pa, int nr, uint8_t *codes, float *dw) {
+/* Rows [pa, pa + nr), nr <= 16: codes [T/4][16][4] (w + 128; rows past nr 0) and the block scales [nb][16] (rows
+ * past nr 0), as float into dw or, dw NULL, as the file's fp16 into dh (the load-time panels below). */
+static void q8_panel_unpack(const maq_weight *w, int pa, int nr, uint8_t *codes, float *dw, uint16_t *dh) {
     const int nb = w->T / 32;
     const size_t row_bytes = (size_t)nb * Q8_BLOCK_BYTES;
     uint32_t *c32 = (uint32_t *)codes;
     if (nr < 16) {
         memset(codes, 0, (size_t)16 * w->T);
-        memset(dw, 0, (size_t)64 * nb);
+        if (dw) memset(dw, 0, (size_t)64 * nb);
+        else memset(dh, 0, (size_t)32 * nb);
     }
     for (int r = 0; r < nr; r++) {
         const uint8_t *wrow = (const uint8_t *)w->data + (size_t)(pa + r) * row_bytes;
         for (int ib = 0; ib < nb; ib++) {
             const uint8_t *blk = wrow + (size_t)ib * Q8_BLOCK_BYTES;
-            dw[16 * ib + r] = block_d(blk);
+            if (dw) dw[16 * ib + r] = block_d(blk);
+            else memcpy(&dh[16 * ib + r], blk, 2);
             for (int j = 0; j < 8; j++) {
                 uint32_t v;
                 memcpy(&v, blk + 2 + 4 * j, 4);
@@ -342,9 +345,9 @@ Q8_PANEL_FN void q8_panel_tile(const uint8_t *codes, const float *dw, const uint
     for (int ib = 0; ib < nb; ib++) {
         __m512i C[Q8_PANEL_NT];
         for (int n = 0; n < NT; n++) C[n] = _mm512_setzero_si512();
-        if (pf) {   /* the block's 512 code bytes and 32 scale bytes, pf bytes ahead, into L2 */
-            for (int o = 0; o < 512; o += 64) __builtin_prefetch(codes + (size_t)512 * ib + pf + o, 0, 2);
-            __builtin_prefetch((const uint8_t *)(dh + 16 * ib) + pf, 0, 2);
+        if (pf) {   /* the block's 512 code bytes and 32 scale bytes, pf bytes ahead */
+            maq_prefetch_l2(codes + (size_t)512 * ib + pf, 512);
+            maq_prefetch_l2((const uint8_t *)(dh + 16 * ib) + pf, 32);
         }
         for (int k = 8 * ib; k < 8 * ib + 8; k++) {
             const __m512i a = _mm512_load_si512((const void *)(codes + (size_t)64 * k));
@@ -407,7 +410,7 @@ static int q8_panel_rows(const maq_weight *w, const q8_act_layout *L, const uint
     float *dw = (float *)(buf + codes);
     for (int pa = p0; pa < p1; pa += 16) {
         const int nr = p1 - pa < 16 ? p1 - pa : 16;
-        q8_panel_unpack(w, pa, nr, buf, dw);
+        q8_panel_unpack(w, pa, nr, buf, dw, NULL);
         q8_panel_tokens(buf, dw, NULL, L, act, B, Y, (size_t)w->P, pa, nr, 0);
     }
     free(buf);
@@ -418,9 +421,8 @@ static int q8_panel_rows(const maq_weight *w, const q8_act_layout *L, const uint
  * 16i..16i+15, 17 T bytes (the file's bytes: 34 per 32 weights) rounded up to 64, panel_bytes apart:
  *   codes uint8 [T/4][16 rows][4]   w + 128 (as q8_panel_unpack; rows past P 0)
  *   dh    fp16  [T/32][16 rows]     block scales (the file's halves; rows past P 0)
- * Single tokens read it as one stream with a software prefetch (Q8_R16_PF_BYTES ahead, into L2); several tokens run
- * token tiles over it as over an unpacked panel. Same integers and float steps: bit-identical. */
-#define Q8_R16_PF_BYTES 16384
+ * Single tokens read it as one stream with a software prefetch (MAQ_PF_BYTES_PANEL ahead, into L2); several tokens
+ * run token tiles over it as over an unpacked panel. Same integers and float steps: bit-identical. */
 static size_t q8_r16_panel_bytes(const maq_weight *w) { return ((size_t)17 * w->T + 63) / 64 * 64; }
 static int q8_r16_rows(const maq_weight *w, const q8_act_layout *L, const uint8_t *act, int B, int p0, int p1,
                        float *Y) {
@@ -429,7 +431,7 @@ static int q8_r16_rows(const maq_weight *w, const q8_act_layout *L, const uint8_
         const uint8_t *panel = w->r16 + (size_t)(pa / 16) * pb;
         const int nr = p1 - pa < 16 ? p1 - pa : 16;
         q8_panel_tokens(panel, NULL, (const uint16_t *)(panel + (size_t)16 * w->T), L, act, B, Y, (size_t)w->P, pa,
-                        nr, B <= Q8_PANEL_NT ? Q8_R16_PF_BYTES : 0);
+                        nr, B <= Q8_PANEL_NT ? MAQ_PF_BYTES_PANEL : 0);
     }
     return 1;
 }
@@ -446,20 +448,11 @@ size_t q8_r16_bytes(const maq_weight *w) {
 
 void q8_r16_pack(const maq_weight *w, void *dst) {
 #if defined(MAQ_X86)
-    const int nb = w->T / 32, np = (w->P + 15) / 16;
-    const size_t row_bytes = (size_t)nb * Q8_BLOCK_BYTES, pb = q8_r16_panel_bytes(w);
-    memset(dst, 0, (size_t)np * pb);
-    for (int p = 0; p < w->P; p++) {
-        uint8_t *panel = (uint8_t *)dst + (size_t)(p / 16) * pb;
-        uint16_t *dh = (uint16_t *)(panel + (size_t)16 * w->T);
-        const int r = p % 16;
-        const uint8_t *wrow = (const uint8_t *)w->data + (size_t)p * row_bytes;
-        for (int ib = 0; ib < nb; ib++) {
-            const uint8_t *blk = wrow + (size_t)ib * Q8_BLOCK_BYTES;
-            memcpy(&dh[16 * ib + r], blk, 2);
-            for (int j = 0; j < 8; j++)
-                for (int i = 0; i < 4; i++) panel[(size_t)64 * (8 * ib + j) + 4 * r + i] = blk[2 + 4 * j + i] ^ 0x80u;
-        }
+    const size_t pb = q8_r16_panel_bytes(w);
+    memset(dst, 0, (size_t)(w->P + 15) / 16 * pb);   /* (the padding after each panel) */
+    for (int pa = 0; pa < w->P; pa += 16) {
+        uint8_t *panel = (uint8_t *)dst + (size_t)(pa / 16) * pb;
+        q8_panel_unpack(w, pa, w->P - pa < 16 ? w->P - pa : 16, panel, NULL, (uint16_t *)(panel + (size_t)16 * w->T));
     }
 #else
     (void)w, (void)dst;
